@@ -1,0 +1,22 @@
+//! Compiles the protos with protox (pure Rust, no system `protoc`) and writes the
+//! descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/envelope/v1/envelope.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("envelope_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        // Payloads as `bytes::Bytes`: decoding slices the request buffer instead of copying.
+        .bytes(".")
+        // Sorted maps make the context encoding canonical without a sort per request.
+        .btree_map(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The `envelope.v1.Admin` gRPC service: key status, refresh and rotation.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+use crate::keyring::{Keyring, NamedKey};
+use crate::pb;
+
+/// The Admin service over a keyring.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    keyring: Arc<Keyring>,
+}
+
+impl AdminService {
+    /// An Admin service over `keyring`.
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        Self { keyring }
+    }
+
+    fn selected(&self, name: &str) -> Result<Vec<Arc<NamedKey>>, Status> {
+        if name.is_empty() {
+            Ok(self.keyring.all().cloned().collect())
+        } else {
+            Ok(vec![self.keyring.get(name)?.clone()])
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn age(t: OffsetDateTime, now: OffsetDateTime) -> u64 {
+    u64::try_from((now - t).whole_seconds()).unwrap_or(0)
+}
+
+/// KeyStatus figures for one key name.
+pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
+    let now = OffsetDateTime::now_utc();
+    let set = key.snapshot();
+    let mut versions: Vec<pb::MasterKeyVersion> = set
+        .versions
+        .values()
+        .map(|l| pb::MasterKeyVersion {
+            version: l.master.version.as_str().to_owned(),
+            stages: l.stages.clone(),
+            created_at: rfc3339(l.master.created),
+            age_seconds: age(l.master.created, now),
+        })
+        .collect();
+    versions.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.version.cmp(&b.version))
+    });
+    let f = key.figures();
+    pb::KeyInfo {
+        name: key.name().to_owned(),
+        secret_id: key.secret_id().to_owned(),
+        current_version: set.current.version.as_str().to_owned(),
+        versions,
+        last_refresh: rfc3339(set.loaded_at),
+        last_refresh_age_seconds: age(set.loaded_at, now),
+        cache: Some(pb::CacheStats {
+            data_keys_generated: f.data_keys_generated,
+            active_data_key_records: f.active_records,
+            decrypt_cache_entries: f.decrypt_entries,
+            decrypt_cache_hits: f.hits,
+            decrypt_cache_misses: f.misses,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn key_status(
+        &self,
+        req: Request<pb::KeyStatusRequest>,
+    ) -> Result<Response<pb::KeyStatusResponse>, Status> {
+        let keys = self.selected(&req.into_inner().key)?;
+        Ok(Response::new(pb::KeyStatusResponse {
+            keys: keys.iter().map(|k| key_info(k)).collect(),
+        }))
+    }
+
+    async fn refresh_keys(
+        &self,
+        req: Request<pb::RefreshKeysRequest>,
+    ) -> Result<Response<pb::RefreshKeysResponse>, Status> {
+        let keys = self.selected(&req.into_inner().key)?;
+        let mut refreshed = Vec::with_capacity(keys.len());
+        for k in keys {
+            k.refresh().await?;
+            refreshed.push(k.name().to_owned());
+        }
+        Ok(Response::new(pb::RefreshKeysResponse { refreshed }))
+    }
+
+    async fn rotate_master_key(
+        &self,
+        req: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<pb::RotateMasterKeyResponse>, Status> {
+        let key = self.keyring.get(&req.into_inner().key)?;
+        let (previous_version, current_version) = key.rotate().await?;
+        Ok(Response::new(pb::RotateMasterKeyResponse {
+            previous_version,
+            current_version,
+        }))
+    }
+}

@@ -1,0 +1,178 @@
+//! The client commands: `encrypt`, `decrypt`, `status` and `rotate` talk to a
+//! running server over gRPC.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use tonic::transport::Channel;
+
+use crate::pb;
+
+/// Largest message the CLI sends or accepts.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Turns `127.0.0.1:50051` or `http://127.0.0.1:50051` into a channel.
+pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    Channel::from_shared(url.clone())
+        .with_context(|| format!("bad server address {addr:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// Parses repeated `k=v` flags into a context.
+pub fn parse_context(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut ctx = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--context expects key=value, got {p:?}");
+        };
+        if ctx.insert(k.to_owned(), v.to_owned()).is_some() {
+            bail!("--context key {k:?} given twice");
+        }
+    }
+    Ok(ctx)
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut buf)
+        .context("reading stdin")?;
+    if buf.len() > MAX_MESSAGE {
+        bail!("input is over {MAX_MESSAGE} bytes");
+    }
+    Ok(buf)
+}
+
+fn client(ch: Channel) -> pb::envelope_client::EnvelopeClient<Channel> {
+    pb::envelope_client::EnvelopeClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE * 2)
+        .max_encoding_message_size(MAX_MESSAGE * 2)
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// `envelope encrypt`: stdin plaintext → stdout ciphertext (base64 line with `--base64`).
+pub async fn encrypt(
+    addr: &str,
+    key: &str,
+    context: &[String],
+    base64: bool,
+) -> anyhow::Result<()> {
+    let req = pb::EncryptRequest {
+        key: key.to_owned(),
+        plaintext: Bytes::from(read_stdin()?),
+        context: parse_context(context)?,
+    };
+    let resp = client(connect(addr).await?)
+        .encrypt(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if base64 {
+        writeln!(out, "{}", B64.encode(&resp.ciphertext))?;
+    } else {
+        out.write_all(&resp.ciphertext)?;
+    }
+    eprintln!("key_version: {}", resp.key_version);
+    Ok(())
+}
+
+/// `envelope decrypt`: stdin ciphertext (base64 with `--base64`) → stdout plaintext.
+pub async fn decrypt(
+    addr: &str,
+    key: &str,
+    context: &[String],
+    base64: bool,
+) -> anyhow::Result<()> {
+    let input = read_stdin()?;
+    let ciphertext = if base64 {
+        B64.decode(input.trim_ascii())
+            .context("stdin is not base64")?
+    } else {
+        input
+    };
+    let req = pb::DecryptRequest {
+        key: key.to_owned(),
+        ciphertext: Bytes::from(ciphertext),
+        context: parse_context(context)?,
+    };
+    let resp = client(connect(addr).await?)
+        .decrypt(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    std::io::stdout().lock().write_all(&resp.plaintext)?;
+    Ok(())
+}
+
+/// `envelope status`: prints KeyStatus as JSON.
+pub async fn status(addr: &str, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(addr).await?)
+        .key_status(pb::KeyStatusRequest {
+            key: key.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let keys: Vec<serde_json::Value> = resp
+        .keys
+        .iter()
+        .map(|k| {
+            let cache = k.cache.unwrap_or_default();
+            serde_json::json!({
+                "name": k.name,
+                "secret_id": k.secret_id,
+                "current_version": k.current_version,
+                "last_refresh": k.last_refresh,
+                "last_refresh_age_seconds": k.last_refresh_age_seconds,
+                "versions": k.versions.iter().map(|v| serde_json::json!({
+                    "version": v.version, "stages": v.stages,
+                    "created_at": v.created_at, "age_seconds": v.age_seconds,
+                })).collect::<Vec<_>>(),
+                "cache": {
+                    "data_keys_generated": cache.data_keys_generated,
+                    "active_data_key_records": cache.active_data_key_records,
+                    "decrypt_cache_entries": cache.decrypt_cache_entries,
+                    "decrypt_cache_hits": cache.decrypt_cache_hits,
+                    "decrypt_cache_misses": cache.decrypt_cache_misses,
+                },
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?
+    );
+    Ok(())
+}
+
+/// `envelope rotate`: runs the four rotation steps on the server.
+pub async fn rotate(addr: &str, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(addr).await?)
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            key: key.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!(
+        "previous_version: {}\ncurrent_version: {}",
+        resp.previous_version, resp.current_version
+    );
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Configuration, one direction only: TOML file and command-line flags →
+//! validated [`Settings`]. Every setting and its default is listed in
+//! docs/CONFIG.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::context::ContextLimits;
+use crate::keyring::{DEFAULT_KEY, DataKeyLimits, Limits};
+
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default local-mode data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "envelope-data";
+
+/// Why configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    refresh_interval_secs: Option<u64>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    data_keys: DataKeyConfig,
+}
+
+/// One key name and the secret that holds its master keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key name callers use.
+    pub name: String,
+    /// The secret id; defaults to the key name.
+    pub secret_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsConfig {
+    max_request_bytes: Option<usize>,
+    max_plaintext_bytes: Option<usize>,
+    max_batch_items: Option<usize>,
+    max_context_entries: Option<usize>,
+    max_context_bytes: Option<usize>,
+    decrypt_cache_entries: Option<usize>,
+    max_loaded_versions: Option<usize>,
+    missing_version_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataKeyConfig {
+    max_age_secs: Option<u64>,
+    max_records: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to serve gRPC on.
+    pub listen: SocketAddr,
+    /// Local mode's data directory (root key and master-key secrets).
+    pub data_dir: PathBuf,
+    /// Key names and their secret ids.
+    pub keys: Vec<KeyConfig>,
+    /// Per-key limits.
+    pub limits: Limits,
+    /// Largest gRPC message accepted.
+    pub max_request_bytes: usize,
+    /// Most items in one batch.
+    pub max_batch_items: usize,
+    /// How often master keys are re-read from the store (jittered by ±10%).
+    pub refresh_interval: Duration,
+    /// `tracing` filter, e.g. `info` or `envelope=debug`.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Key names are letters, digits, '-', '_' and '.', 1 to 64 bytes.
+pub fn valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+impl Settings {
+    /// Reads `path` (if any) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        Self::from_file(file, overrides)
+    }
+
+    /// Validates a parsed file plus overrides.
+    pub fn from_file(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        let dk_defaults = DataKeyLimits::default();
+        let l = &file.limits;
+        let limits = Limits {
+            max_plaintext_bytes: l
+                .max_plaintext_bytes
+                .unwrap_or(defaults.max_plaintext_bytes),
+            context: ContextLimits {
+                max_entries: l
+                    .max_context_entries
+                    .unwrap_or(ContextLimits::default().max_entries),
+                max_bytes: l
+                    .max_context_bytes
+                    .unwrap_or(ContextLimits::default().max_bytes),
+            },
+            data_key: DataKeyLimits {
+                max_age: file
+                    .data_keys
+                    .max_age_secs
+                    .map_or(dk_defaults.max_age, Duration::from_secs),
+                max_records: file
+                    .data_keys
+                    .max_records
+                    .unwrap_or(dk_defaults.max_records),
+                max_bytes: file.data_keys.max_bytes.unwrap_or(dk_defaults.max_bytes),
+            },
+            decrypt_cache_entries: l
+                .decrypt_cache_entries
+                .unwrap_or(defaults.decrypt_cache_entries),
+            max_loaded_versions: l
+                .max_loaded_versions
+                .unwrap_or(defaults.max_loaded_versions),
+            negative_cache_ttl: l
+                .missing_version_ttl_secs
+                .map_or(defaults.negative_cache_ttl, Duration::from_secs),
+        };
+        let max_request_bytes = l.max_request_bytes.unwrap_or(4 * 1024 * 1024);
+        let keys = if file.keys.is_empty() {
+            vec![KeyConfig {
+                name: DEFAULT_KEY.to_owned(),
+                secret_id: None,
+            }]
+        } else {
+            file.keys
+        };
+        let s = Settings {
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            keys,
+            limits,
+            max_request_bytes,
+            max_batch_items: l.max_batch_items.unwrap_or(10_000),
+            refresh_interval: Duration::from_secs(file.refresh_interval_secs.unwrap_or(300)),
+            log_level: file.log_level.unwrap_or_else(|| "info".to_owned()),
+            log_format: file.log_format.unwrap_or_default(),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in &self.keys {
+            if !valid_key_name(&k.name) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", k.name),
+                ));
+            }
+            if !seen.insert(k.name.as_str()) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} is listed twice", k.name),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if !(1..=1 << 30).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be between 1 and 2^30",
+            ));
+        }
+        if l.max_plaintext_bytes > self.max_request_bytes {
+            return Err(invalid(
+                "limits.max_plaintext_bytes",
+                "must not exceed limits.max_request_bytes",
+            ));
+        }
+        if self.max_batch_items == 0 || self.max_batch_items > 1_000_000 {
+            return Err(invalid(
+                "limits.max_batch_items",
+                "must be between 1 and 1,000,000",
+            ));
+        }
+        if l.context.max_entries > 1024 || l.context.max_bytes > 1 << 20 {
+            return Err(invalid(
+                "limits.max_context_*",
+                "at most 1024 entries and 1 MiB",
+            ));
+        }
+        if l.data_key.max_records == 0
+            || l.data_key.max_records > crate::keyring::data_key_ceiling()
+        {
+            return Err(invalid(
+                "data_keys.max_records",
+                "must be between 1 and 2^32 (NIST SP 800-38D)",
+            ));
+        }
+        if l.data_key.max_bytes < l.max_plaintext_bytes as u64 {
+            return Err(invalid(
+                "data_keys.max_bytes",
+                "must be at least limits.max_plaintext_bytes",
+            ));
+        }
+        if l.data_key.max_age.is_zero() {
+            return Err(invalid("data_keys.max_age_secs", "must be positive"));
+        }
+        if l.max_loaded_versions < 3 || l.decrypt_cache_entries == 0 {
+            return Err(invalid(
+                "limits",
+                "max_loaded_versions >= 3 and decrypt_cache_entries >= 1",
+            ));
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            return Err(invalid("refresh_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.keys.len(), 1);
+        assert_eq!(s.keys[0].name, "default");
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\n[[keys]]\nname = \"pii\"\n").unwrap();
+        let s = Settings::from_file(
+            file,
+            Overrides {
+                listen: Some("127.0.0.1:2".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.keys[0].name, "pii");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            "[[keys]]\nname = \"../x\"\n",
+            "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"a\"\n",
+            "[data_keys]\nmax_records = 0\n",
+            "[data_keys]\nmax_records = 8589934592\n",
+            "unknown = 1\n",
+        ] {
+            let parsed: Result<FileConfig, _> = toml::from_str(bad);
+            if let Ok(f) = parsed {
+                assert!(
+                    Settings::from_file(f, Overrides::default()).is_err(),
+                    "{bad}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The primitives Envelope builds on, all from aws-lc-rs: AES-256-GCM with
+//! pre-expanded keys, HKDF-SHA256, PBKDF2-HMAC-SHA256 and the system CSPRNG.
+//!
+//! Key material lives only in [`KeyBytes`] (wiped on drop) and [`AeadKey`]
+//! (an expanded key held by aws-lc, which wipes its context on free); neither
+//! derives `Debug`, `Clone` or `PartialEq`, and both print as redacted.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{hkdf, pbkdf2};
+use zeroize::Zeroizing;
+
+/// Length of an AES-256 key.
+pub const KEY_LEN: usize = 32;
+/// Length of an AES-GCM nonce.
+pub const NONCE_BYTES: usize = NONCE_LEN;
+/// Length of an AES-GCM tag.
+pub const TAG_LEN: usize = 16;
+
+/// Errors of the primitives. Deliberately carries no detail: an
+/// authentication failure must be one opaque answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The tag did not verify: wrong key, wrong associated data or tampered bytes.
+    #[error("authentication failed")]
+    Unauthentic,
+    /// The system random generator failed.
+    #[error("random generator failed")]
+    Random,
+    /// A primitive refused its input (wrong length or parameters).
+    #[error("cryptographic primitive failed")]
+    Primitive,
+}
+
+/// 32 bytes of key material, wiped on drop, printed as redacted.
+pub struct KeyBytes(Zeroizing<[u8; KEY_LEN]>);
+
+impl KeyBytes {
+    /// Fresh random key bytes from the system CSPRNG.
+    pub fn random() -> Result<Self, CryptoError> {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(k.as_mut())?;
+        Ok(Self(k))
+    }
+
+    /// Copies key bytes out of a slice that must be exactly 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::Primitive);
+        }
+        k.copy_from_slice(bytes);
+        Ok(Self(k))
+    }
+
+    /// The raw bytes. Named so that every place exposing key material is greppable.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyBytes([REDACTED])")
+    }
+}
+
+/// An expanded AES-256-GCM key. Expansion costs more than sealing a small
+/// record, so these are built once per key and cached.
+pub struct AeadKey(LessSafeKey);
+
+impl AeadKey {
+    /// Expands key bytes into a ready AES-256-GCM key.
+    pub fn new(key: &KeyBytes) -> Result<Self, CryptoError> {
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::Primitive)?;
+        Ok(Self(LessSafeKey::new(unbound)))
+    }
+
+    /// Encrypts `in_out` in place and returns the tag.
+    pub fn seal(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .map_err(|_| CryptoError::Primitive)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypts `ciphertext` into `out` (same length) if `tag` verifies. On
+    /// failure `out` is wiped, so no partial plaintext ever escapes.
+    pub fn open(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        if ciphertext.len() != out.len() || tag.len() != TAG_LEN {
+            return Err(CryptoError::Primitive);
+        }
+        let r = self.0.open_separate_gather(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            ciphertext,
+            tag,
+            out,
+        );
+        if r.is_err() {
+            zeroize::Zeroize::zeroize(out);
+            return Err(CryptoError::Unauthentic);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AeadKey(AES-256-GCM, [REDACTED])")
+    }
+}
+
+/// Fills `out` from the system CSPRNG.
+pub fn fill_random(out: &mut [u8]) -> Result<(), CryptoError> {
+    SystemRandom::new()
+        .fill(out)
+        .map_err(|_| CryptoError::Random)
+}
+
+/// A random AES-GCM nonce, for keys that seal few messages (key wrapping).
+pub fn random_nonce() -> Result<[u8; NONCE_BYTES], CryptoError> {
+    let mut n = [0u8; NONCE_BYTES];
+    fill_random(&mut n)?;
+    Ok(n)
+}
+
+struct OutLen(usize);
+
+impl hkdf::KeyType for OutLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` into `out`.
+pub fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
+    prk.expand(info, OutLen(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .map_err(|_| CryptoError::Primitive)
+}
+
+/// The PBKDF2 iteration floor for passphrase-style secrets: OWASP's Password
+/// Storage Cheat Sheet recommends 600,000 for PBKDF2-HMAC-SHA256; we refuse
+/// anything below 100,000 (the floor the seeds' applications used) to stay
+/// compatible with existing secrets while rejecting clearly weak settings.
+pub const PBKDF2_MIN_ITERATIONS: u32 = 100_000;
+
+/// PBKDF2-HMAC-SHA256 (RFC 8018) of `secret` with `salt` into `out`.
+pub fn pbkdf2_sha256(
+    secret: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    let iterations = NonZeroU32::new(iterations).ok_or(CryptoError::Primitive)?;
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, secret, out);
+    Ok(())
+}
+
+/// SHA-256 of the concatenation of `parts`.
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    // RFC 5869, appendix A.1 (test case 1) and A.3 (test case 3, empty salt and info).
+    #[test]
+    fn hkdf_rfc5869_vectors() {
+        let mut okm = [0u8; 42];
+        hkdf_sha256(
+            &hex("000102030405060708090a0b0c"),
+            &[0x0b; 22],
+            &[&hex("f0f1f2f3f4f5f6f7f8f9")],
+            &mut okm,
+        )
+        .unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            hex(
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+            )
+        );
+        let mut okm = [0u8; 42];
+        hkdf_sha256(&[], &[0x0b; 22], &[], &mut okm).unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            hex(
+                "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+            )
+        );
+    }
+
+    // RFC 7914, section 11: PBKDF2-HMAC-SHA256 test vectors.
+    #[test]
+    fn pbkdf2_rfc7914_vectors() {
+        let mut dk = [0u8; 64];
+        pbkdf2_sha256(b"passwd", b"salt", 1, &mut dk).unwrap();
+        assert_eq!(
+            dk.to_vec(),
+            hex(
+                "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783"
+            )
+        );
+        pbkdf2_sha256(b"Password", b"NaCl", 80000, &mut dk).unwrap();
+        assert_eq!(
+            dk.to_vec(),
+            hex(
+                "4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d"
+            )
+        );
+    }
+
+    // NIST GCM test vector (gcmEncryptExtIV256, Count 0 with 16-byte PT), as in
+    // McGrew & Viega's GCM spec test case 14: zero key, zero IV, zero block.
+    #[test]
+    fn aes256gcm_known_answer() {
+        let key = AeadKey::new(&KeyBytes::from_slice(&[0u8; 32]).unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        let tag = key.seal([0u8; 12], &[], &mut buf).unwrap();
+        assert_eq!(buf.to_vec(), hex("cea7403d4d606b6e074ec5d3baf39d18"));
+        assert_eq!(tag.to_vec(), hex("d0d1c8a799996bf0265b98b5d48ab919"));
+        let mut out = [0u8; 16];
+        key.open([0u8; 12], &[], &buf, &tag, &mut out).unwrap();
+        assert_eq!(out, [0u8; 16]);
+    }
+
+    #[test]
+    fn open_failure_wipes_output_and_is_opaque() {
+        let key = AeadKey::new(&KeyBytes::random().unwrap()).unwrap();
+        let mut buf = *b"sixteen byte msg";
+        let tag = key.seal([1u8; 12], b"aad", &mut buf).unwrap();
+        let mut out = [0xAAu8; 16];
+        let err = key
+            .open([1u8; 12], b"other", &buf, &tag, &mut out)
+            .unwrap_err();
+        assert_eq!(err, CryptoError::Unauthentic);
+        assert_eq!(out, [0u8; 16]);
+    }
+
+    #[test]
+    fn key_types_print_redacted() {
+        let k = KeyBytes::from_slice(&[0x42; 32]).unwrap();
+        let s = format!("{k:?} {:?}", AeadKey::new(&k).unwrap());
+        assert!(s.contains("REDACTED"));
+        assert!(!s.contains("42") && !s.contains("66"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Per-key-name state: the loaded master-key versions, the data key in use
+//! for encryption and the cache of unwrapped data keys for decryption.
+//!
+//! The request path reads state through atomically swapped snapshots
+//! (`arc-swap`), so it takes no lock and makes no store or KMS call once a
+//! data key is warm; locks are taken only to make a new data key or to fetch
+//! a version a record names that is not loaded (single flight).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::context::ContextLimits;
+use crate::crypto::AeadKey;
+use crate::envelope::{self, VersionId};
+use crate::error::Error;
+use crate::kms::Kms;
+use crate::master_key::{self, MasterKey};
+use crate::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, StoreError, VersionInfo};
+
+mod data_key;
+mod ops;
+
+pub use data_key::{DataKey, DataKeyLimits};
+
+/// The stages whose versions are loaded at every refresh.
+pub const LOADED_STAGES: [&str; 3] = [AWSCURRENT, AWSPREVIOUS, AWSPENDING];
+
+/// Bounds on what a key name may hold and accept.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest plaintext accepted.
+    pub max_plaintext_bytes: usize,
+    /// Context limits.
+    pub context: ContextLimits,
+    /// Data-key reuse limits.
+    pub data_key: DataKeyLimits,
+    /// Unwrapped data keys held for decryption, per key name.
+    pub decrypt_cache_entries: usize,
+    /// Versions held per key name, staged ones included.
+    pub max_loaded_versions: usize,
+    /// How long a version the store did not have is remembered as missing.
+    pub negative_cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_plaintext_bytes: 4 * 1024 * 1024,
+            context: ContextLimits::default(),
+            data_key: DataKeyLimits::default(),
+            decrypt_cache_entries: 10_000,
+            max_loaded_versions: 32,
+            negative_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A loaded version with the stages it had at the last refresh.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The version's key.
+    pub master: Arc<MasterKey>,
+    /// Its stages (empty for a version fetched on demand).
+    pub stages: Vec<String>,
+}
+
+/// One consistent view of a key name's versions.
+#[derive(Debug)]
+pub struct KeySet {
+    /// Versions by their record encoding.
+    pub versions: HashMap<Box<[u8]>, Loaded>,
+    /// The AWSCURRENT version.
+    pub current: Arc<MasterKey>,
+    /// When the store was last read successfully.
+    pub loaded_at: OffsetDateTime,
+}
+
+/// A data key unwrapped for decryption, cached by its wrapped bytes.
+#[derive(Debug)]
+pub struct CachedKey {
+    key: Arc<AeadKey>,
+    version: Arc<str>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    data_keys_generated: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Figures for KeyStatus.
+#[derive(Debug, Clone)]
+pub struct CacheFigures {
+    /// Data keys generated for encryption since start.
+    pub data_keys_generated: u64,
+    /// Records sealed under the active data key.
+    pub active_records: u64,
+    /// Entries in the decryption cache.
+    pub decrypt_entries: u64,
+    /// Decryption cache hits.
+    pub hits: u64,
+    /// Decryption cache misses.
+    pub misses: u64,
+}
+
+/// One key name.
+pub struct NamedKey {
+    name: String,
+    secret_id: String,
+    key_id: [u8; envelope::KEY_ID_LEN],
+    store: Arc<dyn SecretStore>,
+    kms: Arc<dyn Kms>,
+    limits: Limits,
+    state: ArcSwap<KeySet>,
+    active: ArcSwapOption<DataKey>,
+    data_key_lock: tokio::sync::Mutex<()>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    missing: std::sync::Mutex<HashMap<Box<[u8]>, Instant>>,
+    cache: quick_cache::sync::Cache<Bytes, Arc<CachedKey>>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for NamedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedKey")
+            .field("name", &self.name)
+            .field("secret_id", &self.secret_id)
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_MISSING: usize = 1024;
+
+impl NamedKey {
+    /// Loads a key name's versions from the store; fails if it has no usable AWSCURRENT.
+    pub async fn load(
+        name: &str,
+        secret_id: &str,
+        store: Arc<dyn SecretStore>,
+        kms: Arc<dyn Kms>,
+        limits: Limits,
+    ) -> Result<Self, Error> {
+        let set = read_set(name, secret_id, store.as_ref(), kms.as_ref(), None, &limits).await?;
+        Ok(Self {
+            name: name.to_owned(),
+            secret_id: secret_id.to_owned(),
+            key_id: envelope::key_id(name),
+            store,
+            kms,
+            limits,
+            state: ArcSwap::from_pointee(set),
+            active: ArcSwapOption::empty(),
+            data_key_lock: tokio::sync::Mutex::new(()),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            missing: std::sync::Mutex::new(HashMap::new()),
+            cache: quick_cache::sync::Cache::new(limits.decrypt_cache_entries.max(1)),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The key name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The secret that holds this key's versions.
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// The current snapshot of versions.
+    pub fn snapshot(&self) -> Arc<KeySet> {
+        self.state.load_full()
+    }
+
+    /// Re-reads the store. Keeps loaded versions (no KMS call for them) and
+    /// versions fetched on demand; on failure the old snapshot stays.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let _guard = self.refresh_lock.lock().await;
+        let old = self.state.load_full();
+        let set = read_set(
+            &self.name,
+            &self.secret_id,
+            self.store.as_ref(),
+            self.kms.as_ref(),
+            Some(&old),
+            &self.limits,
+        )
+        .await?;
+        if let Ok(mut missing) = self.missing.lock() {
+            // A version may have been created since it was found missing.
+            missing.clear();
+        }
+        self.state.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// Cache figures for KeyStatus.
+    pub fn figures(&self) -> CacheFigures {
+        CacheFigures {
+            data_keys_generated: self.stats.data_keys_generated.load(Ordering::Relaxed),
+            active_records: self.active.load().as_ref().map_or(0, |d| d.records_used()),
+            decrypt_entries: self.cache.len() as u64,
+            hits: self.stats.hits.load(Ordering::Relaxed),
+            misses: self.stats.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The loaded version named by `raw`, fetching it from the store on
+    /// demand: one fetch at a time per key name, and a version the store
+    /// lacks is remembered as missing for a while, so a flood of bogus
+    /// versions costs at most one store call each per TTL.
+    async fn master_for(&self, raw: &[u8]) -> Result<Arc<MasterKey>, Error> {
+        if let Some(l) = self.state.load().versions.get(raw) {
+            return Ok(l.master.clone());
+        }
+        let version = VersionId::from_raw(raw)?;
+        let not_found = || Error::VersionNotFound {
+            key: self.name.clone(),
+            version: version.as_str().to_owned(),
+        };
+        if self.recently_missing(raw) {
+            return Err(not_found());
+        }
+        let _guard = self.fetch_lock.lock().await;
+        if let Some(l) = self.state.load().versions.get(raw) {
+            return Ok(l.master.clone());
+        }
+        if self.recently_missing(raw) {
+            return Err(not_found());
+        }
+        let value = match self.store.get(&self.secret_id, version.as_str()).await {
+            Ok(v) => v,
+            Err(StoreError::VersionNotFound { .. }) => {
+                self.remember_missing(raw);
+                return Err(not_found());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let info = VersionInfo {
+            stages: Vec::new(),
+            ..value.info.clone()
+        };
+        let master = Arc::new(
+            master_key::load(
+                &self.name,
+                &self.secret_id,
+                info,
+                &value.value,
+                self.kms.as_ref(),
+            )
+            .await?,
+        );
+        tracing::info!(key = %self.name, version = %version.as_str(), "loaded master-key version on demand");
+        self.state.rcu(|set| {
+            let mut versions = set.versions.clone();
+            evict_unstaged(
+                &mut versions,
+                self.limits.max_loaded_versions.saturating_sub(1),
+            );
+            versions.insert(
+                raw.into(),
+                Loaded {
+                    master: master.clone(),
+                    stages: Vec::new(),
+                },
+            );
+            KeySet {
+                versions,
+                current: set.current.clone(),
+                loaded_at: set.loaded_at,
+            }
+        });
+        Ok(master)
+    }
+
+    fn recently_missing(&self, raw: &[u8]) -> bool {
+        let Ok(missing) = self.missing.lock() else {
+            return false;
+        };
+        missing
+            .get(raw)
+            .is_some_and(|at| at.elapsed() < self.limits.negative_cache_ttl)
+    }
+
+    fn remember_missing(&self, raw: &[u8]) {
+        if let Ok(mut missing) = self.missing.lock() {
+            let ttl = self.limits.negative_cache_ttl;
+            missing.retain(|_, at| at.elapsed() < ttl);
+            if missing.len() < MAX_MISSING {
+                missing.insert(raw.into(), Instant::now());
+            }
+        }
+    }
+}
+
+/// Drops versions with no stage, oldest first, until at most `keep` remain.
+fn evict_unstaged(versions: &mut HashMap<Box<[u8]>, Loaded>, keep: usize) {
+    while versions.len() > keep {
+        let oldest = versions
+            .iter()
+            .filter(|(_, l)| l.stages.is_empty())
+            .min_by_key(|(_, l)| l.master.created)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                versions.remove(&k);
+            }
+            None => break,
+        }
+    }
+}
+
+/// Reads the staged versions of a secret into a [`KeySet`], reusing what
+/// `old` already holds.
+async fn read_set(
+    name: &str,
+    secret_id: &str,
+    store: &dyn SecretStore,
+    kms: &dyn Kms,
+    old: Option<&KeySet>,
+    limits: &Limits,
+) -> Result<KeySet, Error> {
+    let infos = store.describe(secret_id).await?;
+    let mut versions: HashMap<Box<[u8]>, Loaded> = HashMap::new();
+    let mut current = None;
+    for info in infos
+        .into_iter()
+        .filter(|i| LOADED_STAGES.iter().any(|s| i.has(s)))
+    {
+        let is_current = info.has(AWSCURRENT);
+        let raw = VersionId::new(&info.id)
+            .map_err(|e| {
+                Error::MasterKey(master_key::MasterKeyError::Malformed {
+                    secret: secret_id.to_owned(),
+                    version: info.id.clone(),
+                    reason: e.to_string(),
+                })
+            })?
+            .raw()
+            .into();
+        let reused = old
+            .and_then(|o| o.versions.get(&raw))
+            .map(|l| l.master.clone());
+        let master = match reused {
+            Some(m) => m,
+            None => {
+                let loaded = async {
+                    let value = store.get(secret_id, &info.id).await?;
+                    Ok::<_, Error>(
+                        master_key::load(name, secret_id, info.clone(), &value.value, kms).await?,
+                    )
+                }
+                .await;
+                match loaded {
+                    Ok(m) => Arc::new(m),
+                    // Only AWSCURRENT is required; a bad PREVIOUS or PENDING must not stop service.
+                    Err(e) if !is_current => {
+                        tracing::warn!(key = %name, version = %info.id, error = %e, "skipping unreadable master-key version");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if is_current {
+            current = Some(master.clone());
+        }
+        versions.insert(
+            raw,
+            Loaded {
+                master,
+                stages: info.stages,
+            },
+        );
+    }
+    let current = current.ok_or_else(|| Error::NoCurrent(name.to_owned()))?;
+    if let Some(o) = old {
+        for (raw, l) in &o.versions {
+            if !versions.contains_key(raw) {
+                versions.insert(
+                    raw.clone(),
+                    Loaded {
+                        master: l.master.clone(),
+                        stages: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    evict_unstaged(&mut versions, limits.max_loaded_versions);
+    Ok(KeySet {
+        versions,
+        current,
+        loaded_at: OffsetDateTime::now_utc(),
+    })
+}
+
+/// Every configured key name.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: BTreeMap<String, Arc<NamedKey>>,
+}
+
+/// The key name an empty request field means.
+pub const DEFAULT_KEY: &str = "default";
+
+impl Keyring {
+    /// A keyring over loaded key names.
+    pub fn new(keys: impl IntoIterator<Item = NamedKey>) -> Self {
+        Self {
+            keys: keys
+                .into_iter()
+                .map(|k| (k.name.clone(), Arc::new(k)))
+                .collect(),
+        }
+    }
+
+    /// The key `name` (empty means `default`).
+    pub fn get(&self, name: &str) -> Result<&Arc<NamedKey>, Error> {
+        let name = if name.is_empty() { DEFAULT_KEY } else { name };
+        self.keys
+            .get(name)
+            .ok_or_else(|| Error::UnknownKey(name.to_owned()))
+    }
+
+    /// All key names in order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<NamedKey>> {
+        self.keys.values()
+    }
+}
+
+impl NamedKey {
+    /// Runs the four rotation steps on this key's secret, then reloads it so
+    /// the new version encrypts here at once. Returns (previous, new) versions.
+    pub async fn rotate(&self) -> Result<(String, String), Error> {
+        let rotator = crate::rotation::Rotator {
+            store: self.store.as_ref(),
+            kms: self.kms.as_ref(),
+            key_name: &self.name,
+            secret_id: &self.secret_id,
+        };
+        let versions = rotator.rotate().await?;
+        self.refresh().await?;
+        Ok(versions)
+    }
+}
+
+/// The most records a data key may seal (2^32, NIST SP 800-38D).
+pub fn data_key_ceiling() -> u64 {
+    data_key::MAX_RECORDS_CEILING
+}

@@ -1,0 +1,302 @@
+//! The operations on one key name: seal, open, rewrap, and client data keys.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::{CachedKey, DataKey, NamedKey};
+use crate::context;
+use crate::crypto::{AeadKey, KEY_LEN, KeyBytes, NONCE_BYTES, fill_random, random_nonce};
+use crate::envelope::{self, Kind, Parsed, WRAPPED_LEN};
+use crate::error::Error;
+use crate::kms::KmsContext;
+use crate::master_key::MasterKey;
+
+/// An encryption context as the API carries it.
+pub type Context = BTreeMap<String, String>;
+
+impl NamedKey {
+    /// Seals `plaintext` under the current master-key version.
+    pub async fn encrypt(
+        &self,
+        plaintext: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
+        if plaintext.len() > self.limits.max_plaintext_bytes {
+            return Err(Error::TooLarge {
+                got: plaintext.len(),
+                max: self.limits.max_plaintext_bytes,
+            });
+        }
+        let ctx_len = context::validate(ctx, self.limits.context)?;
+        let (dk, nonce) = self.claim(plaintext.len()).await?;
+        let version = &dk.master.version;
+        let mut out =
+            Vec::with_capacity(envelope::header_len(version) + NONCE_BYTES + plaintext.len() + 16);
+        envelope::write_header(&mut out, Kind::Record, &self.key_id, version, &dk.wrapped);
+        out.extend_from_slice(&nonce);
+        let body = out.len();
+        out.extend_from_slice(plaintext);
+        let aad = self.payload_aad(ctx, ctx_len);
+        let tag = dk.key.seal(
+            nonce,
+            &aad,
+            out.get_mut(body..)
+                .ok_or(Error::Internal("record buffer"))?,
+        )?;
+        out.extend_from_slice(&tag);
+        Ok((out, dk.master.clone()))
+    }
+
+    /// Opens a record; returns the plaintext and the version that wrapped its data key.
+    pub async fn decrypt(
+        &self,
+        record: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, Arc<str>), Error> {
+        let ctx_len = context::validate(ctx, self.limits.context)?;
+        let parsed = self.parse(record, Kind::Record)?;
+        let cached = self.open_key(&parsed).await?;
+        let aad = self.payload_aad(ctx, ctx_len);
+        let mut out = vec![0u8; parsed.ciphertext.len()];
+        cached
+            .key
+            .open(parsed.nonce, &aad, parsed.ciphertext, parsed.tag, &mut out)?;
+        Ok((out, cached.version.clone()))
+    }
+
+    /// Moves a record's data key to the current master-key version after
+    /// checking the record opens under `ctx`. The payload is not re-encrypted
+    /// and its plaintext is wiped here. A record already current is returned as is.
+    pub async fn rewrap(
+        &self,
+        record: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
+        let ctx_len = context::validate(ctx, self.limits.context)?;
+        let parsed = self.parse(record, Kind::Record)?;
+        let current = self.state.load().current.clone();
+        let old = self.master_for(parsed.version_raw).await?;
+        let dk = self.unwrap(&old, Kind::Record, parsed.wrapped, None)?;
+        let mut scratch = Zeroizing::new(vec![0u8; parsed.ciphertext.len()]);
+        AeadKey::new(&dk)?.open(
+            parsed.nonce,
+            &self.payload_aad(ctx, ctx_len),
+            parsed.ciphertext,
+            parsed.tag,
+            &mut scratch,
+        )?;
+        drop(scratch);
+        if old.version == current.version {
+            return Ok((record.to_vec(), current));
+        }
+        let wrapped = self.wrap(&current, Kind::Record, &dk, None)?;
+        let payload = record
+            .get(parsed.header_len..)
+            .ok_or(Error::Internal("record header"))?;
+        let mut out = Vec::with_capacity(envelope::header_len(&current.version) + payload.len());
+        envelope::write_header(
+            &mut out,
+            Kind::Record,
+            &self.key_id,
+            &current.version,
+            &wrapped,
+        );
+        out.extend_from_slice(payload);
+        Ok((out, current))
+    }
+
+    /// A fresh data key for the caller, wrapped under the current version
+    /// with `ctx` bound to the wrapping.
+    pub async fn generate_data_key(
+        &self,
+        ctx: &Context,
+    ) -> Result<(KeyBytes, Vec<u8>, Arc<MasterKey>), Error> {
+        let ctx_enc = self.encode_context(ctx)?;
+        let current = self.state.load().current.clone();
+        let generated = self
+            .kms
+            .generate_data_key(&data_key_context(
+                &self.name,
+                current.version.as_str(),
+                "client-data-key",
+            ))
+            .await?;
+        let wrapped = self.wrap(
+            &current,
+            Kind::DataKey,
+            &generated.plaintext,
+            Some(&ctx_enc),
+        )?;
+        let mut blob = Vec::with_capacity(envelope::header_len(&current.version));
+        envelope::write_header(
+            &mut blob,
+            Kind::DataKey,
+            &self.key_id,
+            &current.version,
+            &wrapped,
+        );
+        Ok((generated.plaintext, blob, current))
+    }
+
+    /// Unwraps a blob from [`NamedKey::generate_data_key`] given the same context.
+    pub async fn unwrap_data_key(
+        &self,
+        blob: &[u8],
+        ctx: &Context,
+    ) -> Result<(KeyBytes, Arc<MasterKey>), Error> {
+        let ctx_enc = self.encode_context(ctx)?;
+        let parsed = self.parse(blob, Kind::DataKey)?;
+        let master = self.master_for(parsed.version_raw).await?;
+        let key = self.unwrap(&master, Kind::DataKey, parsed.wrapped, Some(&ctx_enc))?;
+        Ok((key, master))
+    }
+
+    fn parse<'a>(&self, input: &'a [u8], kind: Kind) -> Result<Parsed<'a>, Error> {
+        let parsed = envelope::parse(input, kind)?;
+        if parsed.key_id != self.key_id {
+            return Err(Error::WrongKey(self.name.clone()));
+        }
+        Ok(parsed)
+    }
+
+    fn encode_context(&self, ctx: &Context) -> Result<Vec<u8>, Error> {
+        let len = context::validate(ctx, self.limits.context)?;
+        let mut out = Vec::with_capacity(len);
+        context::encode_into(ctx, &mut out);
+        Ok(out)
+    }
+
+    fn payload_aad(&self, ctx: &Context, ctx_len: usize) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(24 + self.name.len() + ctx_len);
+        envelope::payload_aad_prefix(&mut aad, &self.name);
+        context::encode_into(ctx, &mut aad);
+        aad
+    }
+
+    /// The data key for one more record of `len` bytes, with its nonce.
+    async fn claim(&self, len: usize) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
+        if let Some(claimed) = self.claim_active(len) {
+            return Ok(claimed);
+        }
+        // Single flight: one task makes the next data key while others wait.
+        let _guard = self.data_key_lock.lock().await;
+        if let Some(claimed) = self.claim_active(len) {
+            return Ok(claimed);
+        }
+        let current = self.state.load().current.clone();
+        let dk = Arc::new(self.new_data_key(current).await?);
+        self.active.store(Some(dk.clone()));
+        let nonce = dk
+            .claim(len, &self.limits.data_key)
+            .ok_or(Error::Internal("a fresh data key refused its first record"))?;
+        Ok((dk, nonce))
+    }
+
+    fn claim_active(&self, len: usize) -> Option<(Arc<DataKey>, [u8; NONCE_BYTES])> {
+        let active = self.active.load();
+        let dk = active.as_ref()?;
+        // A rotation seen by this replica retires the data key at once.
+        if dk.master.version != self.state.load().current.version {
+            return None;
+        }
+        let nonce = dk.claim(len, &self.limits.data_key)?;
+        Some((dk.clone(), nonce))
+    }
+
+    async fn new_data_key(&self, master: Arc<MasterKey>) -> Result<DataKey, Error> {
+        let generated = self
+            .kms
+            .generate_data_key(&data_key_context(
+                &self.name,
+                master.version.as_str(),
+                "record-data-key",
+            ))
+            .await?;
+        let wrapped = self.wrap(&master, Kind::Record, &generated.plaintext, None)?;
+        let key = Arc::new(AeadKey::new(&generated.plaintext)?);
+        let mut prefix = [0u8; 4];
+        fill_random(&mut prefix)?;
+        // Records sealed here decrypt here without an unwrap.
+        let mut slot = Vec::with_capacity(master.version.raw().len() + WRAPPED_LEN);
+        slot.extend_from_slice(master.version.raw());
+        slot.extend_from_slice(&wrapped);
+        self.cache.insert(
+            Bytes::from(slot),
+            Arc::new(CachedKey {
+                key: key.clone(),
+                version: master.version.as_str().into(),
+            }),
+        );
+        self.stats
+            .data_keys_generated
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(key = %self.name, version = %master.version.as_str(), "new data key");
+        Ok(DataKey::new(master, wrapped, key, prefix))
+    }
+
+    async fn open_key(&self, parsed: &Parsed<'_>) -> Result<Arc<CachedKey>, Error> {
+        if let Some(hit) = self.cache.get(parsed.wrap_slot) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let master = self.master_for(parsed.version_raw).await?;
+        let key = self.unwrap(&master, Kind::Record, parsed.wrapped, None)?;
+        let cached = Arc::new(CachedKey {
+            key: Arc::new(AeadKey::new(&key)?),
+            version: master.version.as_str().into(),
+        });
+        self.cache
+            .insert(Bytes::copy_from_slice(parsed.wrap_slot), cached.clone());
+        Ok(cached)
+    }
+
+    fn wrap(
+        &self,
+        master: &MasterKey,
+        kind: Kind,
+        key: &KeyBytes,
+        ctx: Option<&[u8]>,
+    ) -> Result<[u8; WRAPPED_LEN], Error> {
+        let nonce = random_nonce()?;
+        let mut wrapped = [0u8; WRAPPED_LEN];
+        let (n, rest) = wrapped.split_at_mut(NONCE_BYTES);
+        let (body, tag_out) = rest.split_at_mut(KEY_LEN);
+        n.copy_from_slice(&nonce);
+        body.copy_from_slice(key.expose());
+        let aad = envelope::wrap_aad(kind, &self.name, master.version.raw(), ctx);
+        let tag = master.kek.seal(nonce, &aad, body)?;
+        tag_out.copy_from_slice(&tag);
+        Ok(wrapped)
+    }
+
+    fn unwrap(
+        &self,
+        master: &MasterKey,
+        kind: Kind,
+        wrapped: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<KeyBytes, Error> {
+        if wrapped.len() != WRAPPED_LEN {
+            return Err(Error::Unauthentic);
+        }
+        let (nonce, rest) = wrapped.split_at(NONCE_BYTES);
+        let (body, tag) = rest.split_at(KEY_LEN);
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| Error::Unauthentic)?;
+        let aad = envelope::wrap_aad(kind, &self.name, master.version.raw(), ctx);
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        master.kek.open(nonce, &aad, body, tag, out.as_mut())?;
+        Ok(KeyBytes::from_slice(out.as_ref())?)
+    }
+}
+
+/// The KMS context for a data key: key name, master-key version and purpose.
+fn data_key_context(key: &str, version: &str, purpose: &str) -> KmsContext {
+    let mut ctx = crate::master_key::kms_context(key, version);
+    ctx.insert("envelope:purpose".into(), purpose.into());
+    ctx
+}

@@ -1,0 +1,145 @@
+//! The `envelope` binary: argument parsing only; the work is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use envelope::config::{LogFormat, Overrides, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "envelope",
+    version,
+    about = "Envelope encryption of personal data over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API (local mode when no config is given).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Local mode's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Encrypt stdin to stdout.
+    Encrypt(ClientArgs),
+    /// Decrypt stdin to stdout.
+    Decrypt(ClientArgs),
+    /// Show key status as JSON.
+    Status {
+        /// Server address.
+        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
+        addr: String,
+        /// Only this key name.
+        #[arg(long, default_value = "")]
+        key: String,
+    },
+    /// Rotate a key's master key (all four steps).
+    Rotate {
+        /// Server address.
+        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
+        addr: String,
+        /// Key name.
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
+    addr: String,
+    /// Key name.
+    #[arg(long, default_value = "default")]
+    key: String,
+    /// Encryption context entry, key=value; repeat for more.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    /// Ciphertext as a base64 line instead of raw bytes.
+    #[arg(long)]
+    base64: bool,
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref(), Overrides { listen, data_dir })?;
+    init_logging(&settings);
+    // One TLS crypto provider for the whole process, installed before any TLS use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let keyring = Arc::new(envelope::server::open_local(&settings).await?);
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, keys = settings.keys.len(), "serving");
+    // A plain line on stdout for scripts and tests that start us on port 0.
+    println!("listening on {addr}");
+    envelope::server::serve(listener, keyring, &settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir).await,
+        Command::Encrypt(a) => envelope::cli::encrypt(&a.addr, &a.key, &a.context, a.base64).await,
+        Command::Decrypt(a) => envelope::cli::decrypt(&a.addr, &a.key, &a.context, a.base64).await,
+        Command::Status { addr, key } => envelope::cli::status(&addr, &key).await,
+        Command::Rotate { addr, key } => envelope::cli::rotate(&addr, &key).await,
+    }
+}
