@@ -112,14 +112,8 @@ pub async fn serve(
         .await;
     health.set_serving::<AdminServer<AdminService>>().await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection()?.build_v1()?;
+    let reflection_v1alpha = reflection()?.build_v1alpha()?;
 
     // Responses can exceed requests by the record overhead per item.
     let max_out = settings.max_request_bytes.saturating_mul(2);
@@ -144,6 +138,17 @@ pub async fn serve(
         .await;
     refresher.abort();
     result.map_err(ServeError::from)
+}
+
+/// A reflection builder that advertises every service we serve, both
+/// reflection protocols included, whichever protocol the client speaks.
+fn reflection() -> Result<tonic_reflection::server::Builder<'static>, ServeError> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET))
 }
 
 /// Re-reads every key every `interval` ±10%, so replicas do not refresh in
