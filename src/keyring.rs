@@ -51,7 +51,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_plaintext_bytes: 4 * 1024 * 1024,
+            // Below the 4 MiB message limit, so an oversize plaintext gets our
+            // clear INVALID_ARGUMENT rather than the transport's OUT_OF_RANGE.
+            max_plaintext_bytes: 4 * 1024 * 1024 - 64 * 1024,
             context: ContextLimits::default(),
             data_key: DataKeyLimits::default(),
             decrypt_cache_entries: 10_000,

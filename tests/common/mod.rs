@@ -1,0 +1,112 @@
+//! Shared helpers: start the real `envelope` binary on a free loopback port
+//! and talk gRPC to it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use envelope::pb::admin_client::AdminClient;
+use envelope::pb::envelope_client::EnvelopeClient;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_envelope");
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `envelope serve` on 127.0.0.1:0 with `data_dir` and an optional TOML config.
+    pub fn start(data_dir: &Path, config: Option<&str>) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        if let Some(c) = config {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, c).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn envelope");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("listening on ") {
+                        break a.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        for _ in 0..50 {
+            if let Ok(ch) = Channel::from_shared(self.url()).unwrap().connect().await {
+                return ch;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot connect to {}", self.addr);
+    }
+
+    pub async fn client(&self) -> EnvelopeClient<Channel> {
+        EnvelopeClient::new(self.channel().await)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server (SIGKILL: a crash loses nothing that was acknowledged).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}

@@ -1,0 +1,197 @@
+//! Rotation, restart, Rewrap, health, reflection and the CLI, against the real binary.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use common::{BIN, Server, ctx};
+use envelope::pb;
+use tonic::Code;
+
+const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
+
+async fn encrypt(c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>, pt: &str) -> pb::EncryptResponse {
+    c.encrypt(pb::EncryptRequest { key: String::new(), plaintext: Bytes::from(pt.to_owned()), context: ctx(CTX) })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn decrypt(
+    c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
+    ct: &Bytes,
+) -> Result<pb::DecryptResponse, tonic::Status> {
+    c.decrypt(pb::DecryptRequest { key: String::new(), ciphertext: ct.clone(), context: ctx(CTX) })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn rotation_restart_and_rewrap_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None);
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+
+    let before = encrypt(&mut c, "alice@example.com").await;
+    let rotated = admin
+        .rotate_master_key(pb::RotateMasterKeyRequest { key: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.previous_version, before.key_version);
+    assert_ne!(rotated.current_version, before.key_version);
+
+    let after = encrypt(&mut c, "bob@example.com").await;
+    assert_eq!(after.key_version, rotated.current_version, "new records carry the new version");
+    assert_eq!(decrypt(&mut c, &before.ciphertext).await.unwrap().plaintext.as_ref(), b"alice@example.com");
+    assert_eq!(decrypt(&mut c, &after.ciphertext).await.unwrap().plaintext.as_ref(), b"bob@example.com");
+
+    // KeyStatus shows both versions with their stages.
+    let status = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
+    let key = &status.keys[0];
+    assert_eq!(key.current_version, rotated.current_version);
+    let stages: Vec<(String, Vec<String>)> =
+        key.versions.iter().map(|v| (v.version.clone(), v.stages.clone())).collect();
+    assert!(stages.contains(&(before.key_version.clone(), vec!["AWSPREVIOUS".into()])), "{stages:?}");
+    assert!(stages.contains(&(rotated.current_version.clone(), vec!["AWSCURRENT".into()])), "{stages:?}");
+
+    // Rewrap moves the old record forward, leaves its payload alone, and it still decrypts.
+    let rw = c
+        .rewrap(pb::RewrapRequest { key: String::new(), ciphertext: before.ciphertext.clone(), context: ctx(CTX) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rw.key_version, rotated.current_version);
+    assert_eq!(rw.ciphertext.len(), before.ciphertext.len());
+    assert_eq!(rw.ciphertext[83..], before.ciphertext[83..], "payload bytes unchanged");
+    assert_ne!(rw.ciphertext[..83], before.ciphertext[..83]);
+    let d = decrypt(&mut c, &rw.ciphertext).await.unwrap();
+    assert_eq!(d.plaintext.as_ref(), b"alice@example.com");
+    assert_eq!(d.key_version, rotated.current_version);
+    // Rewrap checks the context first.
+    let s = c
+        .rewrap(pb::RewrapRequest { key: String::new(), ciphertext: before.ciphertext.clone(), context: ctx(&[]) })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+
+    // Restart on the same data directory: everything made before still decrypts.
+    server.stop();
+    let server = Server::start(&data, None);
+    let mut c = server.client().await;
+    for (ct, pt) in [
+        (&before.ciphertext, "alice@example.com"),
+        (&after.ciphertext, "bob@example.com"),
+        (&rw.ciphertext, "alice@example.com"),
+    ] {
+        assert_eq!(decrypt(&mut c, ct).await.unwrap().plaintext.as_ref(), pt.as_bytes());
+    }
+    assert_eq!(encrypt(&mut c, "carol").await.key_version, rotated.current_version);
+}
+
+#[tokio::test]
+async fn a_version_dropped_from_the_stages_is_fetched_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None);
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+    let first = encrypt(&mut c, "oldest").await;
+    // Two rotations: the first version loses every stage (AWSPREVIOUS moves on).
+    for _ in 0..2 {
+        admin.rotate_master_key(pb::RotateMasterKeyRequest::default()).await.unwrap();
+    }
+    // A fresh server loads only staged versions, so it must fetch the first one by id.
+    server.stop();
+    let server = Server::start(&data, None);
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+    let before = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
+    assert!(!before.keys[0].versions.iter().any(|v| v.version == first.key_version));
+    assert_eq!(decrypt(&mut c, &first.ciphertext).await.unwrap().plaintext.as_ref(), b"oldest");
+    let after = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
+    let v = after.keys[0].versions.iter().find(|v| v.version == first.key_version).unwrap();
+    assert!(v.stages.is_empty());
+}
+
+#[tokio::test]
+async fn health_and_reflection_v1_list_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let ch = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for service in ["", "envelope.v1.Envelope", "envelope.v1.Admin"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    }
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "envelope.v1.Admin",
+            "envelope.v1.Envelope",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"
+        ]
+    );
+}
+
+fn cli(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn cli_encrypts_decrypts_rotates_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let addr = server.addr.clone();
+    let (ok, ct, err) = cli(&["encrypt", "--addr", &addr, "--context", "table=users", "--base64"], b"555-0100");
+    assert!(ok, "{err}");
+    let (ok, pt, err) = cli(&["decrypt", "--addr", &addr, "--context", "table=users", "--base64"], &ct);
+    assert!(ok, "{err}");
+    assert_eq!(pt, b"555-0100");
+    let (ok, _, err) = cli(&["decrypt", "--addr", &addr, "--context", "table=other", "--base64"], &ct);
+    assert!(!ok && err.contains("InvalidArgument"), "{err}");
+    let (ok, out, err) = cli(&["rotate", "--addr", &addr, "--key", "default"], b"");
+    assert!(ok, "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("current_version: "));
+    let (ok, out, err) = cli(&["status", "--addr", &addr], b"");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["keys"][0]["name"], "default");
+    assert_eq!(v["keys"][0]["versions"].as_array().unwrap().len(), 2);
+    // Raw bytes in and out without --base64.
+    let (ok, raw_ct, _) = cli(&["encrypt", "--addr", &addr], &[0, 1, 2, 255]);
+    assert!(ok);
+    let (ok, raw_pt, _) = cli(&["decrypt", "--addr", &addr], &raw_ct);
+    assert!(ok);
+    assert_eq!(raw_pt, [0, 1, 2, 255]);
+}
