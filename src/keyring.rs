@@ -461,3 +461,6 @@ impl NamedKey {
 pub fn data_key_ceiling() -> u64 {
     data_key::MAX_RECORDS_CEILING
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Property tests of the operations in-process: every mutation of a record
+//! is refused, and records round-trip whatever their plaintext and context.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+use super::*;
+use crate::kms::local::LocalKms;
+use crate::store::local::LocalStore;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    key: NamedKey,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
+    let key = rt.block_on(async {
+        crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "default", "default")
+            .await
+            .unwrap();
+        NamedKey::load("default", "default", store, kms, Limits::default()).await.unwrap()
+    });
+    Fixture { _dir: dir, rt, key }
+}
+
+thread_local! {
+    static FIX: Fixture = fixture();
+}
+
+fn context() -> impl Strategy<Value = BTreeMap<String, String>> {
+    btree_map("[a-z\u{e9}\u{4e2d}]{1,8}", ".{0,12}", 0..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn round_trip(pt in vec(any::<u8>(), 0..600), ctx in context()) {
+        FIX.with(|f| {
+            let (ct, _) = f.rt.block_on(f.key.encrypt(&pt, &ctx)).unwrap();
+            prop_assert_eq!(ct.len(), pt.len() + envelope::RECORD_OVERHEAD_UUID);
+            let (back, _) = f.rt.block_on(f.key.decrypt(&ct, &ctx)).unwrap();
+            prop_assert_eq!(back, pt);
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn every_mutation_is_refused(
+        pt in vec(any::<u8>(), 0..64),
+        ctx in context(),
+        pos in any::<prop::sample::Index>(),
+        delta in 1u8..=255,
+        cut in any::<prop::sample::Index>(),
+        extra in vec(any::<u8>(), 1..8),
+        other_ctx in context(),
+    ) {
+        FIX.with(|f| {
+            let (ct, _) = f.rt.block_on(f.key.encrypt(&pt, &ctx)).unwrap();
+            let mut flipped = ct.clone();
+            let i = pos.index(ct.len());
+            flipped[i] = flipped[i].wrapping_add(delta);
+            prop_assert!(f.rt.block_on(f.key.decrypt(&flipped, &ctx)).is_err(), "byte {} changed", i);
+            let n = cut.index(ct.len());
+            prop_assert!(f.rt.block_on(f.key.decrypt(&ct[..n], &ctx)).is_err(), "cut to {}", n);
+            let mut longer = ct.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert!(f.rt.block_on(f.key.decrypt(&longer, &ctx)).is_err());
+            if other_ctx != ctx {
+                prop_assert!(matches!(f.rt.block_on(f.key.decrypt(&ct, &other_ctx)), Err(Error::Unauthentic)));
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn data_key_is_reused_within_limits_and_rotation_retires_it() {
+    FIX.with(|f| {
+        let ctx = BTreeMap::new();
+        let before = f.key.figures().data_keys_generated;
+        for _ in 0..10 {
+            f.rt.block_on(f.key.encrypt(b"x", &ctx)).unwrap();
+        }
+        assert!(f.key.figures().data_keys_generated <= before + 1);
+        let (old, _) = f.rt.block_on(f.key.encrypt(b"old", &ctx)).unwrap();
+        f.rt.block_on(f.key.rotate()).unwrap();
+        let (new, master) = f.rt.block_on(f.key.encrypt(b"new", &ctx)).unwrap();
+        assert_eq!(master.version, f.key.snapshot().current.version);
+        assert_ne!(old[..83], new[..83]);
+        assert_eq!(f.rt.block_on(f.key.decrypt(&old, &ctx)).unwrap().0, b"old");
+    });
+}
