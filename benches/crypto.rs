@@ -18,14 +18,24 @@ use envelope::store::local::LocalStore;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
     let key = rt.block_on(async {
-        envelope::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "default", "default")
+        envelope::rotation::ensure_initial_version(
+            store.as_ref(),
+            kms.as_ref(),
+            "default",
+            "default",
+        )
+        .await
+        .unwrap();
+        NamedKey::load("default", "default", store, kms, Limits::default())
             .await
-            .unwrap();
-        NamedKey::load("default", "default", store, kms, Limits::default()).await.unwrap()
+            .unwrap()
     });
     let pt = [0x5au8; 64];
     let mut ctx = BTreeMap::new();
@@ -36,23 +46,39 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("record_64B");
     g.throughput(Throughput::Elements(1));
     g.bench_function("envelope_encrypt", |b| {
-        b.to_async(&rt).iter(|| async { black_box(key.encrypt(black_box(&pt), &ctx).await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(key.encrypt(black_box(&pt), &ctx).await.unwrap()) })
     });
     g.bench_function("envelope_decrypt", |b| {
-        b.to_async(&rt).iter(|| async { black_box(key.decrypt(black_box(&record), &ctx).await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(key.decrypt(black_box(&record), &ctx).await.unwrap()) })
     });
     let aes = AeadKey::new(&KeyBytes::random().unwrap()).unwrap();
     let mut buf = pt;
     g.bench_function("raw_aes256gcm_seal", |b| {
-        b.iter(|| black_box(aes.seal([7u8; 12], b"aad-of-similar-size-0123456789", black_box(&mut buf)).unwrap()))
+        b.iter(|| {
+            black_box(
+                aes.seal(
+                    [7u8; 12],
+                    b"aad-of-similar-size-0123456789",
+                    black_box(&mut buf),
+                )
+                .unwrap(),
+            )
+        })
     });
     let mut sealed = pt;
     let tag = aes.seal([7u8; 12], b"aad", &mut sealed).unwrap();
     let mut out = [0u8; 64];
     g.bench_function("raw_aes256gcm_open", |b| {
-        b.iter(|| aes.open([7u8; 12], b"aad", black_box(&sealed), &tag, &mut out).unwrap())
+        b.iter(|| {
+            aes.open([7u8; 12], b"aad", black_box(&sealed), &tag, &mut out)
+                .unwrap()
+        })
     });
-    g.bench_function("parse_header", |b| b.iter(|| black_box(parse(black_box(&record), Kind::Record).unwrap().header_len)));
+    g.bench_function("parse_header", |b| {
+        b.iter(|| black_box(parse(black_box(&record), Kind::Record).unwrap().header_len))
+    });
     g.bench_function("encode_context", |b| {
         b.iter(|| {
             let mut v = Vec::with_capacity(64);

@@ -1,4 +1,10 @@
 //! Rotation, restart, Rewrap, health, reflection and the CLI, against the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -12,20 +18,31 @@ use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
 
-async fn encrypt(c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>, pt: &str) -> pb::EncryptResponse {
-    c.encrypt(pb::EncryptRequest { key: String::new(), plaintext: Bytes::from(pt.to_owned()), context: ctx(CTX) })
-        .await
-        .unwrap()
-        .into_inner()
+async fn encrypt(
+    c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
+    pt: &str,
+) -> pb::EncryptResponse {
+    c.encrypt(pb::EncryptRequest {
+        key: String::new(),
+        plaintext: Bytes::from(pt.to_owned()),
+        context: ctx(CTX),
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 async fn decrypt(
     c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
     ct: &Bytes,
 ) -> Result<pb::DecryptResponse, tonic::Status> {
-    c.decrypt(pb::DecryptRequest { key: String::new(), ciphertext: ct.clone(), context: ctx(CTX) })
-        .await
-        .map(|r| r.into_inner())
+    c.decrypt(pb::DecryptRequest {
+        key: String::new(),
+        ciphertext: ct.clone(),
+        context: ctx(CTX),
+    })
+    .await
+    .map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -46,35 +63,77 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     assert_ne!(rotated.current_version, before.key_version);
 
     let after = encrypt(&mut c, "bob@example.com").await;
-    assert_eq!(after.key_version, rotated.current_version, "new records carry the new version");
-    assert_eq!(decrypt(&mut c, &before.ciphertext).await.unwrap().plaintext.as_ref(), b"alice@example.com");
-    assert_eq!(decrypt(&mut c, &after.ciphertext).await.unwrap().plaintext.as_ref(), b"bob@example.com");
+    assert_eq!(
+        after.key_version, rotated.current_version,
+        "new records carry the new version"
+    );
+    assert_eq!(
+        decrypt(&mut c, &before.ciphertext)
+            .await
+            .unwrap()
+            .plaintext
+            .as_ref(),
+        b"alice@example.com"
+    );
+    assert_eq!(
+        decrypt(&mut c, &after.ciphertext)
+            .await
+            .unwrap()
+            .plaintext
+            .as_ref(),
+        b"bob@example.com"
+    );
 
     // KeyStatus shows both versions with their stages.
-    let status = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
+    let status = admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let key = &status.keys[0];
     assert_eq!(key.current_version, rotated.current_version);
-    let stages: Vec<(String, Vec<String>)> =
-        key.versions.iter().map(|v| (v.version.clone(), v.stages.clone())).collect();
-    assert!(stages.contains(&(before.key_version.clone(), vec!["AWSPREVIOUS".into()])), "{stages:?}");
-    assert!(stages.contains(&(rotated.current_version.clone(), vec!["AWSCURRENT".into()])), "{stages:?}");
+    let stages: Vec<(String, Vec<String>)> = key
+        .versions
+        .iter()
+        .map(|v| (v.version.clone(), v.stages.clone()))
+        .collect();
+    assert!(
+        stages.contains(&(before.key_version.clone(), vec!["AWSPREVIOUS".into()])),
+        "{stages:?}"
+    );
+    assert!(
+        stages.contains(&(rotated.current_version.clone(), vec!["AWSCURRENT".into()])),
+        "{stages:?}"
+    );
 
     // Rewrap moves the old record forward, leaves its payload alone, and it still decrypts.
     let rw = c
-        .rewrap(pb::RewrapRequest { key: String::new(), ciphertext: before.ciphertext.clone(), context: ctx(CTX) })
+        .rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: before.ciphertext.clone(),
+            context: ctx(CTX),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(rw.key_version, rotated.current_version);
     assert_eq!(rw.ciphertext.len(), before.ciphertext.len());
-    assert_eq!(rw.ciphertext[83..], before.ciphertext[83..], "payload bytes unchanged");
+    assert_eq!(
+        rw.ciphertext[83..],
+        before.ciphertext[83..],
+        "payload bytes unchanged"
+    );
     assert_ne!(rw.ciphertext[..83], before.ciphertext[..83]);
     let d = decrypt(&mut c, &rw.ciphertext).await.unwrap();
     assert_eq!(d.plaintext.as_ref(), b"alice@example.com");
     assert_eq!(d.key_version, rotated.current_version);
     // Rewrap checks the context first.
     let s = c
-        .rewrap(pb::RewrapRequest { key: String::new(), ciphertext: before.ciphertext.clone(), context: ctx(&[]) })
+        .rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: before.ciphertext.clone(),
+            context: ctx(&[]),
+        })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -88,9 +147,15 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
         (&after.ciphertext, "bob@example.com"),
         (&rw.ciphertext, "alice@example.com"),
     ] {
-        assert_eq!(decrypt(&mut c, ct).await.unwrap().plaintext.as_ref(), pt.as_bytes());
+        assert_eq!(
+            decrypt(&mut c, ct).await.unwrap().plaintext.as_ref(),
+            pt.as_bytes()
+        );
     }
-    assert_eq!(encrypt(&mut c, "carol").await.key_version, rotated.current_version);
+    assert_eq!(
+        encrypt(&mut c, "carol").await.key_version,
+        rotated.current_version
+    );
 }
 
 #[tokio::test]
@@ -103,18 +168,45 @@ async fn a_version_dropped_from_the_stages_is_fetched_on_demand() {
     let first = encrypt(&mut c, "oldest").await;
     // Two rotations: the first version loses every stage (AWSPREVIOUS moves on).
     for _ in 0..2 {
-        admin.rotate_master_key(pb::RotateMasterKeyRequest::default()).await.unwrap();
+        admin
+            .rotate_master_key(pb::RotateMasterKeyRequest::default())
+            .await
+            .unwrap();
     }
     // A fresh server loads only staged versions, so it must fetch the first one by id.
     server.stop();
     let server = Server::start(&data, None);
     let mut c = server.client().await;
     let mut admin = server.admin().await;
-    let before = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
-    assert!(!before.keys[0].versions.iter().any(|v| v.version == first.key_version));
-    assert_eq!(decrypt(&mut c, &first.ciphertext).await.unwrap().plaintext.as_ref(), b"oldest");
-    let after = admin.key_status(pb::KeyStatusRequest::default()).await.unwrap().into_inner();
-    let v = after.keys[0].versions.iter().find(|v| v.version == first.key_version).unwrap();
+    let before = admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !before.keys[0]
+            .versions
+            .iter()
+            .any(|v| v.version == first.key_version)
+    );
+    assert_eq!(
+        decrypt(&mut c, &first.ciphertext)
+            .await
+            .unwrap()
+            .plaintext
+            .as_ref(),
+        b"oldest"
+    );
+    let after = admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let v = after.keys[0]
+        .versions
+        .iter()
+        .find(|v| v.version == first.key_version)
+        .unwrap();
     assert!(v.stages.is_empty());
 }
 
@@ -126,21 +218,35 @@ async fn health_and_reflection_v1_list_every_service() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     for service in ["", "envelope.v1.Envelope", "envelope.v1.Admin"] {
         let r = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut refl = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let resp = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("{resp:?}")
+    };
     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
     assert_eq!(
@@ -165,7 +271,11 @@ fn cli(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -173,12 +283,42 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None);
     let addr = server.addr.clone();
-    let (ok, ct, err) = cli(&["encrypt", "--addr", &addr, "--context", "table=users", "--base64"], b"555-0100");
+    let (ok, ct, err) = cli(
+        &[
+            "encrypt",
+            "--addr",
+            &addr,
+            "--context",
+            "table=users",
+            "--base64",
+        ],
+        b"555-0100",
+    );
     assert!(ok, "{err}");
-    let (ok, pt, err) = cli(&["decrypt", "--addr", &addr, "--context", "table=users", "--base64"], &ct);
+    let (ok, pt, err) = cli(
+        &[
+            "decrypt",
+            "--addr",
+            &addr,
+            "--context",
+            "table=users",
+            "--base64",
+        ],
+        &ct,
+    );
     assert!(ok, "{err}");
     assert_eq!(pt, b"555-0100");
-    let (ok, _, err) = cli(&["decrypt", "--addr", &addr, "--context", "table=other", "--base64"], &ct);
+    let (ok, _, err) = cli(
+        &[
+            "decrypt",
+            "--addr",
+            &addr,
+            "--context",
+            "table=other",
+            "--base64",
+        ],
+        &ct,
+    );
     assert!(!ok && err.contains("InvalidArgument"), "{err}");
     let (ok, out, err) = cli(&["rotate", "--addr", &addr, "--key", "default"], b"");
     assert!(ok, "{err}");

@@ -1,4 +1,10 @@
 //! Round trips, refusals and their status codes, against the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -8,11 +14,19 @@ use envelope::pb;
 use tonic::Code;
 
 fn enc(key: &str, pt: &[u8], c: &[(&str, &str)]) -> pb::EncryptRequest {
-    pb::EncryptRequest { key: key.into(), plaintext: Bytes::copy_from_slice(pt), context: ctx(c) }
+    pb::EncryptRequest {
+        key: key.into(),
+        plaintext: Bytes::copy_from_slice(pt),
+        context: ctx(c),
+    }
 }
 
 fn dec(key: &str, ct: &[u8], c: &[(&str, &str)]) -> pb::DecryptRequest {
-    pb::DecryptRequest { key: key.into(), ciphertext: Bytes::copy_from_slice(ct), context: ctx(c) }
+    pb::DecryptRequest {
+        key: key.into(),
+        ciphertext: Bytes::copy_from_slice(ct),
+        context: ctx(c),
+    }
 }
 
 const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "cpf")];
@@ -27,7 +41,11 @@ async fn round_trips_at_every_size() {
         let e = c.encrypt(enc("", &pt, CTX)).await.unwrap().into_inner();
         assert_eq!(e.ciphertext.len(), pt.len() + 111, "overhead at {size}");
         assert!(!e.key_version.is_empty());
-        let d = c.decrypt(dec("default", &e.ciphertext, CTX)).await.unwrap().into_inner();
+        let d = c
+            .decrypt(dec("default", &e.ciphertext, CTX))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(d.plaintext.as_ref(), pt.as_slice(), "size {size}");
         assert_eq!(d.key_version, e.key_version);
     }
@@ -42,35 +60,76 @@ async fn refusals_carry_their_documented_codes() {
     );
     let mut c = server.client().await;
     let pt = b"123.456.789-09";
-    let ct = c.encrypt(enc("default", pt, CTX)).await.unwrap().into_inner().ciphertext;
+    let ct = c
+        .encrypt(enc("default", pt, CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
 
-    let code = |r: Result<tonic::Response<pb::DecryptResponse>, tonic::Status>| r.unwrap_err().code();
+    let code =
+        |r: Result<tonic::Response<pb::DecryptResponse>, tonic::Status>| r.unwrap_err().code();
     // Wrong, missing or extra context.
-    assert_eq!(code(c.decrypt(dec("default", &ct, &[("table", "users")])).await), Code::InvalidArgument);
-    assert_eq!(code(c.decrypt(dec("default", &ct, &[])).await), Code::InvalidArgument);
     assert_eq!(
-        code(c.decrypt(dec("default", &ct, &[("table", "users"), ("column", "cpf"), ("x", "")])).await),
+        code(c.decrypt(dec("default", &ct, &[("table", "users")])).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.decrypt(dec("default", &ct, &[])).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            c.decrypt(dec(
+                "default",
+                &ct,
+                &[("table", "users"), ("column", "cpf"), ("x", "")]
+            ))
+            .await
+        ),
         Code::InvalidArgument
     );
     // Unknown key name.
     assert_eq!(code(c.decrypt(dec("nope", &ct, CTX)).await), Code::NotFound);
-    assert_eq!(c.encrypt(enc("nope", pt, CTX)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.encrypt(enc("nope", pt, CTX)).await.unwrap_err().code(),
+        Code::NotFound
+    );
     // Another key name's record.
-    let pii = c.encrypt(enc("pii", pt, CTX)).await.unwrap().into_inner().ciphertext;
-    assert_eq!(code(c.decrypt(dec("default", &pii, CTX)).await), Code::InvalidArgument);
+    let pii = c
+        .encrypt(enc("pii", pt, CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    assert_eq!(
+        code(c.decrypt(dec("default", &pii, CTX)).await),
+        Code::InvalidArgument
+    );
     // Every truncation, and an extension.
     for n in 0..ct.len() {
-        assert_eq!(code(c.decrypt(dec("default", &ct[..n], CTX)).await), Code::InvalidArgument, "prefix {n}");
+        assert_eq!(
+            code(c.decrypt(dec("default", &ct[..n], CTX)).await),
+            Code::InvalidArgument,
+            "prefix {n}"
+        );
     }
     let mut longer = ct.to_vec();
     longer.push(0);
-    assert_eq!(code(c.decrypt(dec("default", &longer, CTX)).await), Code::InvalidArgument);
+    assert_eq!(
+        code(c.decrypt(dec("default", &longer, CTX)).await),
+        Code::InvalidArgument
+    );
     // A flipped bit at every byte position. The 16 bytes of the version id
     // (offsets 7..23) name a version the store does not have: FAILED_PRECONDITION.
     for i in 0..ct.len() {
         let mut bad = ct.to_vec();
         bad[i] ^= 0x80;
-        let want = if (7..23).contains(&i) { Code::FailedPrecondition } else { Code::InvalidArgument };
+        let want = if (7..23).contains(&i) {
+            Code::FailedPrecondition
+        } else {
+            Code::InvalidArgument
+        };
         let status = c.decrypt(dec("default", &bad, CTX)).await.unwrap_err();
         assert_eq!(status.code(), want, "byte {i}: {}", status.message());
     }
@@ -79,21 +138,50 @@ async fn refusals_carry_their_documented_codes() {
     unknown[7..23].copy_from_slice(&[0x42; 16]);
     let s = c.decrypt(dec("default", &unknown, CTX)).await.unwrap_err();
     assert_eq!(s.code(), Code::FailedPrecondition);
-    assert!(s.message().contains("42424242-4242-4242-4242-424242424242"), "{}", s.message());
+    assert!(
+        s.message().contains("42424242-4242-4242-4242-424242424242"),
+        "{}",
+        s.message()
+    );
     // The original still decrypts: nothing above disturbed the key state.
-    let d = c.decrypt(dec("default", &ct, CTX)).await.unwrap().into_inner();
+    let d = c
+        .decrypt(dec("default", &ct, CTX))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(d.plaintext.as_ref(), pt);
     // Tampering messages never echo the input.
-    let s = c.decrypt(dec("default", &ct, &[("table", "x")])).await.unwrap_err();
+    let s = c
+        .decrypt(dec("default", &ct, &[("table", "x")]))
+        .await
+        .unwrap_err();
     assert!(!s.message().contains("123.456"));
     // An oversize plaintext is refused before anything is sealed; a message
     // over the request limit is refused by the transport before it is decoded.
     let big = vec![0u8; (4 << 20) - (64 << 10) + 1];
-    assert_eq!(c.encrypt(enc("default", &big, &[])).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        c.encrypt(enc("default", &big, &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
     let huge = vec![0u8; (4 << 20) + 1];
-    assert_eq!(c.encrypt(enc("default", &huge, &[])).await.unwrap_err().code(), Code::OutOfRange);
+    assert_eq!(
+        c.encrypt(enc("default", &huge, &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::OutOfRange
+    );
     // Context with an empty key.
-    assert_eq!(c.encrypt(enc("default", pt, &[("", "v")])).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        c.encrypt(enc("default", pt, &[("", "v")]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test]
@@ -104,11 +192,18 @@ async fn batches_keep_order_and_isolate_bad_items() {
     let items: Vec<pb::EncryptItem> = (0..5)
         .map(|i| pb::EncryptItem {
             plaintext: Bytes::from(format!("record-{i}")),
-            context: if i == 3 { ctx(&[("", "bad")]) } else { ctx(&[("row", &i.to_string())]) },
+            context: if i == 3 {
+                ctx(&[("", "bad")])
+            } else {
+                ctx(&[("row", &i.to_string())])
+            },
         })
         .collect();
     let r = c
-        .encrypt_batch(pb::EncryptBatchRequest { key: String::new(), items })
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: String::new(),
+            items,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -117,20 +212,36 @@ async fn batches_keep_order_and_isolate_bad_items() {
     let mut dec_items = Vec::new();
     for (i, res) in r.iter().enumerate() {
         match (&res.result, i) {
-            (Some(pb::encrypt_result::Result::Error(e)), 3) => assert_eq!(e.code, Code::InvalidArgument as i32),
-            (Some(pb::encrypt_result::Result::Ciphertext(ct)), _) => dec_items.push(pb::DecryptItem {
-                ciphertext: ct.clone(),
-                context: ctx(&[("row", &i.to_string())]),
-            }),
+            (Some(pb::encrypt_result::Result::Error(e)), 3) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32)
+            }
+            (Some(pb::encrypt_result::Result::Ciphertext(ct)), _) => {
+                dec_items.push(pb::DecryptItem {
+                    ciphertext: ct.clone(),
+                    context: ctx(&[("row", &i.to_string())]),
+                })
+            }
             other => panic!("item {i}: {other:?}"),
         }
     }
     // Mix in bad items: garbage, and a good record under the wrong context.
-    dec_items.insert(1, pb::DecryptItem { ciphertext: Bytes::from_static(b"garbage"), context: ctx(&[]) });
-    let wrong = pb::DecryptItem { ciphertext: dec_items[0].ciphertext.clone(), context: ctx(&[("row", "9")]) };
+    dec_items.insert(
+        1,
+        pb::DecryptItem {
+            ciphertext: Bytes::from_static(b"garbage"),
+            context: ctx(&[]),
+        },
+    );
+    let wrong = pb::DecryptItem {
+        ciphertext: dec_items[0].ciphertext.clone(),
+        context: ctx(&[("row", "9")]),
+    };
     dec_items.push(wrong);
     let r = c
-        .decrypt_batch(pb::DecryptBatchRequest { key: "default".into(), items: dec_items })
+        .decrypt_batch(pb::DecryptBatchRequest {
+            key: "default".into(),
+            items: dec_items,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -149,7 +260,13 @@ async fn batches_keep_order_and_isolate_bad_items() {
     }
     // A batch over the limit fails as a whole.
     let too_many = (0..10_001).map(|_| pb::EncryptItem::default()).collect();
-    let s = c.encrypt_batch(pb::EncryptBatchRequest { key: String::new(), items: too_many }).await.unwrap_err();
+    let s = c
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: String::new(),
+            items: too_many,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
 }
 
@@ -159,7 +276,10 @@ async fn data_keys_round_trip_with_their_context() {
     let server = Server::start(&dir.path().join("data"), None);
     let mut c = server.client().await;
     let g = c
-        .generate_data_key(pb::GenerateDataKeyRequest { key: String::new(), context: ctx(CTX) })
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(CTX),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -169,13 +289,25 @@ async fn data_keys_round_trip_with_their_context() {
         wrapped_key: wrapped,
         context: ctx(c2),
     };
-    let u = c.unwrap_data_key(unwrap(g.wrapped_key.clone(), CTX)).await.unwrap().into_inner();
+    let u = c
+        .unwrap_data_key(unwrap(g.wrapped_key.clone(), CTX))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(u.plaintext_key, g.plaintext_key);
     assert_eq!(u.key_version, g.key_version);
-    let s = c.unwrap_data_key(unwrap(g.wrapped_key.clone(), &[])).await.unwrap_err();
+    let s = c
+        .unwrap_data_key(unwrap(g.wrapped_key.clone(), &[]))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
     // A record is not a data-key blob: its data key never comes out this way.
-    let ct = c.encrypt(enc("", b"x", CTX)).await.unwrap().into_inner().ciphertext;
+    let ct = c
+        .encrypt(enc("", b"x", CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
     let s = c.unwrap_data_key(unwrap(ct, CTX)).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
 }

@@ -163,7 +163,10 @@ mod tests {
         };
         assert!(dk.claim(10, &limits).is_some());
         assert!(dk.claim(95, &limits).is_none(), "byte limit");
-        assert!(dk.claim(1, &limits).is_none(), "a key spent by bytes stays spent");
+        assert!(
+            dk.claim(1, &limits).is_none(),
+            "a key spent by bytes stays spent"
+        );
         let dk = key();
         for _ in 0..3 {
             assert!(dk.claim(1, &limits).is_some());

@@ -19,14 +19,19 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
     let key = rt.block_on(async {
         crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "default", "default")
             .await
             .unwrap();
-        NamedKey::load("default", "default", store, kms, Limits::default()).await.unwrap()
+        NamedKey::load("default", "default", store, kms, Limits::default())
+            .await
+            .unwrap()
     });
     Fixture { _dir: dir, rt, key }
 }

@@ -1,6 +1,12 @@
 //! Shared helpers: start the real `envelope` binary on a free loopback port
 //! and talk gRPC to it.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -28,7 +34,8 @@ impl Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
         if let Some(c) = config {
             let path = data_dir.with_extension("toml");
             std::fs::write(&path, c).unwrap();
@@ -51,7 +58,10 @@ impl Server {
                 }
                 _ => {
                     let _ = child.kill();
-                    panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                    panic!(
+                        "server did not start: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
             }
         };
@@ -108,5 +118,8 @@ impl Drop for Server {
 }
 
 pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
