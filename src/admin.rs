@@ -42,9 +42,16 @@ fn age(t: OffsetDateTime, now: OffsetDateTime) -> u64 {
 pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
     let now = OffsetDateTime::now_utc();
     let set = key.snapshot();
-    let mut versions: Vec<pb::MasterKeyVersion> = set
-        .versions
-        .values()
+    let mut loaded: Vec<_> = set.versions.values().collect();
+    // Newest first; ties (same instant) by id so the order is stable.
+    loaded.sort_by(|a, b| {
+        b.master
+            .created
+            .cmp(&a.master.created)
+            .then_with(|| a.master.version.as_str().cmp(b.master.version.as_str()))
+    });
+    let versions: Vec<pb::MasterKeyVersion> = loaded
+        .into_iter()
         .map(|l| pb::MasterKeyVersion {
             version: l.master.version.as_str().to_owned(),
             stages: l.stages.clone(),
@@ -52,11 +59,6 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
             age_seconds: age(l.master.created, now),
         })
         .collect();
-    versions.sort_by(|a, b| {
-        b.created_at
-            .cmp(&a.created_at)
-            .then_with(|| a.version.cmp(&b.version))
-    });
     let f = key.figures();
     pb::KeyInfo {
         name: key.name().to_owned(),

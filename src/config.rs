@@ -304,6 +304,25 @@ impl Settings {
                 "max_loaded_versions >= 3 and decrypt_cache_entries >= 1",
             ));
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "{:?} is not a tracing filter such as \"info\" or \"envelope=debug\"",
+                    self.log_level
+                ),
+            ));
+        }
+        for k in &self.keys {
+            if let Some(id) = &k.secret_id {
+                if id.is_empty() || id.len() > 2048 {
+                    return Err(invalid(
+                        "keys.secret_id",
+                        format!("secret id of key {:?} must be 1-2048 bytes", k.name),
+                    ));
+                }
+            }
+        }
         if self.refresh_interval < Duration::from_secs(1) {
             return Err(invalid("refresh_interval_secs", "must be at least 1"));
         }
@@ -344,6 +363,7 @@ mod tests {
             "[data_keys]\nmax_records = 0\n",
             "[data_keys]\nmax_records = 8589934592\n",
             "unknown = 1\n",
+            "log_level = \"[[[\"\n",
         ] {
             let parsed: Result<FileConfig, _> = toml::from_str(bad);
             if let Ok(f) = parsed {

@@ -1,8 +1,8 @@
 //! The encryption context: validation against limits and the canonical,
 //! unambiguous byte encoding bound into a record's associated data.
 //!
-//! Encoding: `u16 count`, then per entry in byte-wise key order
-//! `u16 key_len, key, u32 value_len, value` (big-endian lengths). Length
+//! Encoding: `u32 count`, then per entry in byte-wise key order
+//! `u32 key_len, key, u32 value_len, value` (big-endian lengths). Length
 //! prefixes make it injective: no two different maps encode alike, whatever
 //! bytes their keys and values hold. Maps arrive as `BTreeMap`, so the order
 //! is already canonical and no sort happens per request.
@@ -75,15 +75,15 @@ pub fn validate(
             max: limits.max_bytes,
         });
     }
-    Ok(2 + ctx.len() * 6 + bytes)
+    Ok(4 + ctx.len() * 8 + bytes)
 }
 
-/// Appends the canonical encoding of `ctx` to `out`. The caller validates first:
-/// the limits keep every length inside its prefix.
+/// Appends the canonical encoding of `ctx` to `out`. Lengths are `u32`, and
+/// request messages are far below 4 GiB, so every length fits its prefix.
 pub fn encode_into(ctx: &BTreeMap<String, String>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(ctx.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
     for (k, v) in ctx {
-        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(&(v.len() as u32).to_be_bytes());
         out.extend_from_slice(v.as_bytes());

@@ -210,7 +210,9 @@ impl NamedKey {
     pub fn figures(&self) -> CacheFigures {
         CacheFigures {
             data_keys_generated: self.stats.data_keys_generated.load(Ordering::Relaxed),
-            active_records: self.active.load().as_ref().map_or(0, |d| d.records_used()),
+            active_records: self.active.load().as_ref().map_or(0, |d| {
+                d.records_used().min(self.limits.data_key.max_records)
+            }),
             decrypt_entries: self.cache.len() as u64,
             hits: self.stats.hits.load(Ordering::Relaxed),
             misses: self.stats.misses.load(Ordering::Relaxed),
@@ -340,16 +342,21 @@ async fn read_set(
         .filter(|i| LOADED_STAGES.iter().any(|s| i.has(s)))
     {
         let is_current = info.has(AWSCURRENT);
-        let raw = VersionId::new(&info.id)
-            .map_err(|e| {
-                Error::MasterKey(master_key::MasterKeyError::Malformed {
+        let raw: Box<[u8]> = match VersionId::new(&info.id) {
+            Ok(v) => v.raw().into(),
+            Err(e) => {
+                let e = Error::MasterKey(master_key::MasterKeyError::Malformed {
                     secret: secret_id.to_owned(),
                     version: info.id.clone(),
                     reason: e.to_string(),
-                })
-            })?
-            .raw()
-            .into();
+                });
+                if is_current {
+                    return Err(e);
+                }
+                tracing::warn!(key = %name, error = %e, "skipping master-key version with an unusable id");
+                continue;
+            }
+        };
         let reused = old
             .and_then(|o| o.versions.get(&raw))
             .map(|l| l.master.clone());

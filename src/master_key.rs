@@ -116,6 +116,9 @@ pub fn derive_kek(
             out.as_mut(),
         )?,
         Derivation::Pbkdf2 { salt, iterations } => {
+            if iterations < crate::crypto::PBKDF2_MIN_ITERATIONS {
+                return Err(crate::crypto::CryptoError::Primitive);
+            }
             pbkdf2_sha256(secret, salt, iterations, out.as_mut())?
         }
     }

@@ -115,8 +115,13 @@ pub async fn serve(
     let reflection_v1 = reflection()?.build_v1()?;
     let reflection_v1alpha = reflection()?.build_v1alpha()?;
 
-    // Responses can exceed requests by the record overhead per item.
-    let max_out = settings.max_request_bytes.saturating_mul(2);
+    // A response can exceed its request by a record's overhead (and a
+    // little framing) per batch item.
+    let max_out = settings.max_request_bytes.saturating_add(
+        settings
+            .max_batch_items
+            .saturating_mul(crate::envelope::RECORD_OVERHEAD_UUID + 128),
+    );
     let envelope = EnvelopeServer::new(EnvelopeService::new(
         keyring.clone(),
         settings.max_batch_items,

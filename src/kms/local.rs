@@ -31,7 +31,10 @@ impl LocalKms {
     /// Opens the root key at `path`, creating it (mode 0600) if absent.
     pub fn open_or_create(path: &Path) -> Result<Self, KmsError> {
         let bytes = match std::fs::read(path) {
-            Ok(b) => zeroize::Zeroizing::new(b),
+            Ok(b) => {
+                check_private(path)?;
+                zeroize::Zeroizing::new(b)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyBytes::random()?;
                 crate::store::local::write_private(path, key.expose()).map_err(|e| {
@@ -63,6 +66,26 @@ impl LocalKms {
         crate::context::encode_into(context, &mut aad);
         aad
     }
+}
+
+/// Refuses a root key file that group or others may read, as ssh does.
+fn check_private(path: &Path) -> Result<(), KmsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| KmsError::RootKey(format!("cannot stat {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KmsError::RootKey(format!(
+                "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -121,5 +144,13 @@ mod tests {
         let again = LocalKms::open_or_create(&dir.path().join("root.key")).unwrap();
         ctx.insert("k".into(), "v".into());
         assert!(again.decrypt(&g.blob, &ctx).await.is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.path().join("root.key");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = LocalKms::open_or_create(&p).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+        }
     }
 }

@@ -1,0 +1,130 @@
+//! Nothing secret leaks: with the most verbose logging, a canary plaintext
+//! and canary context values pass through every RPC and several errors, and
+//! appear nowhere in the log, the errors or the status output.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::{Server, ctx};
+use envelope::pb;
+
+const CANARY: &str = "CANARY-7f3a9c-PLAINTEXT";
+const CANARY_CTX: &str = "CANARY-51b2e0-CONTEXT";
+
+#[tokio::test]
+async fn canaries_appear_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some("log_level = \"trace\"\n"));
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+    let context = ctx(&[("cpf", CANARY_CTX)]);
+    let mut seen = String::new();
+
+    let e = c
+        .encrypt(pb::EncryptRequest {
+            key: String::new(),
+            plaintext: Bytes::from(CANARY),
+            context: context.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let d = c
+        .decrypt(pb::DecryptRequest {
+            key: String::new(),
+            ciphertext: e.ciphertext.clone(),
+            context: context.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.plaintext.as_ref(), CANARY.as_bytes());
+    let batch = c
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: String::new(),
+            items: vec![
+                pb::EncryptItem {
+                    plaintext: Bytes::from(CANARY),
+                    context: context.clone(),
+                },
+                pb::EncryptItem {
+                    plaintext: Bytes::from(CANARY),
+                    context: ctx(&[("", CANARY_CTX)]),
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    seen.push_str(&format!("{batch:?}"));
+    admin
+        .rotate_master_key(pb::RotateMasterKeyRequest::default())
+        .await
+        .unwrap();
+    let rw = c
+        .rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: e.ciphertext.clone(),
+            context: context.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Errors: wrong context, tampered record, record under an unknown key name, garbage.
+    let mut tampered = rw.ciphertext.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    for (key, ct, cx) in [
+        ("", rw.ciphertext.to_vec(), ctx(&[("cpf", "other")])),
+        ("", tampered, context.clone()),
+        ("missing", rw.ciphertext.to_vec(), context.clone()),
+        ("", CANARY.as_bytes().to_vec(), context.clone()),
+    ] {
+        let s = c
+            .decrypt(pb::DecryptRequest {
+                key: key.into(),
+                ciphertext: Bytes::from(ct),
+                context: cx,
+            })
+            .await
+            .unwrap_err();
+        seen.push_str(&format!("{s:?}"));
+    }
+    let s = c
+        .decrypt_batch(pb::DecryptBatchRequest {
+            key: String::new(),
+            items: vec![pb::DecryptItem {
+                ciphertext: Bytes::from(CANARY),
+                context: context.clone(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    seen.push_str(&format!("{s:?}"));
+    let status = admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    seen.push_str(&format!("{status:?}"));
+
+    let logs = server.logs();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "the log is verbose"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(CANARY);
+    let hex_canary = hex::encode(CANARY);
+    for needle in [CANARY, CANARY_CTX, &b64, &hex_canary] {
+        assert!(!logs.contains(needle), "{needle} in the log");
+        assert!(!seen.contains(needle), "{needle} in a response or error");
+    }
+}
