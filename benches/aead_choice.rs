@@ -1,0 +1,41 @@
+//! Why aws-lc-rs: AES-256-GCM seal with a pre-expanded key, aws-lc-rs against
+//! RustCrypto's `aes-gcm`, at record sizes from 16 bytes to 4 KiB, measured
+//! side by side in one run. Run: `cargo bench --bench aead_choice`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use envelope::crypto::{AeadKey, KeyBytes};
+
+fn seal(c: &mut Criterion) {
+    let key = KeyBytes::random().unwrap();
+    let lc = AeadKey::new(&key).unwrap();
+    let rc = aes_gcm::Aes256Gcm::new_from_slice(key.expose()).unwrap();
+    let nonce = [3u8; 12];
+    let mut g = c.benchmark_group("aes256gcm_seal");
+    for size in [16usize, 64, 256, 1024, 4096] {
+        let mut buf = vec![0x5au8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("aws-lc-rs", size), &size, |b, _| {
+            b.iter(|| black_box(lc.seal(nonce, b"aad", black_box(&mut buf)).unwrap()))
+        });
+        g.bench_with_input(
+            BenchmarkId::new("rustcrypto-aes-gcm", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    black_box(
+                        rc.encrypt_in_place_detached((&nonce).into(), b"aad", black_box(&mut buf))
+                            .unwrap(),
+                    )
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(aead, seal);
+criterion_main!(aead);
