@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use envelope::crypto::{AeadKey, KeyBytes};
 use envelope::envelope::{Kind, parse};
-use envelope::keyring::{Limits, NamedKey};
+use envelope::keyring::{KeySource, Limits, NamedKey};
 use envelope::kms::Kms;
 use envelope::kms::local::LocalKms;
 use envelope::store::SecretStore;
@@ -33,9 +33,12 @@ fn benches(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        NamedKey::load("default", "default", store, kms, Limits::default())
-            .await
-            .unwrap()
+        NamedKey::load(
+            KeySource::new("default", "default", store, kms),
+            Limits::default(),
+        )
+        .await
+        .unwrap()
     });
     let pt = [0x5au8; 64];
     let mut ctx = BTreeMap::new();

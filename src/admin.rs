@@ -30,12 +30,16 @@ impl AdminService {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+fn rfc3339(t: impl Into<Option<OffsetDateTime>>) -> String {
+    t.into()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
-fn age(t: OffsetDateTime, now: OffsetDateTime) -> u64 {
-    u64::try_from((now - t).whole_seconds()).unwrap_or(0)
+fn age(t: impl Into<Option<OffsetDateTime>>, now: OffsetDateTime) -> u64 {
+    t.into()
+        .and_then(|t| u64::try_from((now - t).whole_seconds()).ok())
+        .unwrap_or(0)
 }
 
 /// KeyStatus figures for one key name.
@@ -67,6 +71,7 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
         versions,
         last_refresh: rfc3339(set.loaded_at),
         last_refresh_age_seconds: age(set.loaded_at, now),
+        refresh_failures: f.refresh_failures,
         cache: Some(pb::CacheStats {
             data_keys_generated: f.data_keys_generated,
             active_data_key_records: f.active_records,

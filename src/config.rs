@@ -50,6 +50,9 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    mode: Option<Mode>,
+    aws: Option<AwsConfig>,
+    max_staleness_secs: Option<u64>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     refresh_interval_secs: Option<u64>,
@@ -63,14 +66,44 @@ pub struct FileConfig {
     data_keys: DataKeyConfig,
 }
 
+/// Where master keys live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A root key file and secrets in the data directory (development).
+    #[default]
+    Local,
+    /// AWS Secrets Manager and KMS through the AWS SDK.
+    Aws,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsConfig {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    kms_key_id: Option<String>,
+    #[serde(default)]
+    replica_regions: Vec<String>,
+    connect_timeout_secs: Option<u64>,
+    attempt_timeout_secs: Option<u64>,
+    operation_timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
 /// One key name and the secret that holds its master keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key name callers use.
     pub name: String,
-    /// The secret id; defaults to the key name.
+    /// The secret id (name or ARN); defaults to the key name.
     pub secret_id: Option<String>,
+    /// For passphrase-style secrets (seeds 001 and 004): the secret whose
+    /// AWSCURRENT value is the PBKDF2 salt.
+    pub salt_secret_id: Option<String>,
+    /// PBKDF2 iterations for passphrase-style secrets (default 600,000).
+    pub kdf_iterations: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +141,13 @@ pub enum LogFormat {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Local or AWS.
+    pub mode: Mode,
+    /// AWS settings (AWS mode only).
+    pub aws: Option<crate::aws::AwsSettings>,
+    /// How long a key may go without a successful refresh before readiness
+    /// (grpc health) reports NOT_SERVING; cached keys keep serving meanwhile.
+    pub max_staleness: Duration,
     /// Address to serve gRPC on.
     pub listen: SocketAddr,
     /// Local mode's data directory (root key and master-key secrets).
@@ -215,11 +255,36 @@ impl Settings {
             vec![KeyConfig {
                 name: DEFAULT_KEY.to_owned(),
                 secret_id: None,
+                salt_secret_id: None,
+                kdf_iterations: None,
             }]
         } else {
             file.keys
         };
+        let mode = file.mode.unwrap_or_default();
+        let aws = match (mode, file.aws) {
+            (Mode::Aws, a) => {
+                let a = a.unwrap_or_default();
+                Some(crate::aws::AwsSettings {
+                    region: a.region,
+                    endpoint_url: a.endpoint_url,
+                    kms_key_id: a.kms_key_id,
+                    replica_regions: a.replica_regions,
+                    connect_timeout: Duration::from_secs(a.connect_timeout_secs.unwrap_or(3)),
+                    attempt_timeout: Duration::from_secs(a.attempt_timeout_secs.unwrap_or(5)),
+                    operation_timeout: Duration::from_secs(a.operation_timeout_secs.unwrap_or(15)),
+                    max_attempts: a.max_attempts.unwrap_or(3),
+                })
+            }
+            (Mode::Local, Some(_)) => {
+                return Err(invalid("aws", "an [aws] section needs mode = \"aws\""));
+            }
+            (Mode::Local, None) => None,
+        };
         let s = Settings {
+            mode,
+            aws,
+            max_staleness: Duration::from_secs(file.max_staleness_secs.unwrap_or(3600)),
             listen: overrides
                 .listen
                 .or(file.listen)
@@ -314,14 +379,47 @@ impl Settings {
             ));
         }
         for k in &self.keys {
-            if let Some(id) = &k.secret_id {
-                if id.is_empty() || id.len() > 2048 {
-                    return Err(invalid(
-                        "keys.secret_id",
-                        format!("secret id of key {:?} must be 1-2048 bytes", k.name),
-                    ));
-                }
+            if let Some(id) = &k.secret_id
+                && (id.is_empty() || id.len() > 2048)
+            {
+                return Err(invalid(
+                    "keys.secret_id",
+                    format!("secret id of key {:?} must be 1-2048 bytes", k.name),
+                ));
             }
+        }
+        if let Some(a) = &self.aws {
+            if a.kms_key_id.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "aws.kms_key_id",
+                    "AWS mode needs the KMS key (id, ARN or alias) that wraps master keys",
+                ));
+            }
+            if !(1..=10).contains(&a.max_attempts) {
+                return Err(invalid("aws.max_attempts", "must be between 1 and 10"));
+            }
+            if a.connect_timeout.is_zero()
+                || a.attempt_timeout.is_zero()
+                || a.operation_timeout.is_zero()
+            {
+                return Err(invalid("aws.*_timeout_secs", "timeouts must be positive"));
+            }
+        }
+        for k in &self.keys {
+            if k.kdf_iterations
+                .is_some_and(|i| i < crate::crypto::PBKDF2_MIN_ITERATIONS)
+            {
+                return Err(invalid(
+                    "keys.kdf_iterations",
+                    format!("at least {}", crate::crypto::PBKDF2_MIN_ITERATIONS),
+                ));
+            }
+        }
+        if self.max_staleness < self.refresh_interval {
+            return Err(invalid(
+                "max_staleness_secs",
+                "must be at least refresh_interval_secs",
+            ));
         }
         if self.refresh_interval < Duration::from_secs(1) {
             return Err(invalid("refresh_interval_secs", "must be at least 1"));
@@ -364,6 +462,9 @@ mod tests {
             "[data_keys]\nmax_records = 8589934592\n",
             "unknown = 1\n",
             "log_level = \"[[[\"\n",
+            "mode = \"aws\"\n",
+            "[aws]\nregion = \"us-east-1\"\n",
+            "max_staleness_secs = 1\n",
         ] {
             let parsed: Result<FileConfig, _> = toml::from_str(bad);
             if let Ok(f) = parsed {

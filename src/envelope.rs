@@ -79,16 +79,16 @@ impl VersionId {
     /// Encodes a version id: canonical lowercase UUIDs take 17 bytes, other
     /// printable ASCII ids of 1 to 64 bytes take 2 + n.
     pub fn new(text: &str) -> Result<Self, FormatError> {
-        if let Ok(u) = uuid::Uuid::try_parse(text) {
-            if u.hyphenated().to_string() == text {
-                let mut raw = Vec::with_capacity(17);
-                raw.push(FORM_UUID);
-                raw.extend_from_slice(u.as_bytes());
-                return Ok(Self {
-                    text: text.to_owned(),
-                    raw: raw.into(),
-                });
-            }
+        if let Ok(u) = uuid::Uuid::try_parse(text)
+            && u.hyphenated().to_string() == text
+        {
+            let mut raw = Vec::with_capacity(17);
+            raw.push(FORM_UUID);
+            raw.extend_from_slice(u.as_bytes());
+            return Ok(Self {
+                text: text.to_owned(),
+                raw: raw.into(),
+            });
         }
         let b = text.as_bytes();
         if b.is_empty() || b.len() > MAX_TEXT_VERSION || !b.iter().all(|c| c.is_ascii_graphic()) {

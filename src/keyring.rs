@@ -92,6 +92,7 @@ pub struct CachedKey {
 
 #[derive(Debug, Default)]
 struct Stats {
+    refresh_failures: AtomicU64,
     data_keys_generated: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -100,6 +101,8 @@ struct Stats {
 /// Figures for KeyStatus.
 #[derive(Debug, Clone)]
 pub struct CacheFigures {
+    /// Failed refreshes since start.
+    pub refresh_failures: u64,
     /// Data keys generated for encryption since start.
     pub data_keys_generated: u64,
     /// Records sealed under the active data key.
@@ -112,13 +115,74 @@ pub struct CacheFigures {
     pub misses: u64,
 }
 
+/// Where a key name's master-key versions come from and how they are read.
+pub struct KeySource {
+    /// The key name.
+    pub name: String,
+    /// The secret holding its versions.
+    pub secret_id: String,
+    /// The secret store.
+    pub store: Arc<dyn SecretStore>,
+    /// The KMS that wraps master keys.
+    pub kms: Arc<dyn Kms>,
+    /// PBKDF2 parameters for passphrase-style secrets.
+    pub kdf: master_key::KdfParams,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySource")
+            .field("name", &self.name)
+            .field("secret_id", &self.secret_id)
+            .field("kdf", &self.kdf)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySource {
+    /// A source with no PBKDF2 parameters (Envelope's own secret shape).
+    pub fn new(
+        name: &str,
+        secret_id: &str,
+        store: Arc<dyn SecretStore>,
+        kms: Arc<dyn Kms>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            secret_id: secret_id.to_owned(),
+            store,
+            kms,
+            kdf: master_key::KdfParams::default(),
+        }
+    }
+
+    /// Fetches and reads one version named by `info`.
+    async fn load_version(&self, info: VersionInfo) -> Result<MasterKey, Error> {
+        let value = self.store.get(&self.secret_id, &info.id).await?;
+        let info = VersionInfo {
+            created: value.info.created.or(info.created),
+            ..info
+        };
+        self.parse(info, &value.value).await
+    }
+
+    async fn parse(&self, info: VersionInfo, value: &str) -> Result<MasterKey, Error> {
+        Ok(master_key::load(
+            &self.name,
+            &self.secret_id,
+            info,
+            value,
+            self.kms.as_ref(),
+            &self.kdf,
+        )
+        .await?)
+    }
+}
+
 /// One key name.
 pub struct NamedKey {
-    name: String,
-    secret_id: String,
+    source: KeySource,
     key_id: [u8; envelope::KEY_ID_LEN],
-    store: Arc<dyn SecretStore>,
-    kms: Arc<dyn Kms>,
     limits: Limits,
     state: ArcSwap<KeySet>,
     active: ArcSwapOption<DataKey>,
@@ -133,8 +197,8 @@ pub struct NamedKey {
 impl std::fmt::Debug for NamedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NamedKey")
-            .field("name", &self.name)
-            .field("secret_id", &self.secret_id)
+            .field("name", &self.source.name)
+            .field("secret_id", &self.source.secret_id)
             .finish_non_exhaustive()
     }
 }
@@ -143,20 +207,11 @@ const MAX_MISSING: usize = 1024;
 
 impl NamedKey {
     /// Loads a key name's versions from the store; fails if it has no usable AWSCURRENT.
-    pub async fn load(
-        name: &str,
-        secret_id: &str,
-        store: Arc<dyn SecretStore>,
-        kms: Arc<dyn Kms>,
-        limits: Limits,
-    ) -> Result<Self, Error> {
-        let set = read_set(name, secret_id, store.as_ref(), kms.as_ref(), None, &limits).await?;
+    pub async fn load(source: KeySource, limits: Limits) -> Result<Self, Error> {
+        let set = read_set(&source, None, &limits).await?;
         Ok(Self {
-            name: name.to_owned(),
-            secret_id: secret_id.to_owned(),
-            key_id: envelope::key_id(name),
-            store,
-            kms,
+            key_id: envelope::key_id(&source.name),
+            source,
             limits,
             state: ArcSwap::from_pointee(set),
             active: ArcSwapOption::empty(),
@@ -171,12 +226,19 @@ impl NamedKey {
 
     /// The key name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.source.name
     }
 
     /// The secret that holds this key's versions.
     pub fn secret_id(&self) -> &str {
-        &self.secret_id
+        &self.source.secret_id
+    }
+
+    /// Time since the store was last read successfully.
+    pub fn staleness(&self) -> Duration {
+        let loaded_at = self.state.load().loaded_at;
+        let age = OffsetDateTime::now_utc() - loaded_at;
+        age.try_into().unwrap_or(Duration::ZERO)
     }
 
     /// The current snapshot of versions.
@@ -189,15 +251,13 @@ impl NamedKey {
     pub async fn refresh(&self) -> Result<(), Error> {
         let _guard = self.refresh_lock.lock().await;
         let old = self.state.load_full();
-        let set = read_set(
-            &self.name,
-            &self.secret_id,
-            self.store.as_ref(),
-            self.kms.as_ref(),
-            Some(&old),
-            &self.limits,
-        )
-        .await?;
+        let set = match read_set(&self.source, Some(&old), &self.limits).await {
+            Ok(set) => set,
+            Err(e) => {
+                self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         if let Ok(mut missing) = self.missing.lock() {
             // A version may have been created since it was found missing.
             missing.clear();
@@ -209,6 +269,7 @@ impl NamedKey {
     /// Cache figures for KeyStatus.
     pub fn figures(&self) -> CacheFigures {
         CacheFigures {
+            refresh_failures: self.stats.refresh_failures.load(Ordering::Relaxed),
             data_keys_generated: self.stats.data_keys_generated.load(Ordering::Relaxed),
             active_records: self.active.load().as_ref().map_or(0, |d| {
                 d.records_used().min(self.limits.data_key.max_records)
@@ -229,7 +290,7 @@ impl NamedKey {
         }
         let version = VersionId::from_raw(raw)?;
         let not_found = || Error::VersionNotFound {
-            key: self.name.clone(),
+            key: self.source.name.clone(),
             version: version.as_str().to_owned(),
         };
         if self.recently_missing(raw) {
@@ -242,7 +303,12 @@ impl NamedKey {
         if self.recently_missing(raw) {
             return Err(not_found());
         }
-        let value = match self.store.get(&self.secret_id, version.as_str()).await {
+        let value = match self
+            .source
+            .store
+            .get(&self.source.secret_id, version.as_str())
+            .await
+        {
             Ok(v) => v,
             Err(StoreError::VersionNotFound { .. }) => {
                 self.remember_missing(raw);
@@ -254,17 +320,8 @@ impl NamedKey {
             stages: Vec::new(),
             ..value.info.clone()
         };
-        let master = Arc::new(
-            master_key::load(
-                &self.name,
-                &self.secret_id,
-                info,
-                &value.value,
-                self.kms.as_ref(),
-            )
-            .await?,
-        );
-        tracing::info!(key = %self.name, version = %version.as_str(), "loaded master-key version on demand");
+        let master = Arc::new(self.source.parse(info, &value.value).await?);
+        tracing::info!(key = %self.source.name, version = %version.as_str(), "loaded master-key version on demand");
         self.state.rcu(|set| {
             let mut versions = set.versions.clone();
             evict_unstaged(
@@ -327,14 +384,12 @@ fn evict_unstaged(versions: &mut HashMap<Box<[u8]>, Loaded>, keep: usize) {
 /// Reads the staged versions of a secret into a [`KeySet`], reusing what
 /// `old` already holds.
 async fn read_set(
-    name: &str,
-    secret_id: &str,
-    store: &dyn SecretStore,
-    kms: &dyn Kms,
+    source: &KeySource,
     old: Option<&KeySet>,
     limits: &Limits,
 ) -> Result<KeySet, Error> {
-    let infos = store.describe(secret_id).await?;
+    let (name, secret_id) = (source.name.as_str(), source.secret_id.as_str());
+    let infos = source.store.describe(secret_id).await?;
     let mut versions: HashMap<Box<[u8]>, Loaded> = HashMap::new();
     let mut current = None;
     for info in infos
@@ -363,13 +418,7 @@ async fn read_set(
         let master = match reused {
             Some(m) => m,
             None => {
-                let loaded = async {
-                    let value = store.get(secret_id, &info.id).await?;
-                    Ok::<_, Error>(
-                        master_key::load(name, secret_id, info.clone(), &value.value, kms).await?,
-                    )
-                }
-                .await;
+                let loaded = source.load_version(info.clone()).await;
                 match loaded {
                     Ok(m) => Arc::new(m),
                     // Only AWSCURRENT is required; a bad PREVIOUS or PENDING must not stop service.
@@ -429,7 +478,7 @@ impl Keyring {
         Self {
             keys: keys
                 .into_iter()
-                .map(|k| (k.name.clone(), Arc::new(k)))
+                .map(|k| (k.source.name.clone(), Arc::new(k)))
                 .collect(),
         }
     }
@@ -453,10 +502,10 @@ impl NamedKey {
     /// the new version encrypts here at once. Returns (previous, new) versions.
     pub async fn rotate(&self) -> Result<(String, String), Error> {
         let rotator = crate::rotation::Rotator {
-            store: self.store.as_ref(),
-            kms: self.kms.as_ref(),
-            key_name: &self.name,
-            secret_id: &self.secret_id,
+            store: self.source.store.as_ref(),
+            kms: self.source.kms.as_ref(),
+            key_name: &self.source.name,
+            secret_id: &self.source.secret_id,
         };
         let versions = rotator.rotate().await?;
         self.refresh().await?;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::crypto::KeyBytes;
 
+pub mod aws;
 pub mod local;
 
 /// A KMS encryption context: bound to what the KMS wraps, required to unwrap.
@@ -30,6 +31,18 @@ pub enum KmsError {
         "KMS could not decrypt the key blob (wrong root key, wrong encryption context, or damaged blob)"
     )]
     DecryptFailed,
+    /// The caller may not use the KMS key.
+    #[error("KMS access denied: {0}")]
+    AccessDenied(String),
+    /// The KMS key does not exist.
+    #[error("KMS key not found: {0}")]
+    NotFound(String),
+    /// KMS throttled the request.
+    #[error("KMS throttled the request: {0}")]
+    Throttled(String),
+    /// KMS did not answer or failed.
+    #[error("KMS unavailable: {0}")]
+    Unavailable(String),
     /// The root key could not be read or created.
     #[error("KMS root key unavailable: {0}")]
     RootKey(String),

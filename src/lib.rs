@@ -14,6 +14,7 @@
 //! - [`config`], [`server`], [`cli`]: settings, start-up, and the client commands.
 
 pub mod admin;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -33,6 +33,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Create the first master-key version of every configured key that has
+    /// none (local or AWS mode), then exit.
+    InitKeys {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Local mode's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Encrypt stdin to stdout.
     Encrypt(ClientArgs),
     /// Decrypt stdin to stdout.
@@ -117,15 +127,39 @@ async fn serve(
     init_logging(&settings);
     // One TLS crypto provider for the whole process, installed before any TLS use.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let keyring = Arc::new(envelope::server::open_local(&settings).await?);
+    let started = std::time::Instant::now();
+    let keyring = Arc::new(envelope::server::start(&settings).await?);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, keys = settings.keys.len(), "serving");
+    tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A plain line on stdout for scripts and tests that start us on port 0.
     println!("listening on {addr}");
     envelope::server::serve(listener, keyring, &settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(
+        config.as_deref(),
+        Overrides {
+            listen: None,
+            data_dir,
+        },
+    )?;
+    init_logging(&settings);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let backends = envelope::server::open_backends(&settings).await?;
+    let created = envelope::server::init_keys(&settings, &backends).await?;
+    for k in &settings.keys {
+        let state = if created.contains(&k.name) {
+            "created"
+        } else {
+            "exists"
+        };
+        println!("{}: {state}", k.name);
+    }
     Ok(())
 }
 
@@ -138,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
         } => serve(config, listen, data_dir).await,
+        Command::InitKeys { config, data_dir } => init_keys(config, data_dir).await,
         Command::Encrypt(a) => envelope::cli::encrypt(&a.addr, &a.key, &a.context, a.base64).await,
         Command::Decrypt(a) => envelope::cli::decrypt(&a.addr, &a.key, &a.context, a.base64).await,
         Command::Status { addr, key } => envelope::cli::status(&addr, &key).await,

@@ -56,11 +56,53 @@ struct EnvelopeShape {
     wrapped_key: String,
 }
 
+/// Seed 001's shape: `{"masterKey": <base64>, "algorithm": "AES-256-GCM",
+/// "keyDerivation": "PBKDF2"}`, optionally with `salt` and `iterations`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Seed001Shape {
+    master_key: String,
+    algorithm: String,
+    key_derivation: String,
+    salt: Option<String>,
+    iterations: Option<u32>,
+}
+
+impl Drop for Seed001Shape {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.master_key);
+    }
+}
+
+/// The default PBKDF2 iteration count for passphrase-style secrets: OWASP's
+/// Password Storage Cheat Sheet figure for PBKDF2-HMAC-SHA256.
+pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+
+/// What a key name's passphrase-style versions are stretched with (seeds 001
+/// and 004): the salt (from a separate salt secret, seed 004) and the
+/// iteration count. Envelope's own shape needs neither.
+#[derive(Default)]
+pub struct KdfParams {
+    /// The salt secret's value, if one is configured.
+    pub salt: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// PBKDF2 iterations; [`DEFAULT_PBKDF2_ITERATIONS`] when unset.
+    pub iterations: Option<u32>,
+}
+
+impl std::fmt::Debug for KdfParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KdfParams")
+            .field("salt", &self.salt.as_ref().map(|_| "[REDACTED]"))
+            .field("iterations", &self.iterations)
+            .finish()
+    }
+}
+
 /// How a version's KEK is derived from its secret.
 pub enum Derivation<'a> {
-    /// HKDF-SHA256 for full-entropy 32-byte keys.
+    /// HKDF-SHA256 alone, for full-entropy 32-byte keys.
     Hkdf,
-    /// PBKDF2-HMAC-SHA256 for passphrase-style secrets (seeds 001 and 004).
+    /// PBKDF2-HMAC-SHA256 first, for passphrase-style secrets (seeds 001 and 004).
     Pbkdf2 {
         /// The salt.
         salt: &'a [u8],
@@ -69,14 +111,12 @@ pub enum Derivation<'a> {
     },
 }
 
-/// One loaded master-key version: its id, stages and KEK.
+/// One loaded master-key version: its id and KEK.
 pub struct MasterKey {
     /// The version id, with its record encoding.
     pub version: VersionId,
-    /// Staging labels when loaded.
-    pub stages: Vec<String>,
-    /// When the version was created.
-    pub created: OffsetDateTime,
+    /// When the version was created, if the store says.
+    pub created: Option<OffsetDateTime>,
     /// The key-encryption key that wraps data keys.
     pub kek: AeadKey,
 }
@@ -85,7 +125,6 @@ impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterKey")
             .field("version", &self.version)
-            .field("stages", &self.stages)
             .field("kek", &"[REDACTED]")
             .finish()
     }
@@ -99,39 +138,44 @@ pub fn kms_context(key_name: &str, version: &str) -> KmsContext {
     ctx
 }
 
-/// Derives a version's KEK. HKDF binds the key name and version id, so the
-/// same secret bytes under another name or version give an unrelated KEK.
+/// Derives a version's KEK. The final HKDF step binds the key name and
+/// version id, so the same secret under another name or version gives an
+/// unrelated KEK; passphrase-style secrets are stretched with PBKDF2 first.
 pub fn derive_kek(
     secret: &[u8],
     derivation: Derivation<'_>,
     key_name: &str,
     version: &VersionId,
 ) -> Result<AeadKey, crate::crypto::CryptoError> {
-    let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    match derivation {
-        Derivation::Hkdf => hkdf_sha256(
-            b"envelope.v1/kek",
-            secret,
-            &[&[key_name.len() as u8], key_name.as_bytes(), version.raw()],
-            out.as_mut(),
-        )?,
+    let mut stretched = zeroize::Zeroizing::new([0u8; 32]);
+    let ikm: &[u8] = match derivation {
+        Derivation::Hkdf => secret,
         Derivation::Pbkdf2 { salt, iterations } => {
-            if iterations < crate::crypto::PBKDF2_MIN_ITERATIONS {
+            if iterations < crate::crypto::PBKDF2_MIN_ITERATIONS || salt.is_empty() {
                 return Err(crate::crypto::CryptoError::Primitive);
             }
-            pbkdf2_sha256(secret, salt, iterations, out.as_mut())?
+            pbkdf2_sha256(secret, salt, iterations, stretched.as_mut())?;
+            stretched.as_ref()
         }
-    }
+    };
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    hkdf_sha256(
+        b"envelope.v1/kek",
+        ikm,
+        &[&[key_name.len() as u8], key_name.as_bytes(), version.raw()],
+        out.as_mut(),
+    )?;
     AeadKey::new(&KeyBytes::from_slice(out.as_ref())?)
 }
 
-/// Reads a version's secret string into a [`MasterKey`].
+/// Reads a version's secret string, in any of the three shapes, into a [`MasterKey`].
 pub async fn load(
     key_name: &str,
     secret_id: &str,
     info: VersionInfo,
     value: &str,
     kms: &dyn Kms,
+    kdf: &KdfParams,
 ) -> Result<MasterKey, MasterKeyError> {
     let malformed = |reason: String| MasterKeyError::Malformed {
         secret: secret_id.to_owned(),
@@ -139,41 +183,156 @@ pub async fn load(
         reason,
     };
     let version = VersionId::new(&info.id).map_err(|e| malformed(e.to_string()))?;
-    // serde_json errors name positions and expected types, not the input.
+    let trimmed = value.trim();
+    let kek = if trimmed.starts_with('{') {
+        // serde_json errors name positions and expected types, not the input.
+        let doc: serde_json::Value = serde_json::from_str(trimmed)
+            .map_err(|e| malformed(format!("not valid JSON ({})", e.classify_name())))?;
+        let is_envelope = doc.get("format").is_some();
+        let is_seed001 = doc.get("masterKey").is_some();
+        drop(doc);
+        if is_envelope {
+            let key = unwrap_envelope_shape(key_name, &info.id, trimmed, kms)
+                .await
+                .map_err(|e| match e {
+                    ShapeFailure::Malformed(r) => malformed(r),
+                    ShapeFailure::Kms(source) => MasterKeyError::Kms {
+                        secret: secret_id.to_owned(),
+                        version: info.id.clone(),
+                        source,
+                    },
+                })?;
+            derive_kek(key.expose(), Derivation::Hkdf, key_name, &version)
+        } else if is_seed001 {
+            let shape: Seed001Shape = serde_json::from_str(trimmed)
+                .map_err(|e| malformed(format!("masterKey document: {}", e.classify_name())))?;
+            if shape.algorithm != ALGORITHM {
+                return Err(malformed(format!("algorithm must be {ALGORITHM}")));
+            }
+            if !shape.key_derivation.eq_ignore_ascii_case("PBKDF2") {
+                return Err(malformed("keyDerivation must be PBKDF2".into()));
+            }
+            check_base64_key(&shape.master_key).map_err(|r| malformed(format!("masterKey {r}")))?;
+            let salt = match (&shape.salt, &kdf.salt) {
+                (Some(s), _) => s.as_bytes(),
+                (None, Some(s)) => s.as_slice(),
+                (None, None) => {
+                    return Err(malformed(
+                        "a masterKey document needs a salt: a \"salt\" field, or salt_secret_id in the key's configuration"
+                            .into(),
+                    ));
+                }
+            };
+            let iterations = shape
+                .iterations
+                .or(kdf.iterations)
+                .unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
+            pbkdf2_kek(
+                shape.master_key.as_bytes(),
+                salt,
+                iterations,
+                key_name,
+                &version,
+            )
+            .map_err(malformed)?
+        } else {
+            return Err(malformed(
+                "JSON document is neither an Envelope master-key document (\"format\") nor a masterKey document".into(),
+            ));
+        }
+    } else {
+        // Seed 004: the secret is a plain base64 key; the salt is a separate secret.
+        check_base64_key(trimmed).map_err(|r| malformed(format!("plain key secret {r}")))?;
+        let Some(salt) = &kdf.salt else {
+            return Err(malformed(
+                "a plain base64 key secret needs salt_secret_id in the key's configuration".into(),
+            ));
+        };
+        let iterations = kdf.iterations.unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
+        pbkdf2_kek(trimmed.as_bytes(), salt, iterations, key_name, &version).map_err(malformed)?
+    };
+    let kek = kek.map_err(|e| malformed(e.to_string()))?;
+    Ok(MasterKey {
+        version,
+        created: info.created,
+        kek,
+    })
+}
+
+enum ShapeFailure {
+    Malformed(String),
+    Kms(KmsError),
+}
+
+async fn unwrap_envelope_shape(
+    key_name: &str,
+    version: &str,
+    value: &str,
+    kms: &dyn Kms,
+) -> Result<KeyBytes, ShapeFailure> {
     let shape: EnvelopeShape = serde_json::from_str(value).map_err(|e| {
-        malformed(format!(
-            "not an Envelope master-key document ({})",
+        ShapeFailure::Malformed(format!(
+            "Envelope master-key document: {}",
             e.classify_name()
         ))
     })?;
     if shape.format != FORMAT {
-        return Err(malformed(format!("unknown format, expected {FORMAT}")));
+        return Err(ShapeFailure::Malformed(format!(
+            "unknown format, expected {FORMAT}"
+        )));
     }
     if shape.algorithm != ALGORITHM {
-        return Err(malformed(format!(
+        return Err(ShapeFailure::Malformed(format!(
             "unsupported algorithm, expected {ALGORITHM}"
         )));
     }
     let blob = zeroize::Zeroizing::new(
         B64.decode(shape.wrapped_key.as_bytes())
-            .map_err(|_| malformed("wrappedKey is not base64".into()))?,
+            .map_err(|_| ShapeFailure::Malformed("wrappedKey is not base64".into()))?,
     );
-    let key = kms
-        .decrypt(&blob, &kms_context(key_name, &info.id))
+    kms.decrypt(&blob, &kms_context(key_name, version))
         .await
-        .map_err(|source| MasterKeyError::Kms {
-            secret: secret_id.to_owned(),
-            version: info.id.clone(),
-            source,
-        })?;
-    let kek = derive_kek(key.expose(), Derivation::Hkdf, key_name, &version)
-        .map_err(|e| malformed(e.to_string()))?;
-    Ok(MasterKey {
+        .map_err(ShapeFailure::Kms)
+}
+
+/// Passphrase-style secrets are used as stored (the base64 text itself is
+/// the PBKDF2 password), but must look like a base64 key of at least 16 bytes.
+fn check_base64_key(text: &str) -> Result<(), String> {
+    let decoded = zeroize::Zeroizing::new(
+        B64.decode(text.as_bytes())
+            .map_err(|_| "is not base64".to_owned())?,
+    );
+    if decoded.len() < 16 {
+        return Err(format!(
+            "decodes to {} bytes; at least 16 are required",
+            decoded.len()
+        ));
+    }
+    Ok(())
+}
+
+fn pbkdf2_kek(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    key_name: &str,
+    version: &VersionId,
+) -> Result<Result<AeadKey, crate::crypto::CryptoError>, String> {
+    if iterations < crate::crypto::PBKDF2_MIN_ITERATIONS {
+        return Err(format!(
+            "PBKDF2 iterations {iterations} are below the floor of {}",
+            crate::crypto::PBKDF2_MIN_ITERATIONS
+        ));
+    }
+    if salt.is_empty() {
+        return Err("the PBKDF2 salt is empty".into());
+    }
+    Ok(derive_kek(
+        password,
+        Derivation::Pbkdf2 { salt, iterations },
+        key_name,
         version,
-        stages: info.stages,
-        created: info.created,
-        kek,
-    })
+    ))
 }
 
 /// A new master key for `version`, from KMS, as a secret string in
@@ -220,7 +379,7 @@ mod tests {
         VersionInfo {
             id: id.into(),
             stages: vec!["AWSCURRENT".into()],
-            created: OffsetDateTime::now_utc(),
+            created: Some(OffsetDateTime::now_utc()),
         }
     }
 
@@ -231,18 +390,40 @@ mod tests {
         let v = new_secret_value("pii", "ver-1-aaaaaaaa", &kms)
             .await
             .unwrap();
-        load("pii", "pii", info("ver-1-aaaaaaaa"), &v, &kms)
-            .await
-            .unwrap();
+        load(
+            "pii",
+            "pii",
+            info("ver-1-aaaaaaaa"),
+            &v,
+            &kms,
+            &KdfParams::default(),
+        )
+        .await
+        .unwrap();
         // The same value presented as another key or version does not unwrap.
         assert!(matches!(
-            load("other", "other", info("ver-1-aaaaaaaa"), &v, &kms).await,
+            load(
+                "other",
+                "other",
+                info("ver-1-aaaaaaaa"),
+                &v,
+                &kms,
+                &KdfParams::default()
+            )
+            .await,
             Err(MasterKeyError::Kms { .. })
         ));
         assert!(
-            load("pii", "pii", info("ver-2-aaaaaaaa"), &v, &kms)
-                .await
-                .is_err()
+            load(
+                "pii",
+                "pii",
+                info("ver-2-aaaaaaaa"),
+                &v,
+                &kms,
+                &KdfParams::default()
+            )
+            .await
+            .is_err()
         );
     }
 
@@ -255,7 +436,7 @@ mod tests {
             r#"{"masterKey":"CANARY"}"#,
             r#"{"format":"x","algorithm":"AES-256-GCM","kmsKeyId":"k","wrappedKey":"CANARY"}"#,
         ] {
-            let e = load("pii", "pii", info("v1"), bad, &kms)
+            let e = load("pii", "pii", info("v1"), bad, &kms, &KdfParams::default())
                 .await
                 .unwrap_err()
                 .to_string();

@@ -199,6 +199,7 @@ impl Rotator<'_> {
             value.info.clone(),
             &value.value,
             self.kms,
+            &master_key::KdfParams::default(),
         )
         .await?;
         let failed = |reason: &str| RotationError::TestFailed {

@@ -10,16 +10,21 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::AdminService;
-use crate::config::Settings;
+use crate::config::{KeyConfig, Mode, Settings};
 use crate::error::Error;
-use crate::keyring::{Keyring, NamedKey};
+use crate::keyring::{KeySource, Keyring, NamedKey};
 use crate::kms::Kms;
+use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
+use crate::master_key::KdfParams;
 use crate::pb::admin_server::AdminServer;
 use crate::pb::envelope_server::EnvelopeServer;
 use crate::service::EnvelopeService;
 use crate::store::SecretStore;
+use crate::store::aws::AwsStore;
 use crate::store::local::{LocalStore, create_private_dir};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -50,53 +55,129 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Opens local mode's backends in `settings.data_dir` (created 0700) and
-/// loads every key, creating a first master-key version where none exists.
-pub async fn open_local(settings: &Settings) -> Result<Keyring, ServeError> {
-    let dir = &settings.data_dir;
-    create_private_dir(dir).map_err(|source| ServeError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    tracing::warn!(
-        data_dir = %dir.display(),
-        "LOCAL MODE: the root key and master keys are plain files in the data directory; for development and trials only"
-    );
-    let key_err = |key: &str, source: Error| ServeError::Key {
+/// The secret store and KMS a server uses.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Where master-key versions live.
+    pub store: Arc<dyn SecretStore>,
+    /// The root of the hierarchy.
+    pub kms: Arc<dyn Kms>,
+}
+
+/// Opens the backends for `settings.mode`: local files in the data
+/// directory (created 0700), or Secrets Manager and KMS through the AWS SDK
+/// with credentials from the SDK's default provider chain.
+pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> {
+    match (&settings.mode, &settings.aws) {
+        (Mode::Aws, Some(aws)) => {
+            let sdk = crate::aws::sdk_config(aws, None).await;
+            let kms_key = aws.kms_key_id.clone().unwrap_or_default();
+            tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
+            Ok(Backends {
+                store: Arc::new(AwsStore::new(aws, &sdk).await),
+                kms: Arc::new(AwsKms::new(&sdk, kms_key)),
+            })
+        }
+        _ => {
+            let dir = &settings.data_dir;
+            create_private_dir(dir).map_err(|source| ServeError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            tracing::warn!(
+                data_dir = %dir.display(),
+                "LOCAL MODE: the root key and master keys are plain files in the data directory; for development and trials only"
+            );
+            let kms = LocalKms::open_or_create(&dir.join("root.key"))
+                .map_err(|e| key_err("*", e.into()))?;
+            let store =
+                LocalStore::open(&dir.join("secrets")).map_err(|e| key_err("*", e.into()))?;
+            Ok(Backends {
+                store: Arc::new(store),
+                kms: Arc::new(kms),
+            })
+        }
+    }
+}
+
+fn key_err(key: &str, source: Error) -> ServeError {
+    ServeError::Key {
         key: key.to_owned(),
         source,
-    };
-    let kms: Arc<dyn Kms> = Arc::new(
-        LocalKms::open_or_create(&dir.join("root.key")).map_err(|e| key_err("*", e.into()))?,
-    );
-    let store: Arc<dyn SecretStore> =
-        Arc::new(LocalStore::open(&dir.join("secrets")).map_err(|e| key_err("*", e.into()))?);
-    let mut keys = Vec::with_capacity(settings.keys.len());
+    }
+}
+
+fn secret_id(k: &KeyConfig) -> String {
+    k.secret_id.clone().unwrap_or_else(|| k.name.clone())
+}
+
+/// Creates the first master-key version of every key whose secret has no
+/// AWSCURRENT. Returns the names of the keys it created.
+pub async fn init_keys(
+    settings: &Settings,
+    backends: &Backends,
+) -> Result<Vec<String>, ServeError> {
+    let mut created = Vec::new();
     for k in &settings.keys {
-        let secret_id = k.secret_id.clone().unwrap_or_else(|| k.name.clone());
-        let created = crate::rotation::ensure_initial_version(
-            store.as_ref(),
-            kms.as_ref(),
+        let made = crate::rotation::ensure_initial_version(
+            backends.store.as_ref(),
+            backends.kms.as_ref(),
             &k.name,
-            &secret_id,
+            &secret_id(k),
         )
         .await
         .map_err(|e| key_err(&k.name, e.into()))?;
-        if created {
+        if made {
             tracing::info!(key = %k.name, "created the first master-key version");
+            created.push(k.name.clone());
         }
-        let named = NamedKey::load(
-            &k.name,
-            &secret_id,
-            store.clone(),
-            kms.clone(),
-            settings.limits,
-        )
-        .await
-        .map_err(|e| key_err(&k.name, e))?;
-        keys.push(named);
+    }
+    Ok(created)
+}
+
+/// Loads every configured key. Fails if any key lacks a usable AWSCURRENT:
+/// Envelope never serves without its keys.
+pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Keyring, ServeError> {
+    let mut keys = Vec::with_capacity(settings.keys.len());
+    for k in &settings.keys {
+        let salt = match &k.salt_secret_id {
+            Some(id) => {
+                let v = backends
+                    .store
+                    .get_stage(id, crate::store::AWSCURRENT)
+                    .await
+                    .map_err(|e| key_err(&k.name, e.into()))?;
+                Some(zeroize::Zeroizing::new(v.value.as_bytes().to_vec()))
+            }
+            None => None,
+        };
+        let source = KeySource {
+            name: k.name.clone(),
+            secret_id: secret_id(k),
+            store: backends.store.clone(),
+            kms: backends.kms.clone(),
+            kdf: KdfParams {
+                salt,
+                iterations: k.kdf_iterations,
+            },
+        };
+        keys.push(
+            NamedKey::load(source, settings.limits)
+                .await
+                .map_err(|e| key_err(&k.name, e))?,
+        );
     }
     Ok(Keyring::new(keys))
+}
+
+/// Opens the backends and loads the keyring; local mode first creates any
+/// missing first versions, AWS mode never does.
+pub async fn start(settings: &Settings) -> Result<Keyring, ServeError> {
+    let backends = open_backends(settings).await?;
+    if settings.mode == Mode::Local {
+        init_keys(settings, &backends).await?;
+    }
+    load_keyring(settings, &backends).await
 }
 
 /// Serves `keyring` on `listener` until `shutdown` resolves, then drains.
@@ -132,7 +213,8 @@ pub async fn serve(
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(max_out);
 
-    let refresher = tokio::spawn(refresh_loop(keyring, settings.refresh_interval));
+    let refresher = tokio::spawn(refresh_loop(keyring.clone(), settings.refresh_interval));
+    let readiness = tokio::spawn(readiness_loop(keyring, health, settings.max_staleness));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -142,6 +224,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     refresher.abort();
+    readiness.abort();
     result.map_err(ServeError::from)
 }
 
@@ -157,14 +240,59 @@ fn reflection() -> Result<tonic_reflection::server::Builder<'static>, ServeError
 }
 
 /// Re-reads every key every `interval` ±10%, so replicas do not refresh in
-/// lockstep. A failed refresh keeps the cached keys.
+/// lockstep. After a failure it retries sooner, backing off from 1 s up to
+/// `interval`; the cached keys keep serving meanwhile.
 async fn refresh_loop(keyring: Arc<Keyring>, interval: Duration) {
+    let mut backoff = Duration::from_secs(1).min(interval);
+    let mut delay = jittered(interval);
     loop {
-        tokio::time::sleep(jittered(interval)).await;
+        tokio::time::sleep(delay).await;
+        let mut failed = false;
         for key in keyring.all() {
             if let Err(e) = key.refresh().await {
-                tracing::warn!(key = %key.name(), error = %e, "refresh failed; keeping cached keys");
+                failed = true;
+                tracing::warn!(key = %key.name(), error = %e, retry_in = ?backoff, "refresh failed; keeping cached keys");
             }
+        }
+        if failed {
+            delay = jittered(backoff);
+            backoff = (backoff * 2).min(interval);
+        } else {
+            backoff = Duration::from_secs(1).min(interval);
+            delay = jittered(interval);
+        }
+    }
+}
+
+/// Reports NOT_SERVING for the Envelope service (and the server as a whole)
+/// once any key has gone `max_staleness` without a successful refresh, and
+/// SERVING again when it recovers. Checked every second.
+async fn readiness_loop(keyring: Arc<Keyring>, health: HealthReporter, max_staleness: Duration) {
+    let mut ready = true;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stale: Vec<&str> = keyring
+            .all()
+            .filter(|k| k.staleness() > max_staleness)
+            .map(|k| k.name())
+            .collect();
+        let now_ready = stale.is_empty();
+        if now_ready != ready {
+            ready = now_ready;
+            let status = if ready {
+                tracing::info!("keys fresh again; ready");
+                ServingStatus::Serving
+            } else {
+                tracing::error!(keys = ?stale, ?max_staleness, "keys stale past the bound; not ready");
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status(
+                    <EnvelopeServer<EnvelopeService> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
         }
     }
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+pub mod aws;
 pub mod local;
 
 /// The stage of the version that encrypts.
@@ -23,8 +24,8 @@ pub struct VersionInfo {
     pub id: String,
     /// Its staging labels.
     pub stages: Vec<String>,
-    /// When it was created.
-    pub created: OffsetDateTime,
+    /// When it was created, if the store reports it (DescribeSecret does not).
+    pub created: Option<OffsetDateTime>,
 }
 
 impl VersionInfo {
@@ -77,6 +78,22 @@ pub enum StoreError {
         /// What conflicts.
         reason: String,
     },
+    /// The caller may not read or write the secret.
+    #[error("access denied to secret {secret}: {message}")]
+    AccessDenied {
+        /// Secret id.
+        secret: String,
+        /// The service's message.
+        message: String,
+    },
+    /// The service throttled the request.
+    #[error("secret {secret}: request throttled: {message}")]
+    Throttled {
+        /// Secret id.
+        secret: String,
+        /// The service's message.
+        message: String,
+    },
     /// The secret could not be read or written.
     #[error("secret {secret} unavailable: {reason}")]
     Unavailable {
@@ -102,6 +119,8 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     async fn describe(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError>;
     /// One version's value by id (GetSecretValue with VersionId).
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError>;
+    /// The value of the version carrying `stage` (GetSecretValue with VersionStage).
+    async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError>;
     /// Adds a version (PutSecretValue with ClientRequestToken). Idempotent:
     /// the same id with the same value changes nothing; with another value
     /// it is a conflict. Creates the secret if needed. `stages` move to the

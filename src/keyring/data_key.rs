@@ -118,8 +118,7 @@ mod tests {
         let k = KeyBytes::random().unwrap();
         let master = Arc::new(MasterKey {
             version: VersionId::new("v-test").unwrap(),
-            stages: vec![],
-            created: time::OffsetDateTime::now_utc(),
+            created: None,
             kek: AeadKey::new(&k).unwrap(),
         });
         DataKey::new(

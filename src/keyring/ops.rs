@@ -118,9 +118,10 @@ impl NamedKey {
         let ctx_enc = self.encode_context(ctx)?;
         let current = self.state.load().current.clone();
         let generated = self
+            .source
             .kms
             .generate_data_key(&data_key_context(
-                &self.name,
+                &self.source.name,
                 current.version.as_str(),
                 "client-data-key",
             ))
@@ -158,7 +159,7 @@ impl NamedKey {
     fn parse<'a>(&self, input: &'a [u8], kind: Kind) -> Result<Parsed<'a>, Error> {
         let parsed = envelope::parse(input, kind)?;
         if parsed.key_id != self.key_id {
-            return Err(Error::WrongKey(self.name.clone()));
+            return Err(Error::WrongKey(self.source.name.clone()));
         }
         Ok(parsed)
     }
@@ -171,8 +172,8 @@ impl NamedKey {
     }
 
     fn payload_aad(&self, ctx: &Context, ctx_len: usize) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(24 + self.name.len() + ctx_len);
-        envelope::payload_aad_prefix(&mut aad, &self.name);
+        let mut aad = Vec::with_capacity(24 + self.source.name.len() + ctx_len);
+        envelope::payload_aad_prefix(&mut aad, &self.source.name);
         context::encode_into(ctx, &mut aad);
         aad
     }
@@ -209,9 +210,10 @@ impl NamedKey {
 
     async fn new_data_key(&self, master: Arc<MasterKey>) -> Result<DataKey, Error> {
         let generated = self
+            .source
             .kms
             .generate_data_key(&data_key_context(
-                &self.name,
+                &self.source.name,
                 master.version.as_str(),
                 "record-data-key",
             ))
@@ -234,7 +236,7 @@ impl NamedKey {
         self.stats
             .data_keys_generated
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(key = %self.name, version = %master.version.as_str(), "new data key");
+        tracing::debug!(key = %self.source.name, version = %master.version.as_str(), "new data key");
         Ok(DataKey::new(master, wrapped, key, prefix))
     }
 
@@ -268,7 +270,7 @@ impl NamedKey {
         let (body, tag_out) = rest.split_at_mut(KEY_LEN);
         n.copy_from_slice(&nonce);
         body.copy_from_slice(key.expose());
-        let aad = envelope::wrap_aad(kind, &self.name, master.version.raw(), ctx);
+        let aad = envelope::wrap_aad(kind, &self.source.name, master.version.raw(), ctx);
         let tag = master.kek.seal(nonce, &aad, body)?;
         tag_out.copy_from_slice(&tag);
         Ok(wrapped)
@@ -287,7 +289,7 @@ impl NamedKey {
         let (nonce, rest) = wrapped.split_at(NONCE_BYTES);
         let (body, tag) = rest.split_at(KEY_LEN);
         let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| Error::Unauthentic)?;
-        let aad = envelope::wrap_aad(kind, &self.name, master.version.raw(), ctx);
+        let aad = envelope::wrap_aad(kind, &self.source.name, master.version.raw(), ctx);
         let mut out = Zeroizing::new([0u8; KEY_LEN]);
         master.kek.open(nonce, &aad, body, tag, out.as_mut())?;
         Ok(KeyBytes::from_slice(out.as_ref())?)

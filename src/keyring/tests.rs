@@ -29,9 +29,12 @@ fn fixture() -> Fixture {
         crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "default", "default")
             .await
             .unwrap();
-        NamedKey::load("default", "default", store, kms, Limits::default())
-            .await
-            .unwrap()
+        NamedKey::load(
+            KeySource::new("default", "default", store, kms),
+            Limits::default(),
+        )
+        .await
+        .unwrap()
     });
     Fixture { _dir: dir, rt, key }
 }

@@ -147,7 +147,7 @@ fn info(v: &StoredVersion) -> VersionInfo {
     VersionInfo {
         id: v.id.clone(),
         stages: v.stages.clone(),
-        created: v.created,
+        created: Some(v.created),
     }
 }
 
@@ -172,6 +172,22 @@ impl SecretStore for LocalStore {
             .ok_or_else(|| StoreError::VersionNotFound {
                 secret: secret_id.to_owned(),
                 version: version_id.to_owned(),
+            })?;
+        Ok(SecretValue {
+            info: info(v),
+            value: Zeroizing::new(v.value.clone()),
+        })
+    }
+
+    async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError> {
+        let file = self.load(secret_id).await?;
+        let v = file
+            .versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .ok_or_else(|| StoreError::VersionNotFound {
+                secret: secret_id.to_owned(),
+                version: stage.to_owned(),
             })?;
         Ok(SecretValue {
             info: info(v),
@@ -241,13 +257,13 @@ impl SecretStore for LocalStore {
             secret: secret_id.to_owned(),
             reason,
         };
-        if let Some(to) = move_to {
-            if !file.versions.iter().any(|v| v.id == to) {
-                return Err(StoreError::VersionNotFound {
-                    secret: secret_id.to_owned(),
-                    version: to.to_owned(),
-                });
-            }
+        if let Some(to) = move_to
+            && !file.versions.iter().any(|v| v.id == to)
+        {
+            return Err(StoreError::VersionNotFound {
+                secret: secret_id.to_owned(),
+                version: to.to_owned(),
+            });
         }
         let holder = file
             .versions
@@ -278,10 +294,10 @@ impl SecretStore for LocalStore {
                 v.stages.retain(|s| s != stage);
             }
         }
-        if let Some(to) = move_to {
-            if let Some(v) = file.versions.iter_mut().find(|v| v.id == to) {
-                v.stages.push(stage.to_owned());
-            }
+        if let Some(to) = move_to
+            && let Some(v) = file.versions.iter_mut().find(|v| v.id == to)
+        {
+            v.stages.push(stage.to_owned());
         }
         self.save(secret_id, &file).await
     }
