@@ -14,8 +14,12 @@ use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 pub struct AwsSettings {
     /// Primary region; `None` uses the SDK's default region chain.
     pub region: Option<String>,
-    /// Endpoint override (VPC endpoint, or a local AWS-API server in tests).
+    /// Endpoint for every service and region (a local AWS-API server in tests).
     pub endpoint_url: Option<String>,
+    /// Secrets Manager endpoint in the primary region (e.g. an interface VPC endpoint).
+    pub secretsmanager_endpoint_url: Option<String>,
+    /// KMS endpoint in the primary region (e.g. an interface VPC endpoint).
+    pub kms_endpoint_url: Option<String>,
     /// KMS key id, ARN or alias that wraps master keys.
     pub kms_key_id: Option<String>,
     /// Regions to fail over to, in order, when the primary region errors.
@@ -64,6 +68,8 @@ pub enum Failure {
     Throttled(String),
     /// KMS refused the ciphertext (wrong key, wrong encryption context, damaged).
     InvalidCiphertext(String),
+    /// The service refused a parameter (e.g. a malformed version id).
+    Invalid(String),
     /// A conflicting request (e.g. a version id reused with another value).
     Conflict(String),
     /// No answer, a timeout, or a service-side failure: worth a replica region.
@@ -86,7 +92,18 @@ where
     R: std::fmt::Debug,
 {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+        SdkError::DispatchFailure(_) => {
+            let detail = DisplayErrorContext(err).to_string();
+            // The SDK reports a failed credential chain as a dispatch failure;
+            // it is no regional outage, so it must not look like one.
+            if detail.contains("credentials") {
+                return Failure::AccessDenied(format!(
+                    "no usable AWS credentials from the SDK's default provider chain: {detail}"
+                ));
+            }
+            return Failure::Unavailable(detail);
+        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             return Failure::Unavailable(DisplayErrorContext(err).to_string());
         }
         _ => {}
@@ -109,6 +126,9 @@ where
             Failure::InvalidCiphertext(message)
         }
         "ResourceExistsException" => Failure::Conflict(message),
+        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" => {
+            Failure::Invalid(message)
+        }
         "InternalServiceError"
         | "InternalFailure"
         | "ServiceUnavailable"

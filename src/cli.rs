@@ -140,6 +140,7 @@ pub async fn status(addr: &str, key: &str) -> anyhow::Result<()> {
                 "current_version": k.current_version,
                 "last_refresh": k.last_refresh,
                 "last_refresh_age_seconds": k.last_refresh_age_seconds,
+                "refresh_failures": k.refresh_failures,
                 "versions": k.versions.iter().map(|v| serde_json::json!({
                     "version": v.version, "stages": v.stages,
                     "created_at": v.created_at, "age_seconds": v.age_seconds,

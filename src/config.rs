@@ -82,6 +82,8 @@ pub enum Mode {
 struct AwsConfig {
     region: Option<String>,
     endpoint_url: Option<String>,
+    secretsmanager_endpoint_url: Option<String>,
+    kms_endpoint_url: Option<String>,
     kms_key_id: Option<String>,
     #[serde(default)]
     replica_regions: Vec<String>,
@@ -268,6 +270,8 @@ impl Settings {
                 Some(crate::aws::AwsSettings {
                     region: a.region,
                     endpoint_url: a.endpoint_url,
+                    secretsmanager_endpoint_url: a.secretsmanager_endpoint_url,
+                    kms_endpoint_url: a.kms_endpoint_url,
                     kms_key_id: a.kms_key_id,
                     replica_regions: a.replica_regions,
                     connect_timeout: Duration::from_secs(a.connect_timeout_secs.unwrap_or(3)),
@@ -407,11 +411,14 @@ impl Settings {
         }
         for k in &self.keys {
             if k.kdf_iterations
-                .is_some_and(|i| i < crate::crypto::PBKDF2_MIN_ITERATIONS)
+                .is_some_and(|i| !(crate::crypto::PBKDF2_MIN_ITERATIONS..=10_000_000).contains(&i))
             {
                 return Err(invalid(
                     "keys.kdf_iterations",
-                    format!("at least {}", crate::crypto::PBKDF2_MIN_ITERATIONS),
+                    format!(
+                        "between {} and 10,000,000",
+                        crate::crypto::PBKDF2_MIN_ITERATIONS
+                    ),
                 ));
             }
         }

@@ -431,7 +431,13 @@ async fn read_set(
             }
         };
         if is_current {
-            current = Some(master.clone());
+            if let Some(other) = &current {
+                // Secrets Manager keeps one AWSCURRENT; two means a broken
+                // store or emulator. Keep the first, deterministically.
+                tracing::warn!(key = %name, first = ?other, second = %info.id, "two versions carry AWSCURRENT; using the first");
+            } else {
+                current = Some(master.clone());
+            }
         }
         versions.insert(
             raw,

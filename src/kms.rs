@@ -28,7 +28,7 @@ pub struct GeneratedKey {
 pub enum KmsError {
     /// The blob did not decrypt: wrong root key, wrong context or damaged blob.
     #[error(
-        "KMS could not decrypt the key blob (wrong root key, wrong encryption context, or damaged blob)"
+        "KMS could not decrypt the key blob (wrong KMS key, wrong encryption context, or damaged blob)"
     )]
     DecryptFailed,
     /// The caller may not use the KMS key.
@@ -57,7 +57,14 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
     /// A fresh AES-256 data key bound to `context`.
     async fn generate_data_key(&self, context: &KmsContext) -> Result<GeneratedKey, KmsError>;
     /// Decrypts a blob from [`Kms::generate_data_key`] given the same context.
-    async fn decrypt(&self, blob: &[u8], context: &KmsContext) -> Result<KeyBytes, KmsError>;
+    /// `key_id` names the KMS key that made the blob, when known (it may differ
+    /// from [`Kms::key_id`] after the configured key changes); `None` means ours.
+    async fn decrypt(
+        &self,
+        blob: &[u8],
+        context: &KmsContext,
+        key_id: Option<&str>,
+    ) -> Result<KeyBytes, KmsError>;
     /// The KMS key this instance uses (id, ARN, alias, or a local file path).
     fn key_id(&self) -> &str;
 }

@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the gRPC API (local mode: keys in the data directory).
+    /// Serve the gRPC API (local mode unless the config says mode = "aws").
     Serve {
         /// TOML configuration file.
         #[arg(long)]

@@ -227,13 +227,14 @@ pub async fn load(
                 .iterations
                 .or(kdf.iterations)
                 .unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
-            pbkdf2_kek(
+            pbkdf2_kek_blocking(
                 shape.master_key.as_bytes(),
                 salt,
                 iterations,
                 key_name,
                 &version,
             )
+            .await
             .map_err(malformed)?
         } else {
             return Err(malformed(
@@ -249,7 +250,9 @@ pub async fn load(
             ));
         };
         let iterations = kdf.iterations.unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
-        pbkdf2_kek(trimmed.as_bytes(), salt, iterations, key_name, &version).map_err(malformed)?
+        pbkdf2_kek_blocking(trimmed.as_bytes(), salt, iterations, key_name, &version)
+            .await
+            .map_err(malformed)?
     };
     let kek = kek.map_err(|e| malformed(e.to_string()))?;
     Ok(MasterKey {
@@ -290,9 +293,13 @@ async fn unwrap_envelope_shape(
         B64.decode(shape.wrapped_key.as_bytes())
             .map_err(|_| ShapeFailure::Malformed("wrappedKey is not base64".into()))?,
     );
-    kms.decrypt(&blob, &kms_context(key_name, version))
-        .await
-        .map_err(ShapeFailure::Kms)
+    kms.decrypt(
+        &blob,
+        &kms_context(key_name, version),
+        Some(&shape.kms_key_id),
+    )
+    .await
+    .map_err(ShapeFailure::Kms)
 }
 
 /// Passphrase-style secrets are used as stored (the base64 text itself is
@@ -309,6 +316,25 @@ fn check_base64_key(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// PBKDF2 at 600,000 iterations takes a few hundred milliseconds: run it on
+/// the blocking pool, not on a runtime worker that serves requests.
+async fn pbkdf2_kek_blocking(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    key_name: &str,
+    version: &VersionId,
+) -> Result<Result<AeadKey, crate::crypto::CryptoError>, String> {
+    let password = zeroize::Zeroizing::new(password.to_vec());
+    let salt = zeroize::Zeroizing::new(salt.to_vec());
+    let (key_name, version) = (key_name.to_owned(), version.clone());
+    tokio::task::spawn_blocking(move || {
+        pbkdf2_kek(&password, &salt, iterations, &key_name, &version)
+    })
+    .await
+    .map_err(|_| "the PBKDF2 task failed".to_owned())?
 }
 
 fn pbkdf2_kek(

@@ -47,6 +47,15 @@ pub enum ServeError {
         #[source]
         source: Error,
     },
+    /// A key's first version could not be created.
+    #[error("cannot create the first master-key version of key {key:?}: {source}")]
+    InitKey {
+        /// The key name.
+        key: String,
+        /// Why.
+        #[source]
+        source: Error,
+    },
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -75,7 +84,11 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> 
             tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
             Ok(Backends {
                 store: Arc::new(AwsStore::new(aws, &sdk).await),
-                kms: Arc::new(AwsKms::new(&sdk, kms_key)),
+                kms: Arc::new(AwsKms::with_endpoint(
+                    &sdk,
+                    kms_key,
+                    aws.kms_endpoint_url.as_deref(),
+                )),
             })
         }
         _ => {
@@ -126,7 +139,10 @@ pub async fn init_keys(
             &secret_id(k),
         )
         .await
-        .map_err(|e| key_err(&k.name, e.into()))?;
+        .map_err(|e| ServeError::InitKey {
+            key: k.name.clone(),
+            source: e.into(),
+        })?;
         if made {
             tracing::info!(key = %k.name, "created the first master-key version");
             created.push(k.name.clone());
@@ -147,7 +163,8 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                     .get_stage(id, crate::store::AWSCURRENT)
                     .await
                     .map_err(|e| key_err(&k.name, e.into()))?;
-                Some(zeroize::Zeroizing::new(v.value.as_bytes().to_vec()))
+                // Trimmed like the key secret: a trailing newline is an accident, not salt.
+                Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
             }
             None => None,
         };

@@ -18,10 +18,24 @@ pub struct AwsKms {
 }
 
 impl AwsKms {
-    /// A KMS client for `key_id` from a loaded SDK configuration.
+    /// A KMS client for `key_id` from a loaded SDK configuration, optionally
+    /// at its own endpoint (an interface VPC endpoint for KMS).
     pub fn new(sdk: &aws_config::SdkConfig, key_id: String) -> Self {
+        Self::with_endpoint(sdk, key_id, None)
+    }
+
+    /// As [`AwsKms::new`], with a KMS-specific endpoint.
+    pub fn with_endpoint(
+        sdk: &aws_config::SdkConfig,
+        key_id: String,
+        endpoint: Option<&str>,
+    ) -> Self {
+        let mut conf = aws_sdk_kms::config::Builder::from(sdk);
+        if let Some(url) = endpoint {
+            conf = conf.endpoint_url(url);
+        }
         Self {
-            client: aws_sdk_kms::Client::new(sdk),
+            client: aws_sdk_kms::Client::from_conf(conf.build()),
             key_id,
         }
     }
@@ -37,9 +51,10 @@ fn error(key_id: &str, f: Failure) -> KmsError {
         Failure::NotFound(m) => KmsError::NotFound(format!("KMS key {key_id}: {m}")),
         Failure::Throttled(m) => KmsError::Throttled(format!("KMS key {key_id}: {m}")),
         Failure::InvalidCiphertext(_) => KmsError::DecryptFailed,
-        Failure::Conflict(m) | Failure::Unavailable(m) | Failure::Other(m) => {
-            KmsError::Unavailable(format!("KMS key {key_id}: {m}"))
-        }
+        Failure::Invalid(m)
+        | Failure::Conflict(m)
+        | Failure::Unavailable(m)
+        | Failure::Other(m) => KmsError::Unavailable(format!("KMS key {key_id}: {m}")),
     }
 }
 
@@ -69,16 +84,22 @@ impl Kms for AwsKms {
         Ok(GeneratedKey { plaintext, blob })
     }
 
-    async fn decrypt(&self, blob: &[u8], ctx: &KmsContext) -> Result<KeyBytes, KmsError> {
+    async fn decrypt(
+        &self,
+        blob: &[u8],
+        ctx: &KmsContext,
+        key_id: Option<&str>,
+    ) -> Result<KeyBytes, KmsError> {
+        let key_id = key_id.filter(|k| !k.is_empty()).unwrap_or(&self.key_id);
         let out = self
             .client
             .decrypt()
-            .key_id(&self.key_id)
+            .key_id(key_id)
             .ciphertext_blob(Blob::new(blob))
             .set_encryption_context(context(ctx))
             .send()
             .await
-            .map_err(|e| error(&self.key_id, classify(&e)))?;
+            .map_err(|e| error(key_id, classify(&e)))?;
         let plaintext = out
             .plaintext()
             .ok_or_else(|| KmsError::Unavailable("KMS Decrypt returned no plaintext".into()))?;

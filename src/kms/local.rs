@@ -105,7 +105,12 @@ impl Kms for LocalKms {
         Ok(GeneratedKey { plaintext, blob })
     }
 
-    async fn decrypt(&self, blob: &[u8], context: &KmsContext) -> Result<KeyBytes, KmsError> {
+    async fn decrypt(
+        &self,
+        blob: &[u8],
+        context: &KmsContext,
+        _key_id: Option<&str>,
+    ) -> Result<KeyBytes, KmsError> {
         if blob.len() != BLOB_LEN || blob.first() != Some(&BLOB_V1) {
             return Err(KmsError::DecryptFailed);
         }
@@ -136,14 +141,14 @@ mod tests {
         let mut ctx = KmsContext::new();
         ctx.insert("k".into(), "v".into());
         let g = kms.generate_data_key(&ctx).await.unwrap();
-        let back = kms.decrypt(&g.blob, &ctx).await.unwrap();
+        let back = kms.decrypt(&g.blob, &ctx, None).await.unwrap();
         assert_eq!(back.expose(), g.plaintext.expose());
         ctx.insert("k".into(), "w".into());
-        assert!(kms.decrypt(&g.blob, &ctx).await.is_err());
+        assert!(kms.decrypt(&g.blob, &ctx, None).await.is_err());
         // Reopening reads the same root key.
         let again = LocalKms::open_or_create(&dir.path().join("root.key")).unwrap();
         ctx.insert("k".into(), "v".into());
-        assert!(again.decrypt(&g.blob, &ctx).await.is_ok());
+        assert!(again.decrypt(&g.blob, &ctx, None).await.is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -24,11 +24,15 @@ pub struct AwsStore {
 impl AwsStore {
     /// Clients for the primary region (from `primary`) and each replica region.
     pub async fn new(settings: &AwsSettings, primary: &aws_config::SdkConfig) -> Self {
+        let mut conf = aws_sdk_secretsmanager::config::Builder::from(primary);
+        if let Some(url) = &settings.secretsmanager_endpoint_url {
+            conf = conf.endpoint_url(url);
+        }
         let mut regions = vec![(
             primary
                 .region()
                 .map_or_else(|| "default".to_owned(), |r| r.to_string()),
-            Client::new(primary),
+            Client::from_conf(conf.build()),
         )];
         for r in &settings.replica_regions {
             regions.push((r.clone(), Client::new(&sdk_config(settings, Some(r)).await)));
@@ -91,6 +95,12 @@ fn store_error(secret: &str, version: Option<&str>, f: Failure) -> StoreError {
         },
         Failure::Throttled(message) => StoreError::Throttled { secret, message },
         Failure::Conflict(reason) => StoreError::Conflict { secret, reason },
+        // A version id the service cannot even parse does not exist either.
+        Failure::Invalid(_) if version.is_some() => StoreError::VersionNotFound {
+            secret,
+            version: version.unwrap_or_default().to_owned(),
+        },
+        Failure::Invalid(reason) => StoreError::Malformed { secret, reason },
         Failure::InvalidCiphertext(reason)
         | Failure::Unavailable(reason)
         | Failure::Other(reason) => StoreError::Unavailable { secret, reason },

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod moto;
+
 use envelope::pb::admin_client::AdminClient;
 use envelope::pb::envelope_client::EnvelopeClient;
 use tonic::transport::Channel;
@@ -31,6 +33,11 @@ pub struct Server {
 impl Server {
     /// Starts `envelope serve` on 127.0.0.1:0 with `data_dir` and an optional TOML config.
     pub fn start(data_dir: &Path, config: Option<&str>) -> Server {
+        Self::start_with(data_dir, config, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_with(data_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(BIN);
@@ -41,6 +48,7 @@ impl Server {
             std::fs::write(&path, c).unwrap();
             cmd.arg("--config").arg(path);
         }
+        cmd.envs(env.iter().copied());
         let stderr = std::fs::File::create(&log).unwrap();
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -115,6 +123,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the binary to completion: (success, stdout, stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run envelope");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,0 +1,253 @@
+//! A real AWS-API server for the AWS tests: moto's server (PyPI `moto[server]`),
+//! started once per test binary on a free loopback port, plus a per-test
+//! proxy in front of it that counts API calls by `X-Amz-Target` and can
+//! play an outage.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Static test credentials, used by the harness only; the server under test
+/// gets them through the SDK's default chain (environment variables).
+pub const TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/dev/null"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+];
+
+pub struct Moto {
+    _child: Child,
+    pub addr: SocketAddr,
+}
+
+fn moto_binary() -> String {
+    if let Ok(p) = std::env::var("ENVELOPE_MOTO_SERVER") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let p = format!("{home}/.cache/envelope/venv/bin/moto_server");
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "moto_server not found at {p}: run ./scripts/test, which installs moto[server] there, or set ENVELOPE_MOTO_SERVER"
+    );
+    p
+}
+
+/// The moto server of this test binary, started on first use. A watchdog
+/// shell stops it when this process exits.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = format!(
+            "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
+            moto_binary(),
+            parent = std::process::id()
+        );
+        let child = Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start moto watchdog");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { _child: child, addr }
+    })
+}
+
+impl Moto {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config_for(&self.url())
+    }
+
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk_config())
+    }
+
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config())
+    }
+}
+
+pub fn sdk_config_for(url: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "test",
+        )))
+        .build()
+}
+
+/// A TCP proxy to moto on its own thread and runtime, so it outlives any
+/// one test's runtime. It counts requests per `X-Amz-Target` and, while
+/// "down", drops every connection.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let down = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (d, c) = (down.clone(), counts.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if d.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    tokio::spawn(forward(client, upstream, d.clone(), c.clone()));
+                }
+            });
+        });
+        Proxy {
+            addr: rx.recv().unwrap(),
+            down,
+            counts,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every connection (existing ones within 50 ms) until `set_down(false)`.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Requests seen for an `X-Amz-Target` such as `secretsmanager.GetSecretValue`.
+    pub fn count(&self, target: &str) -> u64 {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(target)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+async fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    down: Arc<AtomicBool>,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let d = down.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let n = match tokio::time::timeout(Duration::from_millis(50), cr.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => n,
+                Err(_) if d.load(Ordering::SeqCst) => return,
+                Err(_) => continue,
+            };
+            if d.load(Ordering::SeqCst) {
+                return;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            count_requests(&mut pending, &counts);
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down2 = down.clone();
+    let back = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match tokio::time::timeout(Duration::from_millis(50), sr.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => n,
+                Err(_) if down2.load(Ordering::SeqCst) => return,
+                Err(_) => continue,
+            };
+            if down2.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = back => {}
+    }
+}
+
+/// Consumes complete HTTP/1.1 requests from `pending`, counting their targets.
+fn count_requests(pending: &mut Vec<u8>, counts: &Mutex<HashMap<String, u64>>) {
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        let mut target = None;
+        let mut length = 0usize;
+        for line in head.split("\r\n") {
+            if let Some(v) = line.strip_prefix("x-amz-target:") {
+                target = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let total = end + 4 + length;
+        if pending.len() < total {
+            return;
+        }
+        if let Some(t) = target {
+            // Targets are case-sensitive names; recover the original spelling.
+            let original = String::from_utf8_lossy(&pending[..end]).to_string();
+            let name = original
+                .split("\r\n")
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("x-amz-target")
+                        .then(|| v.trim().to_owned())
+                })
+                .unwrap_or(t);
+            *counts.lock().unwrap().entry(name).or_default() += 1;
+        }
+        pending.drain(..total);
+    }
+}
