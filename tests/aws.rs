@@ -703,3 +703,61 @@ async fn a_flood_of_bogus_versions_costs_one_call_per_version() {
     assert_eq!(proxy.count("secretsmanager.GetSecretValue") - before, calls);
     let _ = sdk_config_for;
 }
+
+#[tokio::test]
+async fn replica_region_serves_when_the_primary_fails_and_kms_key_by_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let alias = format!("alias/{}", unique("envelope"));
+    moto()
+        .kms()
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    let secret = unique("envelope/replicated");
+    let v1 = uuid();
+    let doc = envelope_doc(&alias, "default", &v1).await;
+    // The same secret, version and value in the primary and the replica region.
+    let west = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&moto().sdk_config())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-west-2"))
+            .build(),
+    );
+    for client in [moto().secrets(), west] {
+        client
+            .create_secret()
+            .name(&secret)
+            .client_request_token(&v1)
+            .secret_string(&doc)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Secrets Manager in the primary region goes through a proxy that is down.
+    let proxy = Proxy::start(moto().addr);
+    proxy.set_down(true);
+    let keys = format!("[[keys]]\nname = \"default\"\nsecret_id = \"{secret}\"\n");
+    let cfg = config(&moto().url(), &alias, &keys, "").replace(
+        "[aws]\n",
+        &format!(
+            "[aws]\nsecretsmanager_endpoint_url = \"{}\"\nreplica_regions = [\"us-west-2\"]\n",
+            proxy.url()
+        ),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let e = round_trip(&server, "", "served from the replica").await;
+    assert_eq!(e.key_version, v1);
+    let logs = server.logs();
+    assert!(
+        logs.contains("served by a replica region") && logs.contains("us-west-2"),
+        "{logs}"
+    );
+    assert_eq!(
+        proxy.count("secretsmanager.DescribeSecret"),
+        0,
+        "the primary never answered"
+    );
+}
