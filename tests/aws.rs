@@ -60,6 +60,19 @@ async fn envelope_doc(kms_key: &str, name: &str, version: &str) -> String {
         .unwrap()
 }
 
+/// Creates `secret` with one Envelope-shape version `version` (AWSCURRENT).
+async fn create_envelope_secret(secret: &str, kms_key: &str, name: &str, version: &str) {
+    moto()
+        .secrets()
+        .create_secret()
+        .name(secret)
+        .client_request_token(version)
+        .secret_string(envelope_doc(kms_key, name, version).await)
+        .send()
+        .await
+        .unwrap();
+}
+
 fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -430,13 +443,7 @@ async fn stages_on_demand_fetch_and_refresh() {
     let secret = unique("envelope/stages");
     let sm = moto().secrets();
     let (v1, v2, v3) = (uuid(), uuid(), uuid());
-    sm.create_secret()
-        .name(&secret)
-        .client_request_token(&v1)
-        .secret_string(envelope_doc(&key, "default", &v1).await)
-        .send()
-        .await
-        .unwrap();
+    create_envelope_secret(&secret, &key, "default", &v1).await;
     sm.put_secret_value()
         .secret_id(&secret)
         .client_request_token(&v2)
@@ -542,15 +549,7 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     let key = kms_key().await;
     let secret = unique("envelope/outage");
     let v1 = uuid();
-    moto()
-        .secrets()
-        .create_secret()
-        .name(&secret)
-        .client_request_token(&v1)
-        .secret_string(envelope_doc(&key, "default", &v1).await)
-        .send()
-        .await
-        .unwrap();
+    create_envelope_secret(&secret, &key, "default", &v1).await;
     let proxy = Proxy::start(moto().addr);
     let keys = format!("[[keys]]\nname = \"default\"\nsecret_id = \"{secret}\"\n");
     let cfg = config(
@@ -645,15 +644,7 @@ async fn a_flood_of_bogus_versions_costs_one_call_per_version() {
     let key = kms_key().await;
     let secret = unique("envelope/flood");
     let v1 = uuid();
-    moto()
-        .secrets()
-        .create_secret()
-        .name(&secret)
-        .client_request_token(&v1)
-        .secret_string(envelope_doc(&key, "default", &v1).await)
-        .send()
-        .await
-        .unwrap();
+    create_envelope_secret(&secret, &key, "default", &v1).await;
     let proxy = Proxy::start(moto().addr);
     let keys = format!("[[keys]]\nname = \"default\"\nsecret_id = \"{secret}\"\n");
     let cfg = config(&proxy.url(), &key, &keys, "");
