@@ -60,6 +60,24 @@ async fn envelope_doc(kms_key: &str, name: &str, version: &str) -> String {
         .unwrap()
 }
 
+/// Runs `envelope serve` with `cfg`, which must fail; returns its stderr.
+fn serve_fails(dir: &std::path::Path, cfg: &str) -> String {
+    let path = dir.join("failing.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        TEST_ENV,
+    );
+    assert!(!ok, "served with {cfg}");
+    err
+}
+
 /// Creates `secret` with one Envelope-shape version `version` (AWSCURRENT).
 async fn create_envelope_secret(secret: &str, kms_key: &str, name: &str, version: &str) {
     moto()
@@ -154,17 +172,7 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
     std::fs::write(&path, &cfg).unwrap();
 
     // AWS mode never serves without its keys: the secret does not exist yet.
-    let (ok, _, err) = run(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        TEST_ENV,
-    );
-    assert!(!ok);
+    let err = serve_fails(dir.path(), &cfg);
     assert!(
         err.contains("cannot load key \"pii\"")
             && err.contains(&secret)
@@ -336,19 +344,7 @@ async fn seed_004_key_and_salt_secret_pair() {
         &format!("[[keys]]\nname = \"email\"\nsecret_id = \"{key_secret}\"\n"),
         "",
     );
-    let path = dir.path().join("bad.toml");
-    std::fs::write(&path, bad).unwrap();
-    let (ok, _, err) = run(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        TEST_ENV,
-    );
-    assert!(!ok);
+    let err = serve_fails(dir.path(), &bad);
     assert!(
         err.contains(&key_secret) && err.contains("salt_secret_id"),
         "{err}"
@@ -401,19 +397,7 @@ async fn malformed_shapes_and_foreign_kms_blobs_fail_fast_naming_the_secret_not_
             &format!("[[keys]]\nname = \"k\"\nsecret_id = \"{secret}\"\n"),
             "",
         );
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let (ok, _, err) = run(
-            &[
-                "serve",
-                "--config",
-                path.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            TEST_ENV,
-        );
-        assert!(!ok, "{secret} served");
+        let err = serve_fails(dir.path(), &cfg);
         assert!(
             err.contains(&secret) && err.contains(why),
             "{secret}: expected {why:?} in {err}"
