@@ -106,6 +106,9 @@ pub struct KeyConfig {
     pub salt_secret_id: Option<String>,
     /// PBKDF2 iterations for passphrase-style secrets (default 600,000).
     pub kdf_iterations: Option<u32>,
+    /// Refuse records under versions created before this version (like
+    /// Vault's minimum decryption version), for after a migration.
+    pub min_decryption_version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +262,7 @@ impl Settings {
                 secret_id: None,
                 salt_secret_id: None,
                 kdf_iterations: None,
+                min_decryption_version: None,
             }]
         } else {
             file.keys

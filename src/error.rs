@@ -53,6 +53,16 @@ pub enum Error {
         /// Version id.
         version: String,
     },
+    /// The record's version is older than the key's minimum decryption version.
+    #[error(
+        "master-key version {version} of key {key:?} is retired (older than the key's min_decryption_version)"
+    )]
+    Retired {
+        /// Key name.
+        key: String,
+        /// Version id.
+        version: String,
+    },
     /// The key has no AWSCURRENT version.
     #[error("key {0:?} has no AWSCURRENT master-key version")]
     NoCurrent(String),

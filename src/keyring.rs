@@ -81,6 +81,11 @@ pub struct KeySet {
     pub current: Arc<MasterKey>,
     /// When the store was last read successfully.
     pub loaded_at: OffsetDateTime,
+    /// Versions carrying a pin label at the last refresh.
+    pub pinned: Vec<String>,
+    /// Records under versions created before this instant are refused
+    /// (the key's `min_decryption_version`).
+    pub retired_before: Option<OffsetDateTime>,
 }
 
 /// A data key unwrapped for decryption, cached by its wrapped bytes.
@@ -88,6 +93,7 @@ pub struct KeySet {
 pub struct CachedKey {
     key: Arc<AeadKey>,
     version: Arc<str>,
+    created: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +133,8 @@ pub struct KeySource {
     pub kms: Arc<dyn Kms>,
     /// PBKDF2 parameters for passphrase-style secrets.
     pub kdf: master_key::KdfParams,
+    /// Refuse records under versions created before this version.
+    pub min_version: Option<String>,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -153,6 +161,7 @@ impl KeySource {
             store,
             kms,
             kdf: master_key::KdfParams::default(),
+            min_version: None,
         }
     }
 
@@ -222,6 +231,18 @@ impl NamedKey {
             cache: quick_cache::sync::Cache::new(limits.decrypt_cache_entries.max(1)),
             stats: Stats::default(),
         })
+    }
+
+    /// Refuses a version created before the key's `min_decryption_version`.
+    fn check_retired(&self, version: &str, created: Option<OffsetDateTime>) -> Result<(), Error> {
+        let set = self.state.load();
+        match (set.retired_before, created) {
+            (Some(before), Some(created)) if created < before => Err(Error::Retired {
+                key: self.source.name.clone(),
+                version: version.to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The key name.
@@ -339,6 +360,8 @@ impl NamedKey {
                 versions,
                 current: set.current.clone(),
                 loaded_at: set.loaded_at,
+                pinned: set.pinned.clone(),
+                retired_before: set.retired_before,
             }
         });
         Ok(master)
@@ -390,6 +413,15 @@ async fn read_set(
 ) -> Result<KeySet, Error> {
     let (name, secret_id) = (source.name.as_str(), source.secret_id.as_str());
     let infos = source.store.describe(secret_id).await?;
+    let pinned: Vec<String> = infos
+        .iter()
+        .filter(|i| {
+            i.stages
+                .iter()
+                .any(|s| s.starts_with(crate::store::PIN_PREFIX))
+        })
+        .map(|i| i.id.clone())
+        .collect();
     let mut versions: HashMap<Box<[u8]>, Loaded> = HashMap::new();
     let mut current = None;
     for info in infos
@@ -462,10 +494,29 @@ async fn read_set(
         }
     }
     evict_unstaged(&mut versions, limits.max_loaded_versions);
+    let retired_before = match &source.min_version {
+        None => None,
+        Some(min) => {
+            let raw = VersionId::new(min)?.raw().to_vec();
+            match versions.get(raw.as_slice()) {
+                Some(l) => l.master.created,
+                None => {
+                    let info = VersionInfo {
+                        id: min.clone(),
+                        stages: Vec::new(),
+                        created: None,
+                    };
+                    source.load_version(info).await?.created
+                }
+            }
+        }
+    };
     Ok(KeySet {
         versions,
         current,
         loaded_at: OffsetDateTime::now_utc(),
+        pinned,
+        retired_before,
     })
 }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use crate::crypto::{AeadKey, KeyBytes, random_nonce};
 use crate::kms::{Kms, KmsError};
 use crate::master_key::{self, MasterKeyError};
-use crate::store::{AWSCURRENT, AWSPENDING, SecretStore, StoreError, VersionInfo};
+use crate::store::{AWSCURRENT, AWSPENDING, SecretStore, StoreError, VersionInfo, pin_label};
 
 /// A rotation step, named as Secrets Manager names them in its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,12 @@ impl Rotator<'_> {
             master_key::new_secret_value(self.key_name, token, self.kms).await?,
         );
         self.store
-            .put(self.secret_id, token, &value, &[AWSPENDING])
+            .put(
+                self.secret_id,
+                token,
+                &value,
+                &[AWSPENDING, &pin_label(token)],
+            )
             .await?;
         Ok(())
     }
@@ -274,7 +279,9 @@ pub async fn ensure_initial_version(
     }
     let token = uuid::Uuid::new_v4().to_string();
     let value = zeroize::Zeroizing::new(master_key::new_secret_value(key_name, &token, kms).await?);
-    store.put(secret_id, &token, &value, &[AWSCURRENT]).await?;
+    store
+        .put(secret_id, &token, &value, &[AWSCURRENT, &pin_label(&token)])
+        .await?;
     Ok(true)
 }
 
@@ -324,8 +331,14 @@ mod tests {
         }
         let v = store.describe("k").await.unwrap();
         assert_eq!(v.len(), 2);
-        assert!(v.iter().any(|v| v.id == first && v.stages == [AWSPREVIOUS]));
-        assert!(v.iter().any(|v| v.id == token && v.stages == [AWSCURRENT]));
+        assert!(
+            v.iter()
+                .any(|v| v.id == first && v.has(AWSPREVIOUS) && v.has(&pin_label(&first)))
+        );
+        assert!(v.iter().any(|v| v.id == token
+            && v.has(AWSCURRENT)
+            && !v.has(AWSPENDING)
+            && v.has(&pin_label(token))));
         assert!("bogus".parse::<Step>().is_err());
     }
 

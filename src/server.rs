@@ -177,6 +177,7 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 salt,
                 iterations: k.kdf_iterations,
             },
+            min_version: k.min_decryption_version.clone(),
         };
         keys.push(
             NamedKey::load(source, settings.limits)

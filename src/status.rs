@@ -19,7 +19,7 @@ pub fn code(e: &Error) -> Code {
         | Error::Unauthentic
         | Error::TooLarge { .. }
         | Error::BatchTooLarge { .. } => Code::InvalidArgument,
-        Error::VersionNotFound { .. } => Code::FailedPrecondition,
+        Error::VersionNotFound { .. } | Error::Retired { .. } => Code::FailedPrecondition,
         Error::NoCurrent(_) | Error::Store(_) | Error::Kms(_) | Error::MasterKey(_) => {
             Code::Unavailable
         }

@@ -17,6 +17,19 @@ pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 /// The stage of a version being rotated in.
 pub const AWSPENDING: &str = "AWSPENDING";
 
+/// The prefix of the staging label that pins a version: Secrets Manager may
+/// delete a version with no label once a secret has more than 100 versions,
+/// and records may name any version until it is retired, so every version
+/// Envelope creates carries `envelope-pin-<version id>` until retirement.
+/// Secrets Manager allows 20 labels per secret, which bounds how many
+/// versions can stay pinned (retire old ones after rewrapping).
+pub const PIN_PREFIX: &str = "envelope-pin-";
+
+/// The pin label of `version`.
+pub fn pin_label(version: &str) -> String {
+    format!("{PIN_PREFIX}{version}")
+}
+
 /// One version of a secret, without its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {

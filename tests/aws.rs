@@ -237,11 +237,21 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
         .await
         .unwrap();
     let map = stages.version_ids_to_stages().unwrap();
-    assert_eq!(
-        map[&rotated.current_version],
-        vec!["AWSCURRENT".to_string()]
+    // Each version is pinned by its own label, so Secrets Manager never deletes
+    // a version that records may still name.
+    let pin = |v: &str| format!("envelope-pin-{v}");
+    let mut want_new = vec![pin(&rotated.current_version), "AWSCURRENT".to_string()];
+    let mut want_old = vec![pin(&version), "AWSPREVIOUS".to_string()];
+    let (mut got_new, mut got_old) = (map[&rotated.current_version].clone(), map[&version].clone());
+    for v in [&mut want_new, &mut want_old, &mut got_new, &mut got_old] {
+        v.sort();
+    }
+    assert_eq!((got_new, got_old), (want_new, want_old));
+    let pinned = status(&server).await.pinned_versions;
+    assert!(
+        pinned.contains(&version) && pinned.contains(&rotated.current_version),
+        "{pinned:?}"
     );
-    assert_eq!(map[&version], vec!["AWSPREVIOUS".to_string()]);
     let second = round_trip(&server, "pii", "987.654.321-00").await;
     assert_eq!(second.key_version, rotated.current_version);
     assert_eq!(

@@ -60,6 +60,7 @@ impl NamedKey {
         let ctx_len = context::validate(ctx, self.limits.context)?;
         let parsed = self.parse(record, Kind::Record)?;
         let cached = self.open_key(&parsed).await?;
+        self.check_retired(&cached.version, cached.created)?;
         let aad = self.payload_aad(ctx, ctx_len);
         let mut out = vec![0u8; parsed.ciphertext.len()];
         cached
@@ -80,6 +81,7 @@ impl NamedKey {
         let parsed = self.parse(record, Kind::Record)?;
         let current = self.state.load().current.clone();
         let old = self.master_for(parsed.version_raw).await?;
+        self.check_retired(old.version.as_str(), old.created)?;
         let dk = self.unwrap(&old, Kind::Record, parsed.wrapped, None)?;
         let mut scratch = Zeroizing::new(vec![0u8; parsed.ciphertext.len()]);
         AeadKey::new(&dk)?.open(
@@ -152,6 +154,7 @@ impl NamedKey {
         let ctx_enc = self.encode_context(ctx)?;
         let parsed = self.parse(blob, Kind::DataKey)?;
         let master = self.master_for(parsed.version_raw).await?;
+        self.check_retired(master.version.as_str(), master.created)?;
         let key = self.unwrap(&master, Kind::DataKey, parsed.wrapped, Some(&ctx_enc))?;
         Ok((key, master))
     }
@@ -231,6 +234,7 @@ impl NamedKey {
             Arc::new(CachedKey {
                 key: key.clone(),
                 version: master.version.as_str().into(),
+                created: master.created,
             }),
         );
         self.stats
@@ -251,6 +255,7 @@ impl NamedKey {
         let cached = Arc::new(CachedKey {
             key: Arc::new(AeadKey::new(&key)?),
             version: master.version.as_str().into(),
+            created: master.created,
         });
         self.cache
             .insert(Bytes::copy_from_slice(parsed.wrap_slot), cached.clone());

@@ -224,9 +224,11 @@ impl SecretStore for AwsStore {
         match put {
             Ok(_) => Ok(()),
             Err(e) => match classify(&e) {
-                // A secret's first version is made by CreateSecret (always AWSCURRENT).
+                // A secret's first version is made by CreateSecret (always
+                // AWSCURRENT); any further labels (the pin) are added after.
                 Failure::NotFound(_)
-                    if stages == [AWSCURRENT] && !secret_id.starts_with("arn:") =>
+                    if stages.first().is_some_and(|s| s == AWSCURRENT)
+                        && !secret_id.starts_with("arn:") =>
                 {
                     client
                         .create_secret()
@@ -235,8 +237,12 @@ impl SecretStore for AwsStore {
                         .secret_string(value)
                         .send()
                         .await
-                        .map(|_| ())
-                        .map_err(|e| store_error(secret_id, None, classify(&e)))
+                        .map_err(|e| store_error(secret_id, None, classify(&e)))?;
+                    for stage in stages.iter().skip(1) {
+                        self.update_stage(secret_id, stage, Some(version_id), None)
+                            .await?;
+                    }
+                    Ok(())
                 }
                 f => Err(store_error(secret_id, None, f)),
             },
