@@ -34,6 +34,26 @@ pub struct AwsSettings {
     pub max_attempts: u32,
 }
 
+impl AwsSettings {
+    /// Settings for `kms_key_id` with every other value at its default: the
+    /// SDK's region chain, AWS's endpoints, no replicas, 3 s connect, 5 s
+    /// attempt and 15 s operation timeouts, 3 attempts.
+    pub fn new(kms_key_id: String) -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            secretsmanager_endpoint_url: None,
+            kms_endpoint_url: None,
+            kms_key_id: Some(kms_key_id),
+            replica_regions: Vec::new(),
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(15),
+            max_attempts: 3,
+        }
+    }
+}
+
 /// Loads the SDK configuration for `region` (the primary when `None`).
 pub async fn sdk_config(settings: &AwsSettings, region: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

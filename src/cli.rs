@@ -177,3 +177,136 @@ pub async fn rotate(addr: &str, key: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// What `envelope rewrap` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapCounts {
+    /// Records read.
+    pub total: u64,
+    /// Records moved to the current version.
+    pub rewrapped: u64,
+    /// Records already under the current version.
+    pub current: u64,
+    /// Records refused (left unchanged in the output).
+    pub failed: u64,
+}
+
+impl RewrapCounts {
+    fn add(&mut self, other: RewrapCounts) {
+        self.total += other.total;
+        self.rewrapped += other.rewrapped;
+        self.current += other.current;
+        self.failed += other.failed;
+    }
+}
+
+/// `envelope rewrap`: reads one base64 record per line from `input`, sends
+/// them through RewrapBatch in batches of `batch`, and writes the results,
+/// line for line, to `output` (atomically, via a temporary file). A record
+/// that fails is written unchanged, counted, and reported on stderr (the
+/// first ten, by line number).
+pub async fn rewrap_file(
+    addr: &str,
+    key: &str,
+    context: &[String],
+    input: &std::path::Path,
+    output: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<RewrapCounts> {
+    use std::io::BufRead;
+    let batch = batch.clamp(1, 10_000);
+    let ctx = parse_context(context)?;
+    let mut client = client(connect(addr).await?);
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
+    );
+    let tmp = output.with_extension("rewrap-tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    let mut counts = RewrapCounts::default();
+    let mut chunk: Vec<(u64, String)> = Vec::with_capacity(batch);
+    let mut reported = 0;
+    let mut lines = reader.lines();
+    let mut line_no = 0u64;
+    loop {
+        let next = lines.next().transpose().context("reading input")?;
+        if let Some(line) = &next {
+            line_no += 1;
+            if !line.trim().is_empty() {
+                chunk.push((line_no, line.trim().to_owned()));
+            }
+        }
+        if chunk.len() == batch || (next.is_none() && !chunk.is_empty()) {
+            let c = rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
+            counts.add(c);
+            chunk.clear();
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(counts)
+}
+
+async fn rewrap_chunk(
+    client: &mut pb::envelope_client::EnvelopeClient<Channel>,
+    key: &str,
+    ctx: &BTreeMap<String, String>,
+    chunk: &[(u64, String)],
+    out: &mut impl Write,
+    reported: &mut usize,
+) -> anyhow::Result<RewrapCounts> {
+    let decoded: Vec<Option<Vec<u8>>> = chunk.iter().map(|(_, l)| B64.decode(l).ok()).collect();
+    let items = decoded
+        .iter()
+        .map(|d| pb::RewrapItem {
+            ciphertext: Bytes::from(d.clone().unwrap_or_default()),
+            context: ctx.clone(),
+        })
+        .collect();
+    let results = client
+        .rewrap_batch(pb::RewrapBatchRequest {
+            key: key.to_owned(),
+            items,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .results;
+    if results.len() != chunk.len() {
+        bail!(
+            "server answered {} results for {} records",
+            results.len(),
+            chunk.len()
+        );
+    }
+    let mut c = RewrapCounts::default();
+    for (((line_no, line), input), result) in chunk.iter().zip(decoded).zip(results) {
+        c.total += 1;
+        let why = match (input, result.result) {
+            (Some(input), Some(pb::rewrap_result::Result::Ciphertext(ct))) => {
+                if ct.as_ref() == input.as_slice() {
+                    c.current += 1;
+                } else {
+                    c.rewrapped += 1;
+                }
+                writeln!(out, "{}", B64.encode(&ct))?;
+                continue;
+            }
+            (None, _) => "not base64".to_owned(),
+            (_, Some(pb::rewrap_result::Result::Error(e))) => e.message,
+            (_, None) => "no result".to_owned(),
+        };
+        c.failed += 1;
+        writeln!(out, "{line}")?;
+        if *reported < 10 {
+            eprintln!("line {line_no}: {why}");
+            *reported += 1;
+        }
+    }
+    Ok(c)
+}

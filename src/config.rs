@@ -271,6 +271,7 @@ impl Settings {
         let aws = match (mode, file.aws) {
             (Mode::Aws, a) => {
                 let a = a.unwrap_or_default();
+                let d = crate::aws::AwsSettings::new(String::new());
                 Some(crate::aws::AwsSettings {
                     region: a.region,
                     endpoint_url: a.endpoint_url,
@@ -278,10 +279,16 @@ impl Settings {
                     kms_endpoint_url: a.kms_endpoint_url,
                     kms_key_id: a.kms_key_id,
                     replica_regions: a.replica_regions,
-                    connect_timeout: Duration::from_secs(a.connect_timeout_secs.unwrap_or(3)),
-                    attempt_timeout: Duration::from_secs(a.attempt_timeout_secs.unwrap_or(5)),
-                    operation_timeout: Duration::from_secs(a.operation_timeout_secs.unwrap_or(15)),
-                    max_attempts: a.max_attempts.unwrap_or(3),
+                    connect_timeout: a
+                        .connect_timeout_secs
+                        .map_or(d.connect_timeout, Duration::from_secs),
+                    attempt_timeout: a
+                        .attempt_timeout_secs
+                        .map_or(d.attempt_timeout, Duration::from_secs),
+                    operation_timeout: a
+                        .operation_timeout_secs
+                        .map_or(d.operation_timeout, Duration::from_secs),
+                    max_attempts: a.max_attempts.unwrap_or(d.max_attempts),
                 })
             }
             (Mode::Local, Some(_)) => {
@@ -437,6 +444,35 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The rotation Lambda's settings, from its environment (a Lambda function
+/// has no configuration file): `ENVELOPE_KMS_KEY_ID` (required), and
+/// optionally `ENVELOPE_REPLICA_REGIONS` (comma-separated). Region and
+/// credentials come from the SDK's default chain, as everywhere.
+pub fn lambda_aws_settings() -> Result<crate::aws::AwsSettings, ConfigError> {
+    let kms_key_id = std::env::var("ENVELOPE_KMS_KEY_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "ENVELOPE_KMS_KEY_ID",
+                "the rotation Lambda needs the KMS key that wraps master keys",
+            )
+        })?;
+    let replica_regions = std::env::var("ENVELOPE_REPLICA_REGIONS")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(crate::aws::AwsSettings {
+        replica_regions,
+        ..crate::aws::AwsSettings::new(kms_key_id)
+    })
 }
 
 #[cfg(test)]

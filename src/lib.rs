@@ -4,12 +4,12 @@
 //! - [`crypto`]: AES-256-GCM, HKDF, PBKDF2 and key types that wipe and redact.
 //! - [`context`]: encryption-context limits and canonical encoding.
 //! - [`envelope`]: the record format (strict parser, encoders).
-//! - [`kms`]: the root of the hierarchy (local root-key file now, AWS KMS next).
-//! - [`store`]: the secret store with staged master-key versions (local now,
-//!   Secrets Manager next).
+//! - [`kms`]: the root of the hierarchy (a local root-key file, or AWS KMS).
+//! - [`store`]: the secret store with staged master-key versions (local files,
+//!   or AWS Secrets Manager); [`aws`]: SDK set-up and error classification.
 //! - [`master_key`]: reading and writing master-key secret values.
 //! - [`keyring`]: per-key state, data keys and caches; the operations.
-//! - [`rotation`]: Secrets Manager's four rotation steps.
+//! - [`rotation`]: Secrets Manager's four rotation steps; [`lambda`]: their Lambda entry point.
 //! - [`service`], [`admin`]: the gRPC services; [`status`] maps errors to codes.
 //! - [`config`], [`server`], [`cli`]: settings, start-up, and the client commands.
 
@@ -23,6 +23,7 @@ pub mod envelope;
 pub mod error;
 pub mod keyring;
 pub mod kms;
+pub mod lambda;
 pub mod master_key;
 pub mod rotation;
 pub mod server;

@@ -56,14 +56,50 @@ enum Command {
         #[arg(long, default_value = "")]
         key: String,
     },
-    /// Rotate a key's master key (all four steps).
+    /// Rotate a key's master key: all four steps, or one with --step and
+    /// --token. With --config it runs the rotation library directly against
+    /// the secret store (no server needed); otherwise it asks the server at --addr.
     Rotate {
-        /// Server address.
+        /// Server address (when no --config is given).
         #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
         addr: String,
         /// Key name.
         #[arg(long)]
         key: String,
+        /// Run against the backends of this configuration instead of a server.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Local mode's data directory (with --config or for local mode).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// One step: createSecret, setSecret, testSecret or finishSecret.
+        #[arg(long, requires = "token")]
+        step: Option<String>,
+        /// The rotation token (the new version's id) for --step.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Rewrap a file of records (one base64 record per line) to the key's
+    /// current master-key version through RewrapBatch; reports counts.
+    Rewrap {
+        /// Server address.
+        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
+        addr: String,
+        /// Key name.
+        #[arg(long, default_value = "default")]
+        key: String,
+        /// Encryption context shared by every record, key=value; repeat for more.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// Input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (written atomically; may equal the input).
+        #[arg(long)]
+        output: PathBuf,
+        /// Records per RewrapBatch call.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
 }
 
@@ -163,6 +199,48 @@ async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow
     Ok(())
 }
 
+async fn rotate_direct(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    key: &str,
+    step: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(
+        config.as_deref(),
+        Overrides {
+            listen: None,
+            data_dir,
+        },
+    )?;
+    init_logging(&settings);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let k = settings
+        .keys
+        .iter()
+        .find(|k| k.name == key)
+        .with_context(|| format!("key {key:?} is not in the configuration"))?;
+    let secret_id = k.secret_id.clone().unwrap_or_else(|| k.name.clone());
+    let backends = envelope::server::open_backends(&settings).await?;
+    let rotator = envelope::rotation::Rotator {
+        store: backends.store.as_ref(),
+        kms: backends.kms.as_ref(),
+        key_name: key,
+        secret_id: &secret_id,
+    };
+    match (step, token) {
+        (Some(step), Some(token)) => {
+            rotator.step(step.parse()?, &token).await?;
+            println!("{step}: done");
+        }
+        _ => {
+            let (previous, current) = rotator.rotate().await?;
+            println!("previous_version: {previous}\ncurrent_version: {current}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -176,6 +254,38 @@ async fn main() -> anyhow::Result<()> {
         Command::Encrypt(a) => envelope::cli::encrypt(&a.addr, &a.key, &a.context, a.base64).await,
         Command::Decrypt(a) => envelope::cli::decrypt(&a.addr, &a.key, &a.context, a.base64).await,
         Command::Status { addr, key } => envelope::cli::status(&addr, &key).await,
-        Command::Rotate { addr, key } => envelope::cli::rotate(&addr, &key).await,
+        Command::Rotate {
+            addr,
+            key,
+            config,
+            data_dir,
+            step,
+            token,
+        } => match (config, data_dir, step) {
+            (None, None, None) => envelope::cli::rotate(&addr, &key).await,
+            (config, data_dir, step) => rotate_direct(config, data_dir, &key, step, token).await,
+        },
+        Command::Rewrap {
+            addr,
+            key,
+            context,
+            input,
+            output,
+            batch,
+        } => {
+            let c =
+                envelope::cli::rewrap_file(&addr, &key, &context, &input, &output, batch).await?;
+            println!(
+                "rewrap: {} records, {} rewrapped, {} already current, {} failed",
+                c.total, c.rewrapped, c.current, c.failed
+            );
+            if c.failed > 0 {
+                anyhow::bail!(
+                    "{} records could not be rewrapped (left unchanged in the output)",
+                    c.failed
+                );
+            }
+            Ok(())
+        }
     }
 }

@@ -78,19 +78,7 @@ pub struct Backends {
 /// with credentials from the SDK's default provider chain.
 pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> {
     match (&settings.mode, &settings.aws) {
-        (Mode::Aws, Some(aws)) => {
-            let sdk = crate::aws::sdk_config(aws, None).await;
-            let kms_key = aws.kms_key_id.clone().unwrap_or_default();
-            tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
-            Ok(Backends {
-                store: Arc::new(AwsStore::new(aws, &sdk).await),
-                kms: Arc::new(AwsKms::with_endpoint(
-                    &sdk,
-                    kms_key,
-                    aws.kms_endpoint_url.as_deref(),
-                )),
-            })
-        }
+        (Mode::Aws, Some(aws)) => Ok(open_aws(aws).await),
         _ => {
             let dir = &settings.data_dir;
             create_private_dir(dir).map_err(|source| ServeError::DataDir {
@@ -110,6 +98,21 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> 
                 kms: Arc::new(kms),
             })
         }
+    }
+}
+
+/// Secrets Manager and KMS clients from one SDK configuration.
+pub async fn open_aws(aws: &crate::aws::AwsSettings) -> Backends {
+    let sdk = crate::aws::sdk_config(aws, None).await;
+    let kms_key = aws.kms_key_id.clone().unwrap_or_default();
+    tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
+    Backends {
+        store: Arc::new(AwsStore::new(aws, &sdk).await),
+        kms: Arc::new(AwsKms::with_endpoint(
+            &sdk,
+            kms_key,
+            aws.kms_endpoint_url.as_deref(),
+        )),
     }
 }
 

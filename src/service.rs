@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::keyring::Keyring;
-use crate::pb::{self, decrypt_result, encrypt_result};
+use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 use crate::status::item_error;
 
 /// The Envelope service over a keyring.
@@ -123,6 +123,29 @@ impl pb::envelope_server::Envelope for EnvelopeService {
             ciphertext: Bytes::from(ciphertext),
             key_version: master.version.as_str().to_owned(),
         }))
+    }
+
+    async fn rewrap_batch(
+        &self,
+        req: Request<pb::RewrapBatchRequest>,
+    ) -> Result<Response<pb::RewrapBatchResponse>, Status> {
+        let req = req.into_inner();
+        self.check_batch(req.items.len())?;
+        let key = self.keyring.get(&req.key)?;
+        let mut results = Vec::with_capacity(req.items.len());
+        for item in &req.items {
+            results.push(match key.rewrap(&item.ciphertext, &item.context).await {
+                Ok((ct, master)) => pb::RewrapResult {
+                    result: Some(rewrap_result::Result::Ciphertext(Bytes::from(ct))),
+                    key_version: master.version.as_str().to_owned(),
+                },
+                Err(e) => pb::RewrapResult {
+                    result: Some(rewrap_result::Result::Error(item_error(e))),
+                    key_version: String::new(),
+                },
+            });
+        }
+        Ok(Response::new(pb::RewrapBatchResponse { results }))
     }
 
     async fn generate_data_key(

@@ -134,6 +134,12 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError>;
     /// The value of the version carrying `stage` (GetSecretValue with VersionStage).
     async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError>;
+    /// The Envelope key name a secret belongs to, for callers that know only
+    /// the secret (the rotation Lambda): the secret's `envelope:key` tag where
+    /// the store has tags, else the secret's own name.
+    async fn key_name(&self, secret_id: &str) -> Result<String, StoreError> {
+        Ok(secret_id.to_owned())
+    }
     /// Adds a version (PutSecretValue with ClientRequestToken). Idempotent:
     /// the same id with the same value changes nothing; with another value
     /// it is a conflict. Creates the secret if needed. `stages` move to the

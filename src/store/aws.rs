@@ -14,6 +14,9 @@ use crate::aws::{AwsSettings, Failure, classify, sdk_config, secret_id_in_region
 
 type Client = aws_sdk_secretsmanager::Client;
 
+/// The secret tag naming the Envelope key a secret holds.
+pub const KEY_NAME_TAG: &str = "envelope:key";
+
 /// Secrets Manager in a primary region and optional replica regions.
 #[derive(Debug)]
 pub struct AwsStore {
@@ -168,6 +171,28 @@ impl SecretStore for AwsStore {
             .unwrap_or_default();
         versions.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(versions)
+    }
+
+    async fn key_name(&self, secret_id: &str) -> Result<String, StoreError> {
+        let out = self
+            .read(secret_id, |c, id| async move {
+                c.describe_secret()
+                    .secret_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e))
+            })
+            .await
+            .map_err(|f| store_error(secret_id, None, f))?;
+        let tagged = out
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(KEY_NAME_TAG))
+            .and_then(|t| t.value())
+            .map(str::to_owned);
+        Ok(tagged
+            .or_else(|| out.name().map(str::to_owned))
+            .unwrap_or_else(|| secret_id.to_owned()))
     }
 
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError> {

@@ -1,0 +1,26 @@
+//! The Lambda function Secrets Manager invokes to rotate an Envelope master
+//! key: each invocation runs one of the four steps via `envelope::lambda`.
+
+use envelope::lambda::{RotationEvent, handle};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = envelope::config::lambda_aws_settings()?;
+    let backends = envelope::server::open_aws(&settings).await;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
+        let backends = backends.clone();
+        async move {
+            // A returned error marks the rotation failed; AWSCURRENT is untouched.
+            handle(&event.payload, &backends).await?;
+            Ok::<(), Error>(())
+        }
+    }))
+    .await
+}

@@ -1,0 +1,393 @@
+//! The proof of lossless rotation: three replicas with different refresh
+//! TTLs on one AWS-API server; a client encrypts through one replica and
+//! decrypts through another, round-robin, without pause, while five full
+//! rotations run (CLI and Lambda handler alternately), a failed rotation
+//! and replayed steps are thrown in; then everything is rewrapped and the
+//! oldest version retired.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::moto::{TEST_ENV, moto};
+use common::{Server, ctx, run};
+use envelope::kms::aws::AwsKms;
+use envelope::lambda::{RotationEvent, handle};
+use envelope::pb;
+use envelope::server::Backends;
+use envelope::store::aws::AwsStore;
+use tonic::Code;
+
+const CTX: &[(&str, &str)] = &[("table", "customers"), ("column", "tax_id")];
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+struct Record {
+    ciphertext: Bytes,
+    plaintext: String,
+    version: String,
+}
+
+fn config(kms_key: &str, secret: &str, refresh: u64, extra_key: &str) -> String {
+    format!(
+        "mode = \"aws\"\nrefresh_interval_secs = {refresh}\nmax_staleness_secs = 600\n\
+         [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nkms_key_id = \"{kms_key}\"\n\
+         connect_timeout_secs = 1\nattempt_timeout_secs = 2\noperation_timeout_secs = 4\n\
+         [[keys]]\nname = \"pii\"\nsecret_id = \"{secret}\"\n{extra_key}",
+        moto().url()
+    )
+}
+
+async fn current(secret: &str) -> String {
+    let d = moto()
+        .secrets()
+        .describe_secret()
+        .secret_id(secret)
+        .send()
+        .await
+        .unwrap();
+    d.version_ids_to_stages()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| s.iter().any(|s| s == "AWSCURRENT"))
+        .map(|(v, _)| v.clone())
+        .unwrap()
+}
+
+async fn lambda_rotation(backends: &Backends, secret: &str, replay: bool) -> String {
+    let token = uuid::Uuid::new_v4().to_string();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let event = RotationEvent {
+            secret_id: secret.to_owned(),
+            client_request_token: token.clone(),
+            step: step.to_owned(),
+        };
+        handle(&event, backends)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        if replay {
+            // Secrets Manager retries steps; a replay changes nothing.
+            handle(&event, backends)
+                .await
+                .unwrap_or_else(|e| panic!("replayed {step}: {e}"));
+        }
+    }
+    token
+}
+
+fn cli_rotation(cfg_path: &str, stepwise: bool) -> String {
+    if !stepwise {
+        let (ok, out, err) = run(&["rotate", "--config", cfg_path, "--key", "pii"], TEST_ENV);
+        assert!(ok, "{err}");
+        return out
+            .lines()
+            .find_map(|l| l.strip_prefix("current_version: "))
+            .unwrap()
+            .to_owned();
+    }
+    let token = uuid::Uuid::new_v4().to_string();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let (ok, _, err) = run(
+            &[
+                "rotate", "--config", cfg_path, "--key", "pii", "--step", step, "--token", &token,
+            ],
+            TEST_ENV,
+        );
+        assert!(ok, "{step}: {err}");
+    }
+    token
+}
+
+#[tokio::test]
+async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms_key = moto()
+        .kms()
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let secret = format!("envelope/proof-{}", uuid::Uuid::new_v4().simple());
+    let cfg0 = config(&kms_key, &secret, 1, "");
+    let cfg_path = dir.path().join("rotate.toml");
+    std::fs::write(&cfg_path, &cfg0).unwrap();
+    let cfg_path = cfg_path.to_str().unwrap().to_owned();
+    let (ok, _, err) = run(&["init-keys", "--config", &cfg_path], TEST_ENV);
+    assert!(ok, "{err}");
+    // The Lambda finds the key name through the secret's tag.
+    moto()
+        .secrets()
+        .tag_resource()
+        .secret_id(&secret)
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("envelope:key")
+                .value("pii")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let v0 = current(&secret).await;
+
+    // Three replicas that see a rotation 1, 2 and 4 seconds (±10%) after it happens.
+    let replicas: Vec<Server> = [1u64, 2, 4]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Server::start_with(
+                &dir.path().join(format!("r{i}")),
+                Some(&config(&kms_key, &secret, *r, "")),
+                TEST_ENV,
+            )
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+
+    // The client: encrypt on replica i, decrypt on replica i+1, continuously.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let mut clients = clients.clone();
+        tokio::spawn(async move {
+            let mut records = Vec::new();
+            let mut failures = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) && i < 200_000 {
+                let plaintext = format!(
+                    "{:03}.{:03}.{:03}-{:02}",
+                    i % 1000,
+                    (i / 7) % 1000,
+                    (i / 13) % 1000,
+                    i % 97
+                );
+                let enc = clients[i % 3]
+                    .encrypt(pb::EncryptRequest {
+                        key: "pii".into(),
+                        plaintext: Bytes::from(plaintext.clone()),
+                        context: ctx(CTX),
+                    })
+                    .await;
+                match enc {
+                    Ok(e) => {
+                        let e = e.into_inner();
+                        let dec = clients[(i + 1) % 3]
+                            .decrypt(pb::DecryptRequest {
+                                key: "pii".into(),
+                                ciphertext: e.ciphertext.clone(),
+                                context: ctx(CTX),
+                            })
+                            .await;
+                        match dec {
+                            Ok(d) if d.get_ref().plaintext.as_ref() == plaintext.as_bytes() => {}
+                            Ok(_) => failures.push(format!("record {i}: wrong plaintext")),
+                            Err(s) => failures.push(format!(
+                                "decrypt {i} ({}) on replica {}: {s:?}",
+                                e.key_version,
+                                (i + 1) % 3
+                            )),
+                        }
+                        records.push(Record {
+                            ciphertext: e.ciphertext,
+                            plaintext,
+                            version: e.key_version,
+                        });
+                    }
+                    Err(s) => failures.push(format!("encrypt {i} on replica {}: {s:?}", i % 3)),
+                }
+                i += 1;
+            }
+            (records, failures)
+        })
+    };
+
+    let backends = Backends {
+        store: Arc::new(
+            AwsStore::new(
+                &envelope::aws::AwsSettings::new(kms_key.clone()),
+                &moto().sdk_config(),
+            )
+            .await,
+        ),
+        kms: Arc::new(AwsKms::new(&moto().sdk_config(), kms_key.clone())),
+    };
+    let mut versions = vec![v0.clone()];
+    for n in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let v = match n {
+            0 => cli_rotation(&cfg_path, false),
+            1 => lambda_rotation(&backends, &secret, true).await,
+            2 => cli_rotation(&cfg_path, true),
+            3 => lambda_rotation(&backends, &secret, false).await,
+            _ => cli_rotation(&cfg_path, false),
+        };
+        assert_eq!(current(&secret).await, v, "rotation {n} did not finish");
+        versions.push(v);
+        if n == 2 {
+            // A rotation whose new version fails testSecret leaves AWSCURRENT alone.
+            let bad = uuid::Uuid::new_v4().to_string();
+            moto()
+                .secrets()
+                .put_secret_value()
+                .secret_id(&secret)
+                .client_request_token(&bad)
+                .secret_string("{\"format\":\"envelope.master-key.v1\",\"algorithm\":\"AES-256-GCM\",\"kmsKeyId\":\"k\",\"wrappedKey\":\"AAAA\"}")
+                .version_stages("AWSPENDING")
+                .send()
+                .await
+                .unwrap();
+            let event = RotationEvent {
+                secret_id: secret.clone(),
+                client_request_token: bad.clone(),
+                step: "testSecret".into(),
+            };
+            assert!(handle(&event, &backends).await.is_err());
+            assert_eq!(current(&secret).await, versions[versions.len() - 1]);
+        }
+    }
+    // Let the slowest replica catch up, with the load still running.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (records, failures) = load.await.unwrap();
+    let mut by_version = std::collections::BTreeMap::new();
+    for r in &records {
+        *by_version.entry(r.version.clone()).or_insert(0u64) += 1;
+    }
+    eprintln!(
+        "rotation proof: {} records, {} rotations (+1 failed at testSecret), {} failures; records per version: {:?}",
+        records.len(),
+        versions.len() - 1,
+        failures.len(),
+        by_version.values().collect::<Vec<_>>()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        records.len() >= 100,
+        "the load generator made only {} records",
+        records.len()
+    );
+    assert!(
+        by_version.len() >= 4,
+        "records spread over too few versions: {by_version:?}"
+    );
+
+    // Every record made during the test decrypts at the end, on every replica.
+    for (i, r) in records.iter().enumerate().step_by(7) {
+        let d = clients[i % 3]
+            .decrypt(pb::DecryptRequest {
+                key: "pii".into(),
+                ciphertext: r.ciphertext.clone(),
+                context: ctx(CTX),
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.get_ref().plaintext.as_ref(), r.plaintext.as_bytes());
+    }
+
+    // Migrate: rewrap every record to the current version with the CLI.
+    let input = dir.path().join("records.txt");
+    let output = dir.path().join("rewrapped.txt");
+    let lines: Vec<String> = records.iter().map(|r| B64.encode(&r.ciphertext)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = run(
+        &[
+            "rewrap",
+            "--addr",
+            &replicas[0].addr,
+            "--key",
+            "pii",
+            "--context",
+            "table=customers",
+            "--context",
+            "column=tax_id",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    eprintln!("{}", out.trim());
+    let latest = versions.last().unwrap().clone();
+    let already = records.iter().filter(|r| r.version == latest).count();
+    assert_eq!(
+        out.trim(),
+        format!(
+            "rewrap: {} records, {} rewrapped, {already} already current, 0 failed",
+            records.len(),
+            records.len() - already
+        )
+    );
+    let rewrapped: Vec<Bytes> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| Bytes::from(B64.decode(l).unwrap()))
+        .collect();
+    assert_eq!(rewrapped.len(), records.len());
+
+    // Retire the oldest version on a replica restarted with min_decryption_version.
+    drop(replicas);
+    let retiring = config(
+        &kms_key,
+        &secret,
+        1,
+        &format!("min_decryption_version = \"{}\"\n", versions[1]),
+    );
+    let server = Server::start_with(&dir.path().join("retired"), Some(&retiring), TEST_ENV);
+    let mut c = server.client().await;
+    let mut refused = 0;
+    for (r, new) in records.iter().zip(&rewrapped) {
+        let d = c
+            .decrypt(pb::DecryptRequest {
+                key: "pii".into(),
+                ciphertext: new.clone(),
+                context: ctx(CTX),
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.get_ref().plaintext.as_ref(), r.plaintext.as_bytes());
+        assert_eq!(d.get_ref().key_version, latest);
+        let old = c
+            .decrypt(pb::DecryptRequest {
+                key: "pii".into(),
+                ciphertext: r.ciphertext.clone(),
+                context: ctx(CTX),
+            })
+            .await;
+        if r.version == v0 {
+            let s = old.unwrap_err();
+            assert_eq!(s.code(), Code::FailedPrecondition);
+            assert!(s.message().contains("retired"), "{}", s.message());
+            refused += 1;
+        } else {
+            assert!(old.is_ok());
+        }
+    }
+    eprintln!(
+        "retired {v0}: {refused} old records refused, all {} rewrapped records decrypt",
+        rewrapped.len()
+    );
+    assert!(refused > 0, "no record was made under the oldest version");
+}
