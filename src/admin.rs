@@ -73,6 +73,7 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
         last_refresh_age_seconds: age(set.loaded_at, now),
         refresh_failures: f.refresh_failures,
         pinned_versions: set.pinned.clone(),
+        rotation_failures: f.rotation_failures,
         cache: Some(pb::CacheStats {
             data_keys_generated: f.data_keys_generated,
             active_data_key_records: f.active_records,

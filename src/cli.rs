@@ -141,6 +141,8 @@ pub async fn status(addr: &str, key: &str) -> anyhow::Result<()> {
                 "last_refresh": k.last_refresh,
                 "last_refresh_age_seconds": k.last_refresh_age_seconds,
                 "refresh_failures": k.refresh_failures,
+                "rotation_failures": k.rotation_failures,
+                "pinned_versions": k.pinned_versions,
                 "versions": k.versions.iter().map(|v| serde_json::json!({
                     "version": v.version, "stages": v.stages,
                     "created_at": v.created_at, "age_seconds": v.age_seconds,

@@ -99,6 +99,7 @@ pub struct CachedKey {
 #[derive(Debug, Default)]
 struct Stats {
     refresh_failures: AtomicU64,
+    rotation_failures: AtomicU64,
     data_keys_generated: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -109,6 +110,8 @@ struct Stats {
 pub struct CacheFigures {
     /// Failed refreshes since start.
     pub refresh_failures: u64,
+    /// Failed rotations started by this process since start.
+    pub rotation_failures: u64,
     /// Data keys generated for encryption since start.
     pub data_keys_generated: u64,
     /// Records sealed under the active data key.
@@ -291,6 +294,7 @@ impl NamedKey {
     pub fn figures(&self) -> CacheFigures {
         CacheFigures {
             refresh_failures: self.stats.refresh_failures.load(Ordering::Relaxed),
+            rotation_failures: self.stats.rotation_failures.load(Ordering::Relaxed),
             data_keys_generated: self.stats.data_keys_generated.load(Ordering::Relaxed),
             active_records: self.active.load().as_ref().map_or(0, |d| {
                 d.records_used().min(self.limits.data_key.max_records)
@@ -564,7 +568,13 @@ impl NamedKey {
             key_name: &self.source.name,
             secret_id: &self.source.secret_id,
         };
-        let versions = rotator.rotate().await?;
+        let versions = match rotator.rotate().await {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.rotation_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
         self.refresh().await?;
         Ok(versions)
     }
