@@ -6,27 +6,30 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
+use crate::authz::Operation;
+use crate::error::Error;
+use crate::gate::{Done, Gate};
 use crate::keyring::{Keyring, NamedKey};
 use crate::pb;
 
-/// The Admin service over a keyring.
+/// The Admin service; every call needs the `admin` operation.
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    keyring: Arc<Keyring>,
+    gate: Gate,
 }
 
 impl AdminService {
-    /// An Admin service over `keyring`.
-    pub fn new(keyring: Arc<Keyring>) -> Self {
-        Self { keyring }
+    /// An Admin service behind `gate`.
+    pub fn new(gate: Gate) -> Self {
+        Self { gate }
     }
+}
 
-    fn selected(&self, name: &str) -> Result<Vec<Arc<NamedKey>>, Status> {
-        if name.is_empty() {
-            Ok(self.keyring.all().cloned().collect())
-        } else {
-            Ok(vec![self.keyring.get(name)?.clone()])
-        }
+fn selected(keyring: &Keyring, name: &str) -> Result<Vec<Arc<NamedKey>>, Error> {
+    if name == "*" {
+        Ok(keyring.all().cloned().collect())
+    } else {
+        Ok(vec![keyring.get(name)?.clone()])
     }
 }
 
@@ -90,34 +93,67 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::KeyStatusRequest>,
     ) -> Result<Response<pb::KeyStatusResponse>, Status> {
-        let keys = self.selected(&req.into_inner().key)?;
-        Ok(Response::new(pb::KeyStatusResponse {
-            keys: keys.iter().map(|k| key_info(k)).collect(),
-        }))
+        self.gate
+            .run(
+                req,
+                "KeyStatus",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let keys = selected(&keyring, &name)?;
+                    let keys = keys.iter().map(|k| key_info(k)).collect();
+                    Ok((pb::KeyStatusResponse { keys }, Done::default()))
+                },
+            )
+            .await
     }
 
     async fn refresh_keys(
         &self,
         req: Request<pb::RefreshKeysRequest>,
     ) -> Result<Response<pb::RefreshKeysResponse>, Status> {
-        let keys = self.selected(&req.into_inner().key)?;
-        let mut refreshed = Vec::with_capacity(keys.len());
-        for k in keys {
-            k.refresh().await?;
-            refreshed.push(k.name().to_owned());
-        }
-        Ok(Response::new(pb::RefreshKeysResponse { refreshed }))
+        self.gate
+            .run(
+                req,
+                "RefreshKeys",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let keys = selected(&keyring, &name)?;
+                    let mut refreshed = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        k.refresh().await?;
+                        refreshed.push(k.name().to_owned());
+                    }
+                    Ok((pb::RefreshKeysResponse { refreshed }, Done::default()))
+                },
+            )
+            .await
     }
 
     async fn rotate_master_key(
         &self,
         req: Request<pb::RotateMasterKeyRequest>,
     ) -> Result<Response<pb::RotateMasterKeyResponse>, Status> {
-        let key = self.keyring.get(&req.into_inner().key)?;
-        let (previous_version, current_version) = key.rotate().await?;
-        Ok(Response::new(pb::RotateMasterKeyResponse {
-            previous_version,
-            current_version,
-        }))
+        self.gate
+            .run(
+                req,
+                "RotateMasterKey",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let key = keyring.get(&name)?.clone();
+                    let (previous_version, current_version) = key.rotate().await?;
+                    let done = Done {
+                        version: current_version.clone(),
+                        batch: None,
+                    };
+                    Ok((
+                        pb::RotateMasterKeyResponse {
+                            previous_version,
+                            current_version,
+                        },
+                        done,
+                    ))
+                },
+            )
+            .await
     }
 }

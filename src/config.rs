@@ -51,6 +51,11 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     mode: Option<Mode>,
+    insecure_plaintext: Option<bool>,
+    policy_file: Option<PathBuf>,
+    tls: Option<TlsConfig>,
+    #[serde(default)]
+    audit: AuditConfig,
     aws: Option<AwsConfig>,
     max_staleness_secs: Option<u64>,
     listen: Option<SocketAddr>,
@@ -75,6 +80,23 @@ pub enum Mode {
     Local,
     /// AWS Secrets Manager and KMS through the AWS SDK.
     Aws,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsConfig {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    allow_tls12: bool,
+    reload_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditConfig {
+    output: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +144,8 @@ struct LimitsConfig {
     decrypt_cache_entries: Option<usize>,
     max_loaded_versions: Option<usize>,
     missing_version_ttl_secs: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+    request_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +172,19 @@ pub enum LogFormat {
 pub struct Settings {
     /// Local or AWS.
     pub mode: Mode,
+    /// TLS (and mTLS when a client CA is set); `None` serves plaintext.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Plaintext allowed off loopback or in AWS mode (loudly logged).
+    pub insecure_plaintext: bool,
+    /// The authorization policy file; without one, local mode allows every
+    /// call and AWS mode denies every call.
+    pub policy_file: Option<PathBuf>,
+    /// Where audit lines go; `None` turns the audit log off.
+    pub audit: Option<crate::audit::Output>,
+    /// Requests served at once (more wait).
+    pub max_concurrent_requests: usize,
+    /// Longest a request may run; clients may ask for less with grpc-timeout.
+    pub request_timeout: Duration,
     /// AWS settings (AWS mode only).
     pub aws: Option<crate::aws::AwsSettings>,
     /// How long a key may go without a successful refresh before readiness
@@ -296,8 +333,26 @@ impl Settings {
             }
             (Mode::Local, None) => None,
         };
+        let tls = file.tls.map(|t| crate::tls::TlsSettings {
+            cert: t.cert,
+            key: t.key,
+            client_ca: t.client_ca,
+            allow_tls12: t.allow_tls12,
+            reload_interval: Duration::from_secs(t.reload_interval_secs.unwrap_or(10).max(1)),
+        });
+        let audit = match file.audit.output.as_deref() {
+            None | Some("stdout") => Some(crate::audit::Output::Stdout),
+            Some("off") => None,
+            Some(path) => Some(crate::audit::Output::File(PathBuf::from(path))),
+        };
         let s = Settings {
             mode,
+            tls,
+            insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
+            policy_file: file.policy_file,
+            audit,
+            max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),
+            request_timeout: Duration::from_secs(l.request_timeout_secs.unwrap_or(30)),
             aws,
             max_staleness: Duration::from_secs(file.max_staleness_secs.unwrap_or(3600)),
             listen: overrides
@@ -402,6 +457,32 @@ impl Settings {
                     format!("secret id of key {:?} must be 1-2048 bytes", k.name),
                 ));
             }
+        }
+        if self.tls.is_none() && !self.insecure_plaintext {
+            if self.mode == Mode::Aws {
+                return Err(invalid(
+                    "tls",
+                    "AWS mode serves only over TLS: configure [tls] (or, for a test bench, insecure_plaintext = true)",
+                ));
+            }
+            if !self.listen.ip().is_loopback() {
+                return Err(invalid(
+                    "listen",
+                    format!(
+                        "plaintext gRPC only on a loopback address, not {}: configure [tls]",
+                        self.listen
+                    ),
+                ));
+            }
+        }
+        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 100_000 {
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                "must be between 1 and 100,000",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("limits.request_timeout_secs", "must be positive"));
         }
         if let Some(a) = &self.aws {
             if a.kms_key_id.as_deref().is_none_or(str::is_empty) {

@@ -78,6 +78,9 @@ pub enum Error {
     /// A rotation step failed.
     #[error("rotation: {0}")]
     Rotation(#[from] RotationError),
+    /// The caller is not authenticated or not authorized.
+    #[error(transparent)]
+    Denied(#[from] crate::authz::Denied),
     /// A primitive failed while sealing (never expected; detail is logged).
     #[error("internal cryptographic failure")]
     Internal(&'static str),

@@ -14,6 +14,8 @@
 //! - [`config`], [`server`], [`cli`]: settings, start-up, and the client commands.
 
 pub mod admin;
+pub mod audit;
+pub mod authz;
 pub mod aws;
 pub mod cli;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod context;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod gate;
 pub mod keyring;
 pub mod kms;
 pub mod lambda;
@@ -30,6 +33,7 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for `envelope.v1`.
 #[allow(

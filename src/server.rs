@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::AdminService;
+use crate::audit::AuditLog;
+use crate::authz::{Authorizer, Default};
 use crate::config::{KeyConfig, Mode, Settings};
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::keyring::{KeySource, Keyring, NamedKey};
 use crate::kms::Kms;
 use crate::kms::aws::AwsKms;
@@ -23,6 +25,7 @@ use crate::service::EnvelopeService;
 use crate::store::SecretStore;
 use crate::store::aws::AwsStore;
 use crate::store::local::{LocalStore, create_private_dir};
+use crate::tls::ReloadingConfig;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -56,6 +59,15 @@ pub enum ServeError {
         #[source]
         source: Error,
     },
+    /// The TLS files are not usable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The policy file is not usable.
+    #[error("{0}")]
+    Policy(String),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(String),
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -224,26 +236,77 @@ pub async fn serve(
             .max_batch_items
             .saturating_mul(crate::envelope::RECORD_OVERHEAD_UUID + 128),
     );
-    let envelope = EnvelopeServer::new(EnvelopeService::new(
-        keyring.clone(),
-        settings.max_batch_items,
-    ))
-    .max_decoding_message_size(settings.max_request_bytes)
-    .max_encoding_message_size(max_out);
-    let admin = AdminServer::new(AdminService::new(keyring.clone()))
+    let tls = match &settings.tls {
+        Some(t) => Some(Arc::new(ReloadingConfig::new(t.clone())?)),
+        None => None,
+    };
+    if tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback()) {
+        tracing::error!(
+            listen = %settings.listen,
+            "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
+        );
+    }
+    let default = if settings.mode == Mode::Aws {
+        Default::Deny
+    } else {
+        Default::Allow
+    };
+    if settings.policy_file.is_none() && default == Default::Deny {
+        tracing::warn!("no policy_file: every Envelope and Admin call will be denied");
+    }
+    let authz = Arc::new(
+        Authorizer::new(settings.policy_file.clone(), default).map_err(ServeError::Policy)?,
+    );
+    let audit = match &settings.audit {
+        Some(out) => {
+            Some(AuditLog::start(out.clone()).map_err(|e| ServeError::Audit(e.to_string()))?)
+        }
+        None => None,
+    };
+    let gate = Gate {
+        keyring: keyring.clone(),
+        authz: authz.clone(),
+        audit,
+    };
+    let envelope =
+        EnvelopeServer::new(EnvelopeService::new(gate.clone(), settings.max_batch_items))
+            .max_decoding_message_size(settings.max_request_bytes)
+            .max_encoding_message_size(max_out);
+    let admin = AdminServer::new(AdminService::new(gate))
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(max_out);
 
     let refresher = tokio::spawn(refresh_loop(keyring.clone(), settings.refresh_interval));
     let readiness = tokio::spawn(readiness_loop(keyring, health, settings.max_staleness));
+    let reload_every = settings
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(5), |t| t.reload_interval);
+    let reloader = tokio::spawn({
+        let tls = tls.clone();
+        async move {
+            loop {
+                tokio::time::sleep(reload_every).await;
+                if let Some(t) = &tls {
+                    t.reload_if_changed();
+                }
+                authz.reload_if_changed();
+            }
+        }
+    });
     let result = tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            settings.max_concurrent_requests,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(envelope)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
         .await;
+    reloader.abort();
     refresher.abort();
     readiness.abort();
     result.map_err(ServeError::from)

@@ -1,41 +1,66 @@
-//! The `envelope.v1.Envelope` gRPC service: request validation and
-//! translation to the keyring; errors become statuses in `status.rs`.
+//! The `envelope.v1.Envelope` gRPC service: every call goes through the
+//! [`Gate`] (identity, authorization, audit); errors become statuses in
+//! `status.rs`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
+use crate::authz::Operation;
 use crate::error::Error;
+use crate::gate::{Done, Gate};
 use crate::keyring::Keyring;
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 use crate::status::item_error;
 
-/// The Envelope service over a keyring.
+/// The Envelope service.
 #[derive(Debug, Clone)]
 pub struct EnvelopeService {
-    keyring: Arc<Keyring>,
+    gate: Gate,
     max_batch_items: usize,
 }
 
 impl EnvelopeService {
-    /// A service over `keyring` accepting batches of at most `max_batch_items`.
-    pub fn new(keyring: Arc<Keyring>, max_batch_items: usize) -> Self {
+    /// A service behind `gate`, accepting batches of at most `max_batch_items`.
+    pub fn new(gate: Gate, max_batch_items: usize) -> Self {
         Self {
-            keyring,
+            gate,
             max_batch_items,
         }
     }
+}
 
-    fn check_batch(&self, n: usize) -> Result<(), Error> {
-        if n > self.max_batch_items {
-            return Err(Error::BatchTooLarge {
-                got: n,
-                max: self.max_batch_items,
-            });
-        }
-        Ok(())
+fn check_batch(n: usize, max: usize) -> Result<(), Error> {
+    if n > max {
+        return Err(Error::BatchTooLarge { got: n, max });
     }
+    Ok(())
+}
+
+fn done(version: &str) -> Done {
+    Done {
+        version: version.to_owned(),
+        batch: None,
+    }
+}
+
+fn batch_done(results_ok: impl Iterator<Item = bool>, version: String) -> Done {
+    let (mut n, mut failed) = (0, 0);
+    for ok in results_ok {
+        n += 1;
+        if !ok {
+            failed += 1;
+        }
+    }
+    Done {
+        version,
+        batch: Some((n, failed)),
+    }
+}
+
+async fn key_of(keyring: &Keyring, name: &str) -> Result<Arc<crate::keyring::NamedKey>, Error> {
+    keyring.get(name).cloned()
 }
 
 #[tonic::async_trait]
@@ -44,135 +69,256 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
-        let req = req.into_inner();
-        let key = self.keyring.get(&req.key)?;
-        let (ciphertext, master) = key.encrypt(&req.plaintext, &req.context).await?;
-        Ok(Response::new(pb::EncryptResponse {
-            ciphertext: Bytes::from(ciphertext),
-            key_version: master.version.as_str().to_owned(),
-        }))
+        self.gate
+            .run(
+                req,
+                "Encrypt",
+                Operation::Encrypt,
+                |keyring, name, req| async move {
+                    let key = key_of(&keyring, &name).await?;
+                    let (ciphertext, master) = key.encrypt(&req.plaintext, &req.context).await?;
+                    let version = master.version.as_str().to_owned();
+                    Ok((
+                        pb::EncryptResponse {
+                            ciphertext: Bytes::from(ciphertext),
+                            key_version: version.clone(),
+                        },
+                        done(&version),
+                    ))
+                },
+            )
+            .await
     }
 
     async fn decrypt(
         &self,
         req: Request<pb::DecryptRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
-        let req = req.into_inner();
-        let key = self.keyring.get(&req.key)?;
-        let (plaintext, version) = key.decrypt(&req.ciphertext, &req.context).await?;
-        Ok(Response::new(pb::DecryptResponse {
-            plaintext: Bytes::from(plaintext),
-            key_version: version.to_string(),
-        }))
+        self.gate
+            .run(
+                req,
+                "Decrypt",
+                Operation::Decrypt,
+                |keyring, name, req| async move {
+                    let key = key_of(&keyring, &name).await?;
+                    let (plaintext, version) = key.decrypt(&req.ciphertext, &req.context).await?;
+                    Ok((
+                        pb::DecryptResponse {
+                            plaintext: Bytes::from(plaintext),
+                            key_version: version.to_string(),
+                        },
+                        done(&version),
+                    ))
+                },
+            )
+            .await
     }
 
     async fn encrypt_batch(
         &self,
         req: Request<pb::EncryptBatchRequest>,
     ) -> Result<Response<pb::EncryptBatchResponse>, Status> {
-        let req = req.into_inner();
-        self.check_batch(req.items.len())?;
-        let key = self.keyring.get(&req.key)?;
-        let mut results = Vec::with_capacity(req.items.len());
-        for item in &req.items {
-            results.push(match key.encrypt(&item.plaintext, &item.context).await {
-                Ok((ct, master)) => pb::EncryptResult {
-                    result: Some(encrypt_result::Result::Ciphertext(Bytes::from(ct))),
-                    key_version: master.version.as_str().to_owned(),
+        let max = self.max_batch_items;
+        self.gate
+            .run(
+                req,
+                "EncryptBatch",
+                Operation::Encrypt,
+                |keyring, name, req| async move {
+                    check_batch(req.items.len(), max)?;
+                    let key = key_of(&keyring, &name).await?;
+                    let mut results = Vec::with_capacity(req.items.len());
+                    let mut version = String::new();
+                    for item in &req.items {
+                        results.push(match key.encrypt(&item.plaintext, &item.context).await {
+                            Ok((ct, master)) => {
+                                if version.is_empty() {
+                                    version = master.version.as_str().to_owned();
+                                }
+                                pb::EncryptResult {
+                                    result: Some(encrypt_result::Result::Ciphertext(Bytes::from(
+                                        ct,
+                                    ))),
+                                    key_version: master.version.as_str().to_owned(),
+                                }
+                            }
+                            Err(e) => pb::EncryptResult {
+                                result: Some(encrypt_result::Result::Error(item_error(e))),
+                                key_version: String::new(),
+                            },
+                        });
+                    }
+                    let d = batch_done(
+                        results.iter().map(|r| {
+                            matches!(r.result, Some(encrypt_result::Result::Ciphertext(_)))
+                        }),
+                        version,
+                    );
+                    Ok((pb::EncryptBatchResponse { results }, d))
                 },
-                Err(e) => pb::EncryptResult {
-                    result: Some(encrypt_result::Result::Error(item_error(e))),
-                    key_version: String::new(),
-                },
-            });
-        }
-        Ok(Response::new(pb::EncryptBatchResponse { results }))
+            )
+            .await
     }
 
     async fn decrypt_batch(
         &self,
         req: Request<pb::DecryptBatchRequest>,
     ) -> Result<Response<pb::DecryptBatchResponse>, Status> {
-        let req = req.into_inner();
-        self.check_batch(req.items.len())?;
-        let key = self.keyring.get(&req.key)?;
-        let mut results = Vec::with_capacity(req.items.len());
-        for item in &req.items {
-            results.push(match key.decrypt(&item.ciphertext, &item.context).await {
-                Ok((pt, version)) => pb::DecryptResult {
-                    result: Some(decrypt_result::Result::Plaintext(Bytes::from(pt))),
-                    key_version: version.to_string(),
+        let max = self.max_batch_items;
+        self.gate
+            .run(
+                req,
+                "DecryptBatch",
+                Operation::Decrypt,
+                |keyring, name, req| async move {
+                    check_batch(req.items.len(), max)?;
+                    let key = key_of(&keyring, &name).await?;
+                    let mut results = Vec::with_capacity(req.items.len());
+                    for item in &req.items {
+                        results.push(match key.decrypt(&item.ciphertext, &item.context).await {
+                            Ok((pt, version)) => pb::DecryptResult {
+                                result: Some(decrypt_result::Result::Plaintext(Bytes::from(pt))),
+                                key_version: version.to_string(),
+                            },
+                            Err(e) => pb::DecryptResult {
+                                result: Some(decrypt_result::Result::Error(item_error(e))),
+                                key_version: String::new(),
+                            },
+                        });
+                    }
+                    let d = batch_done(
+                        results.iter().map(|r| {
+                            matches!(r.result, Some(decrypt_result::Result::Plaintext(_)))
+                        }),
+                        String::new(),
+                    );
+                    Ok((pb::DecryptBatchResponse { results }, d))
                 },
-                Err(e) => pb::DecryptResult {
-                    result: Some(decrypt_result::Result::Error(item_error(e))),
-                    key_version: String::new(),
-                },
-            });
-        }
-        Ok(Response::new(pb::DecryptBatchResponse { results }))
+            )
+            .await
     }
 
     async fn rewrap(
         &self,
         req: Request<pb::RewrapRequest>,
     ) -> Result<Response<pb::RewrapResponse>, Status> {
-        let req = req.into_inner();
-        let key = self.keyring.get(&req.key)?;
-        let (ciphertext, master) = key.rewrap(&req.ciphertext, &req.context).await?;
-        Ok(Response::new(pb::RewrapResponse {
-            ciphertext: Bytes::from(ciphertext),
-            key_version: master.version.as_str().to_owned(),
-        }))
+        self.gate
+            .run(
+                req,
+                "Rewrap",
+                Operation::Rewrap,
+                |keyring, name, req| async move {
+                    let key = key_of(&keyring, &name).await?;
+                    let (ciphertext, master) = key.rewrap(&req.ciphertext, &req.context).await?;
+                    let version = master.version.as_str().to_owned();
+                    Ok((
+                        pb::RewrapResponse {
+                            ciphertext: Bytes::from(ciphertext),
+                            key_version: version.clone(),
+                        },
+                        done(&version),
+                    ))
+                },
+            )
+            .await
     }
 
     async fn rewrap_batch(
         &self,
         req: Request<pb::RewrapBatchRequest>,
     ) -> Result<Response<pb::RewrapBatchResponse>, Status> {
-        let req = req.into_inner();
-        self.check_batch(req.items.len())?;
-        let key = self.keyring.get(&req.key)?;
-        let mut results = Vec::with_capacity(req.items.len());
-        for item in &req.items {
-            results.push(match key.rewrap(&item.ciphertext, &item.context).await {
-                Ok((ct, master)) => pb::RewrapResult {
-                    result: Some(rewrap_result::Result::Ciphertext(Bytes::from(ct))),
-                    key_version: master.version.as_str().to_owned(),
+        let max = self.max_batch_items;
+        self.gate
+            .run(
+                req,
+                "RewrapBatch",
+                Operation::Rewrap,
+                |keyring, name, req| async move {
+                    check_batch(req.items.len(), max)?;
+                    let key = key_of(&keyring, &name).await?;
+                    let mut results = Vec::with_capacity(req.items.len());
+                    let mut version = String::new();
+                    for item in &req.items {
+                        results.push(match key.rewrap(&item.ciphertext, &item.context).await {
+                            Ok((ct, master)) => {
+                                if version.is_empty() {
+                                    version = master.version.as_str().to_owned();
+                                }
+                                pb::RewrapResult {
+                                    result: Some(rewrap_result::Result::Ciphertext(Bytes::from(
+                                        ct,
+                                    ))),
+                                    key_version: master.version.as_str().to_owned(),
+                                }
+                            }
+                            Err(e) => pb::RewrapResult {
+                                result: Some(rewrap_result::Result::Error(item_error(e))),
+                                key_version: String::new(),
+                            },
+                        });
+                    }
+                    let d = batch_done(
+                        results.iter().map(|r| {
+                            matches!(r.result, Some(rewrap_result::Result::Ciphertext(_)))
+                        }),
+                        version,
+                    );
+                    Ok((pb::RewrapBatchResponse { results }, d))
                 },
-                Err(e) => pb::RewrapResult {
-                    result: Some(rewrap_result::Result::Error(item_error(e))),
-                    key_version: String::new(),
-                },
-            });
-        }
-        Ok(Response::new(pb::RewrapBatchResponse { results }))
+            )
+            .await
     }
 
     async fn generate_data_key(
         &self,
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let req = req.into_inner();
-        let key = self.keyring.get(&req.key)?;
-        let (plaintext, wrapped, master) = key.generate_data_key(&req.context).await?;
-        Ok(Response::new(pb::GenerateDataKeyResponse {
-            // The caller asked for the key bytes; this copy leaves with the response.
-            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
-            wrapped_key: Bytes::from(wrapped),
-            key_version: master.version.as_str().to_owned(),
-        }))
+        self.gate
+            .run(
+                req,
+                "GenerateDataKey",
+                Operation::GenerateDataKey,
+                |keyring, name, req| async move {
+                    let key = key_of(&keyring, &name).await?;
+                    let (plaintext, wrapped, master) = key.generate_data_key(&req.context).await?;
+                    let version = master.version.as_str().to_owned();
+                    Ok((
+                        pb::GenerateDataKeyResponse {
+                            // The caller asked for the key bytes; this copy leaves with the response.
+                            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
+                            wrapped_key: Bytes::from(wrapped),
+                            key_version: version.clone(),
+                        },
+                        done(&version),
+                    ))
+                },
+            )
+            .await
     }
 
     async fn unwrap_data_key(
         &self,
         req: Request<pb::UnwrapDataKeyRequest>,
     ) -> Result<Response<pb::UnwrapDataKeyResponse>, Status> {
-        let req = req.into_inner();
-        let key = self.keyring.get(&req.key)?;
-        let (plaintext, master) = key.unwrap_data_key(&req.wrapped_key, &req.context).await?;
-        Ok(Response::new(pb::UnwrapDataKeyResponse {
-            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
-            key_version: master.version.as_str().to_owned(),
-        }))
+        self.gate
+            .run(
+                req,
+                "UnwrapDataKey",
+                Operation::GenerateDataKey,
+                |keyring, name, req| async move {
+                    let key = key_of(&keyring, &name).await?;
+                    let (plaintext, master) =
+                        key.unwrap_data_key(&req.wrapped_key, &req.context).await?;
+                    let version = master.version.as_str().to_owned();
+                    Ok((
+                        pb::UnwrapDataKeyResponse {
+                            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
+                            key_version: version.clone(),
+                        },
+                        done(&version),
+                    ))
+                },
+            )
+            .await
     }
 }

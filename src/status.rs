@@ -33,6 +33,8 @@ pub fn code(e: &Error) -> Code {
                 Code::Unavailable
             }
         },
+        Error::Denied(crate::authz::Denied::Unauthenticated) => Code::Unauthenticated,
+        Error::Denied(crate::authz::Denied::PermissionDenied { .. }) => Code::PermissionDenied,
         Error::Internal(_) => Code::Internal,
     }
 }

@@ -47,8 +47,9 @@ async fn kms_key() -> String {
 /// A TOML config for AWS mode pointing at `endpoint`.
 fn config(endpoint: &str, kms_key: &str, keys: &str, extra: &str) -> String {
     format!(
-        "mode = \"aws\"\n{extra}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nkms_key_id = \"{kms_key}\"\n\
-         connect_timeout_secs = 1\nattempt_timeout_secs = 1\noperation_timeout_secs = 2\nmax_attempts = 2\n{keys}"
+        "mode = \"aws\"\ninsecure_plaintext = true\npolicy_file = \"{}\"\n{extra}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nkms_key_id = \"{kms_key}\"\n\
+         connect_timeout_secs = 1\nattempt_timeout_secs = 1\noperation_timeout_secs = 2\nmax_attempts = 2\n{keys}",
+        common::open_policy()
     )
 }
 

@@ -39,10 +39,11 @@ struct Record {
 
 fn config(kms_key: &str, secret: &str, refresh: u64, extra_key: &str) -> String {
     format!(
-        "mode = \"aws\"\nrefresh_interval_secs = {refresh}\nmax_staleness_secs = 600\n\
+        "mode = \"aws\"\ninsecure_plaintext = true\npolicy_file = \"{}\"\nrefresh_interval_secs = {refresh}\nmax_staleness_secs = 600\n\
          [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nkms_key_id = \"{kms_key}\"\n\
          connect_timeout_secs = 1\nattempt_timeout_secs = 2\noperation_timeout_secs = 4\n\
          [[keys]]\nname = \"pii\"\nsecret_id = \"{secret}\"\n{extra_key}",
+        common::open_policy(),
         moto().url()
     )
 }

@@ -140,6 +140,23 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// A policy file granting every operation on every key to calls without a
+/// verified identity: what AWS-mode tests over loopback plaintext need.
+pub fn open_policy() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("envelope-open-policy-{}.toml", std::process::id()));
+        std::fs::write(
+            &p,
+            "[[allow]]\nanonymous = true\nkeys = [\"*\"]\n\
+             operations = [\"encrypt\", \"decrypt\", \"rewrap\", \"generate_data_key\", \"admin\"]\n",
+        )
+        .unwrap();
+        p.display().to_string()
+    })
+    .clone()
+}
+
 pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

@@ -1,0 +1,212 @@
+//! What every RPC passes through: the caller's identity, authorization,
+//! the key lookup, the audit line and the request id.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Code, Request, Response, Status};
+
+use crate::audit::{AuditLog, Event};
+use crate::authz::{Authorizer, Operation};
+use crate::error::Error;
+use crate::keyring::{DEFAULT_KEY, Keyring};
+use crate::pb;
+use crate::status::to_status;
+use crate::tls::PeerInfo;
+
+/// The shared state of the gate.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Every key name.
+    pub keyring: Arc<Keyring>,
+    /// The policy.
+    pub authz: Arc<Authorizer>,
+    /// The audit trail (`None` when disabled).
+    pub audit: Option<AuditLog>,
+}
+
+/// What a finished call reports for its audit line.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// The master-key version used.
+    pub version: String,
+    /// (items, failed items) for a batch.
+    pub batch: Option<(usize, usize)>,
+}
+
+/// What the gate needs to know about a request before it runs.
+pub struct Subject<'a> {
+    /// The key name asked for ("" means default, "*" means every key).
+    pub key: &'a str,
+    /// The context of a unary call.
+    pub context: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Requests that name a key (and maybe carry a context).
+pub trait HasSubject {
+    /// The key and context of this request.
+    fn subject(&self) -> Subject<'_>;
+}
+
+macro_rules! subject {
+    ($($t:ty => $ctx:ident),* $(,)?) => {$(
+        impl HasSubject for $t {
+            fn subject(&self) -> Subject<'_> {
+                Subject { key: &self.key, context: subject!(@ctx self $ctx) }
+            }
+        }
+    )*};
+    (@ctx $self:ident context) => { Some(&$self.context) };
+    (@ctx $self:ident none) => { None };
+}
+
+subject! {
+    pb::EncryptRequest => context,
+    pb::DecryptRequest => context,
+    pb::RewrapRequest => context,
+    pb::GenerateDataKeyRequest => context,
+    pb::UnwrapDataKeyRequest => context,
+    pb::EncryptBatchRequest => none,
+    pb::DecryptBatchRequest => none,
+    pb::RewrapBatchRequest => none,
+    pb::KeyStatusRequest => none,
+    pb::RefreshKeysRequest => none,
+}
+
+impl HasSubject for pb::RotateMasterKeyRequest {
+    fn subject(&self) -> Subject<'_> {
+        // Rotation names one key; empty means the default key, not every key.
+        let key = if self.key.is_empty() {
+            DEFAULT_KEY
+        } else {
+            &self.key
+        };
+        Subject { key, context: None }
+    }
+}
+
+/// The gRPC name of a status code, for audit lines.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl Gate {
+    /// Runs one RPC: authorizes `op` on the request's key for the caller,
+    /// runs `f` with the key name, writes the audit line and stamps the
+    /// response (or status) with the request id.
+    pub async fn run<Req, Resp, F, Fut>(
+        &self,
+        req: Request<Req>,
+        rpc: &'static str,
+        op: Operation,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: HasSubject,
+        F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
+        Fut: Future<Output = Result<(Resp, Done), Error>>,
+    {
+        let start = Instant::now();
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (key, context_keys) = {
+            let s = req.get_ref().subject();
+            let key = if s.key.is_empty() && op != Operation::Admin {
+                DEFAULT_KEY.to_owned()
+            } else if s.key.is_empty() {
+                "*".to_owned()
+            } else {
+                s.key.to_owned()
+            };
+            let ctx: Vec<String> = s
+                .context
+                .map(|c| c.keys().cloned().collect())
+                .unwrap_or_default();
+            (key, ctx)
+        };
+        let identity = peer.identity.as_deref();
+        let result = match self.authz.check(identity, op, &key) {
+            Ok(()) => f(self.keyring.clone(), key.clone(), req.into_inner()).await,
+            Err(denied) => Err(Error::Denied(denied)),
+        };
+        let (outcome, code, version, batch) = match &result {
+            Ok((_, done)) => {
+                let partial = done.batch.is_some_and(|(_, failed)| failed > 0);
+                (
+                    if partial { "partial" } else { "ok" },
+                    Code::Ok,
+                    done.version.as_str(),
+                    done.batch,
+                )
+            }
+            Err(e) => {
+                let outcome = if matches!(e, Error::Denied(_)) {
+                    "denied"
+                } else {
+                    "error"
+                };
+                (outcome, crate::status::code(e), "", None)
+            }
+        };
+        if let Some(audit) = &self.audit {
+            audit
+                .record(&Event {
+                    time: crate::audit::now(),
+                    request_id: &request_id,
+                    caller: identity,
+                    rpc,
+                    operation: op.as_str(),
+                    key: &key,
+                    key_version: version,
+                    outcome,
+                    code: code_name(code),
+                    items: batch.map(|(n, _)| n),
+                    failed_items: batch.map(|(_, f)| f),
+                    context_keys: context_keys.iter().map(String::as_str).collect(),
+                    latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                })
+                .await;
+        }
+        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
+        match result {
+            Ok((resp, _)) => {
+                let mut r = Response::new(resp);
+                if let Some(id) = id {
+                    r.metadata_mut().insert("x-request-id", id);
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let mut s = to_status(e);
+                if let Some(id) = id {
+                    s.metadata_mut().insert("x-request-id", id);
+                }
+                Err(s)
+            }
+        }
+    }
+}
