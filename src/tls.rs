@@ -117,7 +117,11 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
             if roots.is_empty() {
                 return Err(pem_err(ca, "no CA CERTIFICATE found"));
             }
+            // Certificate-less clients may connect, so that the policy can
+            // answer them UNAUTHENTICATED; a certificate that does not chain
+            // to the bundle fails the handshake.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Rustls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)

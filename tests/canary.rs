@@ -116,7 +116,11 @@ async fn canaries_appear_nowhere() {
         .into_inner();
     seen.push_str(&format!("{status:?}"));
 
-    let logs = server.logs();
+    let logs = server.logs() + &server.stdout();
+    assert!(
+        server.stdout().contains("\"rpc\":\"Encrypt\""),
+        "the audit log is written"
+    );
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "the log is verbose"

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub mod moto;
+pub mod pki;
 
 use envelope::pb::admin_client::AdminClient;
 use envelope::pb::envelope_client::EnvelopeClient;
@@ -73,8 +74,16 @@ impl Server {
                 }
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout (the audit log) into a file, so the child
+        // never blocks on a full pipe and tests can read it.
+        let out_path = data_dir.with_extension("stdout");
+        let mut out_file = std::fs::File::create(&out_path).unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(out_file, "{line}");
+            }
+        });
         Server {
             child,
             addr,
@@ -109,6 +118,11 @@ impl Server {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything the server printed on stdout after "listening on": the audit log.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("stdout")).unwrap_or_default()
     }
 
     /// Stops the server (SIGKILL: a crash loses nothing that was acknowledged).

@@ -1,0 +1,348 @@
+//! Transport security and least privilege against the real binary: TLS 1.3
+//! with mTLS identities, policy decisions and reloads, certificate reload,
+//! audit lines, and refusal of unsafe transports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::pki::{Ca, Issued};
+use common::{Server, ctx, run};
+use envelope::pb;
+use envelope::pb::admin_client::AdminClient;
+use envelope::pb::envelope_client::EnvelopeClient;
+use rustls::pki_types::pem::PemObject;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const BILLING: &str = "spiffe://example.org/ns/billing/sa/api";
+
+const POLICY: &str = r#"
+[[allow]]
+callers = ["spiffe://example.org/ns/billing/*"]
+keys = ["pii"]
+operations = ["encrypt", "decrypt"]
+
+[[allow]]
+callers = ["batch-job"]
+keys = ["*"]
+operations = ["rewrap", "decrypt"]
+
+[[allow]]
+callers = ["ops-admin"]
+keys = ["*"]
+operations = ["admin"]
+"#;
+
+struct Pki {
+    ca: Ca,
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn write(&self, name: &str, issued: &Issued) {
+        std::fs::write(self.dir.join(format!("{name}.crt")), &issued.cert).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.key")), &issued.key).unwrap();
+    }
+}
+
+fn setup(dir: &Path) -> (Pki, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = Ca::new("Envelope test CA");
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    let pki = Pki {
+        ca,
+        dir: dir.to_path_buf(),
+    };
+    pki.write("server", &pki.ca.server(&["localhost"]));
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    let config = format!(
+        "policy_file = \"{d}/policy.toml\"\n[tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n\
+         client_ca = \"{d}/ca.pem\"\nreload_interval_secs = 1\n[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n",
+        d = dir.display()
+    );
+    (pki, config)
+}
+
+async fn channel(
+    server: &Server,
+    ca_pem: &str,
+    client: Option<&Issued>,
+    domain: &str,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(domain);
+    if let Some(c) = client {
+        tls = tls.identity(Identity::from_pem(&c.cert, &c.key));
+    }
+    Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn encrypt(ch: &Channel, key: &str) -> Result<pb::EncryptResponse, tonic::Status> {
+    EnvelopeClient::new(ch.clone())
+        .encrypt(pb::EncryptRequest {
+            key: key.into(),
+            plaintext: Bytes::from_static(b"x"),
+            context: ctx(&[]),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn mtls_identities_meet_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let billing = pki.ca.client("billing-api", Some(BILLING));
+    let batch = pki.ca.client("batch-job", None);
+    let ops = pki.ca.client("ops-admin", None);
+
+    let ch = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    let ct = encrypt(&ch, "pii").await.unwrap().ciphertext;
+    let s = encrypt(&ch, "default").await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(
+        s.message().contains(BILLING)
+            && s.message().contains("encrypt")
+            && s.message().contains("default"),
+        "{}",
+        s.message()
+    );
+    let rewrap = |ch: &Channel, ct: &Bytes| {
+        let mut c = EnvelopeClient::new(ch.clone());
+        let req = pb::RewrapRequest {
+            key: "pii".into(),
+            ciphertext: ct.clone(),
+            context: ctx(&[]),
+        };
+        async move { c.rewrap(req).await }
+    };
+    assert_eq!(
+        rewrap(&ch, &ct).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        AdminClient::new(ch.clone())
+            .key_status(pb::KeyStatusRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    // A CN identity, by exact match.
+    let ch_batch = channel(&server, &pki.ca.pem, Some(&batch), "localhost")
+        .await
+        .unwrap();
+    assert!(rewrap(&ch_batch, &ct).await.is_ok());
+    assert_eq!(
+        encrypt(&ch_batch, "pii").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let ch_ops = channel(&server, &pki.ca.pem, Some(&ops), "localhost")
+        .await
+        .unwrap();
+    assert!(
+        AdminClient::new(ch_ops)
+            .key_status(pb::KeyStatusRequest::default())
+            .await
+            .is_ok()
+    );
+
+    // No client certificate: UNAUTHENTICATED.
+    let anon = channel(&server, &pki.ca.pem, None, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        encrypt(&anon, "pii").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // A client certificate from another CA never gets through the handshake.
+    let rogue = Ca::new("rogue").client("billing-api", Some(BILLING));
+    let refused = match channel(&server, &pki.ca.pem, Some(&rogue), "localhost").await {
+        Err(_) => true,
+        Ok(ch) => encrypt(&ch, "pii")
+            .await
+            .is_err_and(|s| s.code() == Code::Unavailable || s.code() == Code::Unknown),
+    };
+    assert!(refused, "a certificate from an untrusted CA was accepted");
+
+    // Every call is audited with its caller and outcome; denied ones included.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stdout().contains("\"outcome\":\"denied\"") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let audit = server.stdout();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["caller"] == BILLING
+        && l["rpc"] == "Encrypt"
+        && l["outcome"] == "ok"
+        && l["code"] == "OK"));
+    assert!(lines.iter().any(|l| l["caller"] == BILLING
+        && l["outcome"] == "denied"
+        && l["code"] == "PERMISSION_DENIED"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["caller"].is_null() && l["code"] == "UNAUTHENTICATED")
+    );
+    for l in &lines {
+        for field in [
+            "time",
+            "request_id",
+            "rpc",
+            "operation",
+            "key",
+            "outcome",
+            "code",
+            "latency_us",
+        ] {
+            assert!(!l[field].is_null(), "{field} missing in {l}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn policy_and_certificate_reload_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let billing = pki.ca.client("billing-api", Some(BILLING));
+    let ch = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        encrypt(&ch, "default").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // Grant billing the default key too: picked up without a restart.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        POLICY.replace("keys = [\"pii\"]", "keys = [\"pii\", \"default\"]"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while encrypt(&ch, "default").await.is_err() {
+        assert!(Instant::now() < deadline, "policy change not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A malformed policy is refused and the previous one kept.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[allow]]\ncallers = \"not a list\"\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.logs().contains("new policy refused") {
+        assert!(Instant::now() < deadline, "malformed policy not noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(encrypt(&ch, "default").await.is_ok());
+
+    // A new server certificate (now for envelope.test only) is served to new
+    // connections without a restart.
+    assert!(
+        channel(&server, &pki.ca.pem, Some(&billing), "envelope.test")
+            .await
+            .is_err()
+    );
+    pki.write("server", &pki.ca.server(&["envelope.test"]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(ch) = channel(&server, &pki.ca.pem, Some(&billing), "envelope.test").await
+            && encrypt(&ch, "pii").await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certificate change not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.logs().contains("TLS certificate reloaded"));
+}
+
+#[tokio::test]
+async fn tls_1_2_is_refused_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+        let roots = roots.clone();
+        let addr = server.addr.clone();
+        async move {
+            let config = rustls::ClientConfig::builder_with_protocol_versions(versions)
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            connector
+                .connect(
+                    rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
+                .await
+                .map(|s| s.get_ref().1.protocol_version())
+        }
+    };
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    assert!(handshake(&TLS12).await.is_err());
+    assert_eq!(
+        handshake(&TLS13).await.unwrap(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+#[test]
+fn unsafe_transports_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plaintext off loopback.
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && err.contains("plaintext gRPC only on a loopback address"),
+        "{err}"
+    );
+    // AWS mode without TLS.
+    let cfg = dir.path().join("aws.toml");
+    std::fs::write(&cfg, "mode = \"aws\"\n[aws]\nkms_key_id = \"alias/k\"\n").unwrap();
+    let (ok, _, err) = run(&["serve", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(
+        !ok && err.contains("AWS mode serves only over TLS"),
+        "{err}"
+    );
+}
