@@ -1,0 +1,630 @@
+//! Hostile input, table-driven, against the real binary: every malformed,
+//! truncated, tampered, mismatched or oversized request is refused with its
+//! documented status code, and the server keeps serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BufMut, Bytes};
+use common::{Server, ctx};
+use envelope::pb;
+use prost::Message;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// Sends raw bytes as a request message, for garbage and hand-built protobuf.
+#[derive(Default, Clone)]
+struct RawCodec;
+struct RawEnc;
+struct RawDec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+impl Encoder for RawEnc {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+async fn raw(server: &Server, path: &'static str, body: Bytes) -> Result<Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(body),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+enum Call {
+    Decrypt {
+        key: String,
+        ct: Vec<u8>,
+        ctx: BTreeMap<String, String>,
+    },
+    Encrypt {
+        key: String,
+        pt: Vec<u8>,
+        ctx: BTreeMap<String, String>,
+    },
+    Rewrap {
+        ct: Vec<u8>,
+        ctx: BTreeMap<String, String>,
+    },
+    Unwrap {
+        blob: Vec<u8>,
+        ctx: BTreeMap<String, String>,
+    },
+    EncryptBatch {
+        items: usize,
+    },
+    Raw {
+        path: &'static str,
+        body: Vec<u8>,
+    },
+}
+
+fn code_of<T>(r: Result<T, tonic::Status>) -> Code {
+    r.err().map_or(Code::Ok, |s| s.code())
+}
+
+async fn run_call(server: &Server, call: &Call) -> Code {
+    let mut c = server.client().await;
+    match call {
+        Call::Decrypt { key, ct, ctx } => code_of(
+            c.decrypt(pb::DecryptRequest {
+                key: key.clone(),
+                ciphertext: Bytes::from(ct.clone()),
+                context: ctx.clone(),
+            })
+            .await,
+        ),
+        Call::Encrypt { key, pt, ctx } => code_of(
+            c.encrypt(pb::EncryptRequest {
+                key: key.clone(),
+                plaintext: Bytes::from(pt.clone()),
+                context: ctx.clone(),
+            })
+            .await,
+        ),
+        Call::Rewrap { ct, ctx } => code_of(
+            c.rewrap(pb::RewrapRequest {
+                key: String::new(),
+                ciphertext: Bytes::from(ct.clone()),
+                context: ctx.clone(),
+            })
+            .await,
+        ),
+        Call::Unwrap { blob, ctx } => code_of(
+            c.unwrap_data_key(pb::UnwrapDataKeyRequest {
+                key: String::new(),
+                wrapped_key: Bytes::from(blob.clone()),
+                context: ctx.clone(),
+            })
+            .await,
+        ),
+        Call::EncryptBatch { items } => code_of(
+            c.encrypt_batch(pb::EncryptBatchRequest {
+                key: String::new(),
+                items: (0..*items).map(|_| pb::EncryptItem::default()).collect(),
+            })
+            .await,
+        ),
+        Call::Raw { path, body } => code_of(raw(server, path, Bytes::from(body.clone())).await),
+    }
+}
+
+const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "cpf")];
+
+#[tokio::test]
+async fn hostile_requests_get_their_documented_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = "[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n";
+    let server = Server::start(&data, Some(keys));
+    let mut c = server.client().await;
+    let enc = |key: &str, pt: &[u8], cx: &[(&str, &str)]| pb::EncryptRequest {
+        key: key.into(),
+        plaintext: Bytes::copy_from_slice(pt),
+        context: ctx(cx),
+    };
+    let good = c
+        .encrypt(enc("", b"123.456.789-09", CTX))
+        .await
+        .unwrap()
+        .into_inner();
+    let ct = good.ciphertext.to_vec();
+    let pii = c
+        .encrypt(enc("pii", b"123.456.789-09", CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext
+        .to_vec();
+    let blob = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(CTX),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped_key
+        .to_vec();
+    let unicode = ctx(&[("tabela", "usuários"), ("coluna", "名前")]);
+    let uni_ct = c
+        .encrypt(enc("", b"x", &[("tabela", "usuários"), ("coluna", "名前")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext
+        .to_vec();
+    // A record under the first version, then a rotation: the retired case and the cross-version swap.
+    server
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest::default())
+        .await
+        .unwrap();
+    let after = c
+        .encrypt(enc("", b"after rotation", CTX))
+        .await
+        .unwrap()
+        .into_inner();
+    let after_ct = after.ciphertext.to_vec();
+
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = ct.clone();
+        f(&mut v);
+        v
+    };
+    let dec = |ct: Vec<u8>| Call::Decrypt {
+        key: String::new(),
+        ct,
+        ctx: ctx(CTX),
+    };
+    let dec_ctx = |c: BTreeMap<String, String>| Call::Decrypt {
+        key: String::new(),
+        ct: ct.clone(),
+        ctx: c,
+    };
+    let many: BTreeMap<String, String> =
+        (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+    // A DecryptRequest whose context map repeats a key: protobuf keeps the last value.
+    let mut dup = Vec::new();
+    pb::DecryptRequest {
+        key: String::new(),
+        ciphertext: Bytes::from(ct.clone()),
+        context: ctx(&[("column", "cpf")]),
+    }
+    .encode(&mut dup)
+    .unwrap();
+    let entry = |k: &str, v: &str| {
+        let mut e = Vec::new();
+        prost::encoding::string::encode(1, &k.to_owned(), &mut e);
+        prost::encoding::string::encode(2, &v.to_owned(), &mut e);
+        let mut out = vec![0x1a];
+        prost::encoding::encode_varint(e.len() as u64, &mut out);
+        out.extend(e);
+        out
+    };
+    let mut dup_last_wins = dup.clone();
+    dup_last_wins.extend(entry("table", "orders"));
+    dup_last_wins.extend(entry("table", "users"));
+    let mut dup_first_wins = dup.clone();
+    dup_first_wins.extend(entry("table", "users"));
+    dup_first_wins.extend(entry("table", "orders"));
+
+    let cases: Vec<(&str, Call, Code)> = vec![
+        ("empty ciphertext", dec(vec![]), Code::InvalidArgument),
+        (
+            "truncated in format version",
+            dec(ct[..0].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in kind",
+            dec(ct[..1].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in key id",
+            dec(ct[..4].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in version-id form",
+            dec(ct[..6].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in version id",
+            dec(ct[..15].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in wrapped key",
+            dec(ct[..50].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in nonce",
+            dec(ct[..90].to_vec()),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated in tag",
+            dec(ct[..ct.len() - 1].to_vec()),
+            Code::InvalidArgument,
+        ),
+        ("header only", dec(ct[..83].to_vec()), Code::InvalidArgument),
+        (
+            "extended by one byte",
+            dec(with(&|v| v.push(0))),
+            Code::InvalidArgument,
+        ),
+        (
+            "extended by 64 KiB",
+            dec(with(&|v| v.extend(vec![0u8; 65536]))),
+            Code::InvalidArgument,
+        ),
+        (
+            "format version 2",
+            dec(with(&|v| v[0] = 2)),
+            Code::InvalidArgument,
+        ),
+        (
+            "format version 0",
+            dec(with(&|v| v[0] = 0)),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown kind",
+            dec(with(&|v| v[1] = 0x7f)),
+            Code::InvalidArgument,
+        ),
+        (
+            "data-key blob sent as a record",
+            dec(blob.clone()),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown version-id form",
+            dec(with(&|v| v[6] = 9)),
+            Code::InvalidArgument,
+        ),
+        (
+            "text version id of length 0",
+            dec(with(&|v| {
+                v[6] = 1;
+                v[7] = 0;
+            })),
+            Code::InvalidArgument,
+        ),
+        (
+            "text version id of length 65",
+            dec(with(&|v| {
+                v[6] = 1;
+                v[7] = 65;
+            })),
+            Code::InvalidArgument,
+        ),
+        (
+            "text version id with a control byte",
+            dec(with(&|v| {
+                v[6] = 1;
+                v[7] = 4;
+                v[8..12].copy_from_slice(b"a\x01bc");
+            })),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown master-key version",
+            dec(with(&|v| v[7..23].copy_from_slice(&[0x42; 16]))),
+            Code::FailedPrecondition,
+        ),
+        (
+            "flipped wrapped-key byte",
+            dec(with(&|v| v[40] ^= 1)),
+            Code::InvalidArgument,
+        ),
+        (
+            "flipped nonce byte",
+            dec(with(&|v| v[85] ^= 1)),
+            Code::InvalidArgument,
+        ),
+        (
+            "flipped ciphertext byte",
+            dec(with(&|v| v[96] ^= 1)),
+            Code::InvalidArgument,
+        ),
+        (
+            "flipped tag byte",
+            dec(with(&|v| {
+                let n = v.len();
+                v[n - 1] ^= 1;
+            })),
+            Code::InvalidArgument,
+        ),
+        (
+            "wrapped key swapped from a record of another version",
+            dec(with(&|v| v[23..83].copy_from_slice(&after_ct[23..83]))),
+            Code::InvalidArgument,
+        ),
+        (
+            "header swapped from another record",
+            dec(with(&|v| v[..83].copy_from_slice(&after_ct[..83]))),
+            Code::InvalidArgument,
+        ),
+        (
+            "wrapped key from another key name's record",
+            dec(with(&|v| v[23..83].copy_from_slice(&pii[23..83]))),
+            Code::InvalidArgument,
+        ),
+        (
+            "another key name's record",
+            dec(pii.clone()),
+            Code::InvalidArgument,
+        ),
+        (
+            "another key name's header with our key id",
+            dec({
+                let mut v = pii.clone();
+                v[2..6].copy_from_slice(&ct[2..6]);
+                v
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "context missing an entry",
+            dec_ctx(ctx(&[("table", "users")])),
+            Code::InvalidArgument,
+        ),
+        (
+            "context with an extra entry",
+            dec_ctx(ctx(&[("table", "users"), ("column", "cpf"), ("x", "")])),
+            Code::InvalidArgument,
+        ),
+        (
+            "context with an empty key",
+            dec_ctx(ctx(&[("", "users")])),
+            Code::InvalidArgument,
+        ),
+        (
+            "context with 65 entries",
+            dec_ctx(many),
+            Code::InvalidArgument,
+        ),
+        (
+            "context value over 8 KiB",
+            dec_ctx(ctx(&[("table", &"u".repeat(9000))])),
+            Code::InvalidArgument,
+        ),
+        (
+            "unicode context, exact",
+            Call::Decrypt {
+                key: String::new(),
+                ct: uni_ct.clone(),
+                ctx: unicode.clone(),
+            },
+            Code::Ok,
+        ),
+        (
+            "unicode context, other normalisation",
+            Call::Decrypt {
+                key: String::new(),
+                ct: uni_ct.clone(),
+                ctx: ctx(&[("tabela", "usua\u{301}rios"), ("coluna", "名前")]),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "duplicate context key, last value matches",
+            Call::Raw {
+                path: "/envelope.v1.Envelope/Decrypt",
+                body: dup_last_wins,
+            },
+            Code::Ok,
+        ),
+        (
+            "duplicate context key, last value differs",
+            Call::Raw {
+                path: "/envelope.v1.Envelope/Decrypt",
+                body: dup_first_wins,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "garbage protobuf",
+            Call::Raw {
+                path: "/envelope.v1.Envelope/Decrypt",
+                body: vec![0xff; 32],
+            },
+            Code::Internal,
+        ),
+        (
+            "protobuf with a truncated length",
+            Call::Raw {
+                path: "/envelope.v1.Envelope/Decrypt",
+                body: vec![0x12, 0xff, 0xff, 0x03],
+            },
+            Code::Internal,
+        ),
+        (
+            "unknown method",
+            Call::Raw {
+                path: "/envelope.v1.Envelope/Explode",
+                body: vec![],
+            },
+            Code::Unimplemented,
+        ),
+        (
+            "unknown key name",
+            Call::Decrypt {
+                key: "nope".into(),
+                ct: ct.clone(),
+                ctx: ctx(CTX),
+            },
+            Code::NotFound,
+        ),
+        (
+            "path-like key name",
+            Call::Encrypt {
+                key: "../secrets/default".into(),
+                pt: b"x".to_vec(),
+                ctx: ctx(&[]),
+            },
+            Code::NotFound,
+        ),
+        (
+            "10 KiB key name",
+            Call::Encrypt {
+                key: "k".repeat(10240),
+                pt: b"x".to_vec(),
+                ctx: ctx(&[]),
+            },
+            Code::NotFound,
+        ),
+        (
+            "plaintext over the limit",
+            Call::Encrypt {
+                key: String::new(),
+                pt: vec![0; (4 << 20) - (64 << 10) + 1],
+                ctx: ctx(&[]),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "message over the request limit",
+            Call::Encrypt {
+                key: String::new(),
+                pt: vec![0; (4 << 20) + 1],
+                ctx: ctx(&[]),
+            },
+            Code::OutOfRange,
+        ),
+        (
+            "batch over the item limit",
+            Call::EncryptBatch { items: 10_001 },
+            Code::InvalidArgument,
+        ),
+        (
+            "record sent as a data-key blob",
+            Call::Unwrap {
+                blob: ct.clone(),
+                ctx: ctx(CTX),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "data-key blob with a trailing byte",
+            Call::Unwrap {
+                blob: {
+                    let mut b = blob.clone();
+                    b.push(0);
+                    b
+                },
+                ctx: ctx(CTX),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "data-key blob under the wrong context",
+            Call::Unwrap {
+                blob: blob.clone(),
+                ctx: ctx(&[]),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "tampered record sent to Rewrap",
+            Call::Rewrap {
+                ct: with(&|v| v[100] ^= 1),
+                ctx: ctx(CTX),
+            },
+            Code::InvalidArgument,
+        ),
+    ];
+    let mut table = String::new();
+    let mut wrong = Vec::new();
+    for (name, call, want) in &cases {
+        let got = run_call(&server, call).await;
+        table.push_str(&format!("| {name} | {want:?} | {got:?} |\n"));
+        if got != *want {
+            wrong.push(format!("{name}: want {want:?}, got {got:?}"));
+        }
+    }
+    eprintln!("{} hostile requests:\n{table}", cases.len());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert!(cases.len() >= 30);
+
+    // Retired: a server whose minimum decryption version is the new one
+    // refuses the record made before the rotation.
+    let v1 = after.key_version.clone();
+    drop(server);
+    let retiring = format!("{keys}min_decryption_version = \"{v1}\"\n").replacen(
+        "[[keys]]\nname = \"pii\"\n",
+        "",
+        1,
+    );
+    let retiring = retiring
+        .replace(
+            "name = \"default\"\n",
+            &format!("name = \"default\"\nmin_decryption_version = \"{v1}\"\n"),
+        )
+        .replace(
+            &format!("min_decryption_version = \"{v1}\"\nmin_decryption_version = \"{v1}\"\n"),
+            &format!("min_decryption_version = \"{v1}\"\n"),
+        );
+    let server = Server::start(&data, Some(&retiring));
+    assert_eq!(
+        run_call(&server, &dec(ct.clone())).await,
+        Code::FailedPrecondition,
+        "retired version"
+    );
+    assert_eq!(run_call(&server, &dec(after_ct.clone())).await, Code::Ok);
+    // Still serving after all of it.
+    assert_eq!(
+        run_call(
+            &server,
+            &Call::Encrypt {
+                key: String::new(),
+                pt: b"ok".to_vec(),
+                ctx: ctx(&[])
+            }
+        )
+        .await,
+        Code::Ok
+    );
+}
