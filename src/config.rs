@@ -52,6 +52,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     mode: Option<Mode>,
     insecure_plaintext: Option<bool>,
+    lock_memory: Option<bool>,
     policy_file: Option<PathBuf>,
     tls: Option<TlsConfig>,
     #[serde(default)]
@@ -176,6 +177,9 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Plaintext allowed off loopback or in AWS mode (loudly logged).
     pub insecure_plaintext: bool,
+    /// Lock all memory (mlockall) so keys never reach swap; start-up fails
+    /// if the system refuses.
+    pub lock_memory: bool,
     /// The authorization policy file; without one, local mode allows every
     /// call and AWS mode denies every call.
     pub policy_file: Option<PathBuf>,
@@ -349,6 +353,7 @@ impl Settings {
             mode,
             tls,
             insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
+            lock_memory: file.lock_memory.unwrap_or(false),
             policy_file: file.policy_file,
             audit,
             max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),

@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod gate;
+pub mod hardening;
 pub mod keyring;
 pub mod kms;
 pub mod lambda;

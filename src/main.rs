@@ -161,6 +161,15 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref(), Overrides { listen, data_dir })?;
     init_logging(&settings);
+    let hardened = envelope::hardening::harden(settings.lock_memory).map_err(anyhow::Error::msg)?;
+    if !hardened.core_dumps_off || !hardened.not_dumpable {
+        tracing::warn!(
+            ?hardened,
+            "core dumps or dumpability could not be turned off on this system"
+        );
+    } else {
+        tracing::info!(?hardened, "process hardened");
+    }
     // One TLS crypto provider for the whole process, installed before any TLS use.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let started = std::time::Instant::now();

@@ -116,6 +116,17 @@ async fn canaries_appear_nowhere() {
         .into_inner();
     seen.push_str(&format!("{status:?}"));
 
+    // The server cannot dump core (where the OS tells us).
+    if let Ok(limits) = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())) {
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert!(
+            core.split_whitespace().filter(|w| *w == "0").count() >= 2,
+            "{core}"
+        );
+    }
     let logs = server.logs() + &server.stdout();
     assert!(
         server.stdout().contains("\"rpc\":\"Encrypt\""),
