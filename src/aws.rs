@@ -140,8 +140,9 @@ where
         "ThrottlingException"
         | "Throttling"
         | "TooManyRequestsException"
-        | "RequestLimitExceeded"
-        | "LimitExceededException" => Failure::Throttled(message),
+        | "RequestLimitExceeded" => Failure::Throttled(message),
+        // A quota (e.g. Secrets Manager's 20 staging labels per secret), not a rate.
+        "LimitExceededException" => Failure::Invalid(message),
         "InvalidCiphertextException" | "IncorrectKeyException" => {
             Failure::InvalidCiphertext(message)
         }

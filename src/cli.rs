@@ -226,32 +226,51 @@ pub async fn rewrap_file(
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
-    let mut counts = RewrapCounts::default();
-    let mut chunk: Vec<(u64, String)> = Vec::with_capacity(batch);
-    let mut reported = 0;
-    let mut lines = reader.lines();
-    let mut line_no = 0u64;
-    loop {
-        let next = lines.next().transpose().context("reading input")?;
-        if let Some(line) = &next {
-            line_no += 1;
-            if !line.trim().is_empty() {
-                chunk.push((line_no, line.trim().to_owned()));
+    let result = async {
+        let mut counts = RewrapCounts::default();
+        // Blank lines are kept (as blank lines) so output line N is input line N.
+        let mut chunk: Vec<(u64, String)> = Vec::with_capacity(batch);
+        let mut records_in_chunk = 0;
+        let mut reported = 0;
+        let mut lines = reader.lines();
+        let mut line_no = 0u64;
+        loop {
+            let next = lines.next().transpose().context("reading input")?;
+            if let Some(line) = &next {
+                line_no += 1;
+                let line = line.trim().to_owned();
+                if !line.is_empty() {
+                    records_in_chunk += 1;
+                }
+                chunk.push((line_no, line));
+            }
+            if records_in_chunk == batch || (next.is_none() && !chunk.is_empty()) {
+                let c =
+                    rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
+                counts.add(c);
+                chunk.clear();
+                records_in_chunk = 0;
+            }
+            if next.is_none() {
+                break;
             }
         }
-        if chunk.len() == batch || (next.is_none() && !chunk.is_empty()) {
-            let c = rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
-            counts.add(c);
-            chunk.clear();
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok::<_, anyhow::Error>(counts)
+    }
+    .await;
+    match result {
+        Ok(counts) => {
+            std::fs::rename(&tmp, output)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(counts)
         }
-        if next.is_none() {
-            break;
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
         }
     }
-    out.flush()?;
-    drop(out);
-    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
-    Ok(counts)
 }
 
 async fn rewrap_chunk(
@@ -262,7 +281,8 @@ async fn rewrap_chunk(
     out: &mut impl Write,
     reported: &mut usize,
 ) -> anyhow::Result<RewrapCounts> {
-    let decoded: Vec<Option<Vec<u8>>> = chunk.iter().map(|(_, l)| B64.decode(l).ok()).collect();
+    let records: Vec<&(u64, String)> = chunk.iter().filter(|(_, l)| !l.is_empty()).collect();
+    let decoded: Vec<Option<Vec<u8>>> = records.iter().map(|(_, l)| B64.decode(l).ok()).collect();
     let items = decoded
         .iter()
         .map(|d| pb::RewrapItem {
@@ -279,15 +299,23 @@ async fn rewrap_chunk(
         .map_err(status_err)?
         .into_inner()
         .results;
-    if results.len() != chunk.len() {
+    if results.len() != records.len() {
         bail!(
             "server answered {} results for {} records",
             results.len(),
-            chunk.len()
+            records.len()
         );
     }
     let mut c = RewrapCounts::default();
-    for (((line_no, line), input), result) in chunk.iter().zip(decoded).zip(results) {
+    let mut answers = decoded.into_iter().zip(results);
+    for (line_no, line) in chunk {
+        if line.is_empty() {
+            writeln!(out)?;
+            continue;
+        }
+        let Some((input, result)) = answers.next() else {
+            bail!("fewer results than records");
+        };
         c.total += 1;
         let why = match (input, result.result) {
             (Some(input), Some(pb::rewrap_result::Result::Ciphertext(ct))) => {

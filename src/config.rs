@@ -507,6 +507,16 @@ impl Settings {
             }
         }
         for k in &self.keys {
+            if let Some(v) = &k.min_decryption_version
+                && crate::envelope::VersionId::new(v).is_err()
+            {
+                return Err(invalid(
+                    "keys.min_decryption_version",
+                    format!(
+                        "{v:?} is not a version id (a UUID, or 1-64 printable ASCII characters)"
+                    ),
+                ));
+            }
             if k.kdf_iterations
                 .is_some_and(|i| !(crate::crypto::PBKDF2_MIN_ITERATIONS..=10_000_000).contains(&i))
             {

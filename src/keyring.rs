@@ -498,11 +498,13 @@ async fn read_set(
         }
     }
     evict_unstaged(&mut versions, limits.max_loaded_versions);
-    let retired_before = match &source.min_version {
-        None => None,
-        Some(min) => {
+    let retired_before = match (&source.min_version, old.and_then(|o| o.retired_before)) {
+        (None, _) => None,
+        // The minimum is fixed for the life of the process: resolve it once.
+        (Some(_), Some(known)) => Some(known),
+        (Some(min), None) => {
             let raw = VersionId::new(min)?.raw().to_vec();
-            match versions.get(raw.as_slice()) {
+            let created = match versions.get(raw.as_slice()) {
                 Some(l) => l.master.created,
                 None => {
                     let info = VersionInfo {
@@ -512,7 +514,28 @@ async fn read_set(
                     };
                     source.load_version(info).await?.created
                 }
+            };
+            let malformed = |reason: String| {
+                Error::MasterKey(master_key::MasterKeyError::Malformed {
+                    secret: secret_id.to_owned(),
+                    version: min.clone(),
+                    reason,
+                })
+            };
+            let created = created.ok_or_else(|| {
+                malformed(
+                    "min_decryption_version: the store does not say when this version was created"
+                        .into(),
+                )
+            })?;
+            // Retiring AWSCURRENT's own predecessors is the point; retiring
+            // AWSCURRENT itself would refuse the records being written now.
+            if current.created.is_some_and(|c| created > c) {
+                return Err(malformed(
+                    "min_decryption_version is newer than AWSCURRENT".into(),
+                ));
             }
+            Some(created)
         }
     };
     Ok(KeySet {

@@ -21,7 +21,8 @@ pub struct RotationEvent {
 }
 
 /// Runs one step. The key name (bound into the KMS encryption context of
-/// the new master key) comes from the secret's `envelope:key` tag, else its name.
+/// the new master key) comes from the secret's `envelope:key` tag; a secret
+/// without it is refused.
 pub async fn handle(event: &RotationEvent, backends: &Backends) -> Result<(), Error> {
     let step = event.step.parse()?;
     let key_name = backends.store.key_name(&event.secret_id).await?;

@@ -76,7 +76,7 @@ enum Command {
         #[arg(long, requires = "token")]
         step: Option<String>,
         /// The rotation token (the new version's id) for --step.
-        #[arg(long)]
+        #[arg(long, requires = "step")]
         token: Option<String>,
     },
     /// Rewrap a file of records (one base64 record per line) to the key's
@@ -272,6 +272,11 @@ async fn main() -> anyhow::Result<()> {
             token,
         } => match (config, data_dir, step) {
             (None, None, None) => envelope::cli::rotate(&addr, &key).await,
+            (None, None, Some(_)) => {
+                anyhow::bail!(
+                    "--step runs the library directly: give --config (or --data-dir for local mode)"
+                )
+            }
             (config, data_dir, step) => rotate_direct(config, data_dir, &key, step, token).await,
         },
         Command::Rewrap {

@@ -168,6 +168,13 @@ pub fn derive_kek(
     AeadKey::new(&KeyBytes::from_slice(out.as_ref())?)
 }
 
+/// Whether a secret string is in Envelope's own shape (as opposed to a seed shape).
+pub fn is_envelope_shape(value: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(value.trim())
+        .ok()
+        .is_some_and(|v| v.get("format").is_some())
+}
+
 /// Reads a version's secret string, in any of the three shapes, into a [`MasterKey`].
 pub async fn load(
     key_name: &str,

@@ -197,6 +197,7 @@ impl Rotator<'_> {
     /// key with it, and seals and opens a probe record under that data key.
     pub async fn test_secret(&self, token: &str) -> Result<(), RotationError> {
         self.pending(token).await?;
+        self.check_key_name().await?;
         let value = self.store.get(self.secret_id, token).await?;
         let master = master_key::load(
             self.key_name,
@@ -244,11 +245,42 @@ impl Rotator<'_> {
         Ok(())
     }
 
+    /// Guards against rotating under the wrong key name: if AWSCURRENT is in
+    /// Envelope's own shape it is bound to its key name, so it must load
+    /// under ours. (Seed shapes bind no name and are not checked.)
+    async fn check_key_name(&self) -> Result<(), RotationError> {
+        let current = self.current().await?;
+        let value = self.store.get(self.secret_id, &current.id).await?;
+        if !master_key::is_envelope_shape(&value.value) {
+            return Ok(());
+        }
+        master_key::load(
+            self.key_name,
+            self.secret_id,
+            value.info.clone(),
+            &value.value,
+            self.kms,
+            &master_key::KdfParams::default(),
+        )
+        .await
+        .map_err(|e| RotationError::TestFailed {
+            secret: self.secret_id.to_owned(),
+            token: current.id.clone(),
+            reason: format!(
+                "AWSCURRENT does not load as key {:?}; is that the right key name? ({e})",
+                self.key_name
+            ),
+        })?;
+        Ok(())
+    }
+
     /// finishSecret: moves AWSCURRENT to the token's version (the old one
     /// becomes AWSPREVIOUS) and removes AWSPENDING. Idempotent.
     pub async fn finish_secret(&self, token: &str) -> Result<(), RotationError> {
         let target = self.pending(token).await?;
         if !target.has(AWSCURRENT) {
+            // Steps may be run by hand: never promote a version that fails the probe.
+            self.test_secret(token).await?;
             let current = self.current().await?;
             self.store
                 .update_stage(self.secret_id, AWSCURRENT, Some(token), Some(&current.id))

@@ -135,8 +135,8 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     /// The value of the version carrying `stage` (GetSecretValue with VersionStage).
     async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError>;
     /// The Envelope key name a secret belongs to, for callers that know only
-    /// the secret (the rotation Lambda): the secret's `envelope:key` tag where
-    /// the store has tags, else the secret's own name.
+    /// the secret (the rotation Lambda): the secret's `envelope:key` tag in
+    /// Secrets Manager (required there), the secret id in the local store.
     async fn key_name(&self, secret_id: &str) -> Result<String, StoreError> {
         Ok(secret_id.to_owned())
     }

@@ -190,9 +190,14 @@ impl SecretStore for AwsStore {
             .find(|t| t.key() == Some(KEY_NAME_TAG))
             .and_then(|t| t.value())
             .map(str::to_owned);
-        Ok(tagged
-            .or_else(|| out.name().map(str::to_owned))
-            .unwrap_or_else(|| secret_id.to_owned()))
+        // No guessing: a wrong name would bind new master keys to the wrong
+        // key and strand every replica at its next refresh.
+        tagged.ok_or_else(|| StoreError::Malformed {
+            secret: secret_id.to_owned(),
+            reason: format!(
+                "no {KEY_NAME_TAG} tag naming the Envelope key it holds; tag the secret first"
+            ),
+        })
     }
 
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError> {
