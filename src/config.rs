@@ -342,7 +342,7 @@ impl Settings {
             key: t.key,
             client_ca: t.client_ca,
             allow_tls12: t.allow_tls12,
-            reload_interval: Duration::from_secs(t.reload_interval_secs.unwrap_or(10).max(1)),
+            reload_interval: Duration::from_secs(t.reload_interval_secs.unwrap_or(10)),
         });
         let audit = match file.audit.output.as_deref() {
             None | Some("stdout") => Some(crate::audit::Output::Stdout),
@@ -479,6 +479,13 @@ impl Settings {
                     ),
                 ));
             }
+        }
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.reload_interval.is_zero())
+        {
+            return Err(invalid("tls.reload_interval_secs", "must be at least 1"));
         }
         if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 100_000 {
             return Err(invalid(

@@ -87,6 +87,14 @@ impl HasSubject for pb::RotateMasterKeyRequest {
     }
 }
 
+/// `s` cut to at most `max` characters (with a trailing `…` when cut).
+fn bounded(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}
+
 /// The gRPC name of a status code, for audit lines.
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -142,9 +150,11 @@ impl Gate {
             } else {
                 s.key.to_owned()
             };
+            // Audit lines stay small whatever the caller sends: at most 64
+            // context keys of at most 64 characters each.
             let ctx: Vec<String> = s
                 .context
-                .map(|c| c.keys().cloned().collect())
+                .map(|c| c.keys().take(64).map(|k| bounded(k, 64)).collect())
                 .unwrap_or_default();
             (key, ctx)
         };
@@ -180,7 +190,7 @@ impl Gate {
                     caller: identity,
                     rpc,
                     operation: op.as_str(),
-                    key: &key,
+                    key: &bounded(&key, 128),
                     key_version: version,
                     outcome,
                     code: code_name(code),

@@ -174,6 +174,7 @@ async fn serve(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let started = std::time::Instant::now();
     let keyring = Arc::new(envelope::server::start(&settings).await?);
+    let security = envelope::server::prepare_security(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -181,7 +182,7 @@ async fn serve(
     tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A plain line on stdout for scripts and tests that start us on port 0.
     println!("listening on {addr}");
-    envelope::server::serve(listener, keyring, &settings, shutdown_signal()).await?;
+    envelope::server::serve(listener, keyring, security, &settings, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -194,6 +195,7 @@ async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow
         },
     )?;
     init_logging(&settings);
+    envelope::hardening::harden(false).map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let backends = envelope::server::open_backends(&settings).await?;
     let created = envelope::server::init_keys(&settings, &backends).await?;
@@ -223,6 +225,7 @@ async fn rotate_direct(
         },
     )?;
     init_logging(&settings);
+    envelope::hardening::harden(false).map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let k = settings
         .keys

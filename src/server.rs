@@ -213,29 +213,17 @@ pub async fn start(settings: &Settings) -> Result<Keyring, ServeError> {
     load_keyring(settings, &backends).await
 }
 
-/// Serves `keyring` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    keyring: Arc<Keyring>,
-    settings: &Settings,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<EnvelopeServer<EnvelopeService>>()
-        .await;
-    health.set_serving::<AdminServer<AdminService>>().await;
+/// The transport and access layer: TLS, the policy and the audit log,
+/// opened before the listener so that a bad file stops start-up early.
+#[derive(Debug)]
+pub struct Security {
+    tls: Option<Arc<ReloadingConfig>>,
+    authz: Arc<Authorizer>,
+    audit: Option<AuditLog>,
+}
 
-    let reflection_v1 = reflection()?.build_v1()?;
-    let reflection_v1alpha = reflection()?.build_v1alpha()?;
-
-    // A response can exceed its request by a record's overhead (and a
-    // little framing) per batch item.
-    let max_out = settings.max_request_bytes.saturating_add(
-        settings
-            .max_batch_items
-            .saturating_mul(crate::envelope::RECORD_OVERHEAD_UUID + 128),
-    );
+/// Loads the TLS files and the policy and starts the audit writer.
+pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
     let tls = match &settings.tls {
         Some(t) => Some(Arc::new(ReloadingConfig::new(t.clone())?)),
         None => None,
@@ -263,6 +251,34 @@ pub async fn serve(
         }
         None => None,
     };
+    Ok(Security { tls, authz, audit })
+}
+
+/// Serves `keyring` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    keyring: Arc<Keyring>,
+    security: Security,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<EnvelopeServer<EnvelopeService>>()
+        .await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+
+    let reflection_v1 = reflection()?.build_v1()?;
+    let reflection_v1alpha = reflection()?.build_v1alpha()?;
+
+    // A response can exceed its request by a record's overhead (and a
+    // little framing) per batch item.
+    let max_out = settings.max_request_bytes.saturating_add(
+        settings
+            .max_batch_items
+            .saturating_mul(crate::envelope::RECORD_OVERHEAD_UUID + 128),
+    );
+    let Security { tls, authz, audit } = security;
     let gate = Gate {
         keyring: keyring.clone(),
         authz: authz.clone(),

@@ -31,6 +31,27 @@ impl EnvelopeService {
     }
 }
 
+/// A buffer of secret bytes (plaintext, key bytes) handed to a response:
+/// tonic drops the message after encoding it, and this owner wipes the
+/// bytes then. (Encoded frames in flight are tonic's and are not wiped.)
+struct Wiped(Vec<u8>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+fn secret_bytes(v: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Wiped(v))
+}
+
 fn check_batch(n: usize, max: usize) -> Result<(), Error> {
     if n > max {
         return Err(Error::BatchTooLarge { got: n, max });
@@ -104,7 +125,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     let (plaintext, version) = key.decrypt(&req.ciphertext, &req.context).await?;
                     Ok((
                         pb::DecryptResponse {
-                            plaintext: Bytes::from(plaintext),
+                            plaintext: secret_bytes(plaintext),
                             key_version: version.to_string(),
                         },
                         done(&version),
@@ -177,7 +198,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     for item in &req.items {
                         results.push(match key.decrypt(&item.ciphertext, &item.context).await {
                             Ok((pt, version)) => pb::DecryptResult {
-                                result: Some(decrypt_result::Result::Plaintext(Bytes::from(pt))),
+                                result: Some(decrypt_result::Result::Plaintext(secret_bytes(pt))),
                                 key_version: version.to_string(),
                             },
                             Err(e) => pb::DecryptResult {
@@ -284,8 +305,8 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     let version = master.version.as_str().to_owned();
                     Ok((
                         pb::GenerateDataKeyResponse {
-                            // The caller asked for the key bytes; this copy leaves with the response.
-                            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
+                            // The caller asked for the key bytes; the copy is wiped once sent.
+                            plaintext_key: secret_bytes(plaintext.expose().to_vec()),
                             wrapped_key: Bytes::from(wrapped),
                             key_version: version.clone(),
                         },
@@ -312,7 +333,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     let version = master.version.as_str().to_owned();
                     Ok((
                         pb::UnwrapDataKeyResponse {
-                            plaintext_key: Bytes::copy_from_slice(plaintext.expose()),
+                            plaintext_key: secret_bytes(plaintext.expose().to_vec()),
                             key_version: version.clone(),
                         },
                         done(&version),

@@ -148,10 +148,13 @@ pub fn identity_of(cert: &[u8]) -> Option<String> {
             }
         }
     }
+    // A CN that looks like a URI could pass for a SPIFFE ID in the policy:
+    // such a certificate has no identity.
     cert.subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty() && !cn.contains("://"))
         .map(str::to_owned)
 }
 

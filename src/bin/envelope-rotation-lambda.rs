@@ -11,6 +11,8 @@ async fn main() -> Result<(), Error> {
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_ansi(false)
         .init();
+    // Master keys pass through this process: no core dumps, not dumpable.
+    let _ = envelope::hardening::harden(false);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let settings = envelope::config::lambda_aws_settings()?;
     let backends = envelope::server::open_aws(&settings).await;

@@ -48,7 +48,7 @@ fn context() -> impl Strategy<Value = BTreeMap<String, String>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // 256 cases by default; PROPTEST_CASES=N runs a longer soak.
 
     #[test]
     fn round_trip(pt in vec(any::<u8>(), 0..600), ctx in context()) {
