@@ -15,15 +15,55 @@ use crate::pb;
 /// Largest message the CLI sends or accepts.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Turns `127.0.0.1:50051` or `http://127.0.0.1:50051` into a channel.
-pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+/// Where the client commands connect, and how.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// Server address (host:port, or a URL).
+    #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
+    pub addr: String,
+    /// PEM CA bundle that the server's certificate chains to: connect over TLS.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate (mTLS); needs --client-key.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM client private key (mTLS).
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// The server name to verify (default: the host of --addr).
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+/// Connects to `target`: plaintext, or TLS when `--ca` is given.
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
+    let addr = target.addr.as_str();
+    let scheme = if target.ca.is_some() { "https" } else { "http" };
     let url = if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    Channel::from_shared(url.clone())
-        .with_context(|| format!("bad server address {addr:?}"))?
+    let mut endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("bad server address {addr:?}"))?;
+    if let Some(ca) = &target.ca {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&target.client_cert, &target.client_key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        if let Some(name) = &target.server_name {
+            tls = tls.domain_name(name);
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {url}"))
@@ -67,7 +107,7 @@ fn status_err(s: tonic::Status) -> anyhow::Error {
 
 /// `envelope encrypt`: stdin plaintext → stdout ciphertext (base64 line with `--base64`).
 pub async fn encrypt(
-    addr: &str,
+    target: &Target,
     key: &str,
     context: &[String],
     base64: bool,
@@ -77,7 +117,7 @@ pub async fn encrypt(
         plaintext: Bytes::from(read_stdin()?),
         context: parse_context(context)?,
     };
-    let resp = client(connect(addr).await?)
+    let resp = client(connect(target).await?)
         .encrypt(req)
         .await
         .map_err(status_err)?
@@ -94,7 +134,7 @@ pub async fn encrypt(
 
 /// `envelope decrypt`: stdin ciphertext (base64 with `--base64`) → stdout plaintext.
 pub async fn decrypt(
-    addr: &str,
+    target: &Target,
     key: &str,
     context: &[String],
     base64: bool,
@@ -111,7 +151,7 @@ pub async fn decrypt(
         ciphertext: Bytes::from(ciphertext),
         context: parse_context(context)?,
     };
-    let resp = client(connect(addr).await?)
+    let resp = client(connect(target).await?)
         .decrypt(req)
         .await
         .map_err(status_err)?
@@ -121,8 +161,8 @@ pub async fn decrypt(
 }
 
 /// `envelope status`: prints KeyStatus as JSON.
-pub async fn status(addr: &str, key: &str) -> anyhow::Result<()> {
-    let resp = pb::admin_client::AdminClient::new(connect(addr).await?)
+pub async fn status(target: &Target, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(target).await?)
         .key_status(pb::KeyStatusRequest {
             key: key.to_owned(),
         })
@@ -165,8 +205,8 @@ pub async fn status(addr: &str, key: &str) -> anyhow::Result<()> {
 }
 
 /// `envelope rotate`: runs the four rotation steps on the server.
-pub async fn rotate(addr: &str, key: &str) -> anyhow::Result<()> {
-    let resp = pb::admin_client::AdminClient::new(connect(addr).await?)
+pub async fn rotate(target: &Target, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(target).await?)
         .rotate_master_key(pb::RotateMasterKeyRequest {
             key: key.to_owned(),
         })
@@ -208,7 +248,7 @@ impl RewrapCounts {
 /// that fails is written unchanged, counted, and reported on stderr (the
 /// first ten, by line number).
 pub async fn rewrap_file(
-    addr: &str,
+    target: &Target,
     key: &str,
     context: &[String],
     input: &std::path::Path,
@@ -218,7 +258,7 @@ pub async fn rewrap_file(
     use std::io::BufRead;
     let batch = batch.clamp(1, 10_000);
     let ctx = parse_context(context)?;
-    let mut client = client(connect(addr).await?);
+    let mut client = client(connect(target).await?);
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
     );

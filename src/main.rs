@@ -49,9 +49,8 @@ enum Command {
     Decrypt(ClientArgs),
     /// Show key status as JSON.
     Status {
-        /// Server address.
-        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
-        addr: String,
+        #[command(flatten)]
+        target: envelope::cli::Target,
         /// Only this key name.
         #[arg(long, default_value = "")]
         key: String,
@@ -60,9 +59,9 @@ enum Command {
     /// --token. With --config it runs the rotation library directly against
     /// the secret store (no server needed); otherwise it asks the server at --addr.
     Rotate {
-        /// Server address (when no --config is given).
-        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
-        addr: String,
+        /// The server (when no --config is given).
+        #[command(flatten)]
+        target: envelope::cli::Target,
         /// Key name.
         #[arg(long)]
         key: String,
@@ -82,9 +81,8 @@ enum Command {
     /// Rewrap a file of records (one base64 record per line) to the key's
     /// current master-key version through RewrapBatch; reports counts.
     Rewrap {
-        /// Server address.
-        #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
-        addr: String,
+        #[command(flatten)]
+        target: envelope::cli::Target,
         /// Key name.
         #[arg(long, default_value = "default")]
         key: String,
@@ -105,9 +103,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// Server address.
-    #[arg(long, default_value = envelope::config::DEFAULT_LISTEN)]
-    addr: String,
+    #[command(flatten)]
+    target: envelope::cli::Target,
     /// Key name.
     #[arg(long, default_value = "default")]
     key: String,
@@ -263,18 +260,22 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
         } => serve(config, listen, data_dir).await,
         Command::InitKeys { config, data_dir } => init_keys(config, data_dir).await,
-        Command::Encrypt(a) => envelope::cli::encrypt(&a.addr, &a.key, &a.context, a.base64).await,
-        Command::Decrypt(a) => envelope::cli::decrypt(&a.addr, &a.key, &a.context, a.base64).await,
-        Command::Status { addr, key } => envelope::cli::status(&addr, &key).await,
+        Command::Encrypt(a) => {
+            envelope::cli::encrypt(&a.target, &a.key, &a.context, a.base64).await
+        }
+        Command::Decrypt(a) => {
+            envelope::cli::decrypt(&a.target, &a.key, &a.context, a.base64).await
+        }
+        Command::Status { target, key } => envelope::cli::status(&target, &key).await,
         Command::Rotate {
-            addr,
+            target,
             key,
             config,
             data_dir,
             step,
             token,
         } => match (config, data_dir, step) {
-            (None, None, None) => envelope::cli::rotate(&addr, &key).await,
+            (None, None, None) => envelope::cli::rotate(&target, &key).await,
             (None, None, Some(_)) => {
                 anyhow::bail!(
                     "--step runs the library directly: give --config (or --data-dir for local mode)"
@@ -283,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
             (config, data_dir, step) => rotate_direct(config, data_dir, &key, step, token).await,
         },
         Command::Rewrap {
-            addr,
+            target,
             key,
             context,
             input,
@@ -291,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
         } => {
             let c =
-                envelope::cli::rewrap_file(&addr, &key, &context, &input, &output, batch).await?;
+                envelope::cli::rewrap_file(&target, &key, &context, &input, &output, batch).await?;
             println!(
                 "rewrap: {} records, {} rewrapped, {} already current, {} failed",
                 c.total, c.rewrapped, c.current, c.failed

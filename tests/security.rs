@@ -225,6 +225,69 @@ async fn mtls_identities_meet_the_policy() {
 }
 
 #[tokio::test]
+async fn the_cli_speaks_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    pki.write("billing", &pki.ca.client("billing-api", Some(BILLING)));
+    let d = dir.path().display().to_string();
+    let tls = [
+        "--addr".to_string(),
+        server.addr.clone(),
+        "--ca".into(),
+        format!("{d}/ca.pem"),
+        "--client-cert".into(),
+        format!("{d}/billing.crt"),
+        "--client-key".into(),
+        format!("{d}/billing.key"),
+        "--server-name".into(),
+        "localhost".into(),
+        "--key".into(),
+        "pii".into(),
+        "--base64".into(),
+    ];
+    let run_cli = |cmd: &str, stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(common::BIN)
+            .arg(cmd)
+            .args(&tls)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, ct, err) = run_cli("encrypt", b"555-0100");
+    assert!(ok, "{err}");
+    let (ok, pt, err) = run_cli("decrypt", &ct);
+    assert!(ok, "{err}");
+    assert_eq!(pt, b"555-0100");
+    // Without the client certificate the same call is UNAUTHENTICATED.
+    let (ok, _, err) = run(
+        &[
+            "encrypt",
+            "--addr",
+            &server.addr,
+            "--ca",
+            &format!("{d}/ca.pem"),
+            "--server-name",
+            "localhost",
+            "--key",
+            "pii",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+}
+
+#[tokio::test]
 async fn policy_and_certificate_reload_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, config) = setup(dir.path());
