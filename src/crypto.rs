@@ -170,6 +170,9 @@ pub fn hkdf_sha256(
 /// anything below 100,000 (the floor the seeds' applications used) to stay
 /// compatible with existing secrets while rejecting clearly weak settings.
 pub const PBKDF2_MIN_ITERATIONS: u32 = 100_000;
+/// The PBKDF2 iteration ceiling: about five seconds of one core here, so a
+/// hostile `iterations` field cannot pin a thread for hours.
+pub const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
 
 /// PBKDF2-HMAC-SHA256 (RFC 8018) of `secret` with `salt` into `out`.
 pub fn pbkdf2_sha256(

@@ -63,6 +63,9 @@ pub enum Error {
         /// Version id.
         version: String,
     },
+    /// Too many on-demand version fetches for this key just now.
+    #[error("too many lookups of unknown master-key versions for key {0:?}; retry later")]
+    FetchThrottled(String),
     /// The key has no AWSCURRENT version.
     #[error("key {0:?} has no AWSCURRENT master-key version")]
     NoCurrent(String),

@@ -202,6 +202,7 @@ pub struct NamedKey {
     fetch_lock: tokio::sync::Mutex<()>,
     refresh_lock: tokio::sync::Mutex<()>,
     missing: std::sync::Mutex<HashMap<Box<[u8]>, Instant>>,
+    fetch_bucket: std::sync::Mutex<(f64, Instant)>,
     cache: quick_cache::sync::Cache<Bytes, Arc<CachedKey>>,
     stats: Stats,
 }
@@ -216,6 +217,10 @@ impl std::fmt::Debug for NamedKey {
 }
 
 const MAX_MISSING: usize = 1024;
+/// On-demand version fetches allowed at once, per key name.
+pub const FETCH_BURST: f64 = 50.0;
+/// On-demand version fetches allowed per second, per key name, after the burst.
+pub const FETCH_PER_SEC: f64 = 10.0;
 
 impl NamedKey {
     /// Loads a key name's versions from the store; fails if it has no usable AWSCURRENT.
@@ -231,6 +236,7 @@ impl NamedKey {
             fetch_lock: tokio::sync::Mutex::new(()),
             refresh_lock: tokio::sync::Mutex::new(()),
             missing: std::sync::Mutex::new(HashMap::new()),
+            fetch_bucket: std::sync::Mutex::new((FETCH_BURST, Instant::now())),
             cache: quick_cache::sync::Cache::new(limits.decrypt_cache_entries.max(1)),
             stats: Stats::default(),
         })
@@ -240,7 +246,8 @@ impl NamedKey {
     fn check_retired(&self, version: &str, created: Option<OffsetDateTime>) -> Result<(), Error> {
         let set = self.state.load();
         match (set.retired_before, created) {
-            (Some(before), Some(created)) if created < before => Err(Error::Retired {
+            // Fail closed: with a minimum set, a version of unknown age is refused.
+            (Some(before), created) if created.is_none_or(|c| c < before) => Err(Error::Retired {
                 key: self.source.name.clone(),
                 version: version.to_owned(),
             }),
@@ -286,7 +293,37 @@ impl NamedKey {
             // A version may have been created since it was found missing.
             missing.clear();
         }
-        self.state.store(Arc::new(set));
+        // Keep versions fetched on demand while the store was being read.
+        let set = Arc::new(set);
+        self.state.rcu(|cur| {
+            let extra: Vec<_> = cur
+                .versions
+                .iter()
+                .filter(|(k, _)| !set.versions.contains_key(*k))
+                .map(|(k, l)| {
+                    (
+                        k.clone(),
+                        Loaded {
+                            master: l.master.clone(),
+                            stages: Vec::new(),
+                        },
+                    )
+                })
+                .collect();
+            if extra.is_empty() {
+                return set.clone();
+            }
+            let mut versions = set.versions.clone();
+            versions.extend(extra);
+            evict_unstaged(&mut versions, self.limits.max_loaded_versions);
+            Arc::new(KeySet {
+                versions,
+                current: set.current.clone(),
+                loaded_at: set.loaded_at,
+                pinned: set.pinned.clone(),
+                retired_before: set.retired_before,
+            })
+        });
         Ok(())
     }
 
@@ -327,6 +364,10 @@ impl NamedKey {
         }
         if self.recently_missing(raw) {
             return Err(not_found());
+        }
+        // Only an actual store call takes a token.
+        if !self.fetch_allowed() {
+            return Err(Error::FetchThrottled(self.source.name.clone()));
         }
         let value = match self
             .source
@@ -384,10 +425,37 @@ impl NamedKey {
         if let Ok(mut missing) = self.missing.lock() {
             let ttl = self.limits.negative_cache_ttl;
             missing.retain(|_, at| at.elapsed() < ttl);
-            if missing.len() < MAX_MISSING {
-                missing.insert(raw.into(), Instant::now());
+            if missing.len() >= MAX_MISSING {
+                // Forget the oldest rather than stop remembering.
+                let oldest = missing
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    missing.remove(&k);
+                }
             }
+            missing.insert(raw.into(), Instant::now());
         }
+    }
+
+    /// Takes a token for one on-demand store fetch: at most
+    /// [`FETCH_BURST`] at once, refilled at [`FETCH_PER_SEC`] per second, so
+    /// records naming made-up versions cannot drain the store's request quota.
+    fn fetch_allowed(&self) -> bool {
+        let Ok(mut bucket) = self.fetch_bucket.lock() else {
+            return false;
+        };
+        let (tokens, at) = *bucket;
+        let now = Instant::now();
+        let refilled =
+            (tokens + now.duration_since(at).as_secs_f64() * FETCH_PER_SEC).min(FETCH_BURST);
+        if refilled < 1.0 {
+            *bucket = (refilled, now);
+            return false;
+        }
+        *bucket = (refilled - 1.0, now);
+        true
     }
 }
 

@@ -26,6 +26,9 @@ pub struct RotationEvent {
 pub async fn handle(event: &RotationEvent, backends: &Backends) -> Result<(), Error> {
     let step = event.step.parse()?;
     let key_name = backends.store.key_name(&event.secret_id).await?;
+    if !crate::config::valid_key_name(&key_name) {
+        return Err(Error::UnknownKey(key_name));
+    }
     let rotator = Rotator {
         store: backends.store.as_ref(),
         kms: backends.kms.as_ref(),

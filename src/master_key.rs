@@ -351,6 +351,12 @@ fn pbkdf2_kek(
     key_name: &str,
     version: &VersionId,
 ) -> Result<Result<AeadKey, crate::crypto::CryptoError>, String> {
+    if iterations > crate::crypto::PBKDF2_MAX_ITERATIONS {
+        return Err(format!(
+            "PBKDF2 iterations {iterations} are above the ceiling of {}",
+            crate::crypto::PBKDF2_MAX_ITERATIONS
+        ));
+    }
     if iterations < crate::crypto::PBKDF2_MIN_ITERATIONS {
         return Err(format!(
             "PBKDF2 iterations {iterations} are below the floor of {}",

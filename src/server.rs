@@ -234,7 +234,9 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
             "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
         );
     }
-    let default = if settings.mode == Mode::Aws {
+    // Open by default only for local mode on loopback: anything reachable
+    // from the network needs a policy.
+    let default = if settings.mode == Mode::Aws || !settings.listen.ip().is_loopback() {
         Default::Deny
     } else {
         Default::Allow

@@ -23,6 +23,7 @@ pub fn code(e: &Error) -> Code {
         Error::NoCurrent(_) | Error::Store(_) | Error::Kms(_) | Error::MasterKey(_) => {
             Code::Unavailable
         }
+        Error::FetchThrottled(_) => Code::ResourceExhausted,
         Error::Rotation(r) => match r {
             RotationError::UnknownStep(_) => Code::InvalidArgument,
             RotationError::NoCurrent(_)
@@ -43,6 +44,20 @@ pub fn code(e: &Error) -> Code {
 pub fn message(e: &Error) -> String {
     match e {
         Error::Internal(_) => "internal error; see the server log".to_owned(),
+        // Store and KMS errors can carry ARNs, account ids and file paths:
+        // callers get the category, operators get the detail in the log.
+        Error::Store(_) => {
+            "the secret store is unavailable for this key; details are in the server log".to_owned()
+        }
+        Error::Kms(_) => {
+            "KMS is unavailable for this key; details are in the server log".to_owned()
+        }
+        Error::MasterKey(_) => {
+            "a master-key version could not be loaded; details are in the server log".to_owned()
+        }
+        Error::Rotation(
+            RotationError::Store(_) | RotationError::Kms(_) | RotationError::MasterKey(_),
+        ) => "rotation failed on the secret store or KMS; details are in the server log".to_owned(),
         other => other.to_string(),
     }
 }

@@ -107,3 +107,33 @@ fn data_key_is_reused_within_limits_and_rotation_retires_it() {
         assert_eq!(f.rt.block_on(f.key.decrypt(&old, &ctx)).unwrap().0, b"old");
     });
 }
+
+#[test]
+fn lookups_of_unknown_versions_are_rate_limited() {
+    FIX.with(|f| {
+        let mut outcomes = Vec::new();
+        for i in 0..60u8 {
+            let mut raw = vec![0u8; 17];
+            raw[1] = 0xee;
+            raw[16] = i;
+            outcomes.push(f.rt.block_on(f.key.master_for(&raw)).unwrap_err());
+        }
+        let not_found = outcomes
+            .iter()
+            .filter(|e| matches!(e, Error::VersionNotFound { .. }))
+            .count();
+        let throttled = outcomes
+            .iter()
+            .filter(|e| matches!(e, Error::FetchThrottled(_)))
+            .count();
+        assert_eq!(not_found, FETCH_BURST as usize);
+        assert_eq!(throttled, 60 - FETCH_BURST as usize);
+        // A version already known missing costs no token and still answers NOT_FOUND.
+        let mut raw = vec![0u8; 17];
+        raw[1] = 0xee;
+        assert!(matches!(
+            f.rt.block_on(f.key.master_for(&raw)),
+            Err(Error::VersionNotFound { .. })
+        ));
+    });
+}

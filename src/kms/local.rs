@@ -37,10 +37,18 @@ impl LocalKms {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyBytes::random()?;
-                crate::store::local::write_private(path, key.expose()).map_err(|e| {
-                    KmsError::RootKey(format!("cannot create {}: {e}", path.display()))
-                })?;
-                zeroize::Zeroizing::new(key.expose().to_vec())
+                let created =
+                    crate::store::local::create_private(path, key.expose()).map_err(|e| {
+                        KmsError::RootKey(format!("cannot create {}: {e}", path.display()))
+                    })?;
+                if created {
+                    zeroize::Zeroizing::new(key.expose().to_vec())
+                } else {
+                    // Another process created it first: use theirs.
+                    zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+                        KmsError::RootKey(format!("cannot read {}: {e}", path.display()))
+                    })?)
+                }
             }
             Err(e) => {
                 return Err(KmsError::RootKey(format!(

@@ -56,6 +56,28 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` only if `path` does not exist yet (a hard link
+/// from a fully written temporary file, so no reader sees half a file and
+/// no concurrent creator is overwritten). Returns whether it was written.
+pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let tmp = path.with_extension(format!("new{}", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700 if absent.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
@@ -122,6 +144,30 @@ impl LocalStore {
                 e.column()
             ),
         })
+    }
+
+    /// Takes the store's cross-process lock (flock on `<dir>/.lock`), so a CLI
+    /// `rotate` or `init-keys` and a running server never interleave their
+    /// read-modify-write cycles. Released when the returned file is dropped.
+    async fn lock_file(&self, secret_id: &str) -> Result<std::fs::File, StoreError> {
+        let path = self.dir.join(".lock");
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            secret: secret_id.to_owned(),
+            reason: format!("cannot lock the store: {e}"),
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let f = o.open(&path)?;
+            #[cfg(unix)]
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| unavailable(std::io::Error::other(e)))?
+        .map_err(unavailable)
     }
 
     async fn save(&self, secret_id: &str, file: &SecretFile) -> Result<(), StoreError> {
@@ -203,6 +249,7 @@ impl SecretStore for LocalStore {
         stages: &[&str],
     ) -> Result<(), StoreError> {
         let _guard = self.lock.lock().await;
+        let _file_lock = self.lock_file(secret_id).await?;
         let mut file = match self.load(secret_id).await {
             Ok(f) => f,
             Err(StoreError::SecretNotFound { .. }) => SecretFile::default(),
@@ -252,6 +299,7 @@ impl SecretStore for LocalStore {
         remove_from: Option<&str>,
     ) -> Result<(), StoreError> {
         let _guard = self.lock.lock().await;
+        let _file_lock = self.lock_file(secret_id).await?;
         let mut file = self.load(secret_id).await?;
         let conflict = |reason: String| StoreError::Conflict {
             secret: secret_id.to_owned(),
