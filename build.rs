@@ -3,6 +3,17 @@
 
 use std::path::PathBuf;
 
+const SECRET_MESSAGES: [&str; 8] = [
+    ".envelope.v1.EncryptRequest",
+    ".envelope.v1.EncryptItem",
+    ".envelope.v1.EncryptBatchRequest",
+    ".envelope.v1.DecryptResponse",
+    ".envelope.v1.DecryptResult",
+    ".envelope.v1.DecryptBatchResponse",
+    ".envelope.v1.GenerateDataKeyResponse",
+    ".envelope.v1.UnwrapDataKeyResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/envelope/v1/envelope.proto";
     println!("cargo:rerun-if-changed={proto}");
@@ -17,6 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         // Sorted maps make the context encoding canonical without a sort per request.
         .btree_map(".")
+        // Messages that carry plaintext or key bytes get a hand-written,
+        // redacted Debug (src/pb_debug.rs) instead of the derived one.
+        .skip_debug(SECRET_MESSAGES)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -142,7 +142,6 @@ impl std::fmt::Debug for VersionId {
 }
 
 /// A parsed header and the slices of the input it names.
-#[derive(Debug)]
 pub struct Parsed<'a> {
     /// What the input holds.
     pub kind: Kind,
@@ -162,6 +161,18 @@ pub struct Parsed<'a> {
     pub ciphertext: &'a [u8],
     /// The tag (records only).
     pub tag: &'a [u8],
+}
+
+impl std::fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names the header fields; the wrapped key, ciphertext and tag stay out.
+        f.debug_struct("Parsed")
+            .field("kind", &self.kind)
+            .field("version_raw_len", &self.version_raw.len())
+            .field("header_len", &self.header_len)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn take<'a>(input: &mut &'a [u8], n: usize, field: &'static str) -> Result<&'a [u8], FormatError> {

@@ -29,6 +29,7 @@ pub mod keyring;
 pub mod kms;
 pub mod lambda;
 pub mod master_key;
+mod pb_debug;
 pub mod rotation;
 pub mod server;
 pub mod service;
