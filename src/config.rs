@@ -53,6 +53,7 @@ pub struct FileConfig {
     mode: Option<Mode>,
     insecure_plaintext: Option<bool>,
     lock_memory: Option<bool>,
+    metrics_listen: Option<String>,
     policy_file: Option<PathBuf>,
     tls: Option<TlsConfig>,
     #[serde(default)]
@@ -177,6 +178,9 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Plaintext allowed off loopback or in AWS mode (loudly logged).
     pub insecure_plaintext: bool,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP);
+    /// `None` ("off") serves none of them.
+    pub metrics_listen: Option<SocketAddr>,
     /// Lock all memory (mlockall) so keys never reach swap; start-up fails
     /// if the system refuses.
     pub lock_memory: bool,
@@ -354,6 +358,15 @@ impl Settings {
             tls,
             insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
             lock_memory: file.lock_memory.unwrap_or(false),
+            metrics_listen: match file.metrics_listen.as_deref() {
+                None | Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    invalid(
+                        "metrics_listen",
+                        format!("{a:?} is not host:port or \"off\""),
+                    )
+                })?),
+            },
             policy_file: file.policy_file,
             audit,
             max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),

@@ -182,6 +182,21 @@ impl Gate {
                 (outcome, crate::status::code(e), "", None)
             }
         };
+        let metric_key = if self.keyring.get(&key).is_ok() || key == "*" {
+            key.as_str()
+        } else {
+            "unknown"
+        };
+        crate::metrics::get().request(rpc, metric_key, code_name(code), start.elapsed());
+        if let Some((n, _)) = batch {
+            crate::metrics::get().batch(n);
+        }
+        if let Err(Error::Denied(d)) = &result {
+            crate::metrics::get().refused(match d {
+                crate::authz::Denied::Unauthenticated => "unauthenticated",
+                crate::authz::Denied::PermissionDenied { .. } => "permission_denied",
+            });
+        }
         if let Some(audit) = &self.audit {
             audit
                 .record(&Event {

@@ -663,9 +663,11 @@ impl NamedKey {
             Ok(v) => v,
             Err(e) => {
                 self.stats.rotation_failures.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::get().rotation(&self.source.name, false);
                 return Err(e.into());
             }
         };
+        crate::metrics::get().rotation(&self.source.name, true);
         self.refresh().await?;
         Ok(versions)
     }

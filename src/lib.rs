@@ -29,6 +29,8 @@ pub mod keyring;
 pub mod kms;
 pub mod lambda;
 pub mod master_key;
+pub mod metered;
+pub mod metrics;
 mod pb_debug;
 pub mod rotation;
 pub mod server;

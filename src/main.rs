@@ -175,11 +175,31 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let metrics = match settings.metrics_listen {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on {m} for metrics"))?;
+            let maddr = l.local_addr()?;
+            println!("metrics on {maddr}");
+            let task = tokio::spawn(envelope::metrics::serve(
+                l,
+                keyring.clone(),
+                settings.max_staleness,
+                std::future::pending(),
+            ));
+            Some(task)
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A plain line on stdout for scripts and tests that start us on port 0.
     println!("listening on {addr}");
     envelope::server::serve(listener, keyring, security, &settings, shutdown_signal()).await?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     Ok(())
 }
 

@@ -89,6 +89,14 @@ pub struct Backends {
 /// directory (created 0700), or Secrets Manager and KMS through the AWS SDK
 /// with credentials from the SDK's default provider chain.
 pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> {
+    let b = open_raw_backends(settings).await?;
+    Ok(Backends {
+        store: Arc::new(crate::metered::MeteredStore(b.store)),
+        kms: Arc::new(crate::metered::MeteredKms(b.kms)),
+    })
+}
+
+async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> {
     match (&settings.mode, &settings.aws) {
         (Mode::Aws, Some(aws)) => Ok(open_aws(aws).await),
         _ => {

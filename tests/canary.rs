@@ -21,7 +21,10 @@ const CANARY_CTX: &str = "CANARY-51b2e0-CONTEXT";
 #[tokio::test]
 async fn canaries_appear_nowhere() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), Some("log_level = \"trace\"\n"));
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("log_level = \"trace\"\nmetrics_listen = \"127.0.0.1:0\"\n"),
+    );
     let mut c = server.client().await;
     let mut admin = server.admin().await;
     let context = ctx(&[("cpf", CANARY_CTX)]);

@@ -27,6 +27,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_envelope");
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// Where /metrics, /healthz and /readyz are served, when configured.
+    pub metrics: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -58,9 +60,13 @@ impl Server {
             .expect("spawn envelope");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut metrics = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(m) = line.strip_prefix("metrics on ") {
+                        metrics = Some(m.trim().to_owned());
+                    }
                     if let Some(a) = line.strip_prefix("listening on ") {
                         break a.trim().to_owned();
                     }
@@ -87,6 +93,7 @@ impl Server {
         Server {
             child,
             addr,
+            metrics,
             data_dir: data_dir.to_path_buf(),
             log,
         }
@@ -173,6 +180,29 @@ pub fn open_policy() -> String {
         p.display().to_string()
     })
     .clone()
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,0 +1,339 @@
+//! Prometheus metrics, and the operator endpoints on their own HTTP port:
+//! `/metrics` (OpenMetrics text), `/healthz` (the process answers) and
+//! `/readyz` (JSON with each check, 503 when not ready). One process-wide
+//! registry; per-key gauges are computed from the keyring at scrape time.
+//! Label values are bounded: key names come from the configuration only.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+
+use crate::keyring::Keyring;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+struct Buckets(fn() -> Histogram);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        (self.0)()
+    }
+}
+
+fn latency_buckets() -> Histogram {
+    // 50 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// Every series Envelope exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    request_seconds: Family<Labels, Histogram, Buckets>,
+    batch_items: Histogram,
+    backend_calls: Family<Labels, Counter>,
+    backend_seconds: Family<Labels, Histogram, Buckets>,
+    rotations: Family<Labels, Counter>,
+    refusals: Family<Labels, Counter>,
+    // Computed at scrape time.
+    key_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    key_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    refresh_failures: Family<Labels, Gauge>,
+    cache: Family<Labels, Gauge>,
+    data_keys: Family<Labels, Gauge>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("envelope");
+        let m = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(Buckets(latency_buckets)),
+            batch_items: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            backend_calls: Family::default(),
+            backend_seconds: Family::new_with_constructor(Buckets(latency_buckets)),
+            rotations: Family::default(),
+            refusals: Family::default(),
+            key_age: Family::default(),
+            key_staleness: Family::default(),
+            refresh_failures: Family::default(),
+            cache: Family::default(),
+            data_keys: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "gRPC requests by RPC, key name and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC request latency by RPC",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "batch_items",
+            "Items per batch request",
+            m.batch_items.clone(),
+        );
+        registry.register(
+            "backend_calls",
+            "Secret store and KMS calls by service, operation and outcome",
+            m.backend_calls.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Secret store and KMS call latency by service and operation",
+            m.backend_seconds.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Master-key rotations started by this process, by key and outcome",
+            m.rotations.clone(),
+        );
+        registry.register(
+            "refused_calls",
+            "Calls refused by authentication or the policy, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "master_key_age_seconds",
+            "Age of each loaded master-key version",
+            m.key_age.clone(),
+        );
+        registry.register(
+            "key_staleness_seconds",
+            "Seconds since each key was last read from the store",
+            m.key_staleness.clone(),
+        );
+        registry.register(
+            "key_refresh_failures",
+            "Failed refreshes per key since start",
+            m.refresh_failures.clone(),
+        );
+        registry.register(
+            "data_key_cache",
+            "Decryption data-key cache figures per key (entries, hits, misses)",
+            m.cache.clone(),
+        );
+        registry.register(
+            "data_keys_generated",
+            "Data keys generated for encryption per key since start",
+            m.data_keys.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// One finished RPC.
+    pub fn request(&self, rpc: &'static str, key: &str, code: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&vec![
+                ("rpc", rpc.to_owned()),
+                ("key", key.to_owned()),
+                ("code", code.to_owned()),
+            ])
+            .inc();
+        self.request_seconds
+            .get_or_create(&vec![("rpc", rpc.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The size of one batch.
+    pub fn batch(&self, items: usize) {
+        self.batch_items.observe(items as f64);
+    }
+
+    /// One secret-store or KMS call.
+    pub fn backend(&self, service: &'static str, op: &'static str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.backend_calls
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("op", op.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        self.backend_seconds
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("op", op.to_owned()),
+            ])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One rotation's outcome.
+    pub fn rotation(&self, key: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.rotations
+            .get_or_create(&vec![
+                ("key", key.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// One refused call (`unauthenticated` or `permission_denied`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Sets the per-key gauges from the keyring and encodes every series.
+    pub fn render(&self, keyring: &Keyring) -> String {
+        let now = OffsetDateTime::now_utc();
+        self.key_age.clear();
+        for key in keyring.all() {
+            let name = key.name().to_owned();
+            let set = key.snapshot();
+            for l in set.versions.values() {
+                if let Some(created) = l.master.created {
+                    let stage = if l.stages.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        l.stages.join(",")
+                    };
+                    self.key_age
+                        .get_or_create(&vec![
+                            ("key", name.clone()),
+                            ("version", l.master.version.as_str().to_owned()),
+                            ("stages", stage),
+                        ])
+                        .set((now - created).as_seconds_f64());
+                }
+            }
+            self.key_staleness
+                .get_or_create(&vec![("key", name.clone())])
+                .set(key.staleness().as_secs_f64());
+            let f = key.figures();
+            self.refresh_failures
+                .get_or_create(&vec![("key", name.clone())])
+                .set(i64::try_from(f.refresh_failures).unwrap_or(i64::MAX));
+            for (figure, v) in [
+                ("entries", f.decrypt_entries),
+                ("hits", f.hits),
+                ("misses", f.misses),
+            ] {
+                self.cache
+                    .get_or_create(&vec![("key", name.clone()), ("figure", figure.to_owned())])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+            self.data_keys
+                .get_or_create(&vec![("key", name)])
+                .set(i64::try_from(f.data_keys_generated).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Times a backend call and records it.
+pub async fn timed<T, E>(
+    service: &'static str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let r = call.await;
+    get().backend(service, op, r.is_ok(), start.elapsed());
+    r
+}
+
+/// The `/readyz` answer: each check and the verdict.
+pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> (bool, serde_json::Value) {
+    let mut ready = true;
+    let mut keys = serde_json::Map::new();
+    for key in keyring.all() {
+        let stale = key.staleness();
+        let ok = stale <= max_staleness;
+        ready &= ok;
+        keys.insert(
+            key.name().to_owned(),
+            serde_json::json!({
+                "loaded": true,
+                "current_version": key.snapshot().current.version.as_str(),
+                "staleness_seconds": stale.as_secs(),
+                "refresh_failures": key.figures().refresh_failures,
+                "status": if ok { "ok" } else { "stale" },
+            }),
+        );
+    }
+    let verdict = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "keys_loaded": "ok",
+            "secret_store": if ready { "ok" } else { "stale" },
+            "max_staleness_seconds": max_staleness.as_secs(),
+            "keys": keys,
+        },
+    });
+    (ready, verdict)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    keyring: Arc<Keyring>,
+    max_staleness: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get as route;
+    let k1 = keyring.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            route(move || {
+                let k = k1.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        get().render(&k),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", route(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            route(move || {
+                let k = keyring.clone();
+                async move {
+                    let (ready, body) = readiness(&k, max_staleness);
+                    let code = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        code,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

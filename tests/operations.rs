@@ -1,0 +1,130 @@
+//! The operator endpoints: /metrics series move as calls, refusals and
+//! rotations happen; /healthz and /readyz answer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{Server, ctx, http_get};
+use envelope::pb;
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_follow_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let m = server.metrics.clone().expect("metrics address");
+    assert_eq!(http_get(&m, "/healthz"), (200, "ok\n".to_owned()));
+    let (code, body) = http_get(&m, "/readyz");
+    assert_eq!(code, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["keys"]["default"]["status"], "ok");
+
+    let mut c = server.client().await;
+    for _ in 0..3 {
+        c.encrypt(pb::EncryptRequest {
+            key: String::new(),
+            plaintext: Bytes::from_static(b"x"),
+            context: ctx(&[]),
+        })
+        .await
+        .unwrap();
+    }
+    let _ = c
+        .decrypt(pb::DecryptRequest {
+            key: String::new(),
+            ciphertext: Bytes::from_static(b"bad"),
+            context: ctx(&[]),
+        })
+        .await;
+    let _ = c
+        .encrypt(pb::EncryptRequest {
+            key: "nope".into(),
+            plaintext: Bytes::new(),
+            context: ctx(&[]),
+        })
+        .await;
+    let before = http_get(&m, "/metrics").1;
+    server
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest::default())
+        .await
+        .unwrap();
+    let (code, after) = http_get(&m, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        value(
+            &after,
+            "envelope_requests_total{rpc=\"Encrypt\",key=\"default\",code=\"OK\"}"
+        ),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "envelope_requests_total{rpc=\"Decrypt\",key=\"default\",code=\"INVALID_ARGUMENT\"}"
+        ),
+        1.0
+    );
+    // Unknown key names never become label values.
+    assert_eq!(
+        value(
+            &after,
+            "envelope_requests_total{rpc=\"Encrypt\",key=\"unknown\",code=\"NOT_FOUND\"}"
+        ),
+        1.0
+    );
+    assert!(!after.contains("nope"));
+    assert_eq!(
+        value(
+            &before,
+            "envelope_rotations_total{key=\"default\",outcome=\"ok\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "envelope_rotations_total{key=\"default\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &after,
+            "envelope_backend_calls_total{service=\"kms\",op=\"GenerateDataKey\",outcome=\"ok\"}"
+        ) >= 2.0
+    );
+    assert!(
+        value(
+            &after,
+            "envelope_backend_calls_total{service=\"secretsmanager\",op=\"PutSecretValue\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    let ages = after
+        .lines()
+        .filter(|l| l.starts_with("envelope_master_key_age_seconds{"))
+        .count();
+    assert_eq!(ages, 2, "two versions after one rotation: {after}");
+    assert!(after.contains("envelope_request_duration_seconds_bucket{"));
+    assert!(after.contains("envelope_key_staleness_seconds{key=\"default\"}"));
+}
