@@ -54,6 +54,7 @@ pub struct FileConfig {
     insecure_plaintext: Option<bool>,
     lock_memory: Option<bool>,
     metrics_listen: Option<String>,
+    drain_timeout_secs: Option<u64>,
     policy_file: Option<PathBuf>,
     tls: Option<TlsConfig>,
     #[serde(default)]
@@ -193,6 +194,8 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Longest a request may run; clients may ask for less with grpc-timeout.
     pub request_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests may take before exit.
+    pub drain_timeout: Duration,
     /// AWS settings (AWS mode only).
     pub aws: Option<crate::aws::AwsSettings>,
     /// How long a key may go without a successful refresh before readiness
@@ -371,6 +374,7 @@ impl Settings {
             audit,
             max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),
             request_timeout: Duration::from_secs(l.request_timeout_secs.unwrap_or(30)),
+            drain_timeout: Duration::from_secs(file.drain_timeout_secs.unwrap_or(20)),
             aws,
             max_staleness: Duration::from_secs(file.max_staleness_secs.unwrap_or(3600)),
             listen: overrides

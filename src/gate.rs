@@ -16,6 +16,28 @@ use crate::pb;
 use crate::status::to_status;
 use crate::tls::PeerInfo;
 
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Requests being served right now (what a graceful shutdown waits for).
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire)
+}
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The shared state of the gate.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -134,6 +156,7 @@ impl Gate {
         F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
         Fut: Future<Output = Result<(Resp, Done), Error>>,
     {
+        let _in_flight = InFlight::enter();
         let start = Instant::now();
         let peer = req
             .extensions()

@@ -196,11 +196,38 @@ async fn serve(
     tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A plain line on stdout for scripts and tests that start us on port 0.
     println!("listening on {addr}");
-    envelope::server::serve(listener, keyring, security, &settings, shutdown_signal()).await?;
+    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, but
+    // never wait longer than the drain bound.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        }
+    };
+    let drain = settings.drain_timeout;
+    let served = tokio::select! {
+        r = envelope::server::serve(listener, keyring, security, &settings, signal) => r.map_err(anyhow::Error::from),
+        () = async {
+            stopping.notified().await;
+            // New connections are refused from here; wait for the requests
+            // already running, up to the drain bound. Idle keep-alive
+            // connections do not hold the process up.
+            let deadline = tokio::time::Instant::now() + drain;
+            while envelope::gate::in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if envelope::gate::in_flight() > 0 {
+                tracing::warn!(?drain, in_flight = envelope::gate::in_flight(), "drain bound reached; exiting with requests still in flight");
+            }
+        } => Ok(()),
+    };
     if let Some(m) = metrics {
         m.abort();
     }
-    Ok(())
+    tracing::info!("stopped");
+    served
 }
 
 async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -128,3 +128,32 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     assert!(after.contains("envelope_request_duration_seconds_bucket{"));
     assert!(after.contains("envelope_key_staleness_seconds{key=\"default\"}"));
 }
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut server = Server::start(&dir.path().join("data"), None);
+    let startup = started.elapsed();
+    let mut c = server.client().await;
+    c.encrypt(pb::EncryptRequest {
+        key: String::new(),
+        plaintext: Bytes::from_static(b"x"),
+        context: ctx(&[]),
+    })
+    .await
+    .unwrap();
+    let stopping = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = server
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("exited");
+    let shutdown = stopping.elapsed();
+    eprintln!("start-up to listening {startup:?}; SIGTERM to exit {shutdown:?}");
+    assert_eq!(code, Some(0));
+    assert!(server.logs().contains("stopped"));
+}
