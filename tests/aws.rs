@@ -551,9 +551,11 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
         &proxy.url(),
         &key,
         &keys,
-        "refresh_interval_secs = 1\nmax_staleness_secs = 3\n",
+        "refresh_interval_secs = 1\nmax_staleness_secs = 3\nmetrics_listen = \"127.0.0.1:0\"\n",
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let metrics = server.metrics.clone().expect("metrics address");
+    assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
     let before = round_trip(&server, "", "before the outage").await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     let serving = |r: tonic_health::pb::HealthCheckResponse| {
@@ -603,6 +605,18 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     );
     eprintln!("readiness NOT_SERVING {flipped:?} after the AWS-API server went away (bound 3 s)");
     assert!(status(&server).await.refresh_failures > 0);
+    // /readyz says why: the key is stale; /healthz still answers; the
+    // metrics count the failed store calls.
+    let (code, body) = common::http_get(&metrics, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["keys"]["default"]["status"], "stale");
+    assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
+    let scraped = common::http_get(&metrics, "/metrics").1;
+    assert!(
+        scraped.contains("envelope_backend_calls_total{service=\"secretsmanager\",op=\"DescribeSecret\",outcome=\"error\"}"),
+        "{scraped}"
+    );
     assert_eq!(
         decrypt(&server, "", &during.ciphertext)
             .await
@@ -630,6 +644,7 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
         "ready again {:?} after the AWS-API server came back",
         up_at.elapsed()
     );
+    assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
     round_trip(&server, "", "after the outage").await;
 }
 
