@@ -182,8 +182,16 @@ impl Gate {
             (key, ctx)
         };
         let identity = peer.identity.as_deref();
+        // Every log line of this request carries its id, as the audit line does.
+        let span = tracing::info_span!("request", request_id = %request_id, rpc);
         let result = match self.authz.check(identity, op, &key) {
-            Ok(()) => f(self.keyring.clone(), key.clone(), req.into_inner()).await,
+            Ok(()) => {
+                tracing::Instrument::instrument(
+                    f(self.keyring.clone(), key.clone(), req.into_inner()),
+                    span.clone(),
+                )
+                .await
+            }
             Err(denied) => Err(Error::Denied(denied)),
         };
         let (outcome, code, version, batch) = match &result {
@@ -249,7 +257,7 @@ impl Gate {
                 Ok(r)
             }
             Err(e) => {
-                let mut s = to_status(e);
+                let mut s = span.in_scope(|| to_status(e));
                 if let Some(id) = id {
                     s.metadata_mut().insert("x-request-id", id);
                 }

@@ -244,7 +244,29 @@ impl Metrics {
     }
 }
 
-/// Times a backend call and records it.
+static LAST_KMS_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+static LAST_STORE_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const OK: u8 = 1;
+const FAILED: u8 = 2;
+
+fn last_outcome(service: &str) -> &'static std::sync::atomic::AtomicU8 {
+    if service == "kms" {
+        &LAST_KMS_OK
+    } else {
+        &LAST_STORE_OK
+    }
+}
+
+fn outcome_name(service: &str) -> &'static str {
+    match last_outcome(service).load(std::sync::atomic::Ordering::Relaxed) {
+        OK => "ok",
+        FAILED => "failing",
+        _ => "no calls yet",
+    }
+}
+
+/// Times a backend call and records it (and its outcome for `/readyz`).
 pub async fn timed<T, E>(
     service: &'static str,
     op: &'static str,
@@ -253,6 +275,10 @@ pub async fn timed<T, E>(
     let start = Instant::now();
     let r = call.await;
     get().backend(service, op, r.is_ok(), start.elapsed());
+    last_outcome(service).store(
+        if r.is_ok() { OK } else { FAILED },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     r
 }
 
@@ -279,7 +305,10 @@ pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> (bool, serde_jso
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "keys_loaded": "ok",
-            "secret_store": if ready { "ok" } else { "stale" },
+            // The last call's outcome; readiness itself turns on staleness,
+            // so a brief store or KMS error does not take replicas out.
+            "secret_store": outcome_name("secretsmanager"),
+            "kms": outcome_name("kms"),
             "max_staleness_seconds": max_staleness.as_secs(),
             "keys": keys,
         },

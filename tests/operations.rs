@@ -127,6 +127,9 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     assert_eq!(ages, 2, "two versions after one rotation: {after}");
     assert!(after.contains("envelope_request_duration_seconds_bucket{"));
     assert!(after.contains("envelope_key_staleness_seconds{key=\"default\"}"));
+    let ready: serde_json::Value = serde_json::from_str(&http_get(&m, "/readyz").1).unwrap();
+    assert_eq!(ready["checks"]["kms"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["secret_store"], "ok", "{ready}");
 }
 
 #[tokio::test]
