@@ -88,6 +88,26 @@ pub struct KeySet {
     pub retired_before: Option<OffsetDateTime>,
 }
 
+/// Counts the decryption cache's evictions for the metrics.
+#[derive(Debug, Clone)]
+struct Evictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<Bytes, Arc<CachedKey>> for Evictions {
+    type RequestState = ();
+    fn begin_request(&self) {}
+    fn on_evict(&self, _state: &mut (), _key: Bytes, _val: Arc<CachedKey>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type DecryptCache = quick_cache::sync::Cache<
+    Bytes,
+    Arc<CachedKey>,
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    Evictions,
+>;
+
 /// A data key unwrapped for decryption, cached by its wrapped bytes.
 #[derive(Debug)]
 pub struct CachedKey {
@@ -122,6 +142,8 @@ pub struct CacheFigures {
     pub hits: u64,
     /// Decryption cache misses.
     pub misses: u64,
+    /// Decryption cache evictions.
+    pub evictions: u64,
 }
 
 /// Where a key name's master-key versions come from and how they are read.
@@ -203,7 +225,8 @@ pub struct NamedKey {
     refresh_lock: tokio::sync::Mutex<()>,
     missing: std::sync::Mutex<HashMap<Box<[u8]>, Instant>>,
     fetch_bucket: std::sync::Mutex<(f64, Instant)>,
-    cache: quick_cache::sync::Cache<Bytes, Arc<CachedKey>>,
+    cache: DecryptCache,
+    evictions: Arc<AtomicU64>,
     stats: Stats,
 }
 
@@ -226,6 +249,7 @@ impl NamedKey {
     /// Loads a key name's versions from the store; fails if it has no usable AWSCURRENT.
     pub async fn load(source: KeySource, limits: Limits) -> Result<Self, Error> {
         let set = read_set(&source, None, &limits).await?;
+        let evictions = Arc::new(AtomicU64::new(0));
         Ok(Self {
             key_id: envelope::key_id(&source.name),
             source,
@@ -237,7 +261,14 @@ impl NamedKey {
             refresh_lock: tokio::sync::Mutex::new(()),
             missing: std::sync::Mutex::new(HashMap::new()),
             fetch_bucket: std::sync::Mutex::new((FETCH_BURST, Instant::now())),
-            cache: quick_cache::sync::Cache::new(limits.decrypt_cache_entries.max(1)),
+            cache: quick_cache::sync::Cache::with(
+                limits.decrypt_cache_entries.max(1),
+                limits.decrypt_cache_entries.max(1) as u64,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions(evictions.clone()),
+            ),
+            evictions,
             stats: Stats::default(),
         })
     }
@@ -339,6 +370,7 @@ impl NamedKey {
             decrypt_entries: self.cache.len() as u64,
             hits: self.stats.hits.load(Ordering::Relaxed),
             misses: self.stats.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 

@@ -127,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "data_key_cache",
-            "Decryption data-key cache figures per key (entries, hits, misses)",
+            "Decryption data-key cache figures per key (entries, hits, misses, evictions)",
             m.cache.clone(),
         );
         registry.register(
@@ -227,6 +227,7 @@ impl Metrics {
                 ("entries", f.decrypt_entries),
                 ("hits", f.hits),
                 ("misses", f.misses),
+                ("evictions", f.evictions),
             ] {
                 self.cache
                     .get_or_create(&vec![("key", name.clone()), ("figure", figure.to_owned())])

@@ -137,3 +137,43 @@ fn lookups_of_unknown_versions_are_rate_limited() {
         ));
     });
 }
+
+#[test]
+fn the_decryption_cache_is_bounded_and_counts_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
+    let limits = Limits {
+        decrypt_cache_entries: 2,
+        data_key: DataKeyLimits {
+            max_records: 1,
+            ..DataKeyLimits::default()
+        },
+        ..Limits::default()
+    };
+    rt.block_on(async {
+        crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "k", "k")
+            .await
+            .unwrap();
+        let key = NamedKey::load(KeySource::new("k", "k", store, kms), limits)
+            .await
+            .unwrap();
+        let ctx = BTreeMap::new();
+        let mut records = Vec::new();
+        for i in 0..8u8 {
+            // One record per data key: every encryption makes (and caches) a new one.
+            records.push(key.encrypt(&[i], &ctx).await.unwrap().0);
+        }
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(key.decrypt(r, &ctx).await.unwrap().0, vec![i as u8]);
+        }
+        let f = key.figures();
+        assert_eq!(f.data_keys_generated, 8);
+        assert!(f.decrypt_entries <= 2, "{f:?}");
+        assert!(f.evictions >= 6, "{f:?}");
+    });
+}
