@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::crypto::KeyBytes;
 use crate::kms::{GeneratedKey, Kms, KmsContext, KmsError};
-use crate::metrics::timed;
+use crate::metrics::{timed, timed_with};
 use crate::store::{SecretStore, SecretValue, StoreError, VersionInfo};
 
 /// A KMS whose calls are metered.
@@ -47,10 +47,11 @@ impl SecretStore for MeteredStore {
         .await
     }
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError> {
-        timed(
+        timed_with(
             "secretsmanager",
             "GetSecretValue",
             self.0.get(secret_id, version_id),
+            |e| matches!(e, StoreError::VersionNotFound { .. }),
         )
         .await
     }

@@ -186,6 +186,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates a key's counter series at zero, so alerts on `increase()` see
+    /// the first event too.
+    pub fn init_key(&self, key: &str) {
+        for outcome in ["ok", "failed"] {
+            let _ = self.rotations.get_or_create(&vec![
+                ("key", key.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ]);
+        }
+        for reason in ["unauthenticated", "permission_denied"] {
+            let _ = self
+                .refusals
+                .get_or_create(&vec![("reason", reason.to_owned())]);
+        }
+    }
+
     /// One refused call (`unauthenticated` or `permission_denied`).
     pub fn refused(&self, reason: &'static str) {
         self.refusals
@@ -202,16 +218,16 @@ impl Metrics {
             let set = key.snapshot();
             for l in set.versions.values() {
                 if let Some(created) = l.master.created {
-                    let stage = if l.stages.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        l.stages.join(",")
-                    };
+                    // The loaded stage only (pin labels are per version and would split series).
+                    let stage = crate::keyring::LOADED_STAGES
+                        .iter()
+                        .find(|s| l.stages.iter().any(|x| x == *s))
+                        .map_or_else(|| "none".to_owned(), |s| (*s).to_owned());
                     self.key_age
                         .get_or_create(&vec![
                             ("key", name.clone()),
                             ("version", l.master.version.as_str().to_owned()),
-                            ("stages", stage),
+                            ("stage", stage),
                         ])
                         .set((now - created).as_seconds_f64());
                 }
@@ -273,11 +289,23 @@ pub async fn timed<T, E>(
     op: &'static str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    timed_with(service, op, call, |_| false).await
+}
+
+/// As [`timed`]; `answered` says which errors are the backend working
+/// (e.g. "no such version"), so `/readyz` does not report it failing.
+pub async fn timed_with<T, E>(
+    service: &'static str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+    answered: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let start = Instant::now();
     let r = call.await;
     get().backend(service, op, r.is_ok(), start.elapsed());
+    let r_ok = r.as_ref().map_or_else(answered, |_| true);
     last_outcome(service).store(
-        if r.is_ok() { OK } else { FAILED },
+        if r_ok { OK } else { FAILED },
         std::sync::atomic::Ordering::Relaxed,
     );
     r

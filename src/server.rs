@@ -207,6 +207,7 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 .await
                 .map_err(|e| key_err(&k.name, e))?,
         );
+        crate::metrics::get().init_key(&k.name);
     }
     Ok(Keyring::new(keys))
 }

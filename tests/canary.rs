@@ -118,6 +118,14 @@ async fn canaries_appear_nowhere() {
         .unwrap()
         .into_inner();
     seen.push_str(&format!("{status:?}"));
+    // Metrics, health and readiness too.
+    let m = server.metrics.clone().expect("metrics address");
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let (code, body) = common::http_get(&m, path);
+        assert_eq!(code, 200, "{path}");
+        seen.push_str(&body);
+    }
+    assert!(seen.contains("envelope_requests_total"));
 
     // The server cannot dump core (where the OS tells us).
     if let Ok(limits) = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())) {

@@ -125,6 +125,10 @@ async fn metrics_and_health_endpoints_follow_the_service() {
         .filter(|l| l.starts_with("envelope_master_key_age_seconds{"))
         .count();
     assert_eq!(ages, 2, "two versions after one rotation: {after}");
+    assert!(
+        after.contains("stage=\"AWSCURRENT\"") && after.contains("stage=\"AWSPREVIOUS\""),
+        "{after}"
+    );
     assert!(after.contains("envelope_request_duration_seconds_bucket{"));
     assert!(after.contains("envelope_key_staleness_seconds{key=\"default\"}"));
     let ready: serde_json::Value = serde_json::from_str(&http_get(&m, "/readyz").1).unwrap();

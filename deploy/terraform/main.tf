@@ -119,6 +119,8 @@ resource "aws_secretsmanager_secret_rotation" "key" {
   for_each            = aws_secretsmanager_secret.key
   secret_id           = each.value.id
   rotation_lambda_arn = aws_lambda_function.rotation.arn
+  # The first version comes from `envelope init-keys`; rotate on schedule only.
+  rotate_immediately = false
   rotation_rules {
     automatically_after_days = var.rotation_days
   }
