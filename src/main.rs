@@ -129,26 +129,30 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives right after
+/// start-up is never lost to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
 }
 
 async fn serve(
@@ -194,6 +198,7 @@ async fn serve(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
+    let shutdown_signal_installed = shutdown_signal();
     // A plain line on stdout for scripts and tests that start us on port 0.
     println!("listening on {addr}");
     // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, but
@@ -201,8 +206,9 @@ async fn serve(
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = stopping.clone();
+        let shutdown = shutdown_signal_installed;
         async move {
-            shutdown_signal().await;
+            shutdown.await;
             stopping.notify_one();
         }
     };

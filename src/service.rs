@@ -66,18 +66,41 @@ fn done(version: &str) -> Done {
     }
 }
 
-fn batch_done(results_ok: impl Iterator<Item = bool>, version: String) -> Done {
-    let (mut n, mut failed) = (0, 0);
-    for ok in results_ok {
-        n += 1;
-        if !ok {
-            failed += 1;
+/// Runs `op` on every item in order; one failing item never fails the
+/// batch. Returns each item's outcome with its key version, and the batch's
+/// audit summary.
+async fn each<I, T, F, Fut>(
+    items: Vec<I>,
+    mut op: F,
+) -> (Vec<(Result<T, pb::ItemError>, String)>, Done)
+where
+    F: FnMut(I) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, String), Error>>,
+{
+    let n = items.len();
+    let mut out = Vec::with_capacity(n);
+    let (mut version, mut failed) = (String::new(), 0);
+    for item in items {
+        match op(item).await {
+            Ok((t, v)) => {
+                if version.is_empty() {
+                    version.clone_from(&v);
+                }
+                out.push((Ok(t), v));
+            }
+            Err(e) => {
+                failed += 1;
+                out.push((Err(item_error(e)), String::new()));
+            }
         }
     }
-    Done {
-        version,
-        batch: Some((n, failed)),
-    }
+    (
+        out,
+        Done {
+            version,
+            batch: Some((n, failed)),
+        },
+    )
 }
 
 async fn key_of(keyring: &Keyring, name: &str) -> Result<Arc<crate::keyring::NamedKey>, Error> {
@@ -148,34 +171,25 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                 |keyring, name, req| async move {
                     check_batch(req.items.len(), max)?;
                     let key = key_of(&keyring, &name).await?;
-                    let mut results = Vec::with_capacity(req.items.len());
-                    let mut version = String::new();
-                    for item in &req.items {
-                        results.push(match key.encrypt(&item.plaintext, &item.context).await {
-                            Ok((ct, master)) => {
-                                if version.is_empty() {
-                                    version = master.version.as_str().to_owned();
-                                }
-                                pb::EncryptResult {
-                                    result: Some(encrypt_result::Result::Ciphertext(Bytes::from(
-                                        ct,
-                                    ))),
-                                    key_version: master.version.as_str().to_owned(),
-                                }
-                            }
-                            Err(e) => pb::EncryptResult {
-                                result: Some(encrypt_result::Result::Error(item_error(e))),
-                                key_version: String::new(),
-                            },
-                        });
-                    }
-                    let d = batch_done(
-                        results.iter().map(|r| {
-                            matches!(r.result, Some(encrypt_result::Result::Ciphertext(_)))
-                        }),
-                        version,
-                    );
-                    Ok((pb::EncryptBatchResponse { results }, d))
+                    let (outcomes, done) = each(req.items, |item| {
+                        let key = &key;
+                        async move {
+                            let (ct, master) = key.encrypt(&item.plaintext, &item.context).await?;
+                            Ok((Bytes::from(ct), master.version.as_str().to_owned()))
+                        }
+                    })
+                    .await;
+                    let results = outcomes
+                        .into_iter()
+                        .map(|(r, key_version)| pb::EncryptResult {
+                            result: Some(match r {
+                                Ok(ct) => encrypt_result::Result::Ciphertext(ct),
+                                Err(e) => encrypt_result::Result::Error(e),
+                            }),
+                            key_version,
+                        })
+                        .collect();
+                    Ok((pb::EncryptBatchResponse { results }, done))
                 },
             )
             .await
@@ -194,26 +208,28 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                 |keyring, name, req| async move {
                     check_batch(req.items.len(), max)?;
                     let key = key_of(&keyring, &name).await?;
-                    let mut results = Vec::with_capacity(req.items.len());
-                    for item in &req.items {
-                        results.push(match key.decrypt(&item.ciphertext, &item.context).await {
-                            Ok((pt, version)) => pb::DecryptResult {
-                                result: Some(decrypt_result::Result::Plaintext(secret_bytes(pt))),
-                                key_version: version.to_string(),
-                            },
-                            Err(e) => pb::DecryptResult {
-                                result: Some(decrypt_result::Result::Error(item_error(e))),
-                                key_version: String::new(),
-                            },
-                        });
-                    }
-                    let d = batch_done(
-                        results.iter().map(|r| {
-                            matches!(r.result, Some(decrypt_result::Result::Plaintext(_)))
-                        }),
-                        String::new(),
-                    );
-                    Ok((pb::DecryptBatchResponse { results }, d))
+                    let (outcomes, mut done) = each(req.items, |item| {
+                        let key = &key;
+                        async move {
+                            let (pt, version) =
+                                key.decrypt(&item.ciphertext, &item.context).await?;
+                            Ok((secret_bytes(pt), version.to_string()))
+                        }
+                    })
+                    .await;
+                    // Records of a batch may name different versions: none is "the" version.
+                    done.version.clear();
+                    let results = outcomes
+                        .into_iter()
+                        .map(|(r, key_version)| pb::DecryptResult {
+                            result: Some(match r {
+                                Ok(pt) => decrypt_result::Result::Plaintext(pt),
+                                Err(e) => decrypt_result::Result::Error(e),
+                            }),
+                            key_version,
+                        })
+                        .collect();
+                    Ok((pb::DecryptBatchResponse { results }, done))
                 },
             )
             .await
@@ -257,34 +273,25 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                 |keyring, name, req| async move {
                     check_batch(req.items.len(), max)?;
                     let key = key_of(&keyring, &name).await?;
-                    let mut results = Vec::with_capacity(req.items.len());
-                    let mut version = String::new();
-                    for item in &req.items {
-                        results.push(match key.rewrap(&item.ciphertext, &item.context).await {
-                            Ok((ct, master)) => {
-                                if version.is_empty() {
-                                    version = master.version.as_str().to_owned();
-                                }
-                                pb::RewrapResult {
-                                    result: Some(rewrap_result::Result::Ciphertext(Bytes::from(
-                                        ct,
-                                    ))),
-                                    key_version: master.version.as_str().to_owned(),
-                                }
-                            }
-                            Err(e) => pb::RewrapResult {
-                                result: Some(rewrap_result::Result::Error(item_error(e))),
-                                key_version: String::new(),
-                            },
-                        });
-                    }
-                    let d = batch_done(
-                        results.iter().map(|r| {
-                            matches!(r.result, Some(rewrap_result::Result::Ciphertext(_)))
-                        }),
-                        version,
-                    );
-                    Ok((pb::RewrapBatchResponse { results }, d))
+                    let (outcomes, done) = each(req.items, |item| {
+                        let key = &key;
+                        async move {
+                            let (ct, master) = key.rewrap(&item.ciphertext, &item.context).await?;
+                            Ok((Bytes::from(ct), master.version.as_str().to_owned()))
+                        }
+                    })
+                    .await;
+                    let results = outcomes
+                        .into_iter()
+                        .map(|(r, key_version)| pb::RewrapResult {
+                            result: Some(match r {
+                                Ok(ct) => rewrap_result::Result::Ciphertext(ct),
+                                Err(e) => rewrap_result::Result::Error(e),
+                            }),
+                            key_version,
+                        })
+                        .collect();
+                    Ok((pb::RewrapBatchResponse { results }, done))
                 },
             )
             .await
