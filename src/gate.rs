@@ -156,16 +156,34 @@ impl Gate {
         F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
         Fut: Future<Output = Result<(Resp, Done), Error>>,
     {
-        let _in_flight = InFlight::enter();
-        let start = Instant::now();
         let peer = req
             .extensions()
             .get::<PeerInfo>()
             .cloned()
             .unwrap_or_default();
+        self.handle(&peer, req.into_inner(), rpc, op, f).await
+    }
+
+    /// [`Gate::run`] for one message whose caller is already known: each
+    /// message of a stream passes through here.
+    pub async fn handle<Req, Resp, F, Fut>(
+        &self,
+        peer: &PeerInfo,
+        req: Req,
+        rpc: &'static str,
+        op: Operation,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: HasSubject,
+        F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
+        Fut: Future<Output = Result<(Resp, Done), Error>>,
+    {
+        let _in_flight = InFlight::enter();
+        let start = Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
         let (key, context_keys) = {
-            let s = req.get_ref().subject();
+            let s = req.subject();
             let key = if s.key.is_empty() && op != Operation::Admin {
                 DEFAULT_KEY.to_owned()
             } else if s.key.is_empty() {
@@ -187,7 +205,7 @@ impl Gate {
         let result = match self.authz.check(identity, op, &key) {
             Ok(()) => {
                 tracing::Instrument::instrument(
-                    f(self.keyring.clone(), key.clone(), req.into_inner()),
+                    f(self.keyring.clone(), key.clone(), req),
                     span.clone(),
                 )
                 .await

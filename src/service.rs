@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::Operation;
 use crate::error::Error;
@@ -13,6 +13,7 @@ use crate::gate::{Done, Gate};
 use crate::keyring::Keyring;
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 use crate::status::item_error;
+use crate::tls::PeerInfo;
 
 /// The Envelope service.
 #[derive(Debug, Clone)]
@@ -107,6 +108,119 @@ async fn key_of(keyring: &Keyring, name: &str) -> Result<Arc<crate::keyring::Nam
     keyring.get(name).cloned()
 }
 
+async fn encrypt_batch(
+    keyring: Arc<Keyring>,
+    name: String,
+    req: pb::EncryptBatchRequest,
+    max: usize,
+) -> Result<(pb::EncryptBatchResponse, Done), Error> {
+    check_batch(req.items.len(), max)?;
+    let key = key_of(&keyring, &name).await?;
+    let (outcomes, done) = each(req.items, |item| {
+        let key = &key;
+        async move {
+            let (ct, master) = key.encrypt(&item.plaintext, &item.context).await?;
+            Ok((Bytes::from(ct), master.version.as_str().to_owned()))
+        }
+    })
+    .await;
+    let results = outcomes
+        .into_iter()
+        .map(|(r, key_version)| pb::EncryptResult {
+            result: Some(match r {
+                Ok(ct) => encrypt_result::Result::Ciphertext(ct),
+                Err(e) => encrypt_result::Result::Error(e),
+            }),
+            key_version,
+        })
+        .collect();
+    Ok((pb::EncryptBatchResponse { results }, done))
+}
+
+async fn decrypt_batch(
+    keyring: Arc<Keyring>,
+    name: String,
+    req: pb::DecryptBatchRequest,
+    max: usize,
+) -> Result<(pb::DecryptBatchResponse, Done), Error> {
+    check_batch(req.items.len(), max)?;
+    let key = key_of(&keyring, &name).await?;
+    let (outcomes, mut done) = each(req.items, |item| {
+        let key = &key;
+        async move {
+            let (pt, version) = key.decrypt(&item.ciphertext, &item.context).await?;
+            Ok((secret_bytes(pt), version.to_string()))
+        }
+    })
+    .await;
+    // Records of a batch may name different versions: none is "the" version.
+    done.version.clear();
+    let results = outcomes
+        .into_iter()
+        .map(|(r, key_version)| pb::DecryptResult {
+            result: Some(match r {
+                Ok(pt) => decrypt_result::Result::Plaintext(pt),
+                Err(e) => decrypt_result::Result::Error(e),
+            }),
+            key_version,
+        })
+        .collect();
+    Ok((pb::DecryptBatchResponse { results }, done))
+}
+
+/// The response stream of EncryptStream and DecryptStream.
+pub type ResponseStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Messages of a response stream buffered ahead of a slow reader; past
+/// this the server stops reading the request stream (back-pressure).
+const STREAM_BUFFER: usize = 4;
+
+/// Answers each message of a request stream through the gate, in order. A
+/// message the gate refuses ends the stream with its status.
+fn stream<Req, Resp, F, Fut>(
+    gate: Gate,
+    req: Request<Streaming<Req>>,
+    rpc: &'static str,
+    op: Operation,
+    f: F,
+) -> Response<ResponseStream<Resp>>
+where
+    Req: crate::gate::HasSubject + Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Arc<Keyring>, String, Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(Resp, Done), Error>> + Send,
+{
+    let peer = req
+        .extensions()
+        .get::<PeerInfo>()
+        .cloned()
+        .unwrap_or_default();
+    let mut inbound = req.into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            };
+            let out = gate
+                .handle(&peer, msg, rpc, op, &f)
+                .await
+                .map(Response::into_inner);
+            let last = out.is_err();
+            if tx.send(out).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
 #[tonic::async_trait]
 impl pb::envelope_server::Envelope for EnvelopeService {
     async fn encrypt(
@@ -164,35 +278,26 @@ impl pb::envelope_server::Envelope for EnvelopeService {
     ) -> Result<Response<pb::EncryptBatchResponse>, Status> {
         let max = self.max_batch_items;
         self.gate
-            .run(
-                req,
-                "EncryptBatch",
-                Operation::Encrypt,
-                |keyring, name, req| async move {
-                    check_batch(req.items.len(), max)?;
-                    let key = key_of(&keyring, &name).await?;
-                    let (outcomes, done) = each(req.items, |item| {
-                        let key = &key;
-                        async move {
-                            let (ct, master) = key.encrypt(&item.plaintext, &item.context).await?;
-                            Ok((Bytes::from(ct), master.version.as_str().to_owned()))
-                        }
-                    })
-                    .await;
-                    let results = outcomes
-                        .into_iter()
-                        .map(|(r, key_version)| pb::EncryptResult {
-                            result: Some(match r {
-                                Ok(ct) => encrypt_result::Result::Ciphertext(ct),
-                                Err(e) => encrypt_result::Result::Error(e),
-                            }),
-                            key_version,
-                        })
-                        .collect();
-                    Ok((pb::EncryptBatchResponse { results }, done))
-                },
-            )
+            .run(req, "EncryptBatch", Operation::Encrypt, move |k, n, r| {
+                encrypt_batch(k, n, r, max)
+            })
             .await
+    }
+
+    type EncryptStreamStream = ResponseStream<pb::EncryptBatchResponse>;
+
+    async fn encrypt_stream(
+        &self,
+        req: Request<Streaming<pb::EncryptBatchRequest>>,
+    ) -> Result<Response<Self::EncryptStreamStream>, Status> {
+        let max = self.max_batch_items;
+        Ok(stream(
+            self.gate.clone(),
+            req,
+            "EncryptStream",
+            Operation::Encrypt,
+            move |k, n, r| encrypt_batch(k, n, r, max),
+        ))
     }
 
     async fn decrypt_batch(
@@ -201,38 +306,26 @@ impl pb::envelope_server::Envelope for EnvelopeService {
     ) -> Result<Response<pb::DecryptBatchResponse>, Status> {
         let max = self.max_batch_items;
         self.gate
-            .run(
-                req,
-                "DecryptBatch",
-                Operation::Decrypt,
-                |keyring, name, req| async move {
-                    check_batch(req.items.len(), max)?;
-                    let key = key_of(&keyring, &name).await?;
-                    let (outcomes, mut done) = each(req.items, |item| {
-                        let key = &key;
-                        async move {
-                            let (pt, version) =
-                                key.decrypt(&item.ciphertext, &item.context).await?;
-                            Ok((secret_bytes(pt), version.to_string()))
-                        }
-                    })
-                    .await;
-                    // Records of a batch may name different versions: none is "the" version.
-                    done.version.clear();
-                    let results = outcomes
-                        .into_iter()
-                        .map(|(r, key_version)| pb::DecryptResult {
-                            result: Some(match r {
-                                Ok(pt) => decrypt_result::Result::Plaintext(pt),
-                                Err(e) => decrypt_result::Result::Error(e),
-                            }),
-                            key_version,
-                        })
-                        .collect();
-                    Ok((pb::DecryptBatchResponse { results }, done))
-                },
-            )
+            .run(req, "DecryptBatch", Operation::Decrypt, move |k, n, r| {
+                decrypt_batch(k, n, r, max)
+            })
             .await
+    }
+
+    type DecryptStreamStream = ResponseStream<pb::DecryptBatchResponse>;
+
+    async fn decrypt_stream(
+        &self,
+        req: Request<Streaming<pb::DecryptBatchRequest>>,
+    ) -> Result<Response<Self::DecryptStreamStream>, Status> {
+        let max = self.max_batch_items;
+        Ok(stream(
+            self.gate.clone(),
+            req,
+            "DecryptStream",
+            Operation::Decrypt,
+            move |k, n, r| decrypt_batch(k, n, r, max),
+        ))
     }
 
     async fn rewrap(

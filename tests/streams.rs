@@ -1,0 +1,117 @@
+//! EncryptStream and DecryptStream: batches in, batches out, in order, and a
+//! refused message ends the stream with its status.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{Server, ctx};
+use envelope::pb;
+use tonic::Code;
+
+fn batch(key: &str, from: usize, n: usize) -> pb::EncryptBatchRequest {
+    pb::EncryptBatchRequest {
+        key: key.into(),
+        items: (from..from + n)
+            .map(|i| pb::EncryptItem {
+                plaintext: Bytes::from(format!("record-{i}")),
+                context: ctx(&[("row", &i.to_string())]),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn streams_answer_batches_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let requests: Vec<_> = (0..5).map(|m| batch("", m * 100, 100)).collect();
+    let mut responses = c
+        .encrypt_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(r) = responses.message().await.unwrap() {
+        for res in r.results {
+            match res.result {
+                Some(pb::encrypt_result::Result::Ciphertext(ct)) => records.push(ct),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(records.len(), 500);
+    // Back through DecryptStream in two messages; order is kept across messages.
+    let items: Vec<pb::DecryptItem> = records
+        .iter()
+        .enumerate()
+        .map(|(i, ct)| pb::DecryptItem {
+            ciphertext: ct.clone(),
+            context: ctx(&[("row", &i.to_string())]),
+        })
+        .collect();
+    let (first, second) = items.split_at(250);
+    let requests = vec![
+        pb::DecryptBatchRequest {
+            key: String::new(),
+            items: first.to_vec(),
+        },
+        pb::DecryptBatchRequest {
+            key: String::new(),
+            items: second.to_vec(),
+        },
+    ];
+    let mut responses = c
+        .decrypt_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut i = 0;
+    while let Some(r) = responses.message().await.unwrap() {
+        for res in r.results {
+            match res.result {
+                Some(pb::decrypt_result::Result::Plaintext(p)) => {
+                    assert_eq!(p, format!("record-{i}").as_bytes())
+                }
+                other => panic!("{i}: {other:?}"),
+            }
+            i += 1;
+        }
+    }
+    assert_eq!(i, 500);
+}
+
+#[tokio::test]
+async fn a_refused_message_ends_the_stream_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let requests = vec![batch("", 0, 3), batch("nope", 3, 3), batch("", 6, 3)];
+    let mut responses = c
+        .encrypt_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert_eq!(first.results.len(), 3);
+    let end = responses.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::NotFound);
+    // Every message is audited like a unary batch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.stdout().contains("\"rpc\":\"EncryptStream\"")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let audit = server.stdout();
+    assert!(
+        audit.contains("\"rpc\":\"EncryptStream\"") && audit.contains("\"items\":3"),
+        "{audit}"
+    );
+}
