@@ -45,9 +45,8 @@ pub struct Metrics {
     // Computed at scrape time.
     key_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     key_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    refresh_failures: Family<Labels, Gauge>,
-    cache: Family<Labels, Gauge>,
-    data_keys: Family<Labels, Gauge>,
+    cache_entries: Family<Labels, Gauge>,
+    keyring: Arc<arc_swap::ArcSwapOption<Keyring>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -70,9 +69,8 @@ impl Metrics {
             refusals: Family::default(),
             key_age: Family::default(),
             key_staleness: Family::default(),
-            refresh_failures: Family::default(),
-            cache: Family::default(),
-            data_keys: Family::default(),
+            cache_entries: Family::default(),
+            keyring: Arc::new(arc_swap::ArcSwapOption::empty()),
             registry: Registry::default(),
         };
         registry.register(
@@ -121,20 +119,11 @@ impl Metrics {
             m.key_staleness.clone(),
         );
         registry.register(
-            "key_refresh_failures",
-            "Failed refreshes per key since start",
-            m.refresh_failures.clone(),
+            "data_key_cache_entries",
+            "Unwrapped data keys held for decryption, per key",
+            m.cache_entries.clone(),
         );
-        registry.register(
-            "data_key_cache",
-            "Decryption data-key cache figures per key (entries, hits, misses, evictions)",
-            m.cache.clone(),
-        );
-        registry.register(
-            "data_keys_generated",
-            "Data keys generated for encryption per key since start",
-            m.data_keys.clone(),
-        );
+        registry.register_collector(Box::new(KeyCounters(m.keyring.clone())));
         Metrics { registry, ..m }
     }
 
@@ -210,7 +199,8 @@ impl Metrics {
     }
 
     /// Sets the per-key gauges from the keyring and encodes every series.
-    pub fn render(&self, keyring: &Keyring) -> String {
+    pub fn render(&self, keyring: &Arc<Keyring>) -> String {
+        self.keyring.store(Some(keyring.clone()));
         let now = OffsetDateTime::now_utc();
         self.key_age.clear();
         for key in keyring.all() {
@@ -235,29 +225,77 @@ impl Metrics {
             self.key_staleness
                 .get_or_create(&vec![("key", name.clone())])
                 .set(key.staleness().as_secs_f64());
-            let f = key.figures();
-            self.refresh_failures
-                .get_or_create(&vec![("key", name.clone())])
-                .set(i64::try_from(f.refresh_failures).unwrap_or(i64::MAX));
-            for (figure, v) in [
-                ("entries", f.decrypt_entries),
-                ("hits", f.hits),
-                ("misses", f.misses),
-                ("evictions", f.evictions),
-            ] {
-                self.cache
-                    .get_or_create(&vec![("key", name.clone()), ("figure", figure.to_owned())])
-                    .set(i64::try_from(v).unwrap_or(i64::MAX));
-            }
-            self.data_keys
+            self.cache_entries
                 .get_or_create(&vec![("key", name)])
-                .set(i64::try_from(f.data_keys_generated).unwrap_or(i64::MAX));
+                .set(i64::try_from(key.figures().decrypt_entries).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// Per-key counts that the keyring keeps as atomics, exported as counters
+/// at scrape time (no metrics work on the request path).
+#[derive(Debug)]
+struct KeyCounters(Arc<arc_swap::ArcSwapOption<Keyring>>);
+
+type Pick = fn(&crate::keyring::CacheFigures) -> u64;
+
+const KEY_COUNTERS: [(&str, &str, Pick); 5] = [
+    (
+        "key_refresh_failures",
+        "Failed refreshes from the secret store, per key",
+        |f| f.refresh_failures,
+    ),
+    (
+        "data_key_cache_hits",
+        "Decryption data-key cache hits, per key",
+        |f| f.hits,
+    ),
+    (
+        "data_key_cache_misses",
+        "Decryption data-key cache misses, per key",
+        |f| f.misses,
+    ),
+    (
+        "data_key_cache_evictions",
+        "Decryption data-key cache evictions, per key",
+        |f| f.evictions,
+    ),
+    (
+        "data_keys_generated",
+        "Data keys generated for encryption, per key",
+        |f| f.data_keys_generated,
+    ),
+];
+
+impl prometheus_client::collector::Collector for KeyCounters {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(keyring) = self.0.load_full() else {
+            return Ok(());
+        };
+        let figures: Vec<(String, crate::keyring::CacheFigures)> = keyring
+            .all()
+            .map(|k| (k.name().to_owned(), k.figures()))
+            .collect();
+        for (name, help, pick) in KEY_COUNTERS {
+            let counter_type =
+                prometheus_client::metrics::counter::ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(name, help, None, counter_type)?;
+            for (key, f) in &figures {
+                let labels: Labels = vec![("key", key.clone())];
+                let metric = family.encode_family(&labels)?;
+                prometheus_client::metrics::counter::ConstCounter::new(pick(f)).encode(metric)?;
+            }
+        }
+        Ok(())
     }
 }
 

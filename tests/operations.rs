@@ -130,6 +130,18 @@ async fn metrics_and_health_endpoints_follow_the_service() {
         "{after}"
     );
     assert!(after.contains("envelope_request_duration_seconds_bucket{"));
+    // Per-key cumulative counts are counters (the keyring's atomics, read at scrape time).
+    assert_eq!(
+        value(
+            &after,
+            "envelope_data_keys_generated_total{key=\"default\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert!(after.contains("# TYPE envelope_data_key_cache_hits counter"));
+    assert!(after.contains("envelope_key_refresh_failures_total{key=\"default\"} 0"));
+    assert!(after.contains("envelope_data_key_cache_entries{key=\"default\"}"));
     assert!(after.contains("envelope_key_staleness_seconds{key=\"default\"}"));
     let ready: serde_json::Value = serde_json::from_str(&http_get(&m, "/readyz").1).unwrap();
     assert_eq!(ready["checks"]["kms"], "ok", "{ready}");
