@@ -5,16 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use envelope::crypto::{AeadKey, KeyBytes};
 use envelope::envelope::{Kind, parse};
-use envelope::keyring::{KeySource, Limits, NamedKey};
-use envelope::kms::Kms;
-use envelope::kms::local::LocalKms;
-use envelope::store::SecretStore;
-use envelope::store::local::LocalStore;
+use envelope::keyring::{Limits, NamedKey};
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -22,24 +17,13 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
-    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
-    let key = rt.block_on(async {
-        envelope::rotation::ensure_initial_version(
-            store.as_ref(),
-            kms.as_ref(),
+    let key = rt
+        .block_on(NamedKey::open_local(
+            dir.path(),
             "default",
-            "default",
-        )
-        .await
-        .unwrap();
-        NamedKey::load(
-            KeySource::new("default", "default", store, kms),
             Limits::default(),
-        )
-        .await
-        .unwrap()
-    });
+        ))
+        .unwrap();
     let pt = [0x5au8; 64];
     let mut ctx = BTreeMap::new();
     ctx.insert("table".to_owned(), "users".to_owned());

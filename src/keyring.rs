@@ -286,6 +286,22 @@ impl NamedKey {
         }
     }
 
+    /// A key backed by a local store and root key in `dir`, with a first
+    /// version created if needed: for benches, tests and trials.
+    pub async fn open_local(
+        dir: &std::path::Path,
+        name: &str,
+        limits: Limits,
+    ) -> Result<Self, Error> {
+        let store: Arc<dyn SecretStore> =
+            Arc::new(crate::store::local::LocalStore::open(&dir.join("secrets"))?);
+        let kms: Arc<dyn Kms> = Arc::new(crate::kms::local::LocalKms::open_or_create(
+            &dir.join("root.key"),
+        )?);
+        crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), name, name).await?;
+        Self::load(KeySource::new(name, name, store, kms), limits).await
+    }
+
     /// The key name.
     pub fn name(&self) -> &str {
         &self.source.name

@@ -2,14 +2,10 @@
 //! is refused, and records round-trip whatever their plaintext and context.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 use super::*;
-use crate::kms::local::LocalKms;
-use crate::store::local::LocalStore;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -23,19 +19,13 @@ fn fixture() -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
-    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
-    let key = rt.block_on(async {
-        crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "default", "default")
-            .await
-            .unwrap();
-        NamedKey::load(
-            KeySource::new("default", "default", store, kms),
+    let key = rt
+        .block_on(NamedKey::open_local(
+            dir.path(),
+            "default",
             Limits::default(),
-        )
-        .await
-        .unwrap()
-    });
+        ))
+        .unwrap();
     Fixture { _dir: dir, rt, key }
 }
 
@@ -145,8 +135,6 @@ fn the_decryption_cache_is_bounded_and_counts_evictions() {
         .enable_all()
         .build()
         .unwrap();
-    let store: Arc<dyn SecretStore> = Arc::new(LocalStore::open(&dir.path().join("s")).unwrap());
-    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir.path().join("root")).unwrap());
     let limits = Limits {
         decrypt_cache_entries: 2,
         data_key: DataKeyLimits {
@@ -156,12 +144,7 @@ fn the_decryption_cache_is_bounded_and_counts_evictions() {
         ..Limits::default()
     };
     rt.block_on(async {
-        crate::rotation::ensure_initial_version(store.as_ref(), kms.as_ref(), "k", "k")
-            .await
-            .unwrap();
-        let key = NamedKey::load(KeySource::new("k", "k", store, kms), limits)
-            .await
-            .unwrap();
+        let key = NamedKey::open_local(dir.path(), "k", limits).await.unwrap();
         let ctx = BTreeMap::new();
         let mut records = Vec::new();
         for i in 0..8u8 {

@@ -74,6 +74,45 @@ impl AwsStore {
         Err(last)
     }
 
+    /// GetSecretValue by version id, or by stage when `by_stage`.
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        which: &str,
+        by_stage: bool,
+    ) -> Result<SecretValue, StoreError> {
+        let out = self
+            .read(secret_id, |c, id| async move {
+                let req = c.get_secret_value().secret_id(id);
+                let req = if by_stage {
+                    req.version_stage(which)
+                } else {
+                    req.version_id(which)
+                };
+                req.send().await.map_err(|e| classify(&e))
+            })
+            .await
+            .map_err(|f| store_error(secret_id, Some(which), f))?;
+        value_of(secret_id, out)
+    }
+
+    /// DescribeSecret, with replica failover.
+    async fn describe_secret(
+        &self,
+        secret_id: &str,
+    ) -> Result<aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput, StoreError>
+    {
+        self.read(secret_id, |c, id| async move {
+            c.describe_secret()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| classify(&e))
+        })
+        .await
+        .map_err(|f| store_error(secret_id, None, f))
+    }
+
     fn primary(&self) -> Result<&Client, StoreError> {
         self.regions
             .first()
@@ -147,16 +186,7 @@ fn value_of(
 #[async_trait]
 impl SecretStore for AwsStore {
     async fn describe(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        let out = self
-            .read(secret_id, |c, id| async move {
-                c.describe_secret()
-                    .secret_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-            .await
-            .map_err(|f| store_error(secret_id, None, f))?;
+        let out = self.describe_secret(secret_id).await?;
         let mut versions: Vec<VersionInfo> = out
             .version_ids_to_stages()
             .map(|m| {
@@ -174,16 +204,7 @@ impl SecretStore for AwsStore {
     }
 
     async fn key_name(&self, secret_id: &str) -> Result<String, StoreError> {
-        let out = self
-            .read(secret_id, |c, id| async move {
-                c.describe_secret()
-                    .secret_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-            .await
-            .map_err(|f| store_error(secret_id, None, f))?;
+        let out = self.describe_secret(secret_id).await?;
         let tagged = out
             .tags()
             .iter()
@@ -201,33 +222,11 @@ impl SecretStore for AwsStore {
     }
 
     async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError> {
-        let out = self
-            .read(secret_id, |c, id| async move {
-                c.get_secret_value()
-                    .secret_id(id)
-                    .version_id(version_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-            .await
-            .map_err(|f| store_error(secret_id, Some(version_id), f))?;
-        value_of(secret_id, out)
+        self.get_value(secret_id, version_id, false).await
     }
 
     async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError> {
-        let out = self
-            .read(secret_id, |c, id| async move {
-                c.get_secret_value()
-                    .secret_id(id)
-                    .version_stage(stage)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-            .await
-            .map_err(|f| store_error(secret_id, Some(stage), f))?;
-        value_of(secret_id, out)
+        self.get_value(secret_id, stage, true).await
     }
 
     async fn put(
