@@ -1,7 +1,12 @@
 //! In-process baseline: Envelope's encrypt and decrypt of 64-byte records
 //! (no RPC), beside the raw AES-256-GCM seal and open they are built on, and
 //! the envelope parser and context encoding. Run: `cargo bench --bench crypto`.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -71,6 +76,35 @@ fn benches(c: &mut Criterion) {
             let mut v = Vec::with_capacity(64);
             envelope::context::encode_into(black_box(&ctx), &mut v);
             black_box(v)
+        })
+    });
+    g.finish();
+
+    // The batch path: 1,000 records sealed into one buffer and opened back,
+    // per record (what EncryptBatch and DecryptBatch run after decoding).
+    let items: Vec<([u8; 64], BTreeMap<String, String>)> =
+        (0..1000).map(|_| (pt, ctx.clone())).collect();
+    let sealed = rt.block_on(key.encrypt_many(&items, |(p, c)| (p, c)));
+    let records: Vec<(Vec<u8>, BTreeMap<String, String>)> = sealed
+        .results
+        .iter()
+        .map(|r| {
+            (
+                sealed.records[r.as_ref().unwrap().0.clone()].to_vec(),
+                ctx.clone(),
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("batch_1000x64B");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("encrypt_many", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(key.encrypt_many(black_box(&items), |(p, c)| (p, c)).await)
+        })
+    });
+    g.bench_function("decrypt_many", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(key.decrypt_many(black_box(&records), |(r, c)| (r, c)).await)
         })
     });
     g.finish();

@@ -1,16 +1,18 @@
 //! The audit trail: one JSON line per request (batches: one line with item
 //! counts). Never plaintext, ciphertext, key bytes or context values; the
-//! context's keys are logged (sorted), its values are left out. Lines go
-//! through a bounded queue to one writer task, so a request costs no
-//! syscall of its own; when the queue is full, requests wait rather than
+//! context's keys are logged (sorted), its values are left out. Requests
+//! append their line to a bounded in-memory block that one writer thread
+//! writes every few milliseconds, so a request costs no syscall and wakes
+//! no thread of its own; when the block is full, requests wait rather than
 //! lose audit lines. The schema is in docs/AUDIT.md.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub enum Output {
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
     /// When the request finished (RFC 3339, UTC).
-    pub time: String,
+    pub time: Timestamp,
     /// Request id, also returned to the caller as `x-request-id`.
     pub request_id: &'a str,
     /// Verified caller identity, or `null` (plaintext or no client certificate).
@@ -55,18 +57,64 @@ pub struct Event<'a> {
     pub latency_us: u64,
 }
 
-/// The audit log handle; cheap to clone.
+/// The audit log handle; cheap to clone. The last clone dropped flushes
+/// every queued line and stops the writer.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: tokio::sync::mpsc::Sender<String>,
+    handle: Arc<Handle>,
 }
 
-const QUEUE: usize = 8192;
+/// Lines wait at most this long before the writer picks them up, so a busy
+/// server writes a few large blocks a second rather than a line a request
+/// (and wakes no thread per request).
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// Past this many queued bytes the writer is woken at once.
+const HIGH_WATER: usize = 1 << 20;
+/// Past this many queued bytes requests wait for the writer: lines are
+/// never dropped, and memory stays bounded.
+const MAX_QUEUED: usize = 8 << 20;
+
+#[derive(Debug, Default)]
+struct Queue {
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer.
+    wake: Condvar,
+    /// Wakes requests waiting for room.
+    room: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(t) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl AuditLog {
-    /// Starts the writer task for `output`.
+    /// Starts the writer thread for `output`.
     pub fn start(output: Output) -> std::io::Result<Self> {
-        let mut sink: Box<dyn Write + Send> = match &output {
+        let sink: Box<dyn Write + Send> = match &output {
             Output::Stdout => Box::new(std::io::stdout()),
             Output::File(p) => {
                 let mut o = std::fs::OpenOptions::new();
@@ -76,45 +124,230 @@ impl AuditLog {
                 Box::new(o.open(p)?)
             }
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(QUEUE);
-        tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::with_capacity(64 * 1024);
-            while let Some(line) = rx.blocking_recv() {
-                buf.extend_from_slice(line.as_bytes());
-                buf.push(b'\n');
-                // Drain whatever else is queued, then write once.
-                while let Ok(more) = rx.try_recv() {
-                    buf.extend_from_slice(more.as_bytes());
-                    buf.push(b'\n');
-                    if buf.len() > 1 << 20 {
-                        break;
-                    }
-                }
-                if let Err(e) = sink.write_all(&buf).and_then(|()| sink.flush()) {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
-                buf.clear();
-            }
-        });
-        Ok(Self { tx })
+        let shared = Arc::new(Shared::default());
+        let writer = std::thread::Builder::new()
+            .name("envelope-audit".into())
+            .spawn({
+                let shared = shared.clone();
+                move || write_loop(&shared, sink)
+            })?;
+        Ok(Self {
+            handle: Arc::new(Handle {
+                shared,
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
     }
 
-    /// Records one event.
+    /// Queues one event's line. Waits only while the queue is full.
     pub async fn record(&self, event: &Event<'_>) {
-        match serde_json::to_string(event) {
-            Ok(line) => {
-                if self.tx.send(line).await.is_err() {
-                    tracing::error!("the audit writer has stopped");
-                }
+        let shared = &self.handle.shared;
+        // The usual case: encode into this thread's buffer and append it
+        // under the lock, with no allocation.
+        let queued = LINE.with_borrow_mut(|line| {
+            line.clear();
+            if let Err(e) = serde_json::to_writer(&mut *line, event) {
+                tracing::error!(error = %e, "cannot encode an audit event");
+                return Ok(());
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
+            line.push(b'\n');
+            if shared.try_push(line) {
+                Ok(())
+            } else {
+                Err(line.clone())
+            }
+        });
+        let Err(line) = queued else {
+            return;
+        };
+        // The queue is full: wait for the writer to make room.
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if shared.try_push(&line) {
+                return;
+            }
+            if shared.queue.lock().map_or(true, |q| q.closed) {
+                tracing::error!("the audit writer has stopped");
+                return;
+            }
+            room.await;
         }
     }
 }
 
-/// The current time in RFC 3339.
-pub fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
+impl Shared {
+    /// Appends `line` if there is room (an empty queue always has room).
+    fn try_push(&self, line: &[u8]) -> bool {
+        let Ok(mut q) = self.queue.lock() else {
+            return false;
+        };
+        if !q.buf.is_empty() && q.buf.len() + line.len() > MAX_QUEUED {
+            drop(q);
+            self.wake.notify_one();
+            return false;
+        }
+        let was_empty = q.buf.is_empty();
+        q.buf.extend_from_slice(line);
+        let high = q.buf.len() >= HIGH_WATER;
+        drop(q);
+        if was_empty || high {
+            self.wake.notify_one();
+        }
+        true
+    }
+}
+
+/// Waits for lines, lets them gather for up to [`FLUSH_EVERY`], writes them
+/// in one call, and repeats; on close it writes what is left and returns.
+fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
+    let mut out = Vec::new();
+    loop {
+        let closed = {
+            let Ok(mut q) = shared.queue.lock() else {
+                return;
+            };
+            while q.buf.is_empty() && !q.closed {
+                q = match shared.wake.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+            if !q.closed && q.buf.len() < HIGH_WATER {
+                q = match shared
+                    .wake
+                    .wait_timeout_while(q, FLUSH_EVERY, |q| !q.closed && q.buf.len() < HIGH_WATER)
+                {
+                    Ok((q, _)) => q,
+                    Err(_) => return,
+                };
+            }
+            std::mem::swap(&mut q.buf, &mut out);
+            q.closed
+        };
+        if let Err(e) = sink.write_all(&out).and_then(|()| sink.flush()) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        out.clear();
+        // Keep a block's worth of capacity, not the largest burst's.
+        out.shrink_to(HIGH_WATER);
+        shared.room.notify_waiters();
+        if closed {
+            return;
+        }
+    }
+}
+
+/// When an event happened: serialized as RFC 3339 in UTC with nanoseconds,
+/// trailing zeros dropped (`2026-03-14T09:26:53.4812071Z`), as the `time`
+/// crate writes it, but without an allocation: the date and time of day are
+/// formatted once a second per thread and reused.
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(SystemTime);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+thread_local! {
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch.
+fn second(secs: u64) -> [u8; 19] {
+    let mut out = [b'0'; 19];
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut w = &mut out[..];
+    let _ = write!(
+        w,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    out
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let date = SECOND.with(|c| {
+            let (cached, text) = c.get();
+            if cached == secs {
+                text
+            } else {
+                let text = second(secs);
+                c.set((secs, text));
+                text
+            }
+        });
+        f.write_str(std::str::from_utf8(&date).map_err(|_| std::fmt::Error)?)?;
+        let mut nanos = since.subsec_nanos();
+        if nanos != 0 {
+            let mut digits = 9;
+            while nanos.is_multiple_of(10) {
+                nanos /= 10;
+                digits -= 1;
+            }
+            write!(f, ".{nanos:0digits$}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use time::format_description::well_known::Rfc3339;
+
+    #[test]
+    fn timestamps_match_the_time_crates_rfc3339() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::new(1_773_480_413, 0),
+            UNIX_EPOCH + Duration::new(1_773_480_413, 481_207_113),
+            UNIX_EPOCH + Duration::new(1_773_480_413, 100_000_000),
+            UNIX_EPOCH + Duration::new(1_773_480_413, 1),
+            UNIX_EPOCH + Duration::new(4_102_444_799, 999_999_999),
+            SystemTime::now(),
+        ];
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let nanos = u32::try_from(x % 1_000_000_000).unwrap();
+            // Round some to whole milli- and microseconds: trailing zeros.
+            let nanos = match x % 4 {
+                0 => nanos - nanos % 1_000_000,
+                1 => nanos - nanos % 1_000,
+                _ => nanos,
+            };
+            cases.push(UNIX_EPOCH + Duration::new(x % 4_102_444_800, nanos));
+        }
+        for t in cases {
+            let ours = Timestamp(t).to_string();
+            let theirs = OffsetDateTime::from(t).format(&Rfc3339).unwrap();
+            assert_eq!(ours, theirs);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! What every RPC passes through: the caller's identity, authorization,
 //! the key lookup, the audit line and the request id.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::audit::{AuditLog, Event};
 use crate::authz::{Authorizer, Operation};
 use crate::error::Error;
 use crate::keyring::{DEFAULT_KEY, Keyring};
+use crate::metrics::Label;
 use crate::pb;
 use crate::status::to_status;
 use crate::tls::PeerInfo;
@@ -110,11 +112,21 @@ impl HasSubject for pb::RotateMasterKeyRequest {
 }
 
 /// `s` cut to at most `max` characters (with a trailing `…` when cut).
-fn bounded(s: &str, max: usize) -> String {
+fn bounded(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
-        None => s.to_owned(),
+        Some((i, _)) => Cow::Owned(format!("{}…", s.get(..i).unwrap_or_default())),
+        None => Cow::Borrowed(s),
     }
+}
+
+tokio::task_local! {
+    static REQUEST_ID: uuid::Uuid;
+}
+
+/// The id of the request this task is serving, for log lines written
+/// without the debug-level request span.
+pub fn request_id() -> Option<uuid::Uuid> {
+    REQUEST_ID.try_with(|id| *id).ok()
 }
 
 /// The gRPC name of a status code, for audit lines.
@@ -181,7 +193,9 @@ impl Gate {
     {
         let _in_flight = InFlight::enter();
         let start = Instant::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = uuid::Uuid::new_v4();
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id_str: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let (key, context_keys) = {
             let s = req.subject();
             let key = if s.key.is_empty() && op != Operation::Admin {
@@ -195,20 +209,32 @@ impl Gate {
             // context keys of at most 64 characters each.
             let ctx: Vec<String> = s
                 .context
-                .map(|c| c.keys().take(64).map(|k| bounded(k, 64)).collect())
+                .map(|c| {
+                    c.keys()
+                        .take(64)
+                        .map(|k| bounded(k, 64).into_owned())
+                        .collect()
+                })
                 .unwrap_or_default();
             (key, ctx)
         };
         let identity = peer.identity.as_deref();
-        // Every log line of this request carries its id, as the audit line does.
-        let span = tracing::info_span!("request", request_id = %request_id, rpc);
+        // At debug level every log line of the request carries its id through
+        // this span. Formatting a span costs about as much as the cipher work
+        // of a call, so at info level there is none: the lines a request logs
+        // there (failures) take the id from the task-local below instead.
+        let span = tracing::debug_span!("request", request_id = %id_str, rpc);
         let result = match self.authz.check(identity, op, &key) {
             Ok(()) => {
-                tracing::Instrument::instrument(
-                    f(self.keyring.clone(), key.clone(), req),
-                    span.clone(),
-                )
-                .await
+                REQUEST_ID
+                    .scope(
+                        request_id,
+                        tracing::Instrument::instrument(
+                            f(self.keyring.clone(), key.clone(), req),
+                            span.clone(),
+                        ),
+                    )
+                    .await
             }
             Err(denied) => Err(Error::Denied(denied)),
         };
@@ -231,10 +257,10 @@ impl Gate {
                 (outcome, crate::status::code(e), "", None)
             }
         };
-        let metric_key = if self.keyring.get(&key).is_ok() || key == "*" {
-            key.as_str()
-        } else {
-            "unknown"
+        let metric_key = match self.keyring.get(&key) {
+            Ok(named) => Label::Shared(named.label()),
+            Err(_) if key == "*" => Label::Static("*"),
+            Err(_) => Label::Static("unknown"),
         };
         crate::metrics::get().request(rpc, metric_key, code_name(code), start.elapsed());
         if let Some((n, _)) = batch {
@@ -249,8 +275,8 @@ impl Gate {
         if let Some(audit) = &self.audit {
             audit
                 .record(&Event {
-                    time: crate::audit::now(),
-                    request_id: &request_id,
+                    time: crate::audit::Timestamp::now(),
+                    request_id: id_str,
                     caller: identity,
                     rpc,
                     operation: op.as_str(),
@@ -265,7 +291,7 @@ impl Gate {
                 })
                 .await;
         }
-        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
+        let id = tonic::metadata::MetadataValue::try_from(id_str).ok();
         match result {
             Ok((resp, _)) => {
                 let mut r = Response::new(resp);
@@ -275,7 +301,7 @@ impl Gate {
                 Ok(r)
             }
             Err(e) => {
-                let mut s = span.in_scope(|| to_status(e));
+                let mut s = span.in_scope(|| REQUEST_ID.sync_scope(request_id, || to_status(e)));
                 if let Some(id) = id {
                     s.metadata_mut().insert("x-request-id", id);
                 }

@@ -27,6 +27,7 @@ mod data_key;
 mod ops;
 
 pub use data_key::{DataKey, DataKeyLimits};
+pub use ops::{Opened, Sealed};
 
 /// The stages whose versions are loaded at every refresh.
 pub const LOADED_STAGES: [&str; 3] = [AWSCURRENT, AWSPREVIOUS, AWSPENDING];
@@ -216,6 +217,8 @@ impl KeySource {
 /// One key name.
 pub struct NamedKey {
     source: KeySource,
+    /// The name again, shared with metric labels (no allocation per request).
+    label: Arc<str>,
     key_id: [u8; envelope::KEY_ID_LEN],
     limits: Limits,
     state: ArcSwap<KeySet>,
@@ -252,6 +255,7 @@ impl NamedKey {
         let evictions = Arc::new(AtomicU64::new(0));
         Ok(Self {
             key_id: envelope::key_id(&source.name),
+            label: source.name.as_str().into(),
             source,
             limits,
             state: ArcSwap::from_pointee(set),
@@ -305,6 +309,11 @@ impl NamedKey {
     /// The key name.
     pub fn name(&self) -> &str {
         &self.source.name
+    }
+
+    /// The key name as a shared string, for metric labels.
+    pub fn label(&self) -> Arc<str> {
+        self.label.clone()
     }
 
     /// The secret that holds this key's versions.

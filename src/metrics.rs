@@ -18,6 +18,51 @@ use crate::keyring::Keyring;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A label value that costs no allocation on the request path: a static
+/// string, or a key name shared with the keyring. Equal text is one series
+/// whichever form it came in.
+#[derive(Clone, Debug)]
+pub enum Label {
+    /// A fixed value (an RPC or code name, `unknown`, `*`).
+    Static(&'static str),
+    /// A configured key name.
+    Shared(Arc<str>),
+}
+
+impl Label {
+    fn as_str(&self) -> &str {
+        match self {
+            Label::Static(s) => s,
+            Label::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Label {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+type RequestLabels = [(&'static str, Label); 3];
+
 #[derive(Clone)]
 struct Buckets(fn() -> Histogram);
 
@@ -35,8 +80,8 @@ fn latency_buckets() -> Histogram {
 /// Every series Envelope exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
-    request_seconds: Family<Labels, Histogram, Buckets>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<[(&'static str, &'static str); 1], Histogram, Buckets>,
     batch_items: Histogram,
     backend_calls: Family<Labels, Counter>,
     backend_seconds: Family<Labels, Histogram, Buckets>,
@@ -128,16 +173,16 @@ impl Metrics {
     }
 
     /// One finished RPC.
-    pub fn request(&self, rpc: &'static str, key: &str, code: &'static str, took: Duration) {
+    pub fn request(&self, rpc: &'static str, key: Label, code: &'static str, took: Duration) {
         self.requests
-            .get_or_create(&vec![
-                ("rpc", rpc.to_owned()),
-                ("key", key.to_owned()),
-                ("code", code.to_owned()),
+            .get_or_create(&[
+                ("rpc", Label::Static(rpc)),
+                ("key", key),
+                ("code", Label::Static(code)),
             ])
             .inc();
         self.request_seconds
-            .get_or_create(&vec![("rpc", rpc.to_owned())])
+            .get_or_create(&[("rpc", rpc)])
             .observe(took.as_secs_f64());
     }
 

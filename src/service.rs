@@ -116,24 +116,34 @@ async fn encrypt_batch(
 ) -> Result<(pb::EncryptBatchResponse, Done), Error> {
     check_batch(req.items.len(), max)?;
     let key = key_of(&keyring, &name).await?;
-    let (outcomes, done) = each(req.items, |item| {
-        let key = &key;
-        async move {
-            let (ct, master) = key.encrypt(&item.plaintext, &item.context).await?;
-            Ok((Bytes::from(ct), master.version.as_str().to_owned()))
-        }
-    })
-    .await;
-    let results = outcomes
+    let sealed = key
+        .encrypt_many(&req.items, |i| (&i.plaintext, &i.context))
+        .await;
+    let versions: Vec<&str> = sealed.versions.iter().map(|v| v.version.as_str()).collect();
+    let mut failed = 0;
+    let results = sealed
+        .results
         .into_iter()
-        .map(|(r, key_version)| pb::EncryptResult {
-            result: Some(match r {
-                Ok(ct) => encrypt_result::Result::Ciphertext(ct),
-                Err(e) => encrypt_result::Result::Error(e),
-            }),
-            key_version,
+        .map(|r| match r {
+            Ok((range, v)) => pb::EncryptResult {
+                result: Some(encrypt_result::Result::Ciphertext(
+                    sealed.records.slice(range),
+                )),
+                key_version: versions.get(v).copied().unwrap_or_default().to_owned(),
+            },
+            Err(e) => {
+                failed += 1;
+                pb::EncryptResult {
+                    result: Some(encrypt_result::Result::Error(item_error(e))),
+                    key_version: String::new(),
+                }
+            }
         })
         .collect();
+    let done = Done {
+        version: versions.first().copied().unwrap_or_default().to_owned(),
+        batch: Some((req.items.len(), failed)),
+    };
     Ok((pb::EncryptBatchResponse { results }, done))
 }
 
@@ -145,26 +155,35 @@ async fn decrypt_batch(
 ) -> Result<(pb::DecryptBatchResponse, Done), Error> {
     check_batch(req.items.len(), max)?;
     let key = key_of(&keyring, &name).await?;
-    let (outcomes, mut done) = each(req.items, |item| {
-        let key = &key;
-        async move {
-            let (pt, version) = key.decrypt(&item.ciphertext, &item.context).await?;
-            Ok((secret_bytes(pt), version.to_string()))
-        }
-    })
-    .await;
-    // Records of a batch may name different versions: none is "the" version.
-    done.version.clear();
-    let results = outcomes
+    let mut opened = key
+        .decrypt_many(&req.items, |i| (&i.ciphertext, &i.context))
+        .await;
+    // One owner for every plaintext of the batch: wiped once the response
+    // is encoded and the last slice dropped.
+    let plaintexts = secret_bytes(std::mem::take(&mut *opened.plaintexts));
+    let mut failed = 0;
+    let results = opened
+        .results
         .into_iter()
-        .map(|(r, key_version)| pb::DecryptResult {
-            result: Some(match r {
-                Ok(pt) => decrypt_result::Result::Plaintext(pt),
-                Err(e) => decrypt_result::Result::Error(e),
-            }),
-            key_version,
+        .map(|r| match r {
+            Ok((range, version)) => pb::DecryptResult {
+                result: Some(decrypt_result::Result::Plaintext(plaintexts.slice(range))),
+                key_version: version.to_string(),
+            },
+            Err(e) => {
+                failed += 1;
+                pb::DecryptResult {
+                    result: Some(decrypt_result::Result::Error(item_error(e))),
+                    key_version: String::new(),
+                }
+            }
         })
         .collect();
+    // Records of a batch may name different versions: none is "the" version.
+    let done = Done {
+        version: String::new(),
+        batch: Some((req.items.len(), failed)),
+    };
     Ok((pb::DecryptBatchResponse { results }, done))
 }
 

@@ -63,9 +63,10 @@ pub fn message(e: &Error) -> String {
 }
 
 fn log(e: &Error, code: Code) {
+    let id = crate::gate::request_id().map(tracing::field::display);
     match code {
-        Code::Internal => tracing::error!(error = %e, "internal failure"),
-        Code::Unavailable => tracing::warn!(error = %e, "dependency failure"),
+        Code::Internal => tracing::error!(request_id = id, error = %e, "internal failure"),
+        Code::Unavailable => tracing::warn!(request_id = id, error = %e, "dependency failure"),
         _ => tracing::debug!(error = %e, ?code, "request refused"),
     }
 }

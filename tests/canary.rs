@@ -138,9 +138,10 @@ async fn canaries_appear_nowhere() {
             "{core}"
         );
     }
-    let logs = server.logs() + &server.stdout();
+    let audit = server.audit_with(&["\"rpc\":\"KeyStatus\""]).await;
+    let logs = server.logs() + &audit;
     assert!(
-        server.stdout().contains("\"rpc\":\"Encrypt\""),
+        audit.contains("\"rpc\":\"Encrypt\""),
         "the audit log is written"
     );
     assert!(

@@ -103,13 +103,9 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
     let end = responses.message().await.unwrap_err();
     assert_eq!(end.code(), Code::NotFound);
     // Every message is audited like a unary batch.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !server.stdout().contains("\"rpc\":\"EncryptStream\"")
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let audit = server.stdout();
+    let audit = server
+        .audit_with(&["\"rpc\":\"EncryptStream\"", "\"items\":3"])
+        .await;
     assert!(
         audit.contains("\"rpc\":\"EncryptStream\"") && audit.contains("\"items\":3"),
         "{audit}"

@@ -85,6 +85,16 @@ impl DataKey {
         if self.born.elapsed() >= limits.max_age {
             return None;
         }
+        self.claim_counted(len, limits)
+    }
+
+    /// [`DataKey::claim`] without the age check, for the records of a batch
+    /// after its first (a batch lasts milliseconds; the age limit is minutes).
+    pub(super) fn claim_counted(
+        &self,
+        len: usize,
+        limits: &DataKeyLimits,
+    ) -> Option<[u8; NONCE_BYTES]> {
         let n = self.records.fetch_add(1, Ordering::Relaxed);
         if n >= limits.max_records.min(MAX_RECORDS_CEILING) {
             return None;

@@ -1,6 +1,7 @@
 //! The operations on one key name: seal, open, rewrap, and client data keys.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,13 +11,133 @@ use zeroize::Zeroizing;
 use super::{CachedKey, DataKey, NamedKey};
 use crate::context;
 use crate::crypto::{AeadKey, KEY_LEN, KeyBytes, NONCE_BYTES, fill_random, random_nonce};
-use crate::envelope::{self, Kind, Parsed, WRAPPED_LEN};
+use crate::envelope::{self, Kind, Parsed, RECORD_OVERHEAD_UUID, WRAPPED_LEN};
 use crate::error::Error;
 use crate::kms::KmsContext;
 use crate::master_key::MasterKey;
 
 /// An encryption context as the API carries it.
 pub type Context = BTreeMap<String, String>;
+
+/// The records of [`NamedKey::encrypt_many`].
+#[derive(Debug)]
+pub struct Sealed {
+    /// Every record, back to back.
+    pub records: Bytes,
+    /// Per item: its record's range in `records` and the index of its
+    /// version in `versions`, or why it failed.
+    pub results: Vec<Result<(Range<usize>, usize), Error>>,
+    /// The master-key versions used, in order (one, unless a data key ran
+    /// out or a rotation was seen mid-batch).
+    pub versions: Vec<Arc<MasterKey>>,
+}
+
+/// A master-key version id, shared.
+pub type Version = Arc<str>;
+
+/// The plaintexts of [`NamedKey::decrypt_many`].
+#[derive(Debug)]
+pub struct Opened {
+    /// Every plaintext, back to back; wiped on drop.
+    pub plaintexts: Zeroizing<Vec<u8>>,
+    /// Per item: its plaintext's range and the version that wrapped its
+    /// data key, or why it failed.
+    pub results: Vec<Result<(Range<usize>, Version), Error>>,
+}
+
+/// Seals records one after another into one buffer.
+struct SealBatch<'k> {
+    key: &'k NamedKey,
+    out: Vec<u8>,
+    aad: Vec<u8>,
+    aad_prefix: usize,
+    data_key: Option<Arc<DataKey>>,
+    versions: Vec<Arc<MasterKey>>,
+}
+
+impl<'k> SealBatch<'k> {
+    fn new(key: &'k NamedKey, capacity: usize) -> Self {
+        let mut aad = Vec::with_capacity(64);
+        envelope::payload_aad_prefix(&mut aad, &key.source.name);
+        Self {
+            key,
+            out: Vec::with_capacity(capacity),
+            aad_prefix: aad.len(),
+            aad,
+            data_key: None,
+            versions: Vec::new(),
+        }
+    }
+
+    /// Appends one record; returns its range in `out`.
+    async fn seal(&mut self, plaintext: &[u8], ctx: &Context) -> Result<Range<usize>, Error> {
+        let limits = &self.key.limits;
+        if plaintext.len() > limits.max_plaintext_bytes {
+            return Err(Error::TooLarge {
+                got: plaintext.len(),
+                max: limits.max_plaintext_bytes,
+            });
+        }
+        context::validate(ctx, limits.context)?;
+        // The data key this batch already holds was checked for age and
+        // for being current when the batch took it; later records only
+        // count against its record and byte limits.
+        let claimed = self
+            .data_key
+            .as_ref()
+            .and_then(|dk| dk.claim_counted(plaintext.len(), &limits.data_key));
+        let nonce = match claimed {
+            Some(nonce) => nonce,
+            None => {
+                let (dk, nonce) = self.key.claim(plaintext.len()).await?;
+                if !self
+                    .versions
+                    .last()
+                    .is_some_and(|v| Arc::ptr_eq(v, &dk.master))
+                {
+                    self.versions.push(dk.master.clone());
+                }
+                self.data_key = Some(dk);
+                nonce
+            }
+        };
+        let dk = self
+            .data_key
+            .as_ref()
+            .ok_or(Error::Internal("no data key"))?;
+        self.aad.truncate(self.aad_prefix);
+        context::encode_into(ctx, &mut self.aad);
+        let start = self.out.len();
+        envelope::write_header(
+            &mut self.out,
+            Kind::Record,
+            &self.key.key_id,
+            &dk.master.version,
+            &dk.wrapped,
+        );
+        self.out.extend_from_slice(&nonce);
+        let body = self.out.len();
+        self.out.extend_from_slice(plaintext);
+        let sealed = match self.out.get_mut(body..) {
+            Some(b) => dk.key.seal(nonce, &self.aad, b).map_err(Error::from),
+            None => Err(Error::Internal("record buffer")),
+        };
+        match sealed {
+            Ok(tag) => {
+                self.out.extend_from_slice(&tag);
+                Ok(start..self.out.len())
+            }
+            Err(e) => {
+                // The plaintext was copied in: wipe it, not just forget it.
+                if let Some(tail) = self.out.get_mut(start..) {
+                    zeroize::Zeroize::zeroize(tail);
+                }
+                self.out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+}
 
 impl NamedKey {
     /// Seals `plaintext` under the current master-key version.
@@ -25,30 +146,42 @@ impl NamedKey {
         plaintext: &[u8],
         ctx: &Context,
     ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
-        if plaintext.len() > self.limits.max_plaintext_bytes {
-            return Err(Error::TooLarge {
-                got: plaintext.len(),
-                max: self.limits.max_plaintext_bytes,
-            });
+        let mut batch = SealBatch::new(self, plaintext.len() + RECORD_OVERHEAD_UUID);
+        let range = batch.seal(plaintext, ctx).await?;
+        let master = batch
+            .versions
+            .pop()
+            .ok_or(Error::Internal("sealed without a version"))?;
+        let mut out = batch.out;
+        out.truncate(range.end);
+        Ok((out, master))
+    }
+
+    /// Seals many plaintexts, in order, back to back into one buffer: one
+    /// allocation for the whole batch, one associated-data buffer reused,
+    /// and the data key's age and the current version checked once per batch
+    /// rather than per record. One failing item never fails the others.
+    pub async fn encrypt_many<T>(
+        &self,
+        items: &[T],
+        get: impl Fn(&T) -> (&[u8], &Context),
+    ) -> Sealed {
+        let capacity = items
+            .iter()
+            .map(|t| get(t).0.len().min(self.limits.max_plaintext_bytes) + RECORD_OVERHEAD_UUID)
+            .sum();
+        let mut batch = SealBatch::new(self, capacity);
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let (plaintext, ctx) = get(item);
+            let r = batch.seal(plaintext, ctx).await;
+            results.push(r.map(|range| (range, batch.versions.len().saturating_sub(1))));
         }
-        let ctx_len = context::validate(ctx, self.limits.context)?;
-        let (dk, nonce) = self.claim(plaintext.len()).await?;
-        let version = &dk.master.version;
-        let mut out =
-            Vec::with_capacity(envelope::header_len(version) + NONCE_BYTES + plaintext.len() + 16);
-        envelope::write_header(&mut out, Kind::Record, &self.key_id, version, &dk.wrapped);
-        out.extend_from_slice(&nonce);
-        let body = out.len();
-        out.extend_from_slice(plaintext);
-        let aad = self.payload_aad(ctx, ctx_len);
-        let tag = dk.key.seal(
-            nonce,
-            &aad,
-            out.get_mut(body..)
-                .ok_or(Error::Internal("record buffer"))?,
-        )?;
-        out.extend_from_slice(&tag);
-        Ok((out, dk.master.clone()))
+        Sealed {
+            records: Bytes::from(batch.out),
+            results,
+            versions: batch.versions,
+        }
     }
 
     /// Opens a record; returns the plaintext and the version that wrapped its data key.
@@ -67,6 +200,68 @@ impl NamedKey {
             .key
             .open(parsed.nonce, &aad, parsed.ciphertext, parsed.tag, &mut out)?;
         Ok((out, cached.version.clone()))
+    }
+
+    /// Opens many records, in order, into one buffer that is wiped when
+    /// dropped. Consecutive records under the same data key (the usual case:
+    /// they were sealed together) skip the cache lookup.
+    pub async fn decrypt_many<T>(
+        &self,
+        items: &[T],
+        get: impl Fn(&T) -> (&[u8], &Context),
+    ) -> Opened {
+        // Sized once so the buffer never reallocates: a reallocation would
+        // leave an unwiped copy of plaintext behind.
+        let capacity = items.iter().map(|t| get(t).0.len()).sum();
+        let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut aad = Vec::with_capacity(64);
+        envelope::payload_aad_prefix(&mut aad, &self.source.name);
+        let prefix = aad.len();
+        let mut last: Option<(&[u8], Arc<CachedKey>)> = None;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let (record, ctx) = get(item);
+            let r = async {
+                context::validate(ctx, self.limits.context)?;
+                let parsed = self.parse(record, Kind::Record)?;
+                let cached = match &last {
+                    Some((slot, key)) if *slot == parsed.wrap_slot => key.clone(),
+                    _ => {
+                        let key = self.open_key(&parsed).await?;
+                        self.check_retired(&key.version, key.created)?;
+                        last = Some((parsed.wrap_slot, key.clone()));
+                        key
+                    }
+                };
+                aad.truncate(prefix);
+                context::encode_into(ctx, &mut aad);
+                let start = out.len();
+                let end = start + parsed.ciphertext.len();
+                if end > out.capacity() {
+                    return Err(Error::Internal("plaintext buffer"));
+                }
+                out.resize(end, 0);
+                let opened = cached.key.open(
+                    parsed.nonce,
+                    &aad,
+                    parsed.ciphertext,
+                    parsed.tag,
+                    out.get_mut(start..end)
+                        .ok_or(Error::Internal("plaintext buffer"))?,
+                );
+                if let Err(e) = opened {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
+                Ok((start..end, cached.version.clone()))
+            }
+            .await;
+            results.push(r);
+        }
+        Opened {
+            plaintexts: out,
+            results,
+        }
     }
 
     /// Moves a record's data key to the current master-key version after
@@ -182,7 +377,10 @@ impl NamedKey {
     }
 
     /// The data key for one more record of `len` bytes, with its nonce.
-    async fn claim(&self, len: usize) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
+    pub(super) async fn claim(
+        &self,
+        len: usize,
+    ) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
         if let Some(claimed) = self.claim_active(len) {
             return Ok(claimed);
         }

@@ -33,6 +33,19 @@ thread_local! {
     static FIX: Fixture = fixture();
 }
 
+/// Runs `f` on a fresh local key named `k` with `limits`.
+fn with_key(limits: Limits, f: impl AsyncFnOnce(NamedKey)) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let key = NamedKey::open_local(dir.path(), "k", limits).await.unwrap();
+        f(key).await;
+    });
+}
+
 fn context() -> impl Strategy<Value = BTreeMap<String, String>> {
     btree_map("[a-z\u{e9}\u{4e2d}]{1,8}", ".{0,12}", 0..4)
 }
@@ -130,11 +143,6 @@ fn lookups_of_unknown_versions_are_rate_limited() {
 
 #[test]
 fn the_decryption_cache_is_bounded_and_counts_evictions() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let limits = Limits {
         decrypt_cache_entries: 2,
         data_key: DataKeyLimits {
@@ -143,8 +151,7 @@ fn the_decryption_cache_is_bounded_and_counts_evictions() {
         },
         ..Limits::default()
     };
-    rt.block_on(async {
-        let key = NamedKey::open_local(dir.path(), "k", limits).await.unwrap();
+    with_key(limits, async |key| {
         let ctx = BTreeMap::new();
         let mut records = Vec::new();
         for i in 0..8u8 {
@@ -158,5 +165,78 @@ fn the_decryption_cache_is_bounded_and_counts_evictions() {
         assert_eq!(f.data_keys_generated, 8);
         assert!(f.decrypt_entries <= 2, "{f:?}");
         assert!(f.evictions >= 6, "{f:?}");
+    });
+}
+
+#[test]
+fn batches_span_data_keys_and_keep_failures_to_their_items() {
+    let limits = Limits {
+        max_plaintext_bytes: 100,
+        data_key: DataKeyLimits {
+            max_records: 3,
+            ..DataKeyLimits::default()
+        },
+        ..Limits::default()
+    };
+    with_key(limits, async |key| {
+        let ctx_a: BTreeMap<String, String> = [("t".to_owned(), "a".to_owned())].into();
+        let ctx_b: BTreeMap<String, String> = [("t".to_owned(), "b".to_owned())].into();
+        let bad: BTreeMap<String, String> = [(String::new(), "x".to_owned())].into();
+        let mut items: Vec<(Vec<u8>, BTreeMap<String, String>)> = (0..10u8)
+            .map(|i| {
+                (
+                    vec![i; usize::from(i) * 7],
+                    if i % 2 == 0 {
+                        ctx_a.clone()
+                    } else {
+                        ctx_b.clone()
+                    },
+                )
+            })
+            .collect();
+        items[4].1 = bad.clone(); // invalid context
+        items[7].0 = vec![7; 101]; // over the plaintext limit
+        let sealed = key.encrypt_many(&items, |(p, c)| (p, c)).await;
+        assert_eq!(sealed.results.len(), 10);
+        // Three records per data key: the batch took several data keys, all
+        // under the one current version.
+        assert!(key.figures().data_keys_generated >= 3);
+        assert_eq!(sealed.versions.len(), 1);
+        let mut records = Vec::new();
+        for (i, r) in sealed.results.iter().enumerate() {
+            match i {
+                4 => assert!(matches!(r, Err(Error::Context(_))), "{r:?}"),
+                7 => assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}"),
+                _ => {
+                    let (range, v) = r.as_ref().unwrap();
+                    assert_eq!(*v, 0);
+                    let record = sealed.records.slice(range.clone());
+                    assert_eq!(
+                        record.len(),
+                        items[i].0.len() + envelope::RECORD_OVERHEAD_UUID
+                    );
+                    // Each record opens on its own, unary.
+                    assert_eq!(
+                        key.decrypt(&record, &items[i].1).await.unwrap().0,
+                        items[i].0
+                    );
+                    records.push((record.to_vec(), items[i].1.clone(), items[i].0.clone()));
+                }
+            }
+        }
+        // Decrypt them back as a batch, with a tampered record and a wrong
+        // context in the middle: only those two fail.
+        records[2].0[60] ^= 1;
+        records[5].1 = ctx_a.clone();
+        records[5].1.insert("extra".into(), "1".into());
+        let opened = key.decrypt_many(&records, |(r, c, _)| (r, c)).await;
+        for (i, r) in opened.results.iter().enumerate() {
+            if i == 2 || i == 5 {
+                assert!(matches!(r, Err(Error::Unauthentic)), "{i}: {r:?}");
+            } else {
+                let (range, _) = r.as_ref().unwrap();
+                assert_eq!(&opened.plaintexts[range.clone()], &records[i].2[..], "{i}");
+            }
+        }
     });
 }

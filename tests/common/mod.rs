@@ -148,6 +148,19 @@ impl Server {
         std::fs::read_to_string(self.data_dir.with_extension("stdout")).unwrap_or_default()
     }
 
+    /// The audit log once it holds every one of `needles` (the writer
+    /// gathers lines for up to 10 ms), or as it is after 5 s.
+    pub async fn audit_with(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.stdout();
+            if needles.iter().all(|n| out.contains(n)) || std::time::Instant::now() >= deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server (SIGKILL: a crash loses nothing that was acknowledged).
     pub fn stop(mut self) {
         let _ = self.child.kill();
