@@ -8,6 +8,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use envelope::config::{LogFormat, Overrides, Settings};
 
+// Per-item protobuf messages make a batch allocate thousands of small
+// buffers; mimalloc's thread-local free lists serve them faster than glibc's
+// arenas (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "envelope",
