@@ -52,7 +52,6 @@ struct SealBatch<'k> {
     aad: Vec<u8>,
     aad_prefix: usize,
     data_key: Option<Arc<DataKey>>,
-    versions: Vec<Arc<MasterKey>>,
 }
 
 impl<'k> SealBatch<'k> {
@@ -65,8 +64,12 @@ impl<'k> SealBatch<'k> {
             aad_prefix: aad.len(),
             aad,
             data_key: None,
-            versions: Vec::new(),
         }
+    }
+
+    /// The master-key version of the data key last used.
+    fn version(&self) -> Option<&Arc<MasterKey>> {
+        self.data_key.as_ref().map(|dk| &dk.master)
     }
 
     /// Appends one record; returns its range in `out`.
@@ -90,13 +93,6 @@ impl<'k> SealBatch<'k> {
             Some(nonce) => nonce,
             None => {
                 let (dk, nonce) = self.key.claim(plaintext.len()).await?;
-                if !self
-                    .versions
-                    .last()
-                    .is_some_and(|v| Arc::ptr_eq(v, &dk.master))
-                {
-                    self.versions.push(dk.master.clone());
-                }
                 self.data_key = Some(dk);
                 nonce
             }
@@ -149,8 +145,8 @@ impl NamedKey {
         let mut batch = SealBatch::new(self, plaintext.len() + RECORD_OVERHEAD_UUID);
         let range = batch.seal(plaintext, ctx).await?;
         let master = batch
-            .versions
-            .pop()
+            .version()
+            .cloned()
             .ok_or(Error::Internal("sealed without a version"))?;
         let mut out = batch.out;
         out.truncate(range.end);
@@ -172,15 +168,21 @@ impl NamedKey {
             .sum();
         let mut batch = SealBatch::new(self, capacity);
         let mut results = Vec::with_capacity(items.len());
+        let mut versions: Vec<Arc<MasterKey>> = Vec::with_capacity(1);
         for item in items {
             let (plaintext, ctx) = get(item);
             let r = batch.seal(plaintext, ctx).await;
-            results.push(r.map(|range| (range, batch.versions.len().saturating_sub(1))));
+            if let Some(v) = batch.version()
+                && !versions.last().is_some_and(|last| Arc::ptr_eq(last, v))
+            {
+                versions.push(v.clone());
+            }
+            results.push(r.map(|range| (range, versions.len().saturating_sub(1))));
         }
         Sealed {
             records: Bytes::from(batch.out),
             results,
-            versions: batch.versions,
+            versions,
         }
     }
 
