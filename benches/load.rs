@@ -17,6 +17,8 @@
 //! p50/p99/p99.9 latency (hdrhistogram) with Envelope's figure as a ratio of
 //! each ceiling, counts the KMS and secret-store calls the server made
 //! during the run (from its /metrics) and checks every call was audited.
+//! Last, the peers (Tink and the AWS Encryption SDK, `benches/peers/run.sh`)
+//! encrypt the same record sizes in-process on one core.
 //! Results also go to `load.csv` in `ENVELOPE_BENCH_OUT` (default: Cargo's
 //! bench scratch directory) for `benches/plot.sh`.
 //!
@@ -880,4 +882,19 @@ async fn run(secs: f64, pinned: bool, out_dir: &Path) {
     let csv = out_dir.join("load.csv");
     std::fs::write(&csv, report.csv).unwrap();
     println!("Results: {}", csv.display());
+
+    // The peers, in the same run on the same record sizes (in-process on
+    // core 0; the script installs them into a virtualenv on first use).
+    // ENVELOPE_BENCH_PEERS=0 skips them.
+    if std::env::var("ENVELOPE_BENCH_PEERS").as_deref() != Ok("0") {
+        println!("\n## Peers, in-process on one core\n");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/run.sh");
+        match Command::new(script)
+            .arg(format!("{}", secs.min(2.0)))
+            .status()
+        {
+            Ok(s) if s.success() => {}
+            other => println!("peers did not run ({other:?}); run benches/peers/run.sh"),
+        }
+    }
 }
