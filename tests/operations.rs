@@ -154,14 +154,28 @@ async fn sigterm_drains_and_exits_zero() {
     let started = std::time::Instant::now();
     let mut server = Server::start(&dir.path().join("data"), None);
     let startup = started.elapsed();
-    let mut c = server.client().await;
-    c.encrypt(pb::EncryptRequest {
-        key: String::new(),
-        plaintext: Bytes::from_static(b"x"),
-        context: ctx(&[]),
-    })
-    .await
-    .unwrap();
+    let c = server.client().await;
+    // 500 calls, then SIGTERM at once: their audit lines are still waiting
+    // in the writer's block, and the exit must write every one.
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    c.encrypt(pb::EncryptRequest {
+                        key: String::new(),
+                        plaintext: Bytes::from_static(b"x"),
+                        context: ctx(&[]),
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in calls {
+        t.await.unwrap();
+    }
     let stopping = std::time::Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -175,4 +189,15 @@ async fn sigterm_drains_and_exits_zero() {
     eprintln!("start-up to listening {startup:?}; SIGTERM to exit {shutdown:?}");
     assert_eq!(code, Some(0));
     assert!(server.logs().contains("stopped"));
+    let audit = server.audit_with(&[]).await;
+    let mut lines = audit.matches("\"rpc\":\"Encrypt\"").count();
+    // The test's own reader copies the closed pipe to a file: let it finish.
+    for _ in 0..100 {
+        if lines == 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        lines = server.stdout().matches("\"rpc\":\"Encrypt\"").count();
+    }
+    assert_eq!(lines, 500, "every audit line is written before exit");
 }
