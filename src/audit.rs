@@ -183,14 +183,20 @@ impl Shared {
         let Ok(mut q) = self.queue.lock() else {
             return false;
         };
+        if q.closed {
+            return false;
+        }
         if !q.buf.is_empty() && q.buf.len() + line.len() > MAX_QUEUED {
             drop(q);
             self.wake.notify_one();
             return false;
         }
         let was_empty = q.buf.is_empty();
+        let below = q.buf.len() < HIGH_WATER;
         q.buf.extend_from_slice(line);
-        let high = q.buf.len() >= HIGH_WATER;
+        // Wake the writer once when the block crosses the mark, not on
+        // every push past it.
+        let high = below && q.buf.len() >= HIGH_WATER;
         drop(q);
         if was_empty || high {
             self.wake.notify_one();
@@ -199,9 +205,24 @@ impl Shared {
     }
 }
 
+/// Marks the queue closed and wakes every waiting request when the writer
+/// stops, however it stops (even by a panic): requests then stop waiting
+/// for room that will never come.
+struct Stopped<'a>(&'a Shared);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.0.queue.lock() {
+            q.closed = true;
+        }
+        self.0.room.notify_waiters();
+    }
+}
+
 /// Waits for lines, lets them gather for up to [`FLUSH_EVERY`], writes them
 /// in one call, and repeats; on close it writes what is left and returns.
 fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
+    let _stopped = Stopped(shared);
     let mut out = Vec::new();
     loop {
         let closed = {

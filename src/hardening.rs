@@ -14,9 +14,9 @@ pub struct Hardened {
     pub memory_locked: bool,
 }
 
-/// Turns off core dumps and dumpability; with `lock_memory`, locks all
-/// current and future pages, failing if the system refuses (RLIMIT_MEMLOCK
-/// or CAP_IPC_LOCK). Where the OS lacks a mechanism, nothing is done and
+/// Turns off core dumps and dumpability; with `lock_memory`, locks every
+/// page the process touches, now or later (`MCL_ONFAULT`, Linux 4.4+),
+/// failing if the system refuses (RLIMIT_MEMLOCK or CAP_IPC_LOCK). Where the OS lacks a mechanism, nothing is done and
 /// the result says so.
 pub fn harden(lock_memory: bool) -> Result<Hardened, String> {
     let mut h = Hardened::default();
@@ -41,7 +41,11 @@ pub fn harden(lock_memory: bool) -> Result<Hardened, String> {
         #[cfg(target_os = "linux")]
         {
             use rustix::mm::{MlockAllFlags, mlockall};
-            mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE).map_err(|e| {
+            // ONFAULT: a page is locked when first touched, not populated
+            // when mapped. Without it every reserved region (thread stacks,
+            // the allocator's arenas) would be made resident at once: over
+            // 1 GB locked at start with mimalloc, for no key material.
+            mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT).map_err(|e| {
                 format!("lock_memory: mlockall refused ({e}); raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK, or turn lock_memory off")
             })?;
             h.memory_locked = true;

@@ -201,3 +201,58 @@ async fn sigterm_drains_and_exits_zero() {
     }
     assert_eq!(lines, 500, "every audit line is written before exit");
 }
+
+/// `lock_memory = true`: where the system allows mlockall, the server serves
+/// with its pages locked as touched, not with every reservation made
+/// resident; where it refuses, start-up fails with the documented message.
+#[tokio::test]
+async fn lock_memory_locks_touched_pages_or_fails_clearly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlock_memory = true\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let err = dir.path().join("err");
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let first = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next();
+    match first {
+        Some(Ok(line)) if line.starts_with("listening on ") => {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+            let kb = |field: &str| -> u64 {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap()
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(kb("VmLck:") > 0, "memory is locked: {status}");
+            // Locked on touch: the reservations are not all resident.
+            assert!(kb("VmRSS:") < 256 * 1024, "{status}");
+        }
+        _ => {
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&err).unwrap();
+            assert!(
+                log.contains("lock_memory: mlockall refused"),
+                "start-up failed otherwise: {log}"
+            );
+        }
+    }
+}

@@ -27,8 +27,9 @@ pub struct Sealed {
     /// Per item: its record's range in `records` and the index of its
     /// version in `versions`, or why it failed.
     pub results: Vec<Result<(Range<usize>, usize), Error>>,
-    /// The master-key versions used, in order (one, unless a data key ran
-    /// out or a rotation was seen mid-batch).
+    /// The master-key versions used, in order: one, unless the data key ran
+    /// out mid-batch after a rotation (a batch checks the current version
+    /// only when it takes a data key).
     pub versions: Vec<Arc<MasterKey>>,
 }
 
@@ -142,15 +143,15 @@ impl NamedKey {
         plaintext: &[u8],
         ctx: &Context,
     ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
-        let mut batch = SealBatch::new(self, plaintext.len() + RECORD_OVERHEAD_UUID);
-        let range = batch.seal(plaintext, ctx).await?;
+        let capacity = plaintext.len().min(self.limits.max_plaintext_bytes) + RECORD_OVERHEAD_UUID;
+        let mut batch = SealBatch::new(self, capacity);
+        // The one record is the whole buffer.
+        batch.seal(plaintext, ctx).await?;
         let master = batch
             .version()
             .cloned()
             .ok_or(Error::Internal("sealed without a version"))?;
-        let mut out = batch.out;
-        out.truncate(range.end);
-        Ok((out, master))
+        Ok((batch.out, master))
     }
 
     /// Seals many plaintexts, in order, back to back into one buffer: one

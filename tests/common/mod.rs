@@ -161,7 +161,8 @@ impl Server {
         }
     }
 
-    /// Stops the server (SIGKILL: a crash loses nothing that was acknowledged).
+    /// Stops the server with SIGKILL, as a crash would (audit lines of the
+    /// last 10 ms are lost then; SIGTERM writes them all).
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
