@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -80,13 +81,35 @@ struct Queue {
     closed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer.
     wake: Condvar,
     /// Wakes requests waiting for room.
     room: tokio::sync::Notify,
+    /// Requests waiting for room; while any wait, new lines queue behind
+    /// them instead of taking the room first.
+    waiting: AtomicUsize,
+    /// The queue of waiting requests, first come first served (tokio's
+    /// semaphore is fair): one at a time waits for room.
+    turnstile: tokio::sync::Semaphore,
+}
+
+/// Counts one waiting request for as long as it waits (or is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Self(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -124,7 +147,18 @@ impl AuditLog {
                 Box::new(o.open(p)?)
             }
         };
-        let shared = Arc::new(Shared::default());
+        Self::with_sink(sink)
+    }
+
+    /// Starts the writer thread for any sink.
+    fn with_sink(sink: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            room: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
+            turnstile: tokio::sync::Semaphore::new(1),
+        });
         let writer = std::thread::Builder::new()
             .name("envelope-audit".into())
             .spawn({
@@ -151,7 +185,7 @@ impl AuditLog {
                 return Ok(());
             }
             line.push(b'\n');
-            if shared.try_push(line) {
+            if shared.waiting.load(Ordering::Acquire) == 0 && shared.try_push(line) {
                 Ok(())
             } else {
                 Err(line.clone())
@@ -161,6 +195,9 @@ impl AuditLog {
             return;
         };
         // The queue is full: wait for the writer to make room.
+        let _waiting = Waiting::enter(&shared.waiting);
+        // The semaphore is never closed; were it, waiting unordered is still safe.
+        let _turn = shared.turnstile.acquire().await.ok();
         loop {
             let room = shared.room.notified();
             tokio::pin!(room);
@@ -339,6 +376,76 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use time::format_description::well_known::Rfc3339;
+
+    /// A sink slower than the callers: the queue fills, callers wait for
+    /// room, and every line still arrives whole once the log is dropped.
+    struct Slow(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(200));
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_makes_callers_wait_and_loses_nothing() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let log = AuditLog::with_sink(Box::new(Slow(got.clone()))).unwrap();
+        // 64 context keys of 64 characters: lines of about 4.5 KB, so 3,000
+        // of them (13 MB) overflow the 8 MiB queue.
+        let keys: Vec<String> = (0..64).map(|i| format!("{i:0>64}")).collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let log = log.clone();
+                    let keys = keys.clone();
+                    tokio::spawn(async move {
+                        for i in 0..375 {
+                            let id = format!("{t}-{i}");
+                            log.record(&Event {
+                                time: Timestamp::now(),
+                                request_id: &id,
+                                caller: None,
+                                rpc: "Encrypt",
+                                operation: "encrypt",
+                                key: "k",
+                                key_version: "",
+                                outcome: "ok",
+                                code: "OK",
+                                items: None,
+                                failed_items: None,
+                                context_keys: keys.iter().map(String::as_str).collect(),
+                                latency_us: 1,
+                            })
+                            .await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        drop(log);
+        let got = got.lock().unwrap();
+        let text = std::str::from_utf8(&got).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(ids.insert(v["request_id"].as_str().unwrap().to_owned()));
+        }
+        assert_eq!(ids.len(), 3000);
+    }
 
     #[test]
     fn timestamps_match_the_time_crates_rfc3339() {
