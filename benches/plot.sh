@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-$HOME/.cache/envelope/target}
 csv=${1:-$target/tmp/load.csv}
-out=${2:-docs/img}
+out=${2:-docs/bench}
 venv=${ENVELOPE_CACHE:-$HOME/.cache/envelope}/plot
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
