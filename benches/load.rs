@@ -237,24 +237,57 @@ async fn collect(
     out
 }
 
-/// `streams` EncryptStream calls, one per connection, each keeping
+/// A batch message that has a streaming RPC.
+trait StreamCall: Clone + Send + 'static {
+    type Resp: Send + 'static;
+    fn open(
+        client: pb::envelope_client::EnvelopeClient<Channel>,
+        rx: tokio::sync::mpsc::Receiver<Self>,
+    ) -> impl std::future::Future<Output = Streaming<Self::Resp>> + Send;
+    fn items(r: &Self::Resp) -> u64;
+}
+
+impl StreamCall for pb::EncryptBatchRequest {
+    type Resp = pb::EncryptBatchResponse;
+    async fn open(
+        mut client: pb::envelope_client::EnvelopeClient<Channel>,
+        rx: tokio::sync::mpsc::Receiver<Self>,
+    ) -> Streaming<Self::Resp> {
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.encrypt_stream(s).await.unwrap().into_inner()
+    }
+    fn items(r: &Self::Resp) -> u64 {
+        r.results.len() as u64
+    }
+}
+
+impl StreamCall for pb::DecryptBatchRequest {
+    type Resp = pb::DecryptBatchResponse;
+    async fn open(
+        mut client: pb::envelope_client::EnvelopeClient<Channel>,
+        rx: tokio::sync::mpsc::Receiver<Self>,
+    ) -> Streaming<Self::Resp> {
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.decrypt_stream(s).await.unwrap().into_inner()
+    }
+    fn items(r: &Self::Resp) -> u64 {
+        r.results.len() as u64
+    }
+}
+
+/// [`BATCH_CALLERS`] streams, one per connection, each keeping
 /// [`STREAM_WINDOW`] batches in flight until the time is up. Latency is per
 /// batch, from sending it to reading its answer.
-async fn drive_streams(channels: &[Channel], secs: f64, batch: pb::EncryptBatchRequest) -> Outcome {
+async fn drive_streams<M: StreamCall>(channels: &[Channel], secs: f64, batch: M) -> Outcome {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for ch in channels.iter().take(BATCH_CALLERS) {
-        let mut client = pb::envelope_client::EnvelopeClient::new(ch.clone())
-            .max_decoding_message_size(64 << 20);
+        let client = client(ch.clone());
         let batch = batch.clone();
         tasks.push(tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(STREAM_WINDOW);
-            let mut responses = client
-                .encrypt_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .unwrap()
-                .into_inner();
+            let mut responses = M::open(client, rx).await;
             let mut sent = VecDeque::new();
             let mut hist = new_hist();
             let (mut calls, mut records) = (0u64, 0u64);
@@ -278,7 +311,7 @@ async fn drive_streams(channels: &[Channel], secs: f64, batch: pb::EncryptBatchR
                 hist.record(sent.pop_front().unwrap().elapsed().as_nanos() as u64)
                     .unwrap();
                 calls += 1;
-                records += r.results.len() as u64;
+                records += M::items(&r);
             }
             (calls, records, hist)
         }));
@@ -378,9 +411,11 @@ impl pb::envelope_server::Envelope for Echo {
     type DecryptStreamStream = Stream<pb::DecryptBatchResponse>;
     async fn decrypt_stream(
         &self,
-        _: Request<Streaming<pb::DecryptBatchRequest>>,
+        r: Request<Streaming<pb::DecryptBatchRequest>>,
     ) -> Result<Response<Self::DecryptStreamStream>, Status> {
-        Err(Status::unimplemented("echo"))
+        use tokio_stream::StreamExt;
+        let s = r.into_inner().map(|m| m.map(echo_decrypt_batch));
+        Ok(Response::new(Box::pin(s)))
     }
     async fn rewrap(
         &self,
@@ -851,11 +886,16 @@ async fn run(secs: f64, pinned: bool, out_dir: &Path) {
             decrypt_batch(ch, dd.clone())
         })
         .await;
+        let dd = d.clone();
         let o = drive(&channels, BATCH_CALLERS, secs, move |ch| {
-            decrypt_batch(ch, d.clone())
+            decrypt_batch(ch, dd.clone())
         })
         .await;
         count(&pair("batch", "DecryptBatch", echo_o, o).await);
+
+        let echo_o = drive_streams(&echo_channels, secs, d.clone()).await;
+        let o = drive_streams(&channels, secs, d).await;
+        count(&pair("stream", "DecryptStream", echo_o, o).await);
     }
 
     let after = backend_calls(&metrics);

@@ -70,7 +70,7 @@ for r in rows:
     if r["group"] in ("batch", "stream") or r["scenario"] == "raw AES-256-GCM seal":
         batch[r["scenario"]][int(r["size"])] = float(r["records_per_s"])
 sizes = sorted({s for d in batch.values() for s in d})
-names = [n for n in ["raw AES-256-GCM seal", "echo EncryptBatch", "EncryptBatch", "echo EncryptStream", "EncryptStream", "echo DecryptBatch", "DecryptBatch"] if n in batch]
+names = [n for n in ["raw AES-256-GCM seal", "echo EncryptBatch", "EncryptBatch", "echo EncryptStream", "EncryptStream", "echo DecryptBatch", "DecryptBatch", "echo DecryptStream", "DecryptStream"] if n in batch]
 fig, ax = plt.subplots(figsize=(9, 5))
 width = 0.8 / max(len(names), 1)
 for i, n in enumerate(names):
