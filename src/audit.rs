@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,28 +87,11 @@ struct Shared {
     wake: Condvar,
     /// Wakes requests waiting for room.
     room: tokio::sync::Notify,
-    /// Requests waiting for room; while any wait, new lines queue behind
-    /// them instead of taking the room first.
-    waiting: AtomicUsize,
-    /// The queue of waiting requests, first come first served (tokio's
-    /// semaphore is fair): one at a time waits for room.
+    /// The queue of requests waiting for room, first come first served
+    /// (tokio's semaphore is fair and hands a released permit straight to
+    /// the next waiter): one at a time waits for room, and while its permit
+    /// is taken new lines queue behind instead of taking the room first.
     turnstile: tokio::sync::Semaphore,
-}
-
-/// Counts one waiting request for as long as it waits (or is cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::AcqRel);
-        Self(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 #[derive(Debug)]
@@ -156,7 +138,6 @@ impl AuditLog {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             room: tokio::sync::Notify::new(),
-            waiting: AtomicUsize::new(0),
             turnstile: tokio::sync::Semaphore::new(1),
         });
         let writer = std::thread::Builder::new()
@@ -185,7 +166,7 @@ impl AuditLog {
                 return Ok(());
             }
             line.push(b'\n');
-            if shared.waiting.load(Ordering::Acquire) == 0 && shared.try_push(line) {
+            if shared.turnstile.available_permits() > 0 && shared.try_push(line) {
                 Ok(())
             } else {
                 Err(line.clone())
@@ -195,7 +176,6 @@ impl AuditLog {
             return;
         };
         // The queue is full: wait for the writer to make room.
-        let _waiting = Waiting::enter(&shared.waiting);
         // The semaphore is never closed; were it, waiting unordered is still safe.
         let _turn = shared.turnstile.acquire().await.ok();
         loop {
