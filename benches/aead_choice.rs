@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use envelope::crypto::{AeadKey, KeyBytes};
+use envelope::primitives::crypto::{AeadKey, KeyBytes};
 
 fn seal(c: &mut Criterion) {
     let key = KeyBytes::random().unwrap();

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use envelope::crypto::{AeadKey, KeyBytes};
-use envelope::envelope::{Kind, parse};
-use envelope::keyring::{Limits, NamedKey};
+use envelope::keys::keyring::{Limits, NamedKey};
+use envelope::primitives::crypto::{AeadKey, KeyBytes};
+use envelope::primitives::record::{Kind, parse};
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("encode_context", |b| {
         b.iter(|| {
             let mut v = Vec::with_capacity(64);
-            envelope::context::encode_into(black_box(&ctx), &mut v);
+            envelope::primitives::context::encode_into(black_box(&ctx), &mut v);
             black_box(v)
         })
     });

@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use envelope::crypto::{AeadKey, KeyBytes};
 use envelope::pb;
+use envelope::primitives::crypto::{AeadKey, KeyBytes};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};

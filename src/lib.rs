@@ -1,43 +1,28 @@
 //! Envelope: envelope encryption of personal data as a gRPC service.
 //!
-//! Map of the crate, from the bottom of the key hierarchy up:
-//! - [`crypto`]: AES-256-GCM, HKDF, PBKDF2 and key types that wipe and redact.
-//! - [`context`]: encryption-context limits and canonical encoding.
-//! - [`envelope`]: the record format (strict parser, encoders).
-//! - [`kms`]: the root of the hierarchy (a local root-key file, or AWS KMS).
-//! - [`store`]: the secret store with staged master-key versions (local files,
-//!   or AWS Secrets Manager); [`aws`]: SDK set-up and error classification.
-//! - [`master_key`]: reading and writing master-key secret values.
-//! - [`keyring`]: per-key state, data keys and caches; the operations.
-//! - [`rotation`]: Secrets Manager's four rotation steps; [`lambda`]: their Lambda entry point.
-//! - [`service`], [`admin`]: the gRPC services; [`status`] maps errors to codes.
-//! - [`config`], [`server`], [`cli`]: settings, start-up, and the client commands.
+//! The crate is cut into layers; each imports only the layers below it
+//! (`scripts/check-layers.py` enforces this), and each layer's file opens
+//! with a map of its modules. From the bottom up:
+//!
+//! - [`primitives`]: AES-256-GCM, KDFs, key types, the wrapped-key layout,
+//!   the encryption context and the record format.
+//! - [`backends`]: the secret store and KMS, local and AWS.
+//! - [`keys`]: master keys, the keyring with its caches and operations, and
+//!   rotation.
+//! - [`ops`]: metrics, health and readiness, metered backends, hardening.
+//! - [`edge`]: the gRPC services, the gate every call passes, status
+//!   mapping, authorization, TLS and audit.
+//! - [`app`]: configuration, the server's life cycle, the CLI and the
+//!   rotation Lambda.
+//!
+//! `docs/ARCHITECTURE.md` walks one request through them.
 
-pub mod admin;
-pub mod audit;
-pub mod authz;
-pub mod aws;
-pub mod cli;
-pub mod config;
-pub mod context;
-pub mod crypto;
-pub mod envelope;
-pub mod error;
-pub mod gate;
-pub mod hardening;
-pub mod keyring;
-pub mod kms;
-pub mod lambda;
-pub mod master_key;
-pub mod metered;
-pub mod metrics;
-mod pb_debug;
-pub mod rotation;
-pub mod server;
-pub mod service;
-pub mod status;
-pub mod store;
-pub mod tls;
+pub mod app;
+pub mod backends;
+pub mod edge;
+pub mod keys;
+pub mod ops;
+pub mod primitives;
 
 /// Generated protobuf and gRPC code for `envelope.v1`.
 #[allow(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use envelope::config::{LogFormat, Overrides, Settings};
+use envelope::app::config::{LogFormat, Overrides, Settings};
 
 // Per-item protobuf messages make a batch allocate thousands of small
 // buffers; mimalloc's thread-local free lists serve them faster than glibc's
@@ -56,7 +56,7 @@ enum Command {
     /// Show key status as JSON.
     Status {
         #[command(flatten)]
-        target: envelope::cli::Target,
+        target: envelope::app::cli::Target,
         /// Only this key name.
         #[arg(long, default_value = "")]
         key: String,
@@ -67,7 +67,7 @@ enum Command {
     Rotate {
         /// The server (when no --config is given).
         #[command(flatten)]
-        target: envelope::cli::Target,
+        target: envelope::app::cli::Target,
         /// Key name.
         #[arg(long)]
         key: String,
@@ -88,7 +88,7 @@ enum Command {
     /// current master-key version through RewrapBatch; reports counts.
     Rewrap {
         #[command(flatten)]
-        target: envelope::cli::Target,
+        target: envelope::app::cli::Target,
         /// Key name.
         #[arg(long, default_value = "default")]
         key: String,
@@ -110,7 +110,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ClientArgs {
     #[command(flatten)]
-    target: envelope::cli::Target,
+    target: envelope::app::cli::Target,
     /// Key name.
     #[arg(long, default_value = "default")]
     key: String,
@@ -168,7 +168,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref(), Overrides { listen, data_dir })?;
     init_logging(&settings);
-    let hardened = envelope::hardening::harden(settings.lock_memory).map_err(anyhow::Error::msg)?;
+    let hardened =
+        envelope::ops::hardening::harden(settings.lock_memory).map_err(anyhow::Error::msg)?;
     if !hardened.core_dumps_off || !hardened.not_dumpable {
         tracing::warn!(
             ?hardened,
@@ -180,8 +181,8 @@ async fn serve(
     // One TLS crypto provider for the whole process, installed before any TLS use.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let started = std::time::Instant::now();
-    let keyring = Arc::new(envelope::server::start(&settings).await?);
-    let security = envelope::server::prepare_security(&settings)?;
+    let keyring = Arc::new(envelope::app::server::start(&settings).await?);
+    let security = envelope::app::server::prepare_security(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -192,7 +193,7 @@ async fn serve(
                 .with_context(|| format!("cannot listen on {m} for metrics"))?;
             let maddr = l.local_addr()?;
             println!("metrics on {maddr}");
-            let task = tokio::spawn(envelope::metrics::serve(
+            let task = tokio::spawn(envelope::ops::metrics::serve(
                 l,
                 keyring.clone(),
                 settings.max_staleness,
@@ -220,18 +221,18 @@ async fn serve(
     };
     let drain = settings.drain_timeout;
     let served = tokio::select! {
-        r = envelope::server::serve(listener, keyring, security, &settings, signal) => r.map_err(anyhow::Error::from),
+        r = envelope::app::server::serve(listener, keyring, security, &settings, signal) => r.map_err(anyhow::Error::from),
         () = async {
             stopping.notified().await;
             // New connections are refused from here; wait for the requests
             // already running, up to the drain bound. Idle keep-alive
             // connections do not hold the process up.
             let deadline = tokio::time::Instant::now() + drain;
-            while envelope::gate::in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            while envelope::edge::gate::in_flight() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            if envelope::gate::in_flight() > 0 {
-                tracing::warn!(?drain, in_flight = envelope::gate::in_flight(), "drain bound reached; exiting with requests still in flight");
+            if envelope::edge::gate::in_flight() > 0 {
+                tracing::warn!(?drain, in_flight = envelope::edge::gate::in_flight(), "drain bound reached; exiting with requests still in flight");
             }
         } => Ok(()),
     };
@@ -251,10 +252,10 @@ async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow
         },
     )?;
     init_logging(&settings);
-    envelope::hardening::harden(false).map_err(anyhow::Error::msg)?;
+    envelope::ops::hardening::harden(false).map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let backends = envelope::server::open_backends(&settings).await?;
-    let created = envelope::server::init_keys(&settings, &backends).await?;
+    let backends = envelope::app::server::open_backends(&settings).await?;
+    let created = envelope::app::server::init_keys(&settings, &backends).await?;
     for k in &settings.keys {
         let state = if created.contains(&k.name) {
             "created"
@@ -281,7 +282,7 @@ async fn rotate_direct(
         },
     )?;
     init_logging(&settings);
-    envelope::hardening::harden(false).map_err(anyhow::Error::msg)?;
+    envelope::ops::hardening::harden(false).map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let k = settings
         .keys
@@ -289,8 +290,8 @@ async fn rotate_direct(
         .find(|k| k.name == key)
         .with_context(|| format!("key {key:?} is not in the configuration"))?;
     let secret_id = k.secret_id.clone().unwrap_or_else(|| k.name.clone());
-    let backends = envelope::server::open_backends(&settings).await?;
-    let rotator = envelope::rotation::Rotator {
+    let backends = envelope::app::server::open_backends(&settings).await?;
+    let rotator = envelope::keys::rotation::Rotator {
         store: backends.store.as_ref(),
         kms: backends.kms.as_ref(),
         key_name: key,
@@ -320,12 +321,12 @@ async fn main() -> anyhow::Result<()> {
         } => serve(config, listen, data_dir).await,
         Command::InitKeys { config, data_dir } => init_keys(config, data_dir).await,
         Command::Encrypt(a) => {
-            envelope::cli::encrypt(&a.target, &a.key, &a.context, a.base64).await
+            envelope::app::cli::encrypt(&a.target, &a.key, &a.context, a.base64).await
         }
         Command::Decrypt(a) => {
-            envelope::cli::decrypt(&a.target, &a.key, &a.context, a.base64).await
+            envelope::app::cli::decrypt(&a.target, &a.key, &a.context, a.base64).await
         }
-        Command::Status { target, key } => envelope::cli::status(&target, &key).await,
+        Command::Status { target, key } => envelope::app::cli::status(&target, &key).await,
         Command::Rotate {
             target,
             key,
@@ -334,7 +335,7 @@ async fn main() -> anyhow::Result<()> {
             step,
             token,
         } => match (config, data_dir, step) {
-            (None, None, None) => envelope::cli::rotate(&target, &key).await,
+            (None, None, None) => envelope::app::cli::rotate(&target, &key).await,
             (None, None, Some(_)) => {
                 anyhow::bail!(
                     "--step runs the library directly: give --config (or --data-dir for local mode)"
@@ -351,7 +352,8 @@ async fn main() -> anyhow::Result<()> {
             batch,
         } => {
             let c =
-                envelope::cli::rewrap_file(&target, &key, &context, &input, &output, batch).await?;
+                envelope::app::cli::rewrap_file(&target, &key, &context, &input, &output, batch)
+                    .await?;
             println!(
                 "rewrap: {} records, {} rewrapped, {} already current, {} failed",
                 c.total, c.rewrapped, c.current, c.failed

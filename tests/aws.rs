@@ -17,8 +17,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::moto::{Proxy, TEST_ENV, moto, sdk_config_for};
 use common::{Server, ctx, run};
-use envelope::kms::Kms as _;
-use envelope::kms::aws::AwsKms;
+use envelope::backends::kms::Kms as _;
+use envelope::backends::kms::aws_kms::AwsKms;
 use envelope::pb;
 use tonic::Code;
 
@@ -27,7 +27,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
-    envelope::crypto::fill_random(&mut b).unwrap();
+    envelope::primitives::crypto::fill_random(&mut b).unwrap();
     format!("{prefix}-{}", hex::encode(b))
 }
 
@@ -56,7 +56,7 @@ fn config(endpoint: &str, kms_key: &str, keys: &str, extra: &str) -> String {
 /// An Envelope-shape secret value for (name, version), made with moto's KMS.
 async fn envelope_doc(kms_key: &str, name: &str, version: &str) -> String {
     let kms = AwsKms::new(&moto().sdk_config(), kms_key.to_owned());
-    envelope::master_key::new_secret_value(name, version, &kms)
+    envelope::keys::master_key::new_secret_value(name, version, &kms)
         .await
         .unwrap()
 }
@@ -203,17 +203,20 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
     let kms = AwsKms::new(&moto().sdk_config(), key.clone());
     kms.decrypt(
         &blob,
-        &envelope::master_key::kms_context("pii", &version),
+        &envelope::keys::master_key::kms_context("pii", &version),
         None,
     )
     .await
     .unwrap();
     for wrong in [
-        envelope::master_key::kms_context("other", &version),
-        envelope::master_key::kms_context("pii", "v2"),
+        envelope::keys::master_key::kms_context("other", &version),
+        envelope::keys::master_key::kms_context("pii", "v2"),
     ] {
         let e = kms.decrypt(&blob, &wrong, None).await.unwrap_err();
-        assert!(matches!(e, envelope::kms::KmsError::DecryptFailed), "{e}");
+        assert!(
+            matches!(e, envelope::backends::kms::KmsError::DecryptFailed),
+            "{e}"
+        );
     }
 
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
@@ -270,7 +273,7 @@ async fn seed_001_master_key_document() {
     let dir = tempfile::tempdir().unwrap();
     let secret = unique("mistersmith/app/encryption");
     let mut raw = [0u8; 32];
-    envelope::crypto::fill_random(&mut raw).unwrap();
+    envelope::primitives::crypto::fill_random(&mut raw).unwrap();
     let value = serde_json::json!({
         "masterKey": B64.encode(raw),
         "algorithm": "AES-256-GCM",
@@ -316,7 +319,7 @@ async fn seed_004_key_and_salt_secret_pair() {
         format!("{prefix}/encryption-salt"),
     );
     let mut raw = [0u8; 32];
-    envelope::crypto::fill_random(&mut raw).unwrap();
+    envelope::primitives::crypto::fill_random(&mut raw).unwrap();
     let sm = moto().secrets();
     sm.create_secret()
         .name(&key_secret)
@@ -324,7 +327,7 @@ async fn seed_004_key_and_salt_secret_pair() {
         .send()
         .await
         .unwrap();
-    envelope::crypto::fill_random(&mut raw).unwrap();
+    envelope::primitives::crypto::fill_random(&mut raw).unwrap();
     sm.create_secret()
         .name(&salt_secret)
         .secret_string(B64.encode(raw))

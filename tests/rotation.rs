@@ -21,11 +21,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::moto::{TEST_ENV, moto};
 use common::{Server, ctx, run};
-use envelope::kms::aws::AwsKms;
-use envelope::lambda::{RotationEvent, handle};
+use envelope::app::lambda::{RotationEvent, handle};
+use envelope::app::server::Backends;
+use envelope::backends::kms::aws_kms::AwsKms;
+use envelope::backends::store::secrets_manager::AwsStore;
 use envelope::pb;
-use envelope::server::Backends;
-use envelope::store::aws::AwsStore;
 use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "customers"), ("column", "tax_id")];
@@ -221,7 +221,7 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     let backends = Backends {
         store: Arc::new(
             AwsStore::new(
-                &envelope::aws::AwsSettings::new(kms_key.clone()),
+                &envelope::backends::aws_sdk::AwsSettings::new(kms_key.clone()),
                 &moto().sdk_config(),
             )
             .await,

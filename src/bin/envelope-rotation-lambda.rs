@@ -1,7 +1,7 @@
 //! The Lambda function Secrets Manager invokes to rotate an Envelope master
-//! key: each invocation runs one of the four steps via `envelope::lambda`.
+//! key: each invocation runs one of the four steps via `envelope::app::lambda`.
 
-use envelope::lambda::{RotationEvent, handle};
+use envelope::app::lambda::{RotationEvent, handle};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -12,10 +12,10 @@ async fn main() -> Result<(), Error> {
         .with_ansi(false)
         .init();
     // Master keys pass through this process: no core dumps, not dumpable.
-    let _ = envelope::hardening::harden(false);
+    let _ = envelope::ops::hardening::harden(false);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let settings = envelope::config::lambda_aws_settings()?;
-    let backends = envelope::server::open_aws(&settings).await;
+    let settings = envelope::app::config::lambda_aws_settings()?;
+    let backends = envelope::app::server::open_aws(&settings).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
         let backends = backends.clone();
         async move {

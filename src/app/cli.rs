@@ -1,0 +1,382 @@
+//! The client commands: `encrypt`, `decrypt`, `status` and `rotate` talk to a
+//! running server over gRPC.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use tonic::transport::Channel;
+
+use crate::pb;
+
+/// Largest message the CLI sends or accepts.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Where the client commands connect, and how.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// Server address (host:port, or a URL).
+    #[arg(long, default_value = crate::app::config::DEFAULT_LISTEN)]
+    pub addr: String,
+    /// PEM CA bundle that the server's certificate chains to: connect over TLS.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate (mTLS); needs --client-key.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM client private key (mTLS).
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// The server name to verify (default: the host of --addr).
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+/// Connects to `target`: plaintext, or TLS when `--ca` is given.
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
+    let addr = target.addr.as_str();
+    let scheme = if target.ca.is_some() { "https" } else { "http" };
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let mut endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("bad server address {addr:?}"))?;
+    if let Some(ca) = &target.ca {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&target.client_cert, &target.client_key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        if let Some(name) = &target.server_name {
+            tls = tls.domain_name(name);
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// Parses repeated `k=v` flags into a context.
+pub fn parse_context(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut ctx = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--context expects key=value, got {p:?}");
+        };
+        if ctx.insert(k.to_owned(), v.to_owned()).is_some() {
+            bail!("--context key {k:?} given twice");
+        }
+    }
+    Ok(ctx)
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut buf)
+        .context("reading stdin")?;
+    if buf.len() > MAX_MESSAGE {
+        bail!("input is over {MAX_MESSAGE} bytes");
+    }
+    Ok(buf)
+}
+
+fn client(ch: Channel) -> pb::envelope_client::EnvelopeClient<Channel> {
+    pb::envelope_client::EnvelopeClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE * 2)
+        .max_encoding_message_size(MAX_MESSAGE * 2)
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// `envelope encrypt`: stdin plaintext → stdout ciphertext (base64 line with `--base64`).
+pub async fn encrypt(
+    target: &Target,
+    key: &str,
+    context: &[String],
+    base64: bool,
+) -> anyhow::Result<()> {
+    let req = pb::EncryptRequest {
+        key: key.to_owned(),
+        plaintext: Bytes::from(read_stdin()?),
+        context: parse_context(context)?,
+    };
+    let resp = client(connect(target).await?)
+        .encrypt(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if base64 {
+        writeln!(out, "{}", B64.encode(&resp.ciphertext))?;
+    } else {
+        out.write_all(&resp.ciphertext)?;
+    }
+    eprintln!("key_version: {}", resp.key_version);
+    Ok(())
+}
+
+/// `envelope decrypt`: stdin ciphertext (base64 with `--base64`) → stdout plaintext.
+pub async fn decrypt(
+    target: &Target,
+    key: &str,
+    context: &[String],
+    base64: bool,
+) -> anyhow::Result<()> {
+    let input = read_stdin()?;
+    let ciphertext = if base64 {
+        B64.decode(input.trim_ascii())
+            .context("stdin is not base64")?
+    } else {
+        input
+    };
+    let req = pb::DecryptRequest {
+        key: key.to_owned(),
+        ciphertext: Bytes::from(ciphertext),
+        context: parse_context(context)?,
+    };
+    let resp = client(connect(target).await?)
+        .decrypt(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    std::io::stdout().lock().write_all(&resp.plaintext)?;
+    Ok(())
+}
+
+/// `envelope status`: prints KeyStatus as JSON.
+pub async fn status(target: &Target, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(target).await?)
+        .key_status(pb::KeyStatusRequest {
+            key: key.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let keys: Vec<serde_json::Value> = resp
+        .keys
+        .iter()
+        .map(|k| {
+            let cache = k.cache.unwrap_or_default();
+            serde_json::json!({
+                "name": k.name,
+                "secret_id": k.secret_id,
+                "current_version": k.current_version,
+                "last_refresh": k.last_refresh,
+                "last_refresh_age_seconds": k.last_refresh_age_seconds,
+                "refresh_failures": k.refresh_failures,
+                "rotation_failures": k.rotation_failures,
+                "pinned_versions": k.pinned_versions,
+                "versions": k.versions.iter().map(|v| serde_json::json!({
+                    "version": v.version, "stages": v.stages,
+                    "created_at": v.created_at, "age_seconds": v.age_seconds,
+                })).collect::<Vec<_>>(),
+                "cache": {
+                    "data_keys_generated": cache.data_keys_generated,
+                    "active_data_key_records": cache.active_data_key_records,
+                    "decrypt_cache_entries": cache.decrypt_cache_entries,
+                    "decrypt_cache_hits": cache.decrypt_cache_hits,
+                    "decrypt_cache_misses": cache.decrypt_cache_misses,
+                },
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?
+    );
+    Ok(())
+}
+
+/// `envelope rotate`: runs the four rotation steps on the server.
+pub async fn rotate(target: &Target, key: &str) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(target).await?)
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            key: key.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!(
+        "previous_version: {}\ncurrent_version: {}",
+        resp.previous_version, resp.current_version
+    );
+    Ok(())
+}
+
+/// What `envelope rewrap` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapCounts {
+    /// Records read.
+    pub total: u64,
+    /// Records moved to the current version.
+    pub rewrapped: u64,
+    /// Records already under the current version.
+    pub current: u64,
+    /// Records refused (left unchanged in the output).
+    pub failed: u64,
+}
+
+impl RewrapCounts {
+    fn add(&mut self, other: RewrapCounts) {
+        self.total += other.total;
+        self.rewrapped += other.rewrapped;
+        self.current += other.current;
+        self.failed += other.failed;
+    }
+}
+
+/// `envelope rewrap`: reads one base64 record per line from `input`, sends
+/// them through RewrapBatch in batches of `batch`, and writes the results,
+/// line for line, to `output` (atomically, via a temporary file). A record
+/// that fails is written unchanged, counted, and reported on stderr (the
+/// first ten, by line number).
+pub async fn rewrap_file(
+    target: &Target,
+    key: &str,
+    context: &[String],
+    input: &std::path::Path,
+    output: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<RewrapCounts> {
+    use std::io::BufRead;
+    let batch = batch.clamp(1, 10_000);
+    let ctx = parse_context(context)?;
+    let mut client = client(connect(target).await?);
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
+    );
+    let tmp = output.with_extension("rewrap-tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    let result = async {
+        let mut counts = RewrapCounts::default();
+        // Blank lines are kept (as blank lines) so output line N is input line N.
+        let mut chunk: Vec<(u64, String)> = Vec::with_capacity(batch);
+        let mut records_in_chunk = 0;
+        let mut reported = 0;
+        let mut lines = reader.lines();
+        let mut line_no = 0u64;
+        loop {
+            let next = lines.next().transpose().context("reading input")?;
+            if let Some(line) = &next {
+                line_no += 1;
+                let line = line.trim().to_owned();
+                if !line.is_empty() {
+                    records_in_chunk += 1;
+                }
+                chunk.push((line_no, line));
+            }
+            if records_in_chunk == batch || (next.is_none() && !chunk.is_empty()) {
+                let c =
+                    rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
+                counts.add(c);
+                chunk.clear();
+                records_in_chunk = 0;
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok::<_, anyhow::Error>(counts)
+    }
+    .await;
+    match result {
+        Ok(counts) => {
+            std::fs::rename(&tmp, output)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(counts)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+async fn rewrap_chunk(
+    client: &mut pb::envelope_client::EnvelopeClient<Channel>,
+    key: &str,
+    ctx: &BTreeMap<String, String>,
+    chunk: &[(u64, String)],
+    out: &mut impl Write,
+    reported: &mut usize,
+) -> anyhow::Result<RewrapCounts> {
+    let records: Vec<&(u64, String)> = chunk.iter().filter(|(_, l)| !l.is_empty()).collect();
+    let decoded: Vec<Option<Vec<u8>>> = records.iter().map(|(_, l)| B64.decode(l).ok()).collect();
+    let items = decoded
+        .iter()
+        .map(|d| pb::RewrapItem {
+            ciphertext: Bytes::from(d.clone().unwrap_or_default()),
+            context: ctx.clone(),
+        })
+        .collect();
+    let results = client
+        .rewrap_batch(pb::RewrapBatchRequest {
+            key: key.to_owned(),
+            items,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .results;
+    if results.len() != records.len() {
+        bail!(
+            "server answered {} results for {} records",
+            results.len(),
+            records.len()
+        );
+    }
+    let mut c = RewrapCounts::default();
+    let mut answers = decoded.into_iter().zip(results);
+    for (line_no, line) in chunk {
+        if line.is_empty() {
+            writeln!(out)?;
+            continue;
+        }
+        let Some((input, result)) = answers.next() else {
+            bail!("fewer results than records");
+        };
+        c.total += 1;
+        let why = match (input, result.result) {
+            (Some(input), Some(pb::rewrap_result::Result::Ciphertext(ct))) => {
+                if ct.as_ref() == input.as_slice() {
+                    c.current += 1;
+                } else {
+                    c.rewrapped += 1;
+                }
+                writeln!(out, "{}", B64.encode(&ct))?;
+                continue;
+            }
+            (None, _) => "not base64".to_owned(),
+            (_, Some(pb::rewrap_result::Result::Error(e))) => e.message,
+            (_, None) => "no result".to_owned(),
+        };
+        c.failed += 1;
+        writeln!(out, "{line}")?;
+        if *reported < 10 {
+            eprintln!("line {line_no}: {why}");
+            *reported += 1;
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,645 @@
+//! Configuration, one direction only: TOML file and command-line flags →
+//! validated [`Settings`]. Every setting and its default is listed in
+//! docs/CONFIG.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::keyring::{DEFAULT_KEY, DataKeyLimits, Limits};
+use crate::primitives::context::ContextLimits;
+
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default local-mode data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "envelope-data";
+
+/// Why configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    mode: Option<Mode>,
+    insecure_plaintext: Option<bool>,
+    lock_memory: Option<bool>,
+    metrics_listen: Option<String>,
+    drain_timeout_secs: Option<u64>,
+    policy_file: Option<PathBuf>,
+    tls: Option<TlsConfig>,
+    #[serde(default)]
+    audit: AuditConfig,
+    aws: Option<AwsConfig>,
+    max_staleness_secs: Option<u64>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    refresh_interval_secs: Option<u64>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    data_keys: DataKeyConfig,
+}
+
+/// Where master keys live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A root key file and secrets in the data directory (development).
+    #[default]
+    Local,
+    /// AWS Secrets Manager and KMS through the AWS SDK.
+    Aws,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsConfig {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    allow_tls12: bool,
+    reload_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditConfig {
+    output: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsConfig {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    secretsmanager_endpoint_url: Option<String>,
+    kms_endpoint_url: Option<String>,
+    kms_key_id: Option<String>,
+    #[serde(default)]
+    replica_regions: Vec<String>,
+    connect_timeout_secs: Option<u64>,
+    attempt_timeout_secs: Option<u64>,
+    operation_timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+/// One key name and the secret that holds its master keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key name callers use.
+    pub name: String,
+    /// The secret id (name or ARN); defaults to the key name.
+    pub secret_id: Option<String>,
+    /// For passphrase-style secrets (seeds 001 and 004): the secret whose
+    /// AWSCURRENT value is the PBKDF2 salt.
+    pub salt_secret_id: Option<String>,
+    /// PBKDF2 iterations for passphrase-style secrets (default 600,000).
+    pub kdf_iterations: Option<u32>,
+    /// Refuse records under versions created before this version (like
+    /// Vault's minimum decryption version), for after a migration.
+    pub min_decryption_version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsConfig {
+    max_request_bytes: Option<usize>,
+    max_plaintext_bytes: Option<usize>,
+    max_batch_items: Option<usize>,
+    max_context_entries: Option<usize>,
+    max_context_bytes: Option<usize>,
+    decrypt_cache_entries: Option<usize>,
+    max_loaded_versions: Option<usize>,
+    missing_version_ttl_secs: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+    request_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataKeyConfig {
+    max_age_secs: Option<u64>,
+    max_records: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Local or AWS.
+    pub mode: Mode,
+    /// TLS (and mTLS when a client CA is set); `None` serves plaintext.
+    pub tls: Option<crate::edge::tls::TlsSettings>,
+    /// Plaintext allowed off loopback or in AWS mode (loudly logged).
+    pub insecure_plaintext: bool,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP);
+    /// `None` ("off") serves none of them.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Lock all memory (mlockall) so keys never reach swap; start-up fails
+    /// if the system refuses.
+    pub lock_memory: bool,
+    /// The authorization policy file; without one, local mode allows every
+    /// call and AWS mode denies every call.
+    pub policy_file: Option<PathBuf>,
+    /// Where audit lines go; `None` turns the audit log off.
+    pub audit: Option<crate::edge::audit::Output>,
+    /// Requests served at once (more wait).
+    pub max_concurrent_requests: usize,
+    /// Longest a request may run; clients may ask for less with grpc-timeout.
+    pub request_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests may take before exit.
+    pub drain_timeout: Duration,
+    /// AWS settings (AWS mode only).
+    pub aws: Option<crate::backends::aws_sdk::AwsSettings>,
+    /// How long a key may go without a successful refresh before readiness
+    /// (grpc health) reports NOT_SERVING; cached keys keep serving meanwhile.
+    pub max_staleness: Duration,
+    /// Address to serve gRPC on.
+    pub listen: SocketAddr,
+    /// Local mode's data directory (root key and master-key secrets).
+    pub data_dir: PathBuf,
+    /// Key names and their secret ids.
+    pub keys: Vec<KeyConfig>,
+    /// Per-key limits.
+    pub limits: Limits,
+    /// Largest gRPC message accepted.
+    pub max_request_bytes: usize,
+    /// Most items in one batch.
+    pub max_batch_items: usize,
+    /// How often master keys are re-read from the store (jittered by ±10%).
+    pub refresh_interval: Duration,
+    /// `tracing` filter, e.g. `info` or `envelope=debug`.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Key names are letters, digits, '-', '_' and '.', 1 to 64 bytes.
+pub fn valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+impl Settings {
+    /// Reads `path` (if any) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        Self::from_file(file, overrides)
+    }
+
+    /// Validates a parsed file plus overrides.
+    pub fn from_file(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        let dk_defaults = DataKeyLimits::default();
+        let l = &file.limits;
+        let limits = Limits {
+            max_plaintext_bytes: l
+                .max_plaintext_bytes
+                .unwrap_or(defaults.max_plaintext_bytes),
+            context: ContextLimits {
+                max_entries: l
+                    .max_context_entries
+                    .unwrap_or(ContextLimits::default().max_entries),
+                max_bytes: l
+                    .max_context_bytes
+                    .unwrap_or(ContextLimits::default().max_bytes),
+            },
+            data_key: DataKeyLimits {
+                max_age: file
+                    .data_keys
+                    .max_age_secs
+                    .map_or(dk_defaults.max_age, Duration::from_secs),
+                max_records: file
+                    .data_keys
+                    .max_records
+                    .unwrap_or(dk_defaults.max_records),
+                max_bytes: file.data_keys.max_bytes.unwrap_or(dk_defaults.max_bytes),
+            },
+            decrypt_cache_entries: l
+                .decrypt_cache_entries
+                .unwrap_or(defaults.decrypt_cache_entries),
+            max_loaded_versions: l
+                .max_loaded_versions
+                .unwrap_or(defaults.max_loaded_versions),
+            negative_cache_ttl: l
+                .missing_version_ttl_secs
+                .map_or(defaults.negative_cache_ttl, Duration::from_secs),
+        };
+        let max_request_bytes = l.max_request_bytes.unwrap_or(4 * 1024 * 1024);
+        let keys = if file.keys.is_empty() {
+            vec![KeyConfig {
+                name: DEFAULT_KEY.to_owned(),
+                secret_id: None,
+                salt_secret_id: None,
+                kdf_iterations: None,
+                min_decryption_version: None,
+            }]
+        } else {
+            file.keys
+        };
+        let mode = file.mode.unwrap_or_default();
+        let aws = match (mode, file.aws) {
+            (Mode::Aws, a) => {
+                let a = a.unwrap_or_default();
+                let d = crate::backends::aws_sdk::AwsSettings::new(String::new());
+                Some(crate::backends::aws_sdk::AwsSettings {
+                    region: a.region,
+                    endpoint_url: a.endpoint_url,
+                    secretsmanager_endpoint_url: a.secretsmanager_endpoint_url,
+                    kms_endpoint_url: a.kms_endpoint_url,
+                    kms_key_id: a.kms_key_id,
+                    replica_regions: a.replica_regions,
+                    connect_timeout: a
+                        .connect_timeout_secs
+                        .map_or(d.connect_timeout, Duration::from_secs),
+                    attempt_timeout: a
+                        .attempt_timeout_secs
+                        .map_or(d.attempt_timeout, Duration::from_secs),
+                    operation_timeout: a
+                        .operation_timeout_secs
+                        .map_or(d.operation_timeout, Duration::from_secs),
+                    max_attempts: a.max_attempts.unwrap_or(d.max_attempts),
+                })
+            }
+            (Mode::Local, Some(_)) => {
+                return Err(invalid("aws", "an [aws] section needs mode = \"aws\""));
+            }
+            (Mode::Local, None) => None,
+        };
+        let tls = file.tls.map(|t| crate::edge::tls::TlsSettings {
+            cert: t.cert,
+            key: t.key,
+            client_ca: t.client_ca,
+            allow_tls12: t.allow_tls12,
+            reload_interval: Duration::from_secs(t.reload_interval_secs.unwrap_or(10)),
+        });
+        let audit = match file.audit.output.as_deref() {
+            None | Some("stdout") => Some(crate::edge::audit::Output::Stdout),
+            Some("off") => None,
+            Some(path) => Some(crate::edge::audit::Output::File(PathBuf::from(path))),
+        };
+        let s = Settings {
+            mode,
+            tls,
+            insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
+            lock_memory: file.lock_memory.unwrap_or(false),
+            metrics_listen: match file.metrics_listen.as_deref() {
+                None | Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    invalid(
+                        "metrics_listen",
+                        format!("{a:?} is not host:port or \"off\""),
+                    )
+                })?),
+            },
+            policy_file: file.policy_file,
+            audit,
+            max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),
+            request_timeout: Duration::from_secs(l.request_timeout_secs.unwrap_or(30)),
+            drain_timeout: Duration::from_secs(file.drain_timeout_secs.unwrap_or(20)),
+            aws,
+            max_staleness: Duration::from_secs(file.max_staleness_secs.unwrap_or(3600)),
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            keys,
+            limits,
+            max_request_bytes,
+            max_batch_items: l.max_batch_items.unwrap_or(10_000),
+            refresh_interval: Duration::from_secs(file.refresh_interval_secs.unwrap_or(300)),
+            log_level: file.log_level.unwrap_or_else(|| "info".to_owned()),
+            log_format: file.log_format.unwrap_or_default(),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in &self.keys {
+            if !valid_key_name(&k.name) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", k.name),
+                ));
+            }
+            if !seen.insert(k.name.as_str()) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} is listed twice", k.name),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if !(1..=1 << 30).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be between 1 and 2^30",
+            ));
+        }
+        if l.max_plaintext_bytes > self.max_request_bytes {
+            return Err(invalid(
+                "limits.max_plaintext_bytes",
+                "must not exceed limits.max_request_bytes",
+            ));
+        }
+        if self.max_batch_items == 0 || self.max_batch_items > 1_000_000 {
+            return Err(invalid(
+                "limits.max_batch_items",
+                "must be between 1 and 1,000,000",
+            ));
+        }
+        if l.context.max_entries > 1024 || l.context.max_bytes > 1 << 20 {
+            return Err(invalid(
+                "limits.max_context_*",
+                "at most 1024 entries and 1 MiB",
+            ));
+        }
+        if l.data_key.max_records == 0
+            || l.data_key.max_records > crate::keys::keyring::data_key_ceiling()
+        {
+            return Err(invalid(
+                "data_keys.max_records",
+                "must be between 1 and 2^32 (NIST SP 800-38D)",
+            ));
+        }
+        if l.data_key.max_bytes < l.max_plaintext_bytes as u64 {
+            return Err(invalid(
+                "data_keys.max_bytes",
+                "must be at least limits.max_plaintext_bytes",
+            ));
+        }
+        if l.data_key.max_age.is_zero() {
+            return Err(invalid("data_keys.max_age_secs", "must be positive"));
+        }
+        if l.max_loaded_versions < 3 || l.decrypt_cache_entries == 0 {
+            return Err(invalid(
+                "limits",
+                "max_loaded_versions >= 3 and decrypt_cache_entries >= 1",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "{:?} is not a tracing filter such as \"info\" or \"envelope=debug\"",
+                    self.log_level
+                ),
+            ));
+        }
+        for k in &self.keys {
+            if let Some(id) = &k.secret_id
+                && (id.is_empty() || id.len() > 2048)
+            {
+                return Err(invalid(
+                    "keys.secret_id",
+                    format!("secret id of key {:?} must be 1-2048 bytes", k.name),
+                ));
+            }
+        }
+        if self.tls.is_none() && !self.insecure_plaintext {
+            if self.mode == Mode::Aws {
+                return Err(invalid(
+                    "tls",
+                    "AWS mode serves only over TLS: configure [tls] (or, for a test bench, insecure_plaintext = true)",
+                ));
+            }
+            if !self.listen.ip().is_loopback() {
+                return Err(invalid(
+                    "listen",
+                    format!(
+                        "plaintext gRPC only on a loopback address, not {}: configure [tls]",
+                        self.listen
+                    ),
+                ));
+            }
+        }
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.reload_interval.is_zero())
+        {
+            return Err(invalid("tls.reload_interval_secs", "must be at least 1"));
+        }
+        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 100_000 {
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                "must be between 1 and 100,000",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("limits.request_timeout_secs", "must be positive"));
+        }
+        if let Some(a) = &self.aws {
+            if a.kms_key_id.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "aws.kms_key_id",
+                    "AWS mode needs the KMS key (id, ARN or alias) that wraps master keys",
+                ));
+            }
+            if !(1..=10).contains(&a.max_attempts) {
+                return Err(invalid("aws.max_attempts", "must be between 1 and 10"));
+            }
+            if a.connect_timeout.is_zero()
+                || a.attempt_timeout.is_zero()
+                || a.operation_timeout.is_zero()
+            {
+                return Err(invalid("aws.*_timeout_secs", "timeouts must be positive"));
+            }
+        }
+        for k in &self.keys {
+            if let Some(v) = &k.min_decryption_version
+                && crate::primitives::record::VersionId::new(v).is_err()
+            {
+                return Err(invalid(
+                    "keys.min_decryption_version",
+                    format!(
+                        "{v:?} is not a version id (a UUID, or 1-64 printable ASCII characters)"
+                    ),
+                ));
+            }
+            if k.kdf_iterations.is_some_and(|i| {
+                !(crate::primitives::crypto::PBKDF2_MIN_ITERATIONS..=10_000_000).contains(&i)
+            }) {
+                return Err(invalid(
+                    "keys.kdf_iterations",
+                    format!(
+                        "between {} and 10,000,000",
+                        crate::primitives::crypto::PBKDF2_MIN_ITERATIONS
+                    ),
+                ));
+            }
+        }
+        if self.max_staleness < self.refresh_interval {
+            return Err(invalid(
+                "max_staleness_secs",
+                "must be at least refresh_interval_secs",
+            ));
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            return Err(invalid("refresh_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The rotation Lambda's settings, from its environment (a Lambda function
+/// has no configuration file): `ENVELOPE_KMS_KEY_ID` (required), and
+/// optionally `ENVELOPE_REPLICA_REGIONS` (comma-separated). Region and
+/// credentials come from the SDK's default chain, as everywhere.
+pub fn lambda_aws_settings() -> Result<crate::backends::aws_sdk::AwsSettings, ConfigError> {
+    let kms_key_id = std::env::var("ENVELOPE_KMS_KEY_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "ENVELOPE_KMS_KEY_ID",
+                "the rotation Lambda needs the KMS key that wraps master keys",
+            )
+        })?;
+    let replica_regions = std::env::var("ENVELOPE_REPLICA_REGIONS")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(crate::backends::aws_sdk::AwsSettings {
+        replica_regions,
+        ..crate::backends::aws_sdk::AwsSettings::new(kms_key_id)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.keys.len(), 1);
+        assert_eq!(s.keys[0].name, "default");
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\n[[keys]]\nname = \"pii\"\n").unwrap();
+        let s = Settings::from_file(
+            file,
+            Overrides {
+                listen: Some("127.0.0.1:2".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.keys[0].name, "pii");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            "[[keys]]\nname = \"../x\"\n",
+            "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"a\"\n",
+            "[data_keys]\nmax_records = 0\n",
+            "[data_keys]\nmax_records = 8589934592\n",
+            "unknown = 1\n",
+            "log_level = \"[[[\"\n",
+            "mode = \"aws\"\n",
+            "[aws]\nregion = \"us-east-1\"\n",
+            "max_staleness_secs = 1\n",
+        ] {
+            let parsed: Result<FileConfig, _> = toml::from_str(bad);
+            if let Ok(f) = parsed {
+                assert!(
+                    Settings::from_file(f, Overrides::default()).is_err(),
+                    "{bad}"
+                );
+            }
+        }
+    }
+}

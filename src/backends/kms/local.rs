@@ -1,0 +1,169 @@
+//! A local KMS over a root key file, standing in for AWS KMS in local mode.
+//!
+//! Blob: `0x01 || nonce(12) || AES-256-GCM(root, key)(32) || tag(16)` with the
+//! canonical encoding of the KMS context as associated data.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{GeneratedKey, Kms, KmsContext, KmsError};
+use crate::primitives::crypto::{AeadKey, KEY_LEN, KeyBytes, NONCE_BYTES, TAG_LEN, random_nonce};
+
+const BLOB_V1: u8 = 0x01;
+const BLOB_LEN: usize = 1 + NONCE_BYTES + KEY_LEN + TAG_LEN;
+
+/// A KMS whose root key is a 32-byte file with owner-only permissions.
+pub struct LocalKms {
+    root: AeadKey,
+    path: String,
+}
+
+impl std::fmt::Debug for LocalKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKms")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalKms {
+    /// Opens the root key at `path`, creating it (mode 0600) if absent.
+    pub fn open_or_create(path: &Path) -> Result<Self, KmsError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => {
+                check_private(path)?;
+                zeroize::Zeroizing::new(b)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyBytes::random()?;
+                let created = crate::backends::store::local::create_private(path, key.expose())
+                    .map_err(|e| {
+                        KmsError::RootKey(format!("cannot create {}: {e}", path.display()))
+                    })?;
+                if created {
+                    zeroize::Zeroizing::new(key.expose().to_vec())
+                } else {
+                    // Another process created it first: use theirs.
+                    zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+                        KmsError::RootKey(format!("cannot read {}: {e}", path.display()))
+                    })?)
+                }
+            }
+            Err(e) => {
+                return Err(KmsError::RootKey(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let key = KeyBytes::from_slice(&bytes).map_err(|_| {
+            KmsError::RootKey(format!(
+                "{} must hold exactly {KEY_LEN} bytes",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            root: AeadKey::new(&key)?,
+            path: PathBuf::from(path).display().to_string(),
+        })
+    }
+
+    fn aad(context: &KmsContext) -> Vec<u8> {
+        let mut aad = b"envelope.local-kms.v1\0".to_vec();
+        crate::primitives::context::encode_into(context, &mut aad);
+        aad
+    }
+}
+
+/// Refuses a root key file that group or others may read, as ssh does.
+fn check_private(path: &Path) -> Result<(), KmsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| KmsError::RootKey(format!("cannot stat {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KmsError::RootKey(format!(
+                "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Kms for LocalKms {
+    async fn generate_data_key(&self, context: &KmsContext) -> Result<GeneratedKey, KmsError> {
+        let plaintext = KeyBytes::random()?;
+        let nonce = random_nonce()?;
+        let mut blob = Vec::with_capacity(BLOB_LEN);
+        blob.push(BLOB_V1);
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(plaintext.expose());
+        let tag = match blob.get_mut(1 + NONCE_BYTES..) {
+            Some(body) => self.root.seal(nonce, &Self::aad(context), body)?,
+            None => return Err(KmsError::DecryptFailed),
+        };
+        blob.extend_from_slice(&tag);
+        Ok(GeneratedKey { plaintext, blob })
+    }
+
+    async fn decrypt(
+        &self,
+        blob: &[u8],
+        context: &KmsContext,
+        _key_id: Option<&str>,
+    ) -> Result<KeyBytes, KmsError> {
+        if blob.len() != BLOB_LEN || blob.first() != Some(&BLOB_V1) {
+            return Err(KmsError::DecryptFailed);
+        }
+        let (nonce, rest) = blob.get(1..).unwrap_or_default().split_at(NONCE_BYTES);
+        let (ct, tag) = rest.split_at(KEY_LEN);
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| KmsError::DecryptFailed)?;
+        let mut out = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        self.root
+            .open(nonce, &Self::aad(context), ct, tag, out.as_mut())
+            .map_err(|_| KmsError::DecryptFailed)?;
+        Ok(KeyBytes::from_slice(out.as_ref())?)
+    }
+
+    fn key_id(&self) -> &str {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_context_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = LocalKms::open_or_create(&dir.path().join("root.key")).unwrap();
+        let mut ctx = KmsContext::new();
+        ctx.insert("k".into(), "v".into());
+        let g = kms.generate_data_key(&ctx).await.unwrap();
+        let back = kms.decrypt(&g.blob, &ctx, None).await.unwrap();
+        assert_eq!(back.expose(), g.plaintext.expose());
+        ctx.insert("k".into(), "w".into());
+        assert!(kms.decrypt(&g.blob, &ctx, None).await.is_err());
+        // Reopening reads the same root key.
+        let again = LocalKms::open_or_create(&dir.path().join("root.key")).unwrap();
+        ctx.insert("k".into(), "v".into());
+        assert!(again.decrypt(&g.blob, &ctx, None).await.is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.path().join("root.key");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = LocalKms::open_or_create(&p).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! A secret store in a local directory: one JSON file per secret, written
+//! atomically with owner-only permissions. It follows Secrets Manager's
+//! staging rules so rotation code runs unchanged against either.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::{AWSCURRENT, AWSPREVIOUS, SecretStore, SecretValue, StoreError, VersionInfo};
+
+/// Secrets in `<dir>/<secret id>.json`.
+#[derive(Debug)]
+pub struct LocalStore {
+    dir: PathBuf,
+    // Serialises read-modify-write cycles within this process.
+    lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SecretFile {
+    versions: Vec<StoredVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredVersion {
+    id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created: OffsetDateTime,
+    stages: Vec<String>,
+    value: String,
+}
+
+impl Drop for StoredVersion {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
+}
+
+/// Writes `bytes` to a new file at `path` with mode 0600 (owner only), via a
+/// temporary file and a rename so that readers never see half a file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` only if `path` does not exist yet (a hard link
+/// from a fully written temporary file, so no reader sees half a file and
+/// no concurrent creator is overwritten). Returns whether it was written.
+pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let tmp = path.with_extension(format!("new{}", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if absent.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+fn valid_secret_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+impl LocalStore {
+    /// A store in `dir`, created (mode 0700) if absent.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(dir).map_err(|e| StoreError::Unavailable {
+            secret: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn path(&self, secret_id: &str) -> Result<PathBuf, StoreError> {
+        if !valid_secret_id(secret_id) {
+            return Err(StoreError::Malformed {
+                secret: secret_id.to_owned(),
+                reason: "local secret ids use only letters, digits, '-', '_' and '.'".into(),
+            });
+        }
+        Ok(self.dir.join(format!("{secret_id}.json")))
+    }
+
+    async fn load(&self, secret_id: &str) -> Result<SecretFile, StoreError> {
+        let path = self.path(secret_id)?;
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::SecretNotFound {
+                    secret: secret_id.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable {
+                    secret: secret_id.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Malformed {
+            secret: secret_id.to_owned(),
+            // serde_json's messages name positions and types, not values.
+            reason: format!(
+                "not a local secret file (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        })
+    }
+
+    /// Takes the store's cross-process lock (flock on `<dir>/.lock`), so a CLI
+    /// `rotate` or `init-keys` and a running server never interleave their
+    /// read-modify-write cycles. Released when the returned file is dropped.
+    async fn lock_file(&self, secret_id: &str) -> Result<std::fs::File, StoreError> {
+        let path = self.dir.join(".lock");
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            secret: secret_id.to_owned(),
+            reason: format!("cannot lock the store: {e}"),
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let f = o.open(&path)?;
+            #[cfg(unix)]
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| unavailable(std::io::Error::other(e)))?
+        .map_err(unavailable)
+    }
+
+    async fn save(&self, secret_id: &str, file: &SecretFile) -> Result<(), StoreError> {
+        let path = self.path(secret_id)?;
+        let bytes = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| {
+            StoreError::Unavailable {
+                secret: secret_id.to_owned(),
+                reason: e.to_string(),
+            }
+        })?);
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            secret: secret_id.to_owned(),
+            reason: e.to_string(),
+        };
+        tokio::task::spawn_blocking(move || write_private(&path, &bytes))
+            .await
+            .map_err(|e| unavailable(std::io::Error::other(e)))?
+            .map_err(unavailable)
+    }
+}
+
+fn info(v: &StoredVersion) -> VersionInfo {
+    VersionInfo {
+        id: v.id.clone(),
+        stages: v.stages.clone(),
+        created: Some(v.created),
+    }
+}
+
+#[async_trait]
+impl SecretStore for LocalStore {
+    async fn describe(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        Ok(self
+            .load(secret_id)
+            .await?
+            .versions
+            .iter()
+            .map(info)
+            .collect())
+    }
+
+    async fn get(&self, secret_id: &str, version_id: &str) -> Result<SecretValue, StoreError> {
+        let file = self.load(secret_id).await?;
+        let v = file
+            .versions
+            .iter()
+            .find(|v| v.id == version_id)
+            .ok_or_else(|| StoreError::VersionNotFound {
+                secret: secret_id.to_owned(),
+                version: version_id.to_owned(),
+            })?;
+        Ok(SecretValue {
+            info: info(v),
+            value: Zeroizing::new(v.value.clone()),
+        })
+    }
+
+    async fn get_stage(&self, secret_id: &str, stage: &str) -> Result<SecretValue, StoreError> {
+        let file = self.load(secret_id).await?;
+        let v = file
+            .versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .ok_or_else(|| StoreError::VersionNotFound {
+                secret: secret_id.to_owned(),
+                version: stage.to_owned(),
+            })?;
+        Ok(SecretValue {
+            info: info(v),
+            value: Zeroizing::new(v.value.clone()),
+        })
+    }
+
+    async fn put(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock.lock().await;
+        let _file_lock = self.lock_file(secret_id).await?;
+        let mut file = match self.load(secret_id).await {
+            Ok(f) => f,
+            Err(StoreError::SecretNotFound { .. }) => SecretFile::default(),
+            Err(e) => return Err(e),
+        };
+        if let Some(existing) = file.versions.iter().find(|v| v.id == version_id) {
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                existing.value.as_bytes(),
+                value.as_bytes(),
+            );
+            return match same {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StoreError::Conflict {
+                    secret: secret_id.to_owned(),
+                    reason: format!("version {version_id} already exists with a different value"),
+                }),
+            };
+        }
+        let stages: Vec<&str> = if stages.is_empty() {
+            vec![AWSCURRENT]
+        } else {
+            stages.to_vec()
+        };
+        for stage in &stages {
+            if *stage == AWSCURRENT {
+                move_current(&mut file);
+            } else {
+                for v in &mut file.versions {
+                    v.stages.retain(|s| s != stage);
+                }
+            }
+        }
+        file.versions.push(StoredVersion {
+            id: version_id.to_owned(),
+            created: OffsetDateTime::now_utc(),
+            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+            value: value.to_owned(),
+        });
+        self.save(secret_id, &file).await
+    }
+
+    async fn update_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        move_to: Option<&str>,
+        remove_from: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock.lock().await;
+        let _file_lock = self.lock_file(secret_id).await?;
+        let mut file = self.load(secret_id).await?;
+        let conflict = |reason: String| StoreError::Conflict {
+            secret: secret_id.to_owned(),
+            reason,
+        };
+        if let Some(to) = move_to
+            && !file.versions.iter().any(|v| v.id == to)
+        {
+            return Err(StoreError::VersionNotFound {
+                secret: secret_id.to_owned(),
+                version: to.to_owned(),
+            });
+        }
+        let holder = file
+            .versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .map(|v| v.id.clone());
+        match (&holder, move_to, remove_from) {
+            // Secrets Manager refuses to take a stage from a version the caller did not name.
+            (Some(h), Some(to), from) if h != to && from != Some(h.as_str()) => {
+                return Err(conflict(format!(
+                    "stage {stage} is attached to version {h}; name it in RemoveFromVersionId"
+                )));
+            }
+            (h, None, Some(from)) if h.as_deref() != Some(from) => {
+                return Err(conflict(format!(
+                    "stage {stage} is not attached to version {from}"
+                )));
+            }
+            _ => {}
+        }
+        if holder.as_deref() == move_to && move_to.is_some() {
+            return Ok(());
+        }
+        if stage == AWSCURRENT && move_to.is_some() {
+            move_current(&mut file);
+        } else {
+            for v in &mut file.versions {
+                v.stages.retain(|s| s != stage);
+            }
+        }
+        if let Some(to) = move_to
+            && let Some(v) = file.versions.iter_mut().find(|v| v.id == to)
+        {
+            v.stages.push(stage.to_owned());
+        }
+        self.save(secret_id, &file).await
+    }
+}
+
+/// Takes AWSCURRENT off its holder, which becomes the only AWSPREVIOUS.
+fn move_current(file: &mut SecretFile) {
+    let holder = file
+        .versions
+        .iter()
+        .position(|v| v.stages.iter().any(|s| s == AWSCURRENT));
+    if let Some(i) = holder {
+        for v in &mut file.versions {
+            v.stages.retain(|s| s != AWSPREVIOUS);
+        }
+        if let Some(v) = file.versions.get_mut(i) {
+            v.stages.retain(|s| s != AWSCURRENT);
+            v.stages.push(AWSPREVIOUS.to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backends::store::AWSPENDING;
+
+    #[tokio::test]
+    async fn stages_follow_secrets_manager_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            s.describe("k").await,
+            Err(StoreError::SecretNotFound { .. })
+        ));
+        s.put("k", "v1", "one", &[]).await.unwrap();
+        s.put("k", "v1", "one", &[]).await.unwrap(); // idempotent
+        assert!(matches!(
+            s.put("k", "v1", "other", &[]).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        s.put("k", "v2", "two", &[AWSPENDING]).await.unwrap();
+        // Moving AWSCURRENT without naming its holder is refused.
+        assert!(
+            s.update_stage("k", AWSCURRENT, Some("v2"), None)
+                .await
+                .is_err()
+        );
+        s.update_stage("k", AWSCURRENT, Some("v2"), Some("v1"))
+            .await
+            .unwrap();
+        s.update_stage("k", AWSPENDING, None, Some("v2"))
+            .await
+            .unwrap();
+        let d = s.describe("k").await.unwrap();
+        assert_eq!(d[0].stages, vec![AWSPREVIOUS.to_string()]);
+        assert_eq!(d[1].stages, vec![AWSCURRENT.to_string()]);
+        assert_eq!(s.get("k", "v1").await.unwrap().value.as_str(), "one");
+        assert!(matches!(
+            s.get("k", "v9").await,
+            Err(StoreError::VersionNotFound { .. })
+        ));
+        assert!(s.describe("../etc").await.is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("k.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

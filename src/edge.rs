@@ -1,0 +1,20 @@
+//! The gRPC edge: everything between a caller's bytes and a key operation.
+//!
+//! - [`gate`]: what every call passes through (identity, authorization,
+//!   the key lookup, metrics, the audit line, the request id).
+//! - [`envelope_service`], [`admin_service`]: the two gRPC services.
+//! - [`status`]: the one place errors become gRPC status codes.
+//! - [`authz`]: the per-key policy; [`tls`]: rustls with client
+//!   certificates and the caller's identity; [`audit`]: the audit log.
+//!
+//! Imports: [`crate::ops`], [`crate::keys`], [`crate::backends`],
+//! [`crate::primitives`] and the generated [`crate::pb`].
+
+pub mod admin_service;
+pub mod audit;
+pub mod authz;
+pub mod envelope_service;
+pub mod gate;
+mod pb_debug;
+pub mod status;
+pub mod tls;

@@ -1,0 +1,159 @@
+//! The `envelope.v1.Admin` gRPC service: key status, refresh and rotation.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+use crate::edge::authz::Operation;
+use crate::edge::gate::{Done, Gate};
+use crate::keys::error::Error;
+use crate::keys::keyring::{Keyring, NamedKey};
+use crate::pb;
+
+/// The Admin service; every call needs the `admin` operation.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    gate: Gate,
+}
+
+impl AdminService {
+    /// An Admin service behind `gate`.
+    pub fn new(gate: Gate) -> Self {
+        Self { gate }
+    }
+}
+
+fn selected(keyring: &Keyring, name: &str) -> Result<Vec<Arc<NamedKey>>, Error> {
+    if name == "*" {
+        Ok(keyring.all().cloned().collect())
+    } else {
+        Ok(vec![keyring.get(name)?.clone()])
+    }
+}
+
+fn rfc3339(t: impl Into<Option<OffsetDateTime>>) -> String {
+    t.into()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn age(t: impl Into<Option<OffsetDateTime>>, now: OffsetDateTime) -> u64 {
+    t.into()
+        .and_then(|t| u64::try_from((now - t).whole_seconds()).ok())
+        .unwrap_or(0)
+}
+
+/// KeyStatus figures for one key name.
+pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
+    let now = OffsetDateTime::now_utc();
+    let set = key.snapshot();
+    let mut loaded: Vec<_> = set.versions.values().collect();
+    // Newest first; ties (same instant) by id so the order is stable.
+    loaded.sort_by(|a, b| {
+        b.master
+            .created
+            .cmp(&a.master.created)
+            .then_with(|| a.master.version.as_str().cmp(b.master.version.as_str()))
+    });
+    let versions: Vec<pb::MasterKeyVersion> = loaded
+        .into_iter()
+        .map(|l| pb::MasterKeyVersion {
+            version: l.master.version.as_str().to_owned(),
+            stages: l.stages.clone(),
+            created_at: rfc3339(l.master.created),
+            age_seconds: age(l.master.created, now),
+        })
+        .collect();
+    let f = key.figures();
+    pb::KeyInfo {
+        name: key.name().to_owned(),
+        secret_id: key.secret_id().to_owned(),
+        current_version: set.current.version.as_str().to_owned(),
+        versions,
+        last_refresh: rfc3339(set.loaded_at),
+        last_refresh_age_seconds: age(set.loaded_at, now),
+        refresh_failures: f.refresh_failures,
+        pinned_versions: set.pinned.clone(),
+        rotation_failures: f.rotation_failures,
+        cache: Some(pb::CacheStats {
+            data_keys_generated: f.data_keys_generated,
+            active_data_key_records: f.active_records,
+            decrypt_cache_entries: f.decrypt_entries,
+            decrypt_cache_hits: f.hits,
+            decrypt_cache_misses: f.misses,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn key_status(
+        &self,
+        req: Request<pb::KeyStatusRequest>,
+    ) -> Result<Response<pb::KeyStatusResponse>, Status> {
+        self.gate
+            .run(
+                req,
+                "KeyStatus",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let keys = selected(&keyring, &name)?;
+                    let keys = keys.iter().map(|k| key_info(k)).collect();
+                    Ok((pb::KeyStatusResponse { keys }, Done::default()))
+                },
+            )
+            .await
+    }
+
+    async fn refresh_keys(
+        &self,
+        req: Request<pb::RefreshKeysRequest>,
+    ) -> Result<Response<pb::RefreshKeysResponse>, Status> {
+        self.gate
+            .run(
+                req,
+                "RefreshKeys",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let keys = selected(&keyring, &name)?;
+                    let mut refreshed = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        k.refresh().await?;
+                        refreshed.push(k.name().to_owned());
+                    }
+                    Ok((pb::RefreshKeysResponse { refreshed }, Done::default()))
+                },
+            )
+            .await
+    }
+
+    async fn rotate_master_key(
+        &self,
+        req: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<pb::RotateMasterKeyResponse>, Status> {
+        self.gate
+            .run(
+                req,
+                "RotateMasterKey",
+                Operation::Admin,
+                |keyring, name, _| async move {
+                    let key = keyring.get(&name)?.clone();
+                    let (previous_version, current_version) = key.rotate().await?;
+                    let done = Done {
+                        version: current_version.clone(),
+                        batch: None,
+                    };
+                    Ok((
+                        pb::RotateMasterKeyResponse {
+                            previous_version,
+                            current_version,
+                        },
+                        done,
+                    ))
+                },
+            )
+            .await
+    }
+}

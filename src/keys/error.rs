@@ -1,0 +1,104 @@
+//! The crate's error: what a request can fail with, rolled up from the
+//! modules' own errors. `status.rs` maps it to gRPC status codes.
+
+use crate::backends::kms::KmsError;
+use crate::backends::store::StoreError;
+use crate::keys::master_key::MasterKeyError;
+use crate::keys::rotation::RotationError;
+use crate::primitives::context::ContextError;
+use crate::primitives::record::FormatError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No key of that name is configured.
+    #[error("unknown key name {0:?}")]
+    UnknownKey(String),
+    /// The ciphertext or blob is not well formed.
+    #[error("malformed ciphertext: {0}")]
+    Format(#[from] FormatError),
+    /// The encryption context breaks a limit.
+    #[error("invalid encryption context: {0}")]
+    Context(#[from] ContextError),
+    /// The record names another key name than the one asked for.
+    #[error("the ciphertext was not produced under key {0:?}")]
+    WrongKey(String),
+    /// Authentication failed: wrong context, or tampered bytes. One opaque
+    /// answer whatever the cause, so it helps no attacker.
+    #[error(
+        "decryption failed: the ciphertext was modified or the encryption context does not match"
+    )]
+    Unauthentic,
+    /// The plaintext is over the limit.
+    #[error("plaintext of {got} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// Bytes given.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The batch is over the limit.
+    #[error("batch of {got} items is over the limit of {max} items")]
+    BatchTooLarge {
+        /// Items given.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The record names a master-key version the store does not have.
+    #[error("master-key version {version} of key {key:?} is not available in the secret store")]
+    VersionNotFound {
+        /// Key name.
+        key: String,
+        /// Version id.
+        version: String,
+    },
+    /// The record's version is older than the key's minimum decryption version.
+    #[error(
+        "master-key version {version} of key {key:?} is retired (older than the key's min_decryption_version)"
+    )]
+    Retired {
+        /// Key name.
+        key: String,
+        /// Version id.
+        version: String,
+    },
+    /// Too many on-demand version fetches for this key just now.
+    #[error("too many lookups of unknown master-key versions for key {0:?}; retry later")]
+    FetchThrottled(String),
+    /// The key has no AWSCURRENT version.
+    #[error("key {0:?} has no AWSCURRENT master-key version")]
+    NoCurrent(String),
+    /// The secret store failed.
+    #[error("secret store: {0}")]
+    Store(#[from] StoreError),
+    /// KMS failed.
+    #[error("KMS: {0}")]
+    Kms(#[from] KmsError),
+    /// A master-key version could not be read.
+    #[error("master key: {0}")]
+    MasterKey(#[from] MasterKeyError),
+    /// A rotation step failed.
+    #[error("rotation: {0}")]
+    Rotation(#[from] RotationError),
+    /// The caller is not authenticated or not authorized.
+    #[error(transparent)]
+    Denied(#[from] crate::edge::authz::Denied),
+    /// A primitive failed while sealing (never expected; detail is logged).
+    #[error("internal cryptographic failure")]
+    Internal(&'static str),
+}
+
+impl From<crate::primitives::crypto::CryptoError> for Error {
+    fn from(e: crate::primitives::crypto::CryptoError) -> Self {
+        match e {
+            crate::primitives::crypto::CryptoError::Unauthentic => Error::Unauthentic,
+            crate::primitives::crypto::CryptoError::Random => {
+                Error::Internal("random generator failed")
+            }
+            crate::primitives::crypto::CryptoError::Primitive => {
+                Error::Internal("AEAD primitive failed")
+            }
+        }
+    }
+}

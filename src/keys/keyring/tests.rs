@@ -1,0 +1,242 @@
+//! Property tests of the operations in-process: every mutation of a record
+//! is refused, and records round-trip whatever their plaintext and context.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    key: NamedKey,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = rt
+        .block_on(NamedKey::open_local(
+            dir.path(),
+            "default",
+            Limits::default(),
+        ))
+        .unwrap();
+    Fixture { _dir: dir, rt, key }
+}
+
+thread_local! {
+    static FIX: Fixture = fixture();
+}
+
+/// Runs `f` on a fresh local key named `k` with `limits`.
+fn with_key(limits: Limits, f: impl AsyncFnOnce(NamedKey)) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let key = NamedKey::open_local(dir.path(), "k", limits).await.unwrap();
+        f(key).await;
+    });
+}
+
+fn context() -> impl Strategy<Value = BTreeMap<String, String>> {
+    btree_map("[a-z\u{e9}\u{4e2d}]{1,8}", ".{0,12}", 0..4)
+}
+
+proptest! {
+    // 256 cases by default; PROPTEST_CASES=N runs a longer soak.
+
+    #[test]
+    fn round_trip(pt in vec(any::<u8>(), 0..600), ctx in context()) {
+        FIX.with(|f| {
+            let (ct, _) = f.rt.block_on(f.key.encrypt(&pt, &ctx)).unwrap();
+            prop_assert_eq!(ct.len(), pt.len() + record::RECORD_OVERHEAD_UUID);
+            let (back, _) = f.rt.block_on(f.key.decrypt(&ct, &ctx)).unwrap();
+            prop_assert_eq!(back, pt);
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn every_mutation_is_refused(
+        pt in vec(any::<u8>(), 0..64),
+        ctx in context(),
+        pos in any::<prop::sample::Index>(),
+        delta in 1u8..=255,
+        cut in any::<prop::sample::Index>(),
+        extra in vec(any::<u8>(), 1..8),
+        other_ctx in context(),
+    ) {
+        FIX.with(|f| {
+            let (ct, _) = f.rt.block_on(f.key.encrypt(&pt, &ctx)).unwrap();
+            let mut flipped = ct.clone();
+            let i = pos.index(ct.len());
+            flipped[i] = flipped[i].wrapping_add(delta);
+            prop_assert!(f.rt.block_on(f.key.decrypt(&flipped, &ctx)).is_err(), "byte {} changed", i);
+            let n = cut.index(ct.len());
+            prop_assert!(f.rt.block_on(f.key.decrypt(&ct[..n], &ctx)).is_err(), "cut to {}", n);
+            let mut longer = ct.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert!(f.rt.block_on(f.key.decrypt(&longer, &ctx)).is_err());
+            if other_ctx != ctx {
+                prop_assert!(matches!(f.rt.block_on(f.key.decrypt(&ct, &other_ctx)), Err(Error::Unauthentic)));
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn data_key_is_reused_within_limits_and_rotation_retires_it() {
+    FIX.with(|f| {
+        let ctx = BTreeMap::new();
+        let before = f.key.figures().data_keys_generated;
+        for _ in 0..10 {
+            f.rt.block_on(f.key.encrypt(b"x", &ctx)).unwrap();
+        }
+        assert!(f.key.figures().data_keys_generated <= before + 1);
+        let (old, _) = f.rt.block_on(f.key.encrypt(b"old", &ctx)).unwrap();
+        f.rt.block_on(f.key.rotate()).unwrap();
+        let (new, master) = f.rt.block_on(f.key.encrypt(b"new", &ctx)).unwrap();
+        assert_eq!(master.version, f.key.snapshot().current.version);
+        assert_ne!(old[..83], new[..83]);
+        assert_eq!(f.rt.block_on(f.key.decrypt(&old, &ctx)).unwrap().0, b"old");
+    });
+}
+
+#[test]
+fn lookups_of_unknown_versions_are_rate_limited() {
+    FIX.with(|f| {
+        let mut outcomes = Vec::new();
+        for i in 0..60u8 {
+            let mut raw = vec![0u8; 17];
+            raw[1] = 0xee;
+            raw[16] = i;
+            outcomes.push(f.rt.block_on(f.key.master_for(&raw)).unwrap_err());
+        }
+        let not_found = outcomes
+            .iter()
+            .filter(|e| matches!(e, Error::VersionNotFound { .. }))
+            .count();
+        let throttled = outcomes
+            .iter()
+            .filter(|e| matches!(e, Error::FetchThrottled(_)))
+            .count();
+        assert_eq!(not_found, FETCH_BURST as usize);
+        assert_eq!(throttled, 60 - FETCH_BURST as usize);
+        // A version already known missing costs no token and still answers NOT_FOUND.
+        let mut raw = vec![0u8; 17];
+        raw[1] = 0xee;
+        assert!(matches!(
+            f.rt.block_on(f.key.master_for(&raw)),
+            Err(Error::VersionNotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn the_decryption_cache_is_bounded_and_counts_evictions() {
+    let limits = Limits {
+        decrypt_cache_entries: 2,
+        data_key: DataKeyLimits {
+            max_records: 1,
+            ..DataKeyLimits::default()
+        },
+        ..Limits::default()
+    };
+    with_key(limits, async |key| {
+        let ctx = BTreeMap::new();
+        let mut records = Vec::new();
+        for i in 0..8u8 {
+            // One record per data key: every encryption makes (and caches) a new one.
+            records.push(key.encrypt(&[i], &ctx).await.unwrap().0);
+        }
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(key.decrypt(r, &ctx).await.unwrap().0, vec![i as u8]);
+        }
+        let f = key.figures();
+        assert_eq!(f.data_keys_generated, 8);
+        assert!(f.decrypt_entries <= 2, "{f:?}");
+        assert!(f.evictions >= 6, "{f:?}");
+    });
+}
+
+#[test]
+fn batches_span_data_keys_and_keep_failures_to_their_items() {
+    let limits = Limits {
+        max_plaintext_bytes: 100,
+        data_key: DataKeyLimits {
+            max_records: 3,
+            ..DataKeyLimits::default()
+        },
+        ..Limits::default()
+    };
+    with_key(limits, async |key| {
+        let ctx_a: BTreeMap<String, String> = [("t".to_owned(), "a".to_owned())].into();
+        let ctx_b: BTreeMap<String, String> = [("t".to_owned(), "b".to_owned())].into();
+        let bad: BTreeMap<String, String> = [(String::new(), "x".to_owned())].into();
+        let mut items: Vec<(Vec<u8>, BTreeMap<String, String>)> = (0..10u8)
+            .map(|i| {
+                (
+                    vec![i; usize::from(i) * 7],
+                    if i % 2 == 0 {
+                        ctx_a.clone()
+                    } else {
+                        ctx_b.clone()
+                    },
+                )
+            })
+            .collect();
+        items[4].1 = bad.clone(); // invalid context
+        items[7].0 = vec![7; 101]; // over the plaintext limit
+        let sealed = key.encrypt_many(&items, |(p, c)| (p, c)).await;
+        assert_eq!(sealed.results.len(), 10);
+        // Three records per data key: the batch took several data keys, all
+        // under the one current version.
+        assert!(key.figures().data_keys_generated >= 3);
+        assert_eq!(sealed.versions.len(), 1);
+        let mut records = Vec::new();
+        for (i, r) in sealed.results.iter().enumerate() {
+            match i {
+                4 => assert!(matches!(r, Err(Error::Context(_))), "{r:?}"),
+                7 => assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}"),
+                _ => {
+                    let (range, v) = r.as_ref().unwrap();
+                    assert_eq!(*v, 0);
+                    let record = sealed.records.slice(range.clone());
+                    assert_eq!(
+                        record.len(),
+                        items[i].0.len() + record::RECORD_OVERHEAD_UUID
+                    );
+                    // Each record opens on its own, unary.
+                    assert_eq!(
+                        key.decrypt(&record, &items[i].1).await.unwrap().0,
+                        items[i].0
+                    );
+                    records.push((record.to_vec(), items[i].1.clone(), items[i].0.clone()));
+                }
+            }
+        }
+        // Decrypt them back as a batch, with a tampered record and a wrong
+        // context in the middle: only those two fail.
+        records[2].0[60] ^= 1;
+        records[5].1 = ctx_a.clone();
+        records[5].1.insert("extra".into(), "1".into());
+        let opened = key.decrypt_many(&records, |(r, c, _)| (r, c)).await;
+        for (i, r) in opened.results.iter().enumerate() {
+            if i == 2 || i == 5 {
+                assert!(matches!(r, Err(Error::Unauthentic)), "{i}: {r:?}");
+            } else {
+                let (range, _) = r.as_ref().unwrap();
+                assert_eq!(&opened.plaintexts[range.clone()], &records[i].2[..], "{i}");
+            }
+        }
+    });
+}

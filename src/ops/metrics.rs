@@ -1,0 +1,480 @@
+//! Prometheus metrics, and the operator endpoints on their own HTTP port:
+//! `/metrics` (OpenMetrics text), `/healthz` (the process answers) and
+//! `/readyz` (JSON with each check, 503 when not ready). One process-wide
+//! registry; per-key gauges are computed from the keyring at scrape time.
+//! Label values are bounded: key names come from the configuration only.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+
+use crate::keys::keyring::Keyring;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A label value that costs no allocation on the request path: a static
+/// string, or a key name shared with the keyring. Equal text is one series
+/// whichever form it came in.
+#[derive(Clone, Debug)]
+pub enum Label {
+    /// A fixed value (an RPC or code name, `unknown`, `*`).
+    Static(&'static str),
+    /// A configured key name.
+    Shared(Arc<str>),
+}
+
+impl Label {
+    fn as_str(&self) -> &str {
+        match self {
+            Label::Static(s) => s,
+            Label::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Label {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+type RequestLabels = [(&'static str, Label); 3];
+
+#[derive(Clone)]
+struct Buckets(fn() -> Histogram);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        (self.0)()
+    }
+}
+
+fn latency_buckets() -> Histogram {
+    // 50 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// Every series Envelope exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<[(&'static str, &'static str); 1], Histogram, Buckets>,
+    batch_items: Histogram,
+    backend_calls: Family<Labels, Counter>,
+    backend_seconds: Family<Labels, Histogram, Buckets>,
+    rotations: Family<Labels, Counter>,
+    refusals: Family<Labels, Counter>,
+    // Computed at scrape time.
+    key_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    key_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    cache_entries: Family<Labels, Gauge>,
+    keyring: Arc<arc_swap::ArcSwapOption<Keyring>>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("envelope");
+        let m = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(Buckets(latency_buckets)),
+            batch_items: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            backend_calls: Family::default(),
+            backend_seconds: Family::new_with_constructor(Buckets(latency_buckets)),
+            rotations: Family::default(),
+            refusals: Family::default(),
+            key_age: Family::default(),
+            key_staleness: Family::default(),
+            cache_entries: Family::default(),
+            keyring: Arc::new(arc_swap::ArcSwapOption::empty()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "gRPC requests by RPC, key name and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC request latency by RPC",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "batch_items",
+            "Items per batch request",
+            m.batch_items.clone(),
+        );
+        registry.register(
+            "backend_calls",
+            "Secret store and KMS calls by service, operation and outcome",
+            m.backend_calls.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Secret store and KMS call latency by service and operation",
+            m.backend_seconds.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Master-key rotations started by this process, by key and outcome",
+            m.rotations.clone(),
+        );
+        registry.register(
+            "refused_calls",
+            "Calls refused by authentication or the policy, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "master_key_age_seconds",
+            "Age of each loaded master-key version",
+            m.key_age.clone(),
+        );
+        registry.register(
+            "key_staleness_seconds",
+            "Seconds since each key was last read from the store",
+            m.key_staleness.clone(),
+        );
+        registry.register(
+            "data_key_cache_entries",
+            "Unwrapped data keys held for decryption, per key",
+            m.cache_entries.clone(),
+        );
+        registry.register_collector(Box::new(KeyCounters(m.keyring.clone())));
+        Metrics { registry, ..m }
+    }
+
+    /// One finished RPC.
+    pub fn request(&self, rpc: &'static str, key: Label, code: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&[
+                ("rpc", Label::Static(rpc)),
+                ("key", key),
+                ("code", Label::Static(code)),
+            ])
+            .inc();
+        self.request_seconds
+            .get_or_create(&[("rpc", rpc)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The size of one batch.
+    pub fn batch(&self, items: usize) {
+        self.batch_items.observe(items as f64);
+    }
+
+    /// One secret-store or KMS call.
+    pub fn backend(&self, service: &'static str, op: &'static str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.backend_calls
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("op", op.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        self.backend_seconds
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("op", op.to_owned()),
+            ])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One rotation's outcome.
+    pub fn rotation(&self, key: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.rotations
+            .get_or_create(&vec![
+                ("key", key.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Creates a key's counter series at zero, so alerts on `increase()` see
+    /// the first event too.
+    pub fn init_key(&self, key: &str) {
+        for outcome in ["ok", "failed"] {
+            let _ = self.rotations.get_or_create(&vec![
+                ("key", key.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ]);
+        }
+        for reason in ["unauthenticated", "permission_denied"] {
+            let _ = self
+                .refusals
+                .get_or_create(&vec![("reason", reason.to_owned())]);
+        }
+    }
+
+    /// One refused call (`unauthenticated` or `permission_denied`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Sets the per-key gauges from the keyring and encodes every series.
+    pub fn render(&self, keyring: &Arc<Keyring>) -> String {
+        self.keyring.store(Some(keyring.clone()));
+        let now = OffsetDateTime::now_utc();
+        self.key_age.clear();
+        for key in keyring.all() {
+            let name = key.name().to_owned();
+            let set = key.snapshot();
+            for l in set.versions.values() {
+                if let Some(created) = l.master.created {
+                    // The loaded stage only (pin labels are per version and would split series).
+                    let stage = crate::keys::keyring::LOADED_STAGES
+                        .iter()
+                        .find(|s| l.stages.iter().any(|x| x == *s))
+                        .map_or_else(|| "none".to_owned(), |s| (*s).to_owned());
+                    self.key_age
+                        .get_or_create(&vec![
+                            ("key", name.clone()),
+                            ("version", l.master.version.as_str().to_owned()),
+                            ("stage", stage),
+                        ])
+                        .set((now - created).as_seconds_f64());
+                }
+            }
+            self.key_staleness
+                .get_or_create(&vec![("key", name.clone())])
+                .set(key.staleness().as_secs_f64());
+            self.cache_entries
+                .get_or_create(&vec![("key", name)])
+                .set(i64::try_from(key.figures().decrypt_entries).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Per-key counts that the keyring keeps as atomics, exported as counters
+/// at scrape time (no metrics work on the request path).
+#[derive(Debug)]
+struct KeyCounters(Arc<arc_swap::ArcSwapOption<Keyring>>);
+
+type Pick = fn(&crate::keys::keyring::CacheFigures) -> u64;
+
+const KEY_COUNTERS: [(&str, &str, Pick); 5] = [
+    (
+        "key_refresh_failures",
+        "Failed refreshes from the secret store, per key",
+        |f| f.refresh_failures,
+    ),
+    (
+        "data_key_cache_hits",
+        "Decryption data-key cache hits, per key",
+        |f| f.hits,
+    ),
+    (
+        "data_key_cache_misses",
+        "Decryption data-key cache misses, per key",
+        |f| f.misses,
+    ),
+    (
+        "data_key_cache_evictions",
+        "Decryption data-key cache evictions, per key",
+        |f| f.evictions,
+    ),
+    (
+        "data_keys_generated",
+        "Data keys generated for encryption, per key",
+        |f| f.data_keys_generated,
+    ),
+];
+
+impl prometheus_client::collector::Collector for KeyCounters {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(keyring) = self.0.load_full() else {
+            return Ok(());
+        };
+        let figures: Vec<(String, crate::keys::keyring::CacheFigures)> = keyring
+            .all()
+            .map(|k| (k.name().to_owned(), k.figures()))
+            .collect();
+        for (name, help, pick) in KEY_COUNTERS {
+            let counter_type =
+                prometheus_client::metrics::counter::ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(name, help, None, counter_type)?;
+            for (key, f) in &figures {
+                let labels: Labels = vec![("key", key.clone())];
+                let metric = family.encode_family(&labels)?;
+                prometheus_client::metrics::counter::ConstCounter::new(pick(f)).encode(metric)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+static LAST_KMS_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+static LAST_STORE_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const OK: u8 = 1;
+const FAILED: u8 = 2;
+
+fn last_outcome(service: &str) -> &'static std::sync::atomic::AtomicU8 {
+    if service == "kms" {
+        &LAST_KMS_OK
+    } else {
+        &LAST_STORE_OK
+    }
+}
+
+fn outcome_name(service: &str) -> &'static str {
+    match last_outcome(service).load(std::sync::atomic::Ordering::Relaxed) {
+        OK => "ok",
+        FAILED => "failing",
+        _ => "no calls yet",
+    }
+}
+
+/// Times a backend call and records it (and its outcome for `/readyz`).
+pub async fn timed<T, E>(
+    service: &'static str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    timed_with(service, op, call, |_| false).await
+}
+
+/// As [`timed`]; `answered` says which errors are the backend working
+/// (e.g. "no such version"), so `/readyz` does not report it failing.
+pub async fn timed_with<T, E>(
+    service: &'static str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+    answered: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let r = call.await;
+    get().backend(service, op, r.is_ok(), start.elapsed());
+    let r_ok = r.as_ref().map_or_else(answered, |_| true);
+    last_outcome(service).store(
+        if r_ok { OK } else { FAILED },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    r
+}
+
+/// The `/readyz` answer: each check and the verdict.
+pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> (bool, serde_json::Value) {
+    let mut ready = true;
+    let mut keys = serde_json::Map::new();
+    for key in keyring.all() {
+        let stale = key.staleness();
+        let ok = stale <= max_staleness;
+        ready &= ok;
+        keys.insert(
+            key.name().to_owned(),
+            serde_json::json!({
+                "loaded": true,
+                "current_version": key.snapshot().current.version.as_str(),
+                "staleness_seconds": stale.as_secs(),
+                "refresh_failures": key.figures().refresh_failures,
+                "status": if ok { "ok" } else { "stale" },
+            }),
+        );
+    }
+    let verdict = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "keys_loaded": "ok",
+            // The last call's outcome; readiness itself turns on staleness,
+            // so a brief store or KMS error does not take replicas out.
+            "secret_store": outcome_name("secretsmanager"),
+            "kms": outcome_name("kms"),
+            "max_staleness_seconds": max_staleness.as_secs(),
+            "keys": keys,
+        },
+    });
+    (ready, verdict)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    keyring: Arc<Keyring>,
+    max_staleness: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get as route;
+    let k1 = keyring.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            route(move || {
+                let k = k1.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        get().render(&k),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", route(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            route(move || {
+                let k = keyring.clone();
+                async move {
+                    let (ready, body) = readiness(&k, max_staleness);
+                    let code = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        code,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,17 @@
+//! The bottom layer: cryptographic primitives and byte formats, with no
+//! knowledge of keys, stores or requests.
+//!
+//! - [`crypto`]: AES-256-GCM, HKDF, PBKDF2, randomness, and key types that
+//!   wipe on drop and print redacted.
+//! - [`wrap`]: the one wrapped-key layout (nonce ‖ key ‖ tag) used wherever
+//!   a 32-byte key is sealed under another key.
+//! - [`context`]: encryption-context limits and the canonical encoding bound
+//!   as associated data.
+//! - [`record`]: the record and blob format (strict parser, encoders) and
+//!   master-key version ids.
+//!
+//! Imports: nothing above this layer.
+
+pub mod context;
+pub mod crypto;
+pub mod record;
