@@ -20,7 +20,7 @@ for f in sorted(glob.glob("deploy/kubernetes/*.yaml")) + ["deploy/prometheus/ale
         loaded = [d for d in yaml.safe_load_all(fh) if d]
     docs.append((f, loaded))
     print("parsed", f, len(loaded), "documents")
-registered = set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', open("src/metrics.rs").read()))
+registered = set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', open("src/ops/metrics.rs").read()))
 rules = docs[-1][1][0]["groups"][0]["rules"]
 for r in rules:
     for name in re.findall(r"envelope_[a-z_]+", r["expr"]):
