@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use envelope::keys::keyring::{Limits, NamedKey};
+use envelope::keys::{KeySource, Limits, NamedKey};
 use envelope::primitives::crypto::{AeadKey, KeyBytes};
 use envelope::primitives::record::{Kind, parse};
 
@@ -23,11 +23,10 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let key = rt
-        .block_on(NamedKey::open_local(
-            dir.path(),
-            "default",
-            Limits::default(),
-        ))
+        .block_on(async {
+            let source = KeySource::open_local(dir.path(), "default").await?;
+            NamedKey::load(source, Limits::default()).await
+        })
         .unwrap();
     let pt = [0x5au8; 64];
     let mut ctx = BTreeMap::new();

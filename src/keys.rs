@@ -4,9 +4,14 @@
 //!
 //! - [`master_key`]: a version's secret value (every accepted shape) into a
 //!   key-encryption key; new versions in Envelope's own shape.
-//! - [`keyring`]: every configured key name; per name the loaded versions,
-//!   the data key in use, the decryption cache and the operations (seal,
-//!   open, rewrap, client data keys).
+//! - [`keyring`]: every configured key name; [`named_key`]: one of them,
+//!   built from its [`source`] (secret, store, KMS) and [`limits`].
+//! - Per key name, the state the request path reads without a lock:
+//!   [`versions`] (the loaded versions as a [`key_set`] snapshot, refresh,
+//!   on-demand fetch), [`data_key`] (the data key sealing records and its
+//!   nonces) and [`decrypt_cache`] (unwrapped data keys).
+//! - The operations: [`seal`] (Encrypt, batches), [`open`] (Decrypt,
+//!   batches, Rewrap), [`client_keys`] (GenerateDataKey, UnwrapDataKey).
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
 //!   the Admin API and the Lambda function.
 //! - [`error`]: what a key operation can fail with, rolled up from the
@@ -14,7 +19,31 @@
 //!
 //! Imports: [`crate::backends`] and [`crate::primitives`] only.
 
+pub mod client_keys;
+pub mod data_key;
+pub mod decrypt_cache;
 pub mod error;
+pub mod key_set;
 pub mod keyring;
+pub mod limits;
 pub mod master_key;
+pub mod named_key;
+pub mod open;
 pub mod rotation;
+pub mod seal;
+pub mod source;
+mod versions;
+
+pub use data_key::{DataKeyLimits, MAX_RECORDS_CEILING};
+pub use error::Error;
+pub use key_set::{KeySet, LOADED_STAGES, Loaded};
+pub use keyring::{DEFAULT_KEY, Keyring};
+pub use limits::Limits;
+pub use named_key::{CacheFigures, NamedKey};
+pub use open::{Opened, Version};
+pub use seal::Sealed;
+pub use source::KeySource;
+pub use versions::{FETCH_BURST, FETCH_PER_SEC};
+
+#[cfg(test)]
+mod tests;

@@ -15,3 +15,4 @@
 pub mod context;
 pub mod crypto;
 pub mod record;
+pub mod wrap;

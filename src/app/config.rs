@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::keys::keyring::{DEFAULT_KEY, DataKeyLimits, Limits};
+use crate::keys::{DEFAULT_KEY, DataKeyLimits, Limits};
 use crate::primitives::context::ContextLimits;
 
 /// The default listen address: loopback only.
@@ -439,7 +439,7 @@ impl Settings {
             ));
         }
         if l.data_key.max_records == 0
-            || l.data_key.max_records > crate::keys::keyring::data_key_ceiling()
+            || l.data_key.max_records > crate::keys::MAX_RECORDS_CEILING
         {
             return Err(invalid(
                 "data_keys.max_records",

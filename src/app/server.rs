@@ -22,7 +22,7 @@ use crate::edge::envelope_service::EnvelopeService;
 use crate::edge::gate::Gate;
 use crate::edge::tls::ReloadingConfig;
 use crate::keys::error::Error;
-use crate::keys::keyring::{KeySource, Keyring, NamedKey};
+use crate::keys::{KeySource, Keyring, NamedKey};
 use crate::keys::master_key::KdfParams;
 use crate::pb::admin_server::AdminServer;
 use crate::pb::envelope_server::EnvelopeServer;

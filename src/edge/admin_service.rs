@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::edge::authz::Operation;
 use crate::edge::gate::{Done, Gate};
 use crate::keys::error::Error;
-use crate::keys::keyring::{Keyring, NamedKey};
+use crate::keys::{Keyring, NamedKey};
 use crate::pb;
 
 /// The Admin service; every call needs the `admin` operation.
@@ -140,7 +140,11 @@ impl pb::admin_server::Admin for AdminService {
                 Operation::Admin,
                 |keyring, name, _| async move {
                     let key = keyring.get(&name)?.clone();
-                    let (previous_version, current_version) = key.rotate().await?;
+                    let rotated = key.rotate().await;
+                    // A failed reload after a successful rotation is not a failed rotation.
+                    let failed = matches!(rotated, Err(Error::Rotation(_)));
+                    crate::ops::metrics::get().rotation(key.name(), !failed);
+                    let (previous_version, current_version) = rotated?;
                     let done = Done {
                         version: current_version.clone(),
                         batch: None,

@@ -12,7 +12,7 @@ use crate::edge::gate::{Done, Gate};
 use crate::edge::status::item_error;
 use crate::edge::tls::PeerInfo;
 use crate::keys::error::Error;
-use crate::keys::keyring::Keyring;
+use crate::keys::Keyring;
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 
 /// The Envelope service.
@@ -107,7 +107,7 @@ where
 async fn key_of(
     keyring: &Keyring,
     name: &str,
-) -> Result<Arc<crate::keys::keyring::NamedKey>, Error> {
+) -> Result<Arc<crate::keys::NamedKey>, Error> {
     keyring.get(name).cloned()
 }
 

@@ -14,7 +14,7 @@ use crate::edge::authz::{Authorizer, Operation};
 use crate::edge::status::to_status;
 use crate::edge::tls::PeerInfo;
 use crate::keys::error::Error;
-use crate::keys::keyring::{DEFAULT_KEY, Keyring};
+use crate::keys::{DEFAULT_KEY, Keyring};
 use crate::ops::metrics::Label;
 use crate::pb;
 

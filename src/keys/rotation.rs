@@ -11,6 +11,7 @@ use crate::backends::store::{
 };
 use crate::keys::master_key::{self, MasterKeyError};
 use crate::primitives::crypto::{AeadKey, KeyBytes, random_nonce};
+use crate::primitives::wrap;
 
 /// A rotation step, named as Secrets Manager names them in its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,23 +217,16 @@ impl Rotator<'_> {
             reason: reason.to_owned(),
         };
         let probe_key = KeyBytes::random().map_err(|_| failed("random generator"))?;
-        let nonce = random_nonce().map_err(|_| failed("random generator"))?;
         let aad = b"envelope.v1/rotation-probe";
-        let mut wrapped = *probe_key.expose();
-        let tag = master
-            .kek
-            .seal(nonce, aad, &mut wrapped)
-            .map_err(|_| failed("wrap"))?;
-        let mut unwrapped = zeroize::Zeroizing::new([0u8; 32]);
-        master
-            .kek
-            .open(nonce, aad, &wrapped, &tag, unwrapped.as_mut())
+        let wrapped = wrap::wrap(&master.kek, &probe_key, aad).map_err(|_| failed("wrap"))?;
+        let unwrapped = wrap::unwrap(&master.kek, &wrapped, aad)
             .map_err(|_| failed("unwrap of a data key it wrapped"))?;
-        if aws_lc_rs::constant_time::verify_slices_are_equal(unwrapped.as_ref(), probe_key.expose())
+        if aws_lc_rs::constant_time::verify_slices_are_equal(unwrapped.expose(), probe_key.expose())
             .is_err()
         {
             return Err(failed("unwrapped data key differs"));
         }
+        let nonce = random_nonce().map_err(|_| failed("random generator"))?;
         let dk = AeadKey::new(&probe_key).map_err(|_| failed("data key"))?;
         let mut record = *b"envelope rotation probe record..";
         let tag = dk

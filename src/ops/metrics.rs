@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 
-use crate::keys::keyring::Keyring;
+use crate::keys::Keyring;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -254,7 +254,7 @@ impl Metrics {
             for l in set.versions.values() {
                 if let Some(created) = l.master.created {
                     // The loaded stage only (pin labels are per version and would split series).
-                    let stage = crate::keys::keyring::LOADED_STAGES
+                    let stage = crate::keys::LOADED_STAGES
                         .iter()
                         .find(|s| l.stages.iter().any(|x| x == *s))
                         .map_or_else(|| "none".to_owned(), |s| (*s).to_owned());
@@ -287,7 +287,7 @@ impl Metrics {
 #[derive(Debug)]
 struct KeyCounters(Arc<arc_swap::ArcSwapOption<Keyring>>);
 
-type Pick = fn(&crate::keys::keyring::CacheFigures) -> u64;
+type Pick = fn(&crate::keys::CacheFigures) -> u64;
 
 const KEY_COUNTERS: [(&str, &str, Pick); 5] = [
     (
@@ -326,7 +326,7 @@ impl prometheus_client::collector::Collector for KeyCounters {
         let Some(keyring) = self.0.load_full() else {
             return Ok(());
         };
-        let figures: Vec<(String, crate::keys::keyring::CacheFigures)> = keyring
+        let figures: Vec<(String, crate::keys::CacheFigures)> = keyring
             .all()
             .map(|k| (k.name().to_owned(), k.figures()))
             .collect();

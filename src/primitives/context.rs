@@ -9,6 +9,9 @@
 
 use std::collections::BTreeMap;
 
+/// An encryption context as the API carries it: entries in key order.
+pub type Context = BTreeMap<String, String>;
+
 /// Limits on a context, checked before anything is encoded.
 #[derive(Debug, Clone, Copy)]
 pub struct ContextLimits {

@@ -22,8 +22,7 @@ use crate::primitives::crypto::{NONCE_BYTES, TAG_LEN};
 pub const FORMAT_V1: u8 = 0x01;
 /// Length of the key id.
 pub const KEY_ID_LEN: usize = 4;
-/// Length of a wrapped data key: nonce, 32 key bytes, tag.
-pub const WRAPPED_LEN: usize = NONCE_BYTES + 32 + TAG_LEN;
+pub use super::wrap::WRAPPED_LEN;
 /// Longest text version id.
 pub const MAX_TEXT_VERSION: usize = 64;
 /// Bytes a record adds to its plaintext when its version id is a UUID.

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{GeneratedKey, Kms, KmsContext, KmsError};
-use crate::primitives::crypto::{AeadKey, KEY_LEN, KeyBytes, NONCE_BYTES, TAG_LEN, random_nonce};
+use crate::primitives::crypto::{AeadKey, KEY_LEN, KeyBytes};
+use crate::primitives::wrap::{self, WRAPPED_LEN};
 
 const BLOB_V1: u8 = 0x01;
-const BLOB_LEN: usize = 1 + NONCE_BYTES + KEY_LEN + TAG_LEN;
+const BLOB_LEN: usize = 1 + WRAPPED_LEN;
 
 /// A KMS whose root key is a 32-byte file with owner-only permissions.
 pub struct LocalKms {
@@ -100,16 +101,10 @@ fn check_private(path: &Path) -> Result<(), KmsError> {
 impl Kms for LocalKms {
     async fn generate_data_key(&self, context: &KmsContext) -> Result<GeneratedKey, KmsError> {
         let plaintext = KeyBytes::random()?;
-        let nonce = random_nonce()?;
+        let wrapped = wrap::wrap(&self.root, &plaintext, &Self::aad(context))?;
         let mut blob = Vec::with_capacity(BLOB_LEN);
         blob.push(BLOB_V1);
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(plaintext.expose());
-        let tag = match blob.get_mut(1 + NONCE_BYTES..) {
-            Some(body) => self.root.seal(nonce, &Self::aad(context), body)?,
-            None => return Err(KmsError::DecryptFailed),
-        };
-        blob.extend_from_slice(&tag);
+        blob.extend_from_slice(&wrapped);
         Ok(GeneratedKey { plaintext, blob })
     }
 
@@ -122,14 +117,8 @@ impl Kms for LocalKms {
         if blob.len() != BLOB_LEN || blob.first() != Some(&BLOB_V1) {
             return Err(KmsError::DecryptFailed);
         }
-        let (nonce, rest) = blob.get(1..).unwrap_or_default().split_at(NONCE_BYTES);
-        let (ct, tag) = rest.split_at(KEY_LEN);
-        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| KmsError::DecryptFailed)?;
-        let mut out = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-        self.root
-            .open(nonce, &Self::aad(context), ct, tag, out.as_mut())
-            .map_err(|_| KmsError::DecryptFailed)?;
-        Ok(KeyBytes::from_slice(out.as_ref())?)
+        let wrapped = blob.get(1..).unwrap_or_default();
+        wrap::unwrap(&self.root, wrapped, &Self::aad(context)).map_err(|_| KmsError::DecryptFailed)
     }
 
     fn key_id(&self) -> &str {

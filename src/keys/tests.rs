@@ -5,7 +5,10 @@
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::primitives::record;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -20,11 +23,10 @@ fn fixture() -> Fixture {
         .build()
         .unwrap();
     let key = rt
-        .block_on(NamedKey::open_local(
-            dir.path(),
-            "default",
-            Limits::default(),
-        ))
+        .block_on(async {
+            let source = KeySource::open_local(dir.path(), "default").await?;
+            NamedKey::load(source, Limits::default()).await
+        })
         .unwrap();
     Fixture { _dir: dir, rt, key }
 }
@@ -41,7 +43,7 @@ fn with_key(limits: Limits, f: impl AsyncFnOnce(NamedKey)) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = NamedKey::open_local(dir.path(), "k", limits).await.unwrap();
+        let key = NamedKey::load(KeySource::open_local(dir.path(), "k").await.unwrap(), limits).await.unwrap();
         f(key).await;
     });
 }

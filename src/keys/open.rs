@@ -1,0 +1,180 @@
+//! Opening: records one at a time or a batch into one wiped buffer, with
+//! the data key from the decryption cache or unwrapped under the version the
+//! record names; and rewrapping a record's data key under the current
+//! version without touching its payload.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::decrypt_cache::CachedKey;
+use super::error::Error;
+use super::master_key::MasterKey;
+use super::named_key::NamedKey;
+use crate::primitives::context::{self, Context};
+use crate::primitives::crypto::AeadKey;
+use crate::primitives::record::{self, Kind, Parsed};
+use crate::primitives::wrap;
+
+/// A master-key version id, shared.
+pub type Version = Arc<str>;
+
+/// The plaintexts of [`NamedKey::decrypt_many`].
+#[derive(Debug)]
+pub struct Opened {
+    /// Every plaintext, back to back; wiped on drop.
+    pub plaintexts: Zeroizing<Vec<u8>>,
+    /// Per item: its plaintext's range and the version that wrapped its
+    /// data key, or why it failed.
+    pub results: Vec<Result<(Range<usize>, Version), Error>>,
+}
+
+impl NamedKey {
+    /// Opens a record; returns the plaintext and the version that wrapped its data key.
+    pub async fn decrypt(
+        &self,
+        record: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, Arc<str>), Error> {
+        let ctx_len = context::validate(ctx, self.limits.context)?;
+        let parsed = self.parse(record, Kind::Record)?;
+        let cached = self.open_key(&parsed).await?;
+        self.check_retired(&cached.version, cached.created)?;
+        let aad = self.payload_aad(ctx, ctx_len);
+        let mut out = vec![0u8; parsed.ciphertext.len()];
+        cached
+            .key
+            .open(parsed.nonce, &aad, parsed.ciphertext, parsed.tag, &mut out)?;
+        Ok((out, cached.version.clone()))
+    }
+
+    /// Opens many records, in order, into one buffer that is wiped when
+    /// dropped. Consecutive records under the same data key (the usual case:
+    /// they were sealed together) skip the cache lookup.
+    pub async fn decrypt_many<T>(
+        &self,
+        items: &[T],
+        get: impl Fn(&T) -> (&[u8], &Context),
+    ) -> Opened {
+        // Sized once so the buffer never reallocates: a reallocation would
+        // leave an unwiped copy of plaintext behind.
+        let capacity = items.iter().map(|t| get(t).0.len()).sum();
+        let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut aad = Vec::with_capacity(64);
+        record::payload_aad_prefix(&mut aad, &self.source.name);
+        let prefix = aad.len();
+        let mut last: Option<(&[u8], Arc<CachedKey>)> = None;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let (record, ctx) = get(item);
+            let r = async {
+                context::validate(ctx, self.limits.context)?;
+                let parsed = self.parse(record, Kind::Record)?;
+                let cached = match &last {
+                    Some((slot, key)) if *slot == parsed.wrap_slot => key.clone(),
+                    _ => {
+                        let key = self.open_key(&parsed).await?;
+                        self.check_retired(&key.version, key.created)?;
+                        last = Some((parsed.wrap_slot, key.clone()));
+                        key
+                    }
+                };
+                aad.truncate(prefix);
+                context::encode_into(ctx, &mut aad);
+                let start = out.len();
+                let end = start + parsed.ciphertext.len();
+                if end > out.capacity() {
+                    return Err(Error::Internal("plaintext buffer"));
+                }
+                out.resize(end, 0);
+                let opened = cached.key.open(
+                    parsed.nonce,
+                    &aad,
+                    parsed.ciphertext,
+                    parsed.tag,
+                    out.get_mut(start..end)
+                        .ok_or(Error::Internal("plaintext buffer"))?,
+                );
+                if let Err(e) = opened {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
+                Ok((start..end, cached.version.clone()))
+            }
+            .await;
+            results.push(r);
+        }
+        Opened {
+            plaintexts: out,
+            results,
+        }
+    }
+
+    /// Moves a record's data key to the current master-key version after
+    /// checking the record opens under `ctx`. The payload is not re-encrypted
+    /// and its plaintext is wiped here. A record already current is returned as is.
+    pub async fn rewrap(
+        &self,
+        record: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
+        let ctx_len = context::validate(ctx, self.limits.context)?;
+        let parsed = self.parse(record, Kind::Record)?;
+        let current = self.versions.current();
+        let old = self.master_for(parsed.version_raw).await?;
+        self.check_retired(old.version.as_str(), old.created)?;
+        let dk = wrap::unwrap(
+            &old.kek,
+            parsed.wrapped,
+            &self.wrap_aad(&old, Kind::Record, None),
+        )?;
+        let mut scratch = Zeroizing::new(vec![0u8; parsed.ciphertext.len()]);
+        AeadKey::new(&dk)?.open(
+            parsed.nonce,
+            &self.payload_aad(ctx, ctx_len),
+            parsed.ciphertext,
+            parsed.tag,
+            &mut scratch,
+        )?;
+        drop(scratch);
+        if old.version == current.version {
+            return Ok((record.to_vec(), current));
+        }
+        let wrapped = wrap::wrap(&current.kek, &dk, &self.wrap_aad(&current, Kind::Record, None))?;
+        let payload = record
+            .get(parsed.header_len..)
+            .ok_or(Error::Internal("record header"))?;
+        let mut out = Vec::with_capacity(record::header_len(&current.version) + payload.len());
+        record::write_header(
+            &mut out,
+            Kind::Record,
+            &self.key_id,
+            &current.version,
+            &wrapped,
+        );
+        out.extend_from_slice(payload);
+        Ok((out, current))
+    }
+
+    async fn open_key(&self, parsed: &Parsed<'_>) -> Result<Arc<CachedKey>, Error> {
+        if let Some(hit) = self.cache.get(parsed.wrap_slot) {
+            return Ok(hit);
+        }
+        let master = self.master_for(parsed.version_raw).await?;
+        let key = wrap::unwrap(
+            &master.kek,
+            parsed.wrapped,
+            &self.wrap_aad(&master, Kind::Record, None),
+        )?;
+        let cached = Arc::new(CachedKey {
+            key: Arc::new(AeadKey::new(&key)?),
+            version: master.version.as_str().into(),
+            created: master.created,
+        });
+        self.cache
+            .insert(Bytes::copy_from_slice(parsed.wrap_slot), cached.clone());
+        Ok(cached)
+    }
+}
