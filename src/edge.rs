@@ -13,8 +13,10 @@
 pub mod admin_service;
 pub mod audit;
 pub mod authz;
+mod batch;
 pub mod envelope_service;
 pub mod gate;
 mod pb_debug;
+pub mod request_id;
 pub mod status;
 pub mod tls;

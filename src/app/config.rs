@@ -438,8 +438,7 @@ impl Settings {
                 "at most 1024 entries and 1 MiB",
             ));
         }
-        if l.data_key.max_records == 0
-            || l.data_key.max_records > crate::keys::MAX_RECORDS_CEILING
+        if l.data_key.max_records == 0 || l.data_key.max_records > crate::keys::MAX_RECORDS_CEILING
         {
             return Err(invalid(
                 "data_keys.max_records",

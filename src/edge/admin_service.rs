@@ -7,9 +7,9 @@ use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
 use crate::edge::authz::Operation;
-use crate::edge::gate::{Done, Gate};
+use crate::edge::gate::{Done, Gate, Selected};
+use crate::keys::NamedKey;
 use crate::keys::error::Error;
-use crate::keys::{Keyring, NamedKey};
 use crate::pb;
 
 /// The Admin service; every call needs the `admin` operation.
@@ -22,14 +22,6 @@ impl AdminService {
     /// An Admin service behind `gate`.
     pub fn new(gate: Gate) -> Self {
         Self { gate }
-    }
-}
-
-fn selected(keyring: &Keyring, name: &str) -> Result<Vec<Arc<NamedKey>>, Error> {
-    if name == "*" {
-        Ok(keyring.all().cloned().collect())
-    } else {
-        Ok(vec![keyring.get(name)?.clone()])
     }
 }
 
@@ -98,8 +90,7 @@ impl pb::admin_server::Admin for AdminService {
                 req,
                 "KeyStatus",
                 Operation::Admin,
-                |keyring, name, _| async move {
-                    let keys = selected(&keyring, &name)?;
+                |Selected(keys), _| async move {
                     let keys = keys.iter().map(|k| key_info(k)).collect();
                     Ok((pb::KeyStatusResponse { keys }, Done::default()))
                 },
@@ -116,8 +107,7 @@ impl pb::admin_server::Admin for AdminService {
                 req,
                 "RefreshKeys",
                 Operation::Admin,
-                |keyring, name, _| async move {
-                    let keys = selected(&keyring, &name)?;
+                |Selected(keys), _| async move {
                     let mut refreshed = Vec::with_capacity(keys.len());
                     for k in keys {
                         k.refresh().await?;
@@ -138,8 +128,7 @@ impl pb::admin_server::Admin for AdminService {
                 req,
                 "RotateMasterKey",
                 Operation::Admin,
-                |keyring, name, _| async move {
-                    let key = keyring.get(&name)?.clone();
+                |key: Arc<NamedKey>, _| async move {
                     let rotated = key.rotate().await;
                     // A failed reload after a successful rotation is not a failed rotation.
                     let failed = matches!(rotated, Err(Error::Rotation(_)));

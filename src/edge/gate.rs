@@ -1,42 +1,62 @@
 //! What every RPC passes through: the caller's identity, authorization,
-//! the key lookup, the audit line and the request id.
+//! the one lookup of the key the request names (after authorization, so a
+//! refused caller cannot learn which key names exist), metrics, the audit
+//! line and the request id.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
 
-use crate::edge::audit::{AuditLog, Event};
-use crate::edge::authz::{Authorizer, Operation};
-use crate::edge::status::to_status;
-use crate::edge::tls::PeerInfo;
-use crate::keys::error::Error;
-use crate::keys::{DEFAULT_KEY, Keyring};
-use crate::ops::metrics::Label;
+use super::audit::{AuditLog, Event, Timestamp};
+use super::authz::{Authorizer, Denied, Operation};
+use super::request_id;
+use super::status::{CallError, code_name, to_status};
+use super::tls::PeerInfo;
+use crate::keys::{DEFAULT_KEY, Error, Keyring, NamedKey};
+use crate::ops::metrics::{self, Label};
 use crate::pb;
 
-static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Requests being served right now (what a graceful shutdown waits for).
 pub fn in_flight() -> usize {
-    IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire)
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// Resolves once no request is in flight.
+pub async fn idle() {
+    loop {
+        let notified = IDLE.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a request ending in between wakes us.
+        notified.as_mut().enable();
+        if in_flight() == 0 {
+            return;
+        }
+        notified.await;
+    }
 }
 
 struct InFlight;
 
 impl InFlight {
     fn enter() -> Self {
-        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 {
+            IDLE.notify_waiters();
+        }
     }
 }
 
@@ -58,6 +78,56 @@ pub struct Done {
     pub version: String,
     /// (items, failed items) for a batch.
     pub batch: Option<(usize, usize)>,
+}
+
+impl Done {
+    /// A unary call that used `version`.
+    pub fn version(version: &str) -> Self {
+        Self {
+            version: version.to_owned(),
+            batch: None,
+        }
+    }
+}
+
+/// What a handler is given once the caller is authorized: the key (or
+/// keys) the request names, looked up once.
+pub trait Resolve: Sized {
+    /// Looks up `name` ("*" means every key, where that is allowed).
+    fn resolve(keyring: &Keyring, name: &str) -> Result<Self, Error>;
+    /// The metric label of what was resolved.
+    fn label(&self) -> Label;
+}
+
+impl Resolve for Arc<NamedKey> {
+    fn resolve(keyring: &Keyring, name: &str) -> Result<Self, Error> {
+        keyring.get(name).cloned()
+    }
+
+    fn label(&self) -> Label {
+        Label::Shared(NamedKey::label(self))
+    }
+}
+
+/// The keys an Admin call acts on: one, or every key for "*".
+#[derive(Debug)]
+pub struct Selected(pub Vec<Arc<NamedKey>>);
+
+impl Resolve for Selected {
+    fn resolve(keyring: &Keyring, name: &str) -> Result<Self, Error> {
+        if name == "*" {
+            Ok(Self(keyring.all().cloned().collect()))
+        } else {
+            Ok(Self(vec![keyring.get(name)?.clone()]))
+        }
+    }
+
+    fn label(&self) -> Label {
+        match self.0.as_slice() {
+            [one] => Resolve::label(one),
+            _ => Label::Static("*"),
+        }
+    }
 }
 
 /// What the gate needs to know about a request before it runs.
@@ -119,44 +189,11 @@ fn bounded(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-tokio::task_local! {
-    static REQUEST_ID: uuid::Uuid;
-}
-
-/// The id of the request this task is serving, for log lines written
-/// without the debug-level request span.
-pub fn request_id() -> Option<uuid::Uuid> {
-    REQUEST_ID.try_with(|id| *id).ok()
-}
-
-/// The gRPC name of a status code, for audit lines.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 impl Gate {
     /// Runs one RPC: authorizes `op` on the request's key for the caller,
-    /// runs `f` with the key name, writes the audit line and stamps the
-    /// response (or status) with the request id.
-    pub async fn run<Req, Resp, F, Fut>(
+    /// looks the key up, runs `f` with it, writes the audit line and stamps
+    /// the response (or status) with the request id.
+    pub async fn run<K, Req, Resp, F, Fut>(
         &self,
         req: Request<Req>,
         rpc: &'static str,
@@ -164,8 +201,9 @@ impl Gate {
         f: F,
     ) -> Result<Response<Resp>, Status>
     where
+        K: Resolve,
         Req: HasSubject,
-        F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
+        F: FnOnce(K, Req) -> Fut,
         Fut: Future<Output = Result<(Resp, Done), Error>>,
     {
         let peer = req
@@ -178,7 +216,7 @@ impl Gate {
 
     /// [`Gate::run`] for one message whose caller is already known: each
     /// message of a stream passes through here.
-    pub async fn handle<Req, Resp, F, Fut>(
+    pub async fn handle<K, Req, Resp, F, Fut>(
         &self,
         peer: &PeerInfo,
         req: Req,
@@ -187,8 +225,9 @@ impl Gate {
         f: F,
     ) -> Result<Response<Resp>, Status>
     where
+        K: Resolve,
         Req: HasSubject,
-        F: FnOnce(Arc<Keyring>, String, Req) -> Fut,
+        F: FnOnce(K, Req) -> Fut,
         Fut: Future<Output = Result<(Resp, Done), Error>>,
     {
         let _in_flight = InFlight::enter();
@@ -196,86 +235,54 @@ impl Gate {
         let request_id = uuid::Uuid::new_v4();
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id_str: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-        let (key, context_keys) = {
-            let s = req.subject();
-            let key = if s.key.is_empty() && op != Operation::Admin {
-                DEFAULT_KEY.to_owned()
-            } else if s.key.is_empty() {
-                "*".to_owned()
-            } else {
-                s.key.to_owned()
-            };
-            // Audit lines stay small whatever the caller sends: at most 64
-            // context keys of at most 64 characters each.
-            let ctx: Vec<String> = s
-                .context
-                .map(|c| {
-                    c.keys()
-                        .take(64)
-                        .map(|k| bounded(k, 64).into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (key, ctx)
-        };
+        let (key, context_keys) = subject_of(&req, op);
         let identity = peer.identity.as_deref();
         // At debug level every log line of the request carries its id through
         // this span. Formatting a span costs about as much as the cipher work
         // of a call, so at info level there is none: the lines a request logs
-        // there (failures) take the id from the task-local below instead.
+        // there (failures) take the id from the task-local instead.
         let span = tracing::debug_span!("request", request_id = %id_str, rpc);
-        let result = match self.authz.check(identity, op, &key) {
-            Ok(()) => {
-                REQUEST_ID
-                    .scope(
-                        request_id,
-                        tracing::Instrument::instrument(
-                            f(self.keyring.clone(), key.clone(), req),
-                            span.clone(),
-                        ),
-                    )
-                    .await
-            }
-            Err(denied) => Err(Error::Denied(denied)),
+        let (result, label) = match self.authz.check(identity, op, &key) {
+            Err(denied) => (Err(CallError::Denied(denied)), self.label_of(&key)),
+            Ok(()) => match K::resolve(&self.keyring, &key) {
+                Err(e) => (Err(CallError::Key(e)), unresolved_label(&key)),
+                Ok(k) => {
+                    let label = k.label();
+                    let call = tracing::Instrument::instrument(f(k, req), span.clone());
+                    let r = request_id::scope(request_id, call).await;
+                    (r.map_err(CallError::Key), label)
+                }
+            },
         };
         let (outcome, code, version, batch) = match &result {
             Ok((_, done)) => {
                 let partial = done.batch.is_some_and(|(_, failed)| failed > 0);
-                (
-                    if partial { "partial" } else { "ok" },
-                    Code::Ok,
-                    done.version.as_str(),
-                    done.batch,
-                )
+                let outcome = if partial { "partial" } else { "ok" };
+                (outcome, Code::Ok, done.version.as_str(), done.batch)
             }
             Err(e) => {
-                let outcome = if matches!(e, Error::Denied(_)) {
-                    "denied"
-                } else {
-                    "error"
+                let outcome = match e {
+                    CallError::Denied(_) => "denied",
+                    CallError::Key(_) => "error",
                 };
-                (outcome, crate::edge::status::code(e), "", None)
+                (outcome, super::status::code(e), "", None)
             }
         };
-        let metric_key = match self.keyring.get(&key) {
-            Ok(named) => Label::Shared(named.label()),
-            Err(_) if key == "*" => Label::Static("*"),
-            Err(_) => Label::Static("unknown"),
-        };
-        crate::ops::metrics::get().request(rpc, metric_key, code_name(code), start.elapsed());
+        let metrics = metrics::get();
+        metrics.request(rpc, label, code_name(code), start.elapsed());
         if let Some((n, _)) = batch {
-            crate::ops::metrics::get().batch(n);
+            metrics.batch(n);
         }
-        if let Err(Error::Denied(d)) = &result {
-            crate::ops::metrics::get().refused(match d {
-                crate::edge::authz::Denied::Unauthenticated => "unauthenticated",
-                crate::edge::authz::Denied::PermissionDenied { .. } => "permission_denied",
+        if let Err(CallError::Denied(d)) = &result {
+            metrics.refused(match d {
+                Denied::Unauthenticated => "unauthenticated",
+                Denied::PermissionDenied { .. } => "permission_denied",
             });
         }
         if let Some(audit) = &self.audit {
             audit
                 .record(&Event {
-                    time: crate::edge::audit::Timestamp::now(),
+                    time: Timestamp::now(),
                     request_id: id_str,
                     caller: identity,
                     rpc,
@@ -301,7 +308,7 @@ impl Gate {
                 Ok(r)
             }
             Err(e) => {
-                let mut s = span.in_scope(|| REQUEST_ID.sync_scope(request_id, || to_status(e)));
+                let mut s = span.in_scope(|| request_id::sync_scope(request_id, || to_status(e)));
                 if let Some(id) = id {
                     s.metadata_mut().insert("x-request-id", id);
                 }
@@ -309,4 +316,45 @@ impl Gate {
             }
         }
     }
+
+    /// The metric label of a refused call's key: its name if configured.
+    /// Only metrics see it; the caller is told nothing about the key.
+    fn label_of(&self, key: &str) -> Label {
+        match self.keyring.get(key) {
+            Ok(named) => Resolve::label(named),
+            Err(_) => unresolved_label(key),
+        }
+    }
+}
+
+fn unresolved_label(key: &str) -> Label {
+    if key == "*" {
+        Label::Static("*")
+    } else {
+        Label::Static("unknown")
+    }
+}
+
+/// The key name a request asks for (empty means the default key, or every
+/// key for Admin calls) and its context keys, bounded for the audit line:
+/// at most 64 context keys of at most 64 characters each.
+fn subject_of(req: &impl HasSubject, op: Operation) -> (String, Vec<String>) {
+    let s = req.subject();
+    let key = if s.key.is_empty() && op != Operation::Admin {
+        DEFAULT_KEY.to_owned()
+    } else if s.key.is_empty() {
+        "*".to_owned()
+    } else {
+        s.key.to_owned()
+    };
+    let ctx: Vec<String> = s
+        .context
+        .map(|c| {
+            c.keys()
+                .take(64)
+                .map(|k| bounded(k, 64).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (key, ctx)
 }

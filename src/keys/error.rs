@@ -1,5 +1,6 @@
-//! The crate's error: what a request can fail with, rolled up from the
-//! modules' own errors. `status.rs` maps it to gRPC status codes.
+//! What a key operation can fail with, rolled up from the lower layers'
+//! own errors. The edge adds its refusals (`edge::status::CallError`) and
+//! maps both to gRPC status codes in one place.
 
 use crate::backends::kms::KmsError;
 use crate::backends::store::StoreError;
@@ -81,9 +82,6 @@ pub enum Error {
     /// A rotation step failed.
     #[error("rotation: {0}")]
     Rotation(#[from] RotationError),
-    /// The caller is not authenticated or not authorized.
-    #[error(transparent)]
-    Denied(#[from] crate::edge::authz::Denied),
     /// A primitive failed while sealing (never expected; detail is logged).
     #[error("internal cryptographic failure")]
     Internal(&'static str),

@@ -92,11 +92,7 @@ pub(super) async fn read_set(
     let infos = source.store.describe(secret_id).await?;
     let pinned: Vec<String> = infos
         .iter()
-        .filter(|i| {
-            i.stages
-                .iter()
-                .any(|s| s.starts_with(PIN_PREFIX))
-        })
+        .filter(|i| i.stages.iter().any(|s| s.starts_with(PIN_PREFIX)))
         .map(|i| i.id.clone())
         .collect();
     let mut versions: HashMap<Box<[u8]>, Loaded> = HashMap::new();
@@ -213,4 +209,3 @@ pub(super) async fn read_set(
         retired_before,
     })
 }
-

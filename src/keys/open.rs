@@ -142,7 +142,11 @@ impl NamedKey {
         if old.version == current.version {
             return Ok((record.to_vec(), current));
         }
-        let wrapped = wrap::wrap(&current.kek, &dk, &self.wrap_aad(&current, Kind::Record, None))?;
+        let wrapped = wrap::wrap(
+            &current.kek,
+            &dk,
+            &self.wrap_aad(&current, Kind::Record, None),
+        )?;
         let payload = record
             .get(parsed.header_len..)
             .ok_or(Error::Internal("record header"))?;

@@ -175,10 +175,7 @@ impl NamedKey {
     }
 
     /// The data key for one more record of `len` bytes, with its nonce.
-    async fn claim(
-        &self,
-        len: usize,
-    ) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
+    async fn claim(&self, len: usize) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
         if let Some(claimed) = self.claim_active(len) {
             return Ok(claimed);
         }

@@ -43,7 +43,12 @@ fn with_key(limits: Limits, f: impl AsyncFnOnce(NamedKey)) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = NamedKey::load(KeySource::open_local(dir.path(), "k").await.unwrap(), limits).await.unwrap();
+        let key = NamedKey::load(
+            KeySource::open_local(dir.path(), "k").await.unwrap(),
+            limits,
+        )
+        .await
+        .unwrap();
         f(key).await;
     });
 }

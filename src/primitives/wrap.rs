@@ -51,12 +51,21 @@ mod tests {
         let key = KeyBytes::random().unwrap();
         let w = wrap(&kek, &key, b"aad").unwrap();
         assert_eq!(unwrap(&kek, &w, b"aad").unwrap().expose(), key.expose());
-        assert_eq!(unwrap(&kek, &w, b"other").unwrap_err(), CryptoError::Unauthentic);
-        assert_eq!(unwrap(&kek, &w[1..], b"aad").unwrap_err(), CryptoError::Unauthentic);
+        assert_eq!(
+            unwrap(&kek, &w, b"other").unwrap_err(),
+            CryptoError::Unauthentic
+        );
+        assert_eq!(
+            unwrap(&kek, &w[1..], b"aad").unwrap_err(),
+            CryptoError::Unauthentic
+        );
         for i in 0..WRAPPED_LEN {
             let mut bad = w;
             bad[i] ^= 1;
-            assert_eq!(unwrap(&kek, &bad, b"aad").unwrap_err(), CryptoError::Unauthentic);
+            assert_eq!(
+                unwrap(&kek, &bad, b"aad").unwrap_err(),
+                CryptoError::Unauthentic
+            );
         }
         assert_ne!(wrap(&kek, &key, b"aad").unwrap(), w, "fresh nonce per wrap");
     }

@@ -1,0 +1,201 @@
+//! One runner for every batch and stream message (EncryptBatch,
+//! DecryptBatch, RewrapBatch, EncryptStream, DecryptStream) and one builder
+//! of their per-item results: each item in order, one failing item never
+//! failing the batch.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::gate::{Done, HasSubject};
+use super::status::item_error;
+use crate::keys::{Error, NamedKey};
+use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
+
+/// A batch request: its item count and how its items are run.
+pub(super) trait BatchCall: HasSubject + Send + 'static {
+    /// The response message.
+    type Response: Send + 'static;
+    /// Items in the request.
+    fn len(&self) -> usize;
+    /// Runs every item under `key`, in order.
+    fn run(self, key: Arc<NamedKey>) -> impl Future<Output = (Self::Response, Done)> + Send;
+}
+
+/// Checks the batch size, then runs it.
+pub(super) async fn run<B: BatchCall>(
+    key: Arc<NamedKey>,
+    req: B,
+    max: usize,
+) -> Result<(B::Response, Done), Error> {
+    if req.len() > max {
+        return Err(Error::BatchTooLarge {
+            got: req.len(),
+            max,
+        });
+    }
+    Ok(req.run(key).await)
+}
+
+/// A per-item result message: output bytes with their version, or an error.
+trait ItemResult {
+    fn ok(out: Bytes, version: &str) -> Self;
+    fn err(e: pb::ItemError) -> Self;
+}
+
+macro_rules! item_result {
+    ($($t:ty => $oneof:ident, $ok:ident;)*) => {$(
+        impl ItemResult for $t {
+            fn ok(out: Bytes, version: &str) -> Self {
+                Self { result: Some($oneof::Result::$ok(out)), key_version: version.to_owned() }
+            }
+            fn err(e: pb::ItemError) -> Self {
+                Self { result: Some($oneof::Result::Error(e)), key_version: String::new() }
+            }
+        }
+    )*};
+}
+
+item_result! {
+    pb::EncryptResult => encrypt_result, Ciphertext;
+    pb::DecryptResult => decrypt_result, Plaintext;
+    pb::RewrapResult => rewrap_result, Ciphertext;
+}
+
+/// Builds the results of one batch in order, and its audit summary.
+struct Results<R> {
+    results: Vec<R>,
+    failed: usize,
+    /// The version of the first item that succeeded.
+    version: Option<String>,
+}
+
+impl<R: ItemResult> Results<R> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            results: Vec::with_capacity(n),
+            failed: 0,
+            version: None,
+        }
+    }
+
+    fn push<V: AsRef<str>>(&mut self, outcome: Result<(Bytes, V), Error>) {
+        match outcome {
+            Ok((out, version)) => {
+                let version = version.as_ref();
+                if self.version.is_none() {
+                    self.version = Some(version.to_owned());
+                }
+                self.results.push(R::ok(out, version));
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.results.push(R::err(item_error(e)));
+            }
+        }
+    }
+
+    /// The results, and the audit summary naming the first version used
+    /// when `one_version` (a batch sealed under the current version);
+    /// otherwise none, since the records of a batch may name different versions.
+    fn finish(self, one_version: bool) -> (Vec<R>, Done) {
+        let done = Done {
+            version: if one_version {
+                self.version.unwrap_or_default()
+            } else {
+                String::new()
+            },
+            batch: Some((self.results.len(), self.failed)),
+        };
+        (self.results, done)
+    }
+}
+
+impl BatchCall for pb::EncryptBatchRequest {
+    type Response = pb::EncryptBatchResponse;
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+        let sealed = key
+            .encrypt_many(&self.items, |i| (&i.plaintext, &i.context))
+            .await;
+        let mut out = Results::with_capacity(self.items.len());
+        for r in sealed.results {
+            out.push(r.map(|(range, v)| {
+                let version = sealed.versions.get(v).map_or("", |m| m.version.as_str());
+                (sealed.records.slice(range), version)
+            }));
+        }
+        let (results, done) = out.finish(true);
+        (pb::EncryptBatchResponse { results }, done)
+    }
+}
+
+impl BatchCall for pb::DecryptBatchRequest {
+    type Response = pb::DecryptBatchResponse;
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+        let mut opened = key
+            .decrypt_many(&self.items, |i| (&i.ciphertext, &i.context))
+            .await;
+        // One owner for every plaintext of the batch: wiped once the response
+        // is encoded and the last slice dropped.
+        let plaintexts = secret_bytes(std::mem::take(&mut *opened.plaintexts));
+        let mut out = Results::with_capacity(self.items.len());
+        for r in opened.results {
+            out.push(r.map(|(range, v)| (plaintexts.slice(range), v)));
+        }
+        let (results, done) = out.finish(false);
+        (pb::DecryptBatchResponse { results }, done)
+    }
+}
+
+impl BatchCall for pb::RewrapBatchRequest {
+    type Response = pb::RewrapBatchResponse;
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+        let mut out = Results::with_capacity(self.items.len());
+        for item in &self.items {
+            match key.rewrap(&item.ciphertext, &item.context).await {
+                Ok((ct, master)) => out.push(Ok((Bytes::from(ct), master.version.as_str()))),
+                Err(e) => out.push(Err::<(Bytes, &str), _>(e)),
+            }
+        }
+        let (results, done) = out.finish(true);
+        (pb::RewrapBatchResponse { results }, done)
+    }
+}
+
+/// A buffer of secret bytes (plaintext, key bytes) handed to a response:
+/// tonic drops the message after encoding it, and this owner wipes the
+/// bytes then. (Encoded frames in flight are tonic's and are not wiped.)
+struct Wiped(Vec<u8>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Secret bytes as response bytes, wiped when the response is dropped.
+pub(super) fn secret_bytes(v: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Wiped(v))
+}
