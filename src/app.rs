@@ -1,14 +1,19 @@
-//! The application on top: configuration, the server's life cycle, the
-//! client commands and the rotation Lambda's handler.
+//! The application on top: configuration, start-up shared by every binary,
+//! the server's life cycle, the commands and the rotation Lambda's handler.
 //!
 //! - [`config`]: raw flags and TOML into one validated [`config::Settings`].
-//! - [`server`]: start-up (backends, keyring) and serving until shutdown.
-//! - [`cli`]: the client commands that speak gRPC to a server.
+//! - [`startup`]: process set-up (logging, hardening, TLS provider) and the
+//!   backends, keyring and security layer built from the settings.
+//! - [`server`]: [`server::run`] serves until shutdown, then drains.
+//! - [`cli`]: the client commands that speak gRPC to a server;
+//!   [`direct`]: the commands that act on the backends with no server.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //!
 //! Imports: every layer below.
 
 pub mod cli;
 pub mod config;
+pub mod direct;
 pub mod lambda;
 pub mod server;
+pub mod startup;

@@ -1,12 +1,12 @@
-//! The `envelope` binary: argument parsing only; the work is in the library.
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+//! The `envelope` binary: parses arguments and dispatches to the library
+//! (`envelope::app`), nothing else.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use envelope::app::config::{LogFormat, Overrides, Settings};
+use envelope::app::config::{Overrides, Settings};
+use envelope::app::{cli, direct, server, startup};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 // Per-item protobuf messages make a batch allocate thousands of small
 // buffers; mimalloc's thread-local free lists serve them faster than glibc's
@@ -122,211 +122,42 @@ struct ClientArgs {
     base64: bool,
 }
 
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not
-/// when the future is first polled, so a signal that arrives right after
-/// start-up is never lost to the default action.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-    }
-}
-
-async fn serve(
+fn settings(
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let settings = Settings::load(config.as_deref(), Overrides { listen, data_dir })?;
-    init_logging(&settings);
-    let hardened =
-        envelope::ops::hardening::harden(settings.lock_memory).map_err(anyhow::Error::msg)?;
-    if !hardened.core_dumps_off || !hardened.not_dumpable {
-        tracing::warn!(
-            ?hardened,
-            "core dumps or dumpability could not be turned off on this system"
-        );
-    } else {
-        tracing::info!(?hardened, "process hardened");
-    }
-    // One TLS crypto provider for the whole process, installed before any TLS use.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let started = std::time::Instant::now();
-    let keyring = Arc::new(envelope::app::server::start(&settings).await?);
-    let security = envelope::app::server::prepare_security(&settings)?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let metrics = match settings.metrics_listen {
-        Some(m) => {
-            let l = tokio::net::TcpListener::bind(m)
-                .await
-                .with_context(|| format!("cannot listen on {m} for metrics"))?;
-            let maddr = l.local_addr()?;
-            println!("metrics on {maddr}");
-            let task = tokio::spawn(envelope::ops::metrics::serve(
-                l,
-                keyring.clone(),
-                settings.max_staleness,
-                std::future::pending(),
-            ));
-            Some(task)
-        }
-        None => None,
-    };
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
-    let shutdown_signal_installed = shutdown_signal();
-    // A plain line on stdout for scripts and tests that start us on port 0.
-    println!("listening on {addr}");
-    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, but
-    // never wait longer than the drain bound.
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let stopping = stopping.clone();
-        let shutdown = shutdown_signal_installed;
-        async move {
-            shutdown.await;
-            stopping.notify_one();
-        }
-    };
-    let drain = settings.drain_timeout;
-    let served = tokio::select! {
-        r = envelope::app::server::serve(listener, keyring, security, &settings, signal) => r.map_err(anyhow::Error::from),
-        () = async {
-            stopping.notified().await;
-            // New connections are refused from here; wait for the requests
-            // already running, up to the drain bound. Idle keep-alive
-            // connections do not hold the process up.
-            let deadline = tokio::time::Instant::now() + drain;
-            while envelope::edge::gate::in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            if envelope::edge::gate::in_flight() > 0 {
-                tracing::warn!(?drain, in_flight = envelope::edge::gate::in_flight(), "drain bound reached; exiting with requests still in flight");
-            }
-        } => Ok(()),
-    };
-    if let Some(m) = metrics {
-        m.abort();
-    }
-    tracing::info!("stopped");
-    served
-}
-
-async fn init_keys(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::load(
+) -> anyhow::Result<Settings> {
+    Ok(Settings::load(
         config.as_deref(),
-        Overrides {
-            listen: None,
-            data_dir,
-        },
-    )?;
-    init_logging(&settings);
-    envelope::ops::hardening::harden(false).map_err(anyhow::Error::msg)?;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let backends = envelope::app::server::open_backends(&settings).await?;
-    let created = envelope::app::server::init_keys(&settings, &backends).await?;
-    for k in &settings.keys {
-        let state = if created.contains(&k.name) {
-            "created"
-        } else {
-            "exists"
-        };
-        println!("{}: {state}", k.name);
-    }
-    Ok(())
-}
-
-async fn rotate_direct(
-    config: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    key: &str,
-    step: Option<String>,
-    token: Option<String>,
-) -> anyhow::Result<()> {
-    let settings = Settings::load(
-        config.as_deref(),
-        Overrides {
-            listen: None,
-            data_dir,
-        },
-    )?;
-    init_logging(&settings);
-    envelope::ops::hardening::harden(false).map_err(anyhow::Error::msg)?;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let k = settings
-        .keys
-        .iter()
-        .find(|k| k.name == key)
-        .with_context(|| format!("key {key:?} is not in the configuration"))?;
-    let secret_id = k.secret_id.clone().unwrap_or_else(|| k.name.clone());
-    let backends = envelope::app::server::open_backends(&settings).await?;
-    let rotator = envelope::keys::rotation::Rotator {
-        store: backends.store.as_ref(),
-        kms: backends.kms.as_ref(),
-        key_name: key,
-        secret_id: &secret_id,
-    };
-    match (step, token) {
-        (Some(step), Some(token)) => {
-            rotator.step(step.parse()?, &token).await?;
-            println!("{step}: done");
-        }
-        _ => {
-            let (previous, current) = rotator.rotate().await?;
-            println!("previous_version: {previous}\ncurrent_version: {current}");
-        }
-    }
-    Ok(())
+        Overrides { listen, data_dir },
+    )?)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve {
             config,
             listen,
             data_dir,
-        } => serve(config, listen, data_dir).await,
-        Command::InitKeys { config, data_dir } => init_keys(config, data_dir).await,
-        Command::Encrypt(a) => {
-            envelope::app::cli::encrypt(&a.target, &a.key, &a.context, a.base64).await
+        } => {
+            let settings = settings(config, listen, data_dir)?;
+            startup::init(&settings)?;
+            // Installed before the listener is bound, so no signal is lost.
+            let shutdown = server::shutdown_signal();
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            Ok(server::run(&settings, listener, shutdown).await?)
         }
-        Command::Decrypt(a) => {
-            envelope::app::cli::decrypt(&a.target, &a.key, &a.context, a.base64).await
+        Command::InitKeys { config, data_dir } => {
+            let settings = settings(config, None, data_dir)?;
+            startup::init_process(&settings.log_level, settings.log_format, false)?;
+            Ok(direct::init_keys(&settings).await?)
         }
-        Command::Status { target, key } => envelope::app::cli::status(&target, &key).await,
+        Command::Encrypt(a) => cli::encrypt(&a.target, &a.key, &a.context, a.base64).await,
+        Command::Decrypt(a) => cli::decrypt(&a.target, &a.key, &a.context, a.base64).await,
+        Command::Status { target, key } => cli::status(&target, &key).await,
         Command::Rotate {
             target,
             key,
@@ -335,13 +166,17 @@ async fn main() -> anyhow::Result<()> {
             step,
             token,
         } => match (config, data_dir, step) {
-            (None, None, None) => envelope::app::cli::rotate(&target, &key).await,
+            (None, None, None) => cli::rotate(&target, &key).await,
             (None, None, Some(_)) => {
                 anyhow::bail!(
                     "--step runs the library directly: give --config (or --data-dir for local mode)"
                 )
             }
-            (config, data_dir, step) => rotate_direct(config, data_dir, &key, step, token).await,
+            (config, data_dir, step) => {
+                let settings = settings(config, None, data_dir)?;
+                startup::init_process(&settings.log_level, settings.log_format, false)?;
+                Ok(direct::rotate(&settings, &key, step.zip(token)).await?)
+            }
         },
         Command::Rewrap {
             target,
@@ -350,21 +185,6 @@ async fn main() -> anyhow::Result<()> {
             input,
             output,
             batch,
-        } => {
-            let c =
-                envelope::app::cli::rewrap_file(&target, &key, &context, &input, &output, batch)
-                    .await?;
-            println!(
-                "rewrap: {} records, {} rewrapped, {} already current, {} failed",
-                c.total, c.rewrapped, c.current, c.failed
-            );
-            if c.failed > 0 {
-                anyhow::bail!(
-                    "{} records could not be rewrapped (left unchanged in the output)",
-                    c.failed
-                );
-            }
-            Ok(())
-        }
+        } => cli::rewrap(&target, &key, &context, &input, &output, batch).await,
     }
 }

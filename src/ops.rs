@@ -4,6 +4,7 @@
 //!
 //! - [`metrics`]: the Prometheus registry and the families every layer
 //!   above records into.
+//! - [`health`]: `/metrics`, `/healthz`, `/readyz` and the readiness rule.
 //! - [`metered`]: secret-store and KMS wrappers that time and count every
 //!   backend call.
 //! - [`hardening`]: no core dumps, not dumpable, memory locked.
@@ -11,5 +12,6 @@
 //! Imports: [`crate::keys`], [`crate::backends`], [`crate::primitives`].
 
 pub mod hardening;
+pub mod health;
 pub mod metered;
 pub mod metrics;

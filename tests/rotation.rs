@@ -22,7 +22,7 @@ use bytes::Bytes;
 use common::moto::{TEST_ENV, moto};
 use common::{Server, ctx, run};
 use envelope::app::lambda::{RotationEvent, handle};
-use envelope::app::server::Backends;
+use envelope::app::startup::Backends;
 use envelope::backends::kms::aws_kms::AwsKms;
 use envelope::backends::store::secrets_manager::AwsStore;
 use envelope::pb;

@@ -220,6 +220,30 @@ pub async fn rotate(target: &Target, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `envelope rewrap`: [`rewrap_file`], then a one-line report; fails if
+/// any record could not be rewrapped.
+pub async fn rewrap(
+    target: &Target,
+    key: &str,
+    context: &[String],
+    input: &std::path::Path,
+    output: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let c = rewrap_file(target, key, context, input, output, batch).await?;
+    println!(
+        "rewrap: {} records, {} rewrapped, {} already current, {} failed",
+        c.total, c.rewrapped, c.current, c.failed
+    );
+    if c.failed > 0 {
+        anyhow::bail!(
+            "{} records could not be rewrapped (left unchanged in the output)",
+            c.failed
+        );
+    }
+    Ok(())
+}
+
 /// What `envelope rewrap` did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RewrapCounts {

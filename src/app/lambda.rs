@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::app::server::Backends;
+use crate::app::startup::Backends;
 use crate::keys::error::Error;
 use crate::keys::rotation::Rotator;
 

@@ -1,272 +1,114 @@
-//! Start-up and serving: builds the backends and the keyring from
-//! [`Settings`], then serves Envelope, Admin, health and reflection on a
-//! listener until `shutdown` resolves.
+//! The server's life cycle: [`run`] loads the keys, opens the security
+//! layer and the operator endpoints, serves Envelope, Admin, health and
+//! reflection on a listener, runs the background tasks (refresh,
+//! readiness, TLS and policy reload), and on shutdown stops accepting and
+//! waits for the requests in flight, at most the drain bound.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-
-use crate::app::config::{KeyConfig, Mode, Settings};
-use crate::backends::kms::Kms;
-use crate::backends::kms::aws_kms::AwsKms;
-use crate::backends::kms::local::LocalKms;
-use crate::backends::store::SecretStore;
-use crate::backends::store::local::{LocalStore, create_private_dir};
-use crate::backends::store::secrets_manager::AwsStore;
-use crate::edge::admin_service::AdminService;
-use crate::edge::audit::AuditLog;
-use crate::edge::authz::{Authorizer, Default};
-use crate::edge::envelope_service::EnvelopeService;
-use crate::edge::gate::Gate;
-use crate::edge::tls::ReloadingConfig;
-use crate::keys::error::Error;
-use crate::keys::master_key::KdfParams;
-use crate::keys::{KeySource, Keyring, NamedKey};
-use crate::pb::admin_server::AdminServer;
-use crate::pb::envelope_server::EnvelopeServer;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-/// Start-up failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The path.
-        path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A key could not be loaded: Envelope never serves without its keys.
-    #[error("cannot load key {key:?}: {source}")]
-    Key {
-        /// The key name.
-        key: String,
-        /// Why.
-        #[source]
-        source: Error,
-    },
-    /// A key's first version could not be created.
-    #[error("cannot create the first master-key version of key {key:?}: {source}")]
-    InitKey {
-        /// The key name.
-        key: String,
-        /// Why.
-        #[source]
-        source: Error,
-    },
-    /// The TLS files are not usable.
-    #[error("TLS: {0}")]
-    Tls(#[from] crate::edge::tls::TlsError),
-    /// The policy file is not usable.
-    #[error("{0}")]
-    Policy(String),
-    /// The audit log could not be opened.
-    #[error("audit log: {0}")]
-    Audit(String),
-    /// Reflection could not be built from the descriptor set.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
+use super::config::Settings;
+use super::startup::{self, Security, ServeError};
+use crate::edge::admin_service::AdminService;
+use crate::edge::envelope_service::EnvelopeService;
+use crate::edge::gate::{self, Gate};
+use crate::keys::Keyring;
+use crate::ops::health;
+use crate::pb::admin_server::AdminServer;
+use crate::pb::envelope_server::EnvelopeServer;
 
-/// The secret store and KMS a server uses.
-#[derive(Debug, Clone)]
-pub struct Backends {
-    /// Where master-key versions live.
-    pub store: Arc<dyn SecretStore>,
-    /// The root of the hierarchy.
-    pub kms: Arc<dyn Kms>,
-}
-
-/// Opens the backends for `settings.mode`: local files in the data
-/// directory (created 0700), or Secrets Manager and KMS through the AWS SDK
-/// with credentials from the SDK's default provider chain.
-pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> {
-    let b = open_raw_backends(settings).await?;
-    Ok(Backends {
-        store: Arc::new(crate::ops::metered::MeteredStore(b.store)),
-        kms: Arc::new(crate::ops::metered::MeteredKms(b.kms)),
-    })
-}
-
-async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> {
-    match (&settings.mode, &settings.aws) {
-        (Mode::Aws, Some(aws)) => Ok(open_aws(aws).await),
-        _ => {
-            let dir = &settings.data_dir;
-            create_private_dir(dir).map_err(|source| ServeError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-            tracing::warn!(
-                data_dir = %dir.display(),
-                "LOCAL MODE: the root key and master keys are plain files in the data directory; for development and trials only"
-            );
-            let kms = LocalKms::open_or_create(&dir.join("root.key"))
-                .map_err(|e| key_err("*", e.into()))?;
-            let store =
-                LocalStore::open(&dir.join("secrets")).map_err(|e| key_err("*", e.into()))?;
-            Ok(Backends {
-                store: Arc::new(store),
-                kms: Arc::new(kms),
-            })
-        }
-    }
-}
-
-/// Secrets Manager and KMS clients from one SDK configuration.
-pub async fn open_aws(aws: &crate::backends::aws_sdk::AwsSettings) -> Backends {
-    let sdk = crate::backends::aws_sdk::sdk_config(aws, None).await;
-    let kms_key = aws.kms_key_id.clone().unwrap_or_default();
-    tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
-    Backends {
-        store: Arc::new(AwsStore::new(aws, &sdk).await),
-        kms: Arc::new(AwsKms::with_endpoint(
-            &sdk,
-            kms_key,
-            aws.kms_endpoint_url.as_deref(),
-        )),
-    }
-}
-
-fn key_err(key: &str, source: Error) -> ServeError {
-    ServeError::Key {
-        key: key.to_owned(),
-        source,
-    }
-}
-
-fn secret_id(k: &KeyConfig) -> String {
-    k.secret_id.clone().unwrap_or_else(|| k.name.clone())
-}
-
-/// Creates the first master-key version of every key whose secret has no
-/// AWSCURRENT. Returns the names of the keys it created.
-pub async fn init_keys(
+/// Serves on `listener` until `shutdown` resolves, then drains: new
+/// connections are refused and the requests already running may finish,
+/// up to `drain_timeout`. Idle keep-alive connections do not hold it up.
+/// Prints `metrics on ADDR` and then `listening on ADDR` on stdout once
+/// serving, for scripts and tests that start it on port 0.
+pub async fn run(
     settings: &Settings,
-    backends: &Backends,
-) -> Result<Vec<String>, ServeError> {
-    let mut created = Vec::new();
-    for k in &settings.keys {
-        let made = crate::keys::rotation::ensure_initial_version(
-            backends.store.as_ref(),
-            backends.kms.as_ref(),
-            &k.name,
-            &secret_id(k),
-        )
-        .await
-        .map_err(|e| ServeError::InitKey {
-            key: k.name.clone(),
-            source: e.into(),
-        })?;
-        if made {
-            tracing::info!(key = %k.name, "created the first master-key version");
-            created.push(k.name.clone());
-        }
-    }
-    Ok(created)
-}
-
-/// Loads every configured key. Fails if any key lacks a usable AWSCURRENT:
-/// Envelope never serves without its keys.
-pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Keyring, ServeError> {
-    let mut keys = Vec::with_capacity(settings.keys.len());
-    for k in &settings.keys {
-        let salt = match &k.salt_secret_id {
-            Some(id) => {
-                let v = backends
-                    .store
-                    .get_stage(id, crate::backends::store::AWSCURRENT)
-                    .await
-                    .map_err(|e| key_err(&k.name, e.into()))?;
-                // Trimmed like the key secret: a trailing newline is an accident, not salt.
-                Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
-            }
-            None => None,
-        };
-        let source = KeySource {
-            name: k.name.clone(),
-            secret_id: secret_id(k),
-            store: backends.store.clone(),
-            kms: backends.kms.clone(),
-            kdf: KdfParams {
-                salt,
-                iterations: k.kdf_iterations,
-            },
-            min_version: k.min_decryption_version.clone(),
-        };
-        keys.push(
-            NamedKey::load(source, settings.limits)
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let keyring = Arc::new(startup::start(settings).await?);
+    let security = startup::prepare_security(settings)?;
+    let operator = match settings.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
                 .await
-                .map_err(|e| key_err(&k.name, e))?,
-        );
-        crate::ops::metrics::get().init_key(&k.name);
-    }
-    Ok(Keyring::new(keys))
-}
-
-/// Opens the backends and loads the keyring; local mode first creates any
-/// missing first versions, AWS mode never does.
-pub async fn start(settings: &Settings) -> Result<Keyring, ServeError> {
-    let backends = open_backends(settings).await?;
-    if settings.mode == Mode::Local {
-        init_keys(settings, &backends).await?;
-    }
-    load_keyring(settings, &backends).await
-}
-
-/// The transport and access layer: TLS, the policy and the audit log,
-/// opened before the listener so that a bad file stops start-up early.
-#[derive(Debug)]
-pub struct Security {
-    tls: Option<Arc<ReloadingConfig>>,
-    authz: Arc<Authorizer>,
-    audit: Option<AuditLog>,
-}
-
-/// Loads the TLS files and the policy and starts the audit writer.
-pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
-    let tls = match &settings.tls {
-        Some(t) => Some(Arc::new(ReloadingConfig::new(t.clone())?)),
-        None => None,
-    };
-    if tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback()) {
-        tracing::error!(
-            listen = %settings.listen,
-            "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
-        );
-    }
-    // Open by default only for local mode on loopback: anything reachable
-    // from the network needs a policy.
-    let default = if settings.mode == Mode::Aws || !settings.listen.ip().is_loopback() {
-        Default::Deny
-    } else {
-        Default::Allow
-    };
-    if settings.policy_file.is_none() && default == Default::Deny {
-        tracing::warn!("no policy_file: every Envelope and Admin call will be denied");
-    }
-    let authz = Arc::new(
-        Authorizer::new(settings.policy_file.clone(), default).map_err(ServeError::Policy)?,
-    );
-    let audit = match &settings.audit {
-        Some(out) => {
-            Some(AuditLog::start(out.clone()).map_err(|e| ServeError::Audit(e.to_string()))?)
+                .map_err(|source| ServeError::MetricsListen { addr, source })?;
+            println!("metrics on {}", l.local_addr().unwrap_or(addr));
+            let endpoints = health::serve(
+                l,
+                keyring.clone(),
+                settings.max_staleness,
+                std::future::pending(),
+            );
+            Some(tokio::spawn(endpoints))
         }
         None => None,
     };
-    Ok(Security { tls, authz, audit })
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, keys = settings.keys.len(), startup_ms = started.elapsed().as_millis() as u64, "serving");
+    if let Some(addr) = addr {
+        println!("listening on {addr}");
+    }
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+        }
+    };
+    let drain = settings.drain_timeout;
+    let served = tokio::select! {
+        r = serve(listener, keyring, security, settings, signal) => r,
+        () = async {
+            stopping.notified().await;
+            if tokio::time::timeout(drain, gate::idle()).await.is_err() {
+                tracing::warn!(?drain, in_flight = gate::in_flight(), "drain bound reached; exiting with requests still in flight");
+            }
+        } => Ok(()),
+    };
+    if let Some(task) = operator {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    served
 }
 
-/// Serves `keyring` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives right after
+/// start-up is never lost to the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+    }
+}
+
+/// Serves `keyring` on `listener` until `shutdown` resolves.
+async fn serve(
     listener: TcpListener,
     keyring: Arc<Keyring>,
     security: Security,
@@ -376,25 +218,20 @@ async fn refresh_loop(keyring: Arc<Keyring>, interval: Duration) {
 }
 
 /// Reports NOT_SERVING for the Envelope service (and the server as a whole)
-/// once any key has gone `max_staleness` without a successful refresh, and
-/// SERVING again when it recovers. Checked every second.
+/// while [`health::readiness`] says not ready, and SERVING again when it
+/// recovers. Checked every second.
 async fn readiness_loop(keyring: Arc<Keyring>, health: HealthReporter, max_staleness: Duration) {
     let mut ready = true;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let stale: Vec<&str> = keyring
-            .all()
-            .filter(|k| k.staleness() > max_staleness)
-            .map(|k| k.name())
-            .collect();
-        let now_ready = stale.is_empty();
-        if now_ready != ready {
-            ready = now_ready;
+        let now = health::readiness(&keyring, max_staleness);
+        if now.ready != ready {
+            ready = now.ready;
             let status = if ready {
                 tracing::info!("keys fresh again; ready");
                 ServingStatus::Serving
             } else {
-                tracing::error!(keys = ?stale, ?max_staleness, "keys stale past the bound; not ready");
+                tracing::error!(keys = ?now.stale, ?max_staleness, "keys stale past the bound; not ready");
                 ServingStatus::NotServing
             };
             health.set_service_status("", status).await;

@@ -1,7 +1,7 @@
-//! Prometheus metrics, and the operator endpoints on their own HTTP port:
-//! `/metrics` (OpenMetrics text), `/healthz` (the process answers) and
-//! `/readyz` (JSON with each check, 503 when not ready). One process-wide
-//! registry; per-key gauges are computed from the keyring at scrape time.
+//! Prometheus metrics: one process-wide registry that every layer above
+//! records into, rendered as OpenMetrics text for `/metrics`
+//! ([`super::health`] serves it); per-key gauges and counters are computed
+//! from the keyring at scrape time.
 //! Label values are bounded: key names come from the configuration only.
 
 use std::sync::{Arc, LazyLock};
@@ -358,7 +358,7 @@ fn last_outcome(service: &str) -> &'static std::sync::atomic::AtomicU8 {
     }
 }
 
-fn outcome_name(service: &str) -> &'static str {
+pub(super) fn outcome_name(service: &str) -> &'static str {
     match last_outcome(service).load(std::sync::atomic::Ordering::Relaxed) {
         OK => "ok",
         FAILED => "failing",
@@ -392,89 +392,4 @@ pub async fn timed_with<T, E>(
         std::sync::atomic::Ordering::Relaxed,
     );
     r
-}
-
-/// The `/readyz` answer: each check and the verdict.
-pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> (bool, serde_json::Value) {
-    let mut ready = true;
-    let mut keys = serde_json::Map::new();
-    for key in keyring.all() {
-        let stale = key.staleness();
-        let ok = stale <= max_staleness;
-        ready &= ok;
-        keys.insert(
-            key.name().to_owned(),
-            serde_json::json!({
-                "loaded": true,
-                "current_version": key.snapshot().current.version.as_str(),
-                "staleness_seconds": stale.as_secs(),
-                "refresh_failures": key.figures().refresh_failures,
-                "status": if ok { "ok" } else { "stale" },
-            }),
-        );
-    }
-    let verdict = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "keys_loaded": "ok",
-            // The last call's outcome; readiness itself turns on staleness,
-            // so a brief store or KMS error does not take replicas out.
-            "secret_store": outcome_name("secretsmanager"),
-            "kms": outcome_name("kms"),
-            "max_staleness_seconds": max_staleness.as_secs(),
-            "keys": keys,
-        },
-    });
-    (ready, verdict)
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    keyring: Arc<Keyring>,
-    max_staleness: Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get as route;
-    let k1 = keyring.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            route(move || {
-                let k = k1.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        get().render(&k),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", route(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            route(move || {
-                let k = keyring.clone();
-                async move {
-                    let (ready, body) = readiness(&k, max_staleness);
-                    let code = if ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (
-                        code,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        body.to_string(),
-                    )
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -1,0 +1,137 @@
+//! The TOML configuration file as written, before validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub(super) mode: Option<Mode>,
+    pub(super) insecure_plaintext: Option<bool>,
+    pub(super) lock_memory: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
+    pub(super) drain_timeout_secs: Option<u64>,
+    pub(super) policy_file: Option<PathBuf>,
+    pub(super) tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub(super) audit: AuditConfig,
+    pub(super) aws: Option<AwsConfig>,
+    pub(super) max_staleness_secs: Option<u64>,
+    pub(super) listen: Option<SocketAddr>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) refresh_interval_secs: Option<u64>,
+    pub(super) log_level: Option<String>,
+    pub(super) log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub(super) keys: Vec<KeyConfig>,
+    #[serde(default)]
+    pub(super) limits: LimitsConfig,
+    #[serde(default)]
+    pub(super) data_keys: DataKeyConfig,
+}
+
+/// Where master keys live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A root key file and secrets in the data directory (development).
+    #[default]
+    Local,
+    /// AWS Secrets Manager and KMS through the AWS SDK.
+    Aws,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsConfig {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) allow_tls12: bool,
+    pub(super) reload_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditConfig {
+    pub(super) output: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AwsConfig {
+    pub(super) region: Option<String>,
+    pub(super) endpoint_url: Option<String>,
+    pub(super) secretsmanager_endpoint_url: Option<String>,
+    pub(super) kms_endpoint_url: Option<String>,
+    pub(super) kms_key_id: Option<String>,
+    #[serde(default)]
+    pub(super) replica_regions: Vec<String>,
+    pub(super) connect_timeout_secs: Option<u64>,
+    pub(super) attempt_timeout_secs: Option<u64>,
+    pub(super) operation_timeout_secs: Option<u64>,
+    pub(super) max_attempts: Option<u32>,
+}
+
+/// One key name and the secret that holds its master keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key name callers use.
+    pub name: String,
+    /// The secret id (name or ARN); defaults to the key name.
+    pub secret_id: Option<String>,
+    /// For passphrase-style secrets (seeds 001 and 004): the secret whose
+    /// AWSCURRENT value is the PBKDF2 salt.
+    pub salt_secret_id: Option<String>,
+    /// PBKDF2 iterations for passphrase-style secrets (default 600,000).
+    pub kdf_iterations: Option<u32>,
+    /// Refuse records under versions created before this version (like
+    /// Vault's minimum decryption version), for after a migration.
+    pub min_decryption_version: Option<String>,
+}
+
+impl KeyConfig {
+    /// The secret holding this key's versions: `secret_id`, or the key name.
+    pub fn secret_id(&self) -> String {
+        self.secret_id.clone().unwrap_or_else(|| self.name.clone())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitsConfig {
+    pub(super) max_request_bytes: Option<usize>,
+    pub(super) max_plaintext_bytes: Option<usize>,
+    pub(super) max_batch_items: Option<usize>,
+    pub(super) max_context_entries: Option<usize>,
+    pub(super) max_context_bytes: Option<usize>,
+    pub(super) decrypt_cache_entries: Option<usize>,
+    pub(super) max_loaded_versions: Option<usize>,
+    pub(super) missing_version_ttl_secs: Option<u64>,
+    pub(super) max_concurrent_requests: Option<usize>,
+    pub(super) request_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DataKeyConfig {
+    pub(super) max_age_secs: Option<u64>,
+    pub(super) max_records: Option<u64>,
+    pub(super) max_bytes: Option<u64>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,175 @@
+//! The checks that span settings: ranges, consistency between modes,
+//! TLS and policy, and each key's configuration.
+
+use std::time::Duration;
+
+use super::{ConfigError, Mode, Settings, invalid, valid_key_name};
+
+impl Settings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in &self.keys {
+            if !valid_key_name(&k.name) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", k.name),
+                ));
+            }
+            if !seen.insert(k.name.as_str()) {
+                return Err(invalid(
+                    "keys.name",
+                    format!("{:?} is listed twice", k.name),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if !(1..=1 << 30).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be between 1 and 2^30",
+            ));
+        }
+        if l.max_plaintext_bytes > self.max_request_bytes {
+            return Err(invalid(
+                "limits.max_plaintext_bytes",
+                "must not exceed limits.max_request_bytes",
+            ));
+        }
+        if self.max_batch_items == 0 || self.max_batch_items > 1_000_000 {
+            return Err(invalid(
+                "limits.max_batch_items",
+                "must be between 1 and 1,000,000",
+            ));
+        }
+        if l.context.max_entries > 1024 || l.context.max_bytes > 1 << 20 {
+            return Err(invalid(
+                "limits.max_context_*",
+                "at most 1024 entries and 1 MiB",
+            ));
+        }
+        if l.data_key.max_records == 0 || l.data_key.max_records > crate::keys::MAX_RECORDS_CEILING
+        {
+            return Err(invalid(
+                "data_keys.max_records",
+                "must be between 1 and 2^32 (NIST SP 800-38D)",
+            ));
+        }
+        if l.data_key.max_bytes < l.max_plaintext_bytes as u64 {
+            return Err(invalid(
+                "data_keys.max_bytes",
+                "must be at least limits.max_plaintext_bytes",
+            ));
+        }
+        if l.data_key.max_age.is_zero() {
+            return Err(invalid("data_keys.max_age_secs", "must be positive"));
+        }
+        if l.max_loaded_versions < 3 || l.decrypt_cache_entries == 0 {
+            return Err(invalid(
+                "limits",
+                "max_loaded_versions >= 3 and decrypt_cache_entries >= 1",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "{:?} is not a tracing filter such as \"info\" or \"envelope=debug\"",
+                    self.log_level
+                ),
+            ));
+        }
+        for k in &self.keys {
+            if let Some(id) = &k.secret_id
+                && (id.is_empty() || id.len() > 2048)
+            {
+                return Err(invalid(
+                    "keys.secret_id",
+                    format!("secret id of key {:?} must be 1-2048 bytes", k.name),
+                ));
+            }
+        }
+        if self.tls.is_none() && !self.insecure_plaintext {
+            if self.mode == Mode::Aws {
+                return Err(invalid(
+                    "tls",
+                    "AWS mode serves only over TLS: configure [tls] (or, for a test bench, insecure_plaintext = true)",
+                ));
+            }
+            if !self.listen.ip().is_loopback() {
+                return Err(invalid(
+                    "listen",
+                    format!(
+                        "plaintext gRPC only on a loopback address, not {}: configure [tls]",
+                        self.listen
+                    ),
+                ));
+            }
+        }
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.reload_interval.is_zero())
+        {
+            return Err(invalid("tls.reload_interval_secs", "must be at least 1"));
+        }
+        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 100_000 {
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                "must be between 1 and 100,000",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("limits.request_timeout_secs", "must be positive"));
+        }
+        if let Some(a) = &self.aws {
+            if a.kms_key_id.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "aws.kms_key_id",
+                    "AWS mode needs the KMS key (id, ARN or alias) that wraps master keys",
+                ));
+            }
+            if !(1..=10).contains(&a.max_attempts) {
+                return Err(invalid("aws.max_attempts", "must be between 1 and 10"));
+            }
+            if a.connect_timeout.is_zero()
+                || a.attempt_timeout.is_zero()
+                || a.operation_timeout.is_zero()
+            {
+                return Err(invalid("aws.*_timeout_secs", "timeouts must be positive"));
+            }
+        }
+        for k in &self.keys {
+            if let Some(v) = &k.min_decryption_version
+                && crate::primitives::record::VersionId::new(v).is_err()
+            {
+                return Err(invalid(
+                    "keys.min_decryption_version",
+                    format!(
+                        "{v:?} is not a version id (a UUID, or 1-64 printable ASCII characters)"
+                    ),
+                ));
+            }
+            if k.kdf_iterations.is_some_and(|i| {
+                !(crate::primitives::crypto::PBKDF2_MIN_ITERATIONS..=10_000_000).contains(&i)
+            }) {
+                return Err(invalid(
+                    "keys.kdf_iterations",
+                    format!(
+                        "between {} and 10,000,000",
+                        crate::primitives::crypto::PBKDF2_MIN_ITERATIONS
+                    ),
+                ));
+            }
+        }
+        if self.max_staleness < self.refresh_interval {
+            return Err(invalid(
+                "max_staleness_secs",
+                "must be at least refresh_interval_secs",
+            ));
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            return Err(invalid("refresh_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

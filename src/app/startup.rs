@@ -1,0 +1,309 @@
+//! Start-up, shared by every binary: the process set-up (logging,
+//! hardening, the TLS crypto provider), then the backends, the keyring and
+//! the security layer (TLS, policy, audit) built from [`Settings`].
+
+use std::sync::Arc;
+
+use super::config::{LogFormat, Mode, Settings};
+use crate::backends::kms::Kms;
+use crate::backends::kms::aws_kms::AwsKms;
+use crate::backends::kms::local::LocalKms;
+use crate::backends::store::SecretStore;
+use crate::backends::store::local::{LocalStore, create_private_dir};
+use crate::backends::store::secrets_manager::AwsStore;
+use crate::edge::audit::AuditLog;
+use crate::edge::authz::{Authorizer, Default};
+use crate::edge::tls::ReloadingConfig;
+use crate::keys::master_key::KdfParams;
+use crate::keys::{Error, KeySource, Keyring, NamedKey};
+use crate::ops::hardening::{self, Hardened};
+
+/// Sets the process up before anything else runs: logging at `log_level`
+/// in `log_format`, hardening (no core dumps, not dumpable, and all memory
+/// locked with `lock_memory`), and aws-lc-rs as the one TLS crypto provider.
+pub fn init_process(
+    log_level: &str,
+    log_format: LogFormat,
+    lock_memory: bool,
+) -> Result<Hardened, ServeError> {
+    init_logging(log_level, log_format);
+    let hardened = hardening::harden(lock_memory).map_err(ServeError::Hardening)?;
+    if !hardened.core_dumps_off || !hardened.not_dumpable {
+        tracing::warn!(
+            ?hardened,
+            "core dumps or dumpability could not be turned off on this system"
+        );
+    } else {
+        tracing::info!(?hardened, "process hardened");
+    }
+    // One TLS crypto provider for the whole process, installed before any TLS use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Ok(hardened)
+}
+
+/// [`init_process`] with the settings' logging and memory locking.
+pub fn init(settings: &Settings) -> Result<Hardened, ServeError> {
+    init_process(
+        &settings.log_level,
+        settings.log_format,
+        settings.lock_memory,
+    )
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // A second call (a test, or a library user with its own subscriber) keeps the first.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key could not be loaded: Envelope never serves without its keys.
+    #[error("cannot load key {key:?}: {source}")]
+    Key {
+        /// The key name.
+        key: String,
+        /// Why.
+        #[source]
+        source: Error,
+    },
+    /// A key's first version could not be created.
+    #[error("cannot create the first master-key version of key {key:?}: {source}")]
+    InitKey {
+        /// The key name.
+        key: String,
+        /// Why.
+        #[source]
+        source: Error,
+    },
+    /// The TLS files are not usable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::edge::tls::TlsError),
+    /// The policy file is not usable.
+    #[error("{0}")]
+    Policy(String),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(String),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The process could not be hardened (e.g. `lock_memory` refused).
+    #[error("{0}")]
+    Hardening(String),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen on {addr} for metrics")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The secret store and KMS a server uses.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Where master-key versions live.
+    pub store: Arc<dyn SecretStore>,
+    /// The root of the hierarchy.
+    pub kms: Arc<dyn Kms>,
+}
+
+/// Opens the backends for `settings.mode`: local files in the data
+/// directory (created 0700), or Secrets Manager and KMS through the AWS SDK
+/// with credentials from the SDK's default provider chain.
+pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> {
+    let b = open_raw_backends(settings).await?;
+    Ok(Backends {
+        store: Arc::new(crate::ops::metered::MeteredStore(b.store)),
+        kms: Arc::new(crate::ops::metered::MeteredKms(b.kms)),
+    })
+}
+
+async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> {
+    match (&settings.mode, &settings.aws) {
+        (Mode::Aws, Some(aws)) => Ok(open_aws(aws).await),
+        _ => {
+            let dir = &settings.data_dir;
+            create_private_dir(dir).map_err(|source| ServeError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            tracing::warn!(
+                data_dir = %dir.display(),
+                "LOCAL MODE: the root key and master keys are plain files in the data directory; for development and trials only"
+            );
+            let kms = LocalKms::open_or_create(&dir.join("root.key"))
+                .map_err(|e| key_err("*", e.into()))?;
+            let store =
+                LocalStore::open(&dir.join("secrets")).map_err(|e| key_err("*", e.into()))?;
+            Ok(Backends {
+                store: Arc::new(store),
+                kms: Arc::new(kms),
+            })
+        }
+    }
+}
+
+/// Secrets Manager and KMS clients from one SDK configuration.
+pub async fn open_aws(aws: &crate::backends::aws_sdk::AwsSettings) -> Backends {
+    let sdk = crate::backends::aws_sdk::sdk_config(aws, None).await;
+    let kms_key = aws.kms_key_id.clone().unwrap_or_default();
+    tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
+    Backends {
+        store: Arc::new(AwsStore::new(aws, &sdk).await),
+        kms: Arc::new(AwsKms::with_endpoint(
+            &sdk,
+            kms_key,
+            aws.kms_endpoint_url.as_deref(),
+        )),
+    }
+}
+
+fn key_err(key: &str, source: Error) -> ServeError {
+    ServeError::Key {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// Creates the first master-key version of every key whose secret has no
+/// AWSCURRENT. Returns the names of the keys it created.
+pub async fn init_keys(
+    settings: &Settings,
+    backends: &Backends,
+) -> Result<Vec<String>, ServeError> {
+    let mut created = Vec::new();
+    for k in &settings.keys {
+        let made = crate::keys::rotation::ensure_initial_version(
+            backends.store.as_ref(),
+            backends.kms.as_ref(),
+            &k.name,
+            &k.secret_id(),
+        )
+        .await
+        .map_err(|e| ServeError::InitKey {
+            key: k.name.clone(),
+            source: e.into(),
+        })?;
+        if made {
+            tracing::info!(key = %k.name, "created the first master-key version");
+            created.push(k.name.clone());
+        }
+    }
+    Ok(created)
+}
+
+/// Loads every configured key. Fails if any key lacks a usable AWSCURRENT:
+/// Envelope never serves without its keys.
+pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Keyring, ServeError> {
+    let mut keys = Vec::with_capacity(settings.keys.len());
+    for k in &settings.keys {
+        let salt = match &k.salt_secret_id {
+            Some(id) => {
+                let v = backends
+                    .store
+                    .get_stage(id, crate::backends::store::AWSCURRENT)
+                    .await
+                    .map_err(|e| key_err(&k.name, e.into()))?;
+                // Trimmed like the key secret: a trailing newline is an accident, not salt.
+                Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
+            }
+            None => None,
+        };
+        let source = KeySource {
+            name: k.name.clone(),
+            secret_id: k.secret_id(),
+            store: backends.store.clone(),
+            kms: backends.kms.clone(),
+            kdf: KdfParams {
+                salt,
+                iterations: k.kdf_iterations,
+            },
+            min_version: k.min_decryption_version.clone(),
+        };
+        keys.push(
+            NamedKey::load(source, settings.limits)
+                .await
+                .map_err(|e| key_err(&k.name, e))?,
+        );
+        crate::ops::metrics::get().init_key(&k.name);
+    }
+    Ok(Keyring::new(keys))
+}
+
+/// Opens the backends and loads the keyring; local mode first creates any
+/// missing first versions, AWS mode never does.
+pub async fn start(settings: &Settings) -> Result<Keyring, ServeError> {
+    let backends = open_backends(settings).await?;
+    if settings.mode == Mode::Local {
+        init_keys(settings, &backends).await?;
+    }
+    load_keyring(settings, &backends).await
+}
+
+/// The transport and access layer: TLS, the policy and the audit log,
+/// opened before the listener so that a bad file stops start-up early.
+#[derive(Debug)]
+pub struct Security {
+    pub(super) tls: Option<Arc<ReloadingConfig>>,
+    pub(super) authz: Arc<Authorizer>,
+    pub(super) audit: Option<AuditLog>,
+}
+
+/// Loads the TLS files and the policy and starts the audit writer.
+pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
+    let tls = match &settings.tls {
+        Some(t) => Some(Arc::new(ReloadingConfig::new(t.clone())?)),
+        None => None,
+    };
+    if tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback()) {
+        tracing::error!(
+            listen = %settings.listen,
+            "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
+        );
+    }
+    // Open by default only for local mode on loopback: anything reachable
+    // from the network needs a policy.
+    let default = if settings.mode == Mode::Aws || !settings.listen.ip().is_loopback() {
+        Default::Deny
+    } else {
+        Default::Allow
+    };
+    if settings.policy_file.is_none() && default == Default::Deny {
+        tracing::warn!("no policy_file: every Envelope and Admin call will be denied");
+    }
+    let authz = Arc::new(
+        Authorizer::new(settings.policy_file.clone(), default).map_err(ServeError::Policy)?,
+    );
+    let audit = match &settings.audit {
+        Some(out) => {
+            Some(AuditLog::start(out.clone()).map_err(|e| ServeError::Audit(e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(Security { tls, authz, audit })
+}
