@@ -409,6 +409,9 @@ impl ClassifyName for serde_json::Error {
 }
 
 #[cfg(test)]
+mod pins;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
