@@ -6,16 +6,35 @@
 //! `{"format":"envelope.master-key.v1","algorithm":"AES-256-GCM","kmsKeyId":"…","wrappedKey":"<base64 KMS blob>"}`.
 //! The KMS context names the key and version (`envelope:key`, `envelope:version`).
 //! The KEK is derived once per version at load, never per request.
+//!
+//! Where things are:
+//!
+//! - This file: the public surface. [`load`] turns a version's secret string
+//!   into a [`MasterKey`]: it asks `shapes` what the string holds, unwraps a
+//!   wrapped key with KMS or stretches a passphrase with PBKDF2 (off the
+//!   runtime), then [`derive_kek`]. [`new_secret_value`] writes a version in
+//!   Envelope's shape. The PBKDF2 bounds (floor, ceiling, empty salt) are
+//!   checked in one place, `pbkdf2_bounds`. Every failure on the way is a
+//!   `Refusal`, named with the secret and version once, in [`load`], as a
+//!   [`MasterKeyError`].
+//! - `shapes`: the three secret shapes (Envelope's document, seed 001's
+//!   passphrase document, seed 004's plain key), the typed probe that tells
+//!   them apart, and their checks; secret members are held in wiped buffers.
+//! - `pins` (tests): today's shape precedence and exact refusal reasons,
+//!   as docs/FORMAT.md states them.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+mod shapes;
+
 use time::OffsetDateTime;
 
 use crate::backends::kms::{Kms, KmsContext, KmsError};
 use crate::backends::store::VersionInfo;
-use crate::primitives::crypto::{AeadKey, KeyBytes, hkdf_sha256, pbkdf2_sha256};
+use crate::primitives::crypto::{
+    AeadKey, CryptoError, KeyBytes, PBKDF2_MAX_ITERATIONS, PBKDF2_MIN_ITERATIONS, hkdf_sha256,
+    pbkdf2_sha256,
+};
 use crate::primitives::record::VersionId;
+use shapes::{EnvelopeDocument, KeyMaterial, Passphrase};
 
 /// The `format` value of Envelope's own secret shape.
 pub const FORMAT: &str = "envelope.master-key.v1";
@@ -47,30 +66,38 @@ pub enum MasterKeyError {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct EnvelopeShape {
-    format: String,
-    algorithm: String,
-    kms_key_id: String,
-    wrapped_key: String,
+/// Why a version's secret gave no KEK, before the secret and version are
+/// named: the one error type of everything [`load`] calls.
+enum Refusal {
+    /// The value is not a shape we read, or its PBKDF2 inputs are out of
+    /// bounds; the text says what is wrong, never what the value is.
+    Malformed(String),
+    /// A primitive failed while deriving the KEK.
+    Crypto(CryptoError),
+    /// KMS refused to unwrap the master key.
+    Kms(KmsError),
 }
 
-/// Seed 001's shape: `{"masterKey": <base64>, "algorithm": "AES-256-GCM",
-/// "keyDerivation": "PBKDF2"}`, optionally with `salt` and `iterations`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Seed001Shape {
-    master_key: String,
-    algorithm: String,
-    key_derivation: String,
-    salt: Option<String>,
-    iterations: Option<u32>,
-}
-
-impl Drop for Seed001Shape {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.master_key);
+impl Refusal {
+    fn naming(self, secret: &str, version: &str) -> MasterKeyError {
+        let (secret, version) = (secret.to_owned(), version.to_owned());
+        match self {
+            Self::Malformed(reason) => MasterKeyError::Malformed {
+                secret,
+                version,
+                reason,
+            },
+            Self::Crypto(e) => MasterKeyError::Malformed {
+                secret,
+                version,
+                reason: e.to_string(),
+            },
+            Self::Kms(source) => MasterKeyError::Kms {
+                secret,
+                version,
+                source,
+            },
+        }
     }
 }
 
@@ -140,21 +167,34 @@ pub fn kms_context(key_name: &str, version: &str) -> KmsContext {
 
 /// Derives a version's KEK. The final HKDF step binds the key name and
 /// version id, so the same secret under another name or version gives an
-/// unrelated KEK; passphrase-style secrets are stretched with PBKDF2 first.
+/// unrelated KEK; passphrase-style secrets are stretched with PBKDF2 first,
+/// and refused ([`CryptoError::Primitive`]) when its salt is empty or its
+/// iteration count is outside the floor and ceiling.
 pub fn derive_kek(
     secret: &[u8],
     derivation: Derivation<'_>,
     key_name: &str,
     version: &VersionId,
-) -> Result<AeadKey, crate::primitives::crypto::CryptoError> {
+) -> Result<AeadKey, CryptoError> {
+    derive(secret, derivation, key_name, version).map_err(|e| match e {
+        Refusal::Crypto(e) => e,
+        Refusal::Malformed(_) | Refusal::Kms(_) => CryptoError::Primitive,
+    })
+}
+
+/// [`derive_kek`], saying why the PBKDF2 inputs are refused.
+fn derive(
+    secret: &[u8],
+    derivation: Derivation<'_>,
+    key_name: &str,
+    version: &VersionId,
+) -> Result<AeadKey, Refusal> {
     let mut stretched = zeroize::Zeroizing::new([0u8; 32]);
     let ikm: &[u8] = match derivation {
         Derivation::Hkdf => secret,
         Derivation::Pbkdf2 { salt, iterations } => {
-            if iterations < crate::primitives::crypto::PBKDF2_MIN_ITERATIONS || salt.is_empty() {
-                return Err(crate::primitives::crypto::CryptoError::Primitive);
-            }
-            pbkdf2_sha256(secret, salt, iterations, stretched.as_mut())?;
+            pbkdf2_bounds(salt, iterations)?;
+            pbkdf2_sha256(secret, salt, iterations, stretched.as_mut()).map_err(Refusal::Crypto)?;
             stretched.as_ref()
         }
     };
@@ -164,15 +204,36 @@ pub fn derive_kek(
         ikm,
         &[&[key_name.len() as u8], key_name.as_bytes(), version.raw()],
         out.as_mut(),
-    )?;
-    AeadKey::new(&KeyBytes::from_slice(out.as_ref())?)
+    )
+    .map_err(Refusal::Crypto)?;
+    KeyBytes::from_slice(out.as_ref())
+        .and_then(|key| AeadKey::new(&key))
+        .map_err(Refusal::Crypto)
+}
+
+/// The one check of PBKDF2's inputs: the ceiling keeps a hostile
+/// `iterations` member from tying up a thread for hours, the floor and a
+/// non-empty salt keep the stretch meaningful. Checked in this order.
+fn pbkdf2_bounds(salt: &[u8], iterations: u32) -> Result<(), Refusal> {
+    if iterations > PBKDF2_MAX_ITERATIONS {
+        return Err(Refusal::Malformed(format!(
+            "PBKDF2 iterations {iterations} are above the ceiling of {PBKDF2_MAX_ITERATIONS}"
+        )));
+    }
+    if iterations < PBKDF2_MIN_ITERATIONS {
+        return Err(Refusal::Malformed(format!(
+            "PBKDF2 iterations {iterations} are below the floor of {PBKDF2_MIN_ITERATIONS}"
+        )));
+    }
+    if salt.is_empty() {
+        return Err(Refusal::Malformed("the PBKDF2 salt is empty".into()));
+    }
+    Ok(())
 }
 
 /// Whether a secret string is in Envelope's own shape (as opposed to a seed shape).
 pub fn is_envelope_shape(value: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(value.trim())
-        .ok()
-        .is_some_and(|v| v.get("format").is_some())
+    matches!(shapes::kind(value.trim()), Ok(shapes::Kind::Envelope))
 }
 
 /// Reads a version's secret string, in any of the three shapes, into a [`MasterKey`].
@@ -184,84 +245,9 @@ pub async fn load(
     kms: &dyn Kms,
     kdf: &KdfParams,
 ) -> Result<MasterKey, MasterKeyError> {
-    let malformed = |reason: String| MasterKeyError::Malformed {
-        secret: secret_id.to_owned(),
-        version: info.id.clone(),
-        reason,
-    };
-    let version = VersionId::new(&info.id).map_err(|e| malformed(e.to_string()))?;
-    let trimmed = value.trim();
-    let kek = if trimmed.starts_with('{') {
-        // serde_json errors name positions and expected types, not the input.
-        let doc: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|e| malformed(format!("not valid JSON ({})", e.classify_name())))?;
-        let is_envelope = doc.get("format").is_some();
-        let is_seed001 = doc.get("masterKey").is_some();
-        drop(doc);
-        if is_envelope {
-            let key = unwrap_envelope_shape(key_name, &info.id, trimmed, kms)
-                .await
-                .map_err(|e| match e {
-                    ShapeFailure::Malformed(r) => malformed(r),
-                    ShapeFailure::Kms(source) => MasterKeyError::Kms {
-                        secret: secret_id.to_owned(),
-                        version: info.id.clone(),
-                        source,
-                    },
-                })?;
-            derive_kek(key.expose(), Derivation::Hkdf, key_name, &version)
-        } else if is_seed001 {
-            let shape: Seed001Shape = serde_json::from_str(trimmed)
-                .map_err(|e| malformed(format!("masterKey document: {}", e.classify_name())))?;
-            if shape.algorithm != ALGORITHM {
-                return Err(malformed(format!("algorithm must be {ALGORITHM}")));
-            }
-            if !shape.key_derivation.eq_ignore_ascii_case("PBKDF2") {
-                return Err(malformed("keyDerivation must be PBKDF2".into()));
-            }
-            check_base64_key(&shape.master_key).map_err(|r| malformed(format!("masterKey {r}")))?;
-            let salt = match (&shape.salt, &kdf.salt) {
-                (Some(s), _) => s.as_bytes(),
-                (None, Some(s)) => s.as_slice(),
-                (None, None) => {
-                    return Err(malformed(
-                        "a masterKey document needs a salt: a \"salt\" field, or salt_secret_id in the key's configuration"
-                            .into(),
-                    ));
-                }
-            };
-            let iterations = shape
-                .iterations
-                .or(kdf.iterations)
-                .unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
-            pbkdf2_kek_blocking(
-                shape.master_key.as_bytes(),
-                salt,
-                iterations,
-                key_name,
-                &version,
-            )
-            .await
-            .map_err(malformed)?
-        } else {
-            return Err(malformed(
-                "JSON document is neither an Envelope master-key document (\"format\") nor a masterKey document".into(),
-            ));
-        }
-    } else {
-        // Seed 004: the secret is a plain base64 key; the salt is a separate secret.
-        check_base64_key(trimmed).map_err(|r| malformed(format!("plain key secret {r}")))?;
-        let Some(salt) = &kdf.salt else {
-            return Err(malformed(
-                "a plain base64 key secret needs salt_secret_id in the key's configuration".into(),
-            ));
-        };
-        let iterations = kdf.iterations.unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
-        pbkdf2_kek_blocking(trimmed.as_bytes(), salt, iterations, key_name, &version)
-            .await
-            .map_err(malformed)?
-    };
-    let kek = kek.map_err(|e| malformed(e.to_string()))?;
+    let (version, kek) = version_and_kek(key_name, &info.id, value, kms, kdf)
+        .await
+        .map_err(|e| e.naming(secret_id, &info.id))?;
     Ok(MasterKey {
         version,
         created: info.created,
@@ -269,109 +255,55 @@ pub async fn load(
     })
 }
 
-enum ShapeFailure {
-    Malformed(String),
-    Kms(KmsError),
-}
-
-async fn unwrap_envelope_shape(
+async fn version_and_kek(
     key_name: &str,
-    version: &str,
+    id: &str,
     value: &str,
     kms: &dyn Kms,
-) -> Result<KeyBytes, ShapeFailure> {
-    let shape: EnvelopeShape = serde_json::from_str(value).map_err(|e| {
-        ShapeFailure::Malformed(format!(
-            "Envelope master-key document: {}",
-            e.classify_name()
-        ))
-    })?;
-    if shape.format != FORMAT {
-        return Err(ShapeFailure::Malformed(format!(
-            "unknown format, expected {FORMAT}"
-        )));
-    }
-    if shape.algorithm != ALGORITHM {
-        return Err(ShapeFailure::Malformed(format!(
-            "unsupported algorithm, expected {ALGORITHM}"
-        )));
-    }
-    let blob = zeroize::Zeroizing::new(
-        B64.decode(shape.wrapped_key.as_bytes())
-            .map_err(|_| ShapeFailure::Malformed("wrappedKey is not base64".into()))?,
-    );
-    kms.decrypt(
-        &blob,
-        &kms_context(key_name, version),
-        Some(&shape.kms_key_id),
-    )
-    .await
-    .map_err(ShapeFailure::Kms)
-}
-
-/// Passphrase-style secrets are used as stored (the base64 text itself is
-/// the PBKDF2 password), but must look like a base64 key of at least 16 bytes.
-fn check_base64_key(text: &str) -> Result<(), String> {
-    let decoded = zeroize::Zeroizing::new(
-        B64.decode(text.as_bytes())
-            .map_err(|_| "is not base64".to_owned())?,
-    );
-    if decoded.len() < 16 {
-        return Err(format!(
-            "decodes to {} bytes; at least 16 are required",
-            decoded.len()
-        ));
-    }
-    Ok(())
+    kdf: &KdfParams,
+) -> Result<(VersionId, AeadKey), Refusal> {
+    let version = VersionId::new(id).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let kek = match shapes::read(value.trim(), kdf)? {
+        KeyMaterial::Wrapped(wrapped) => {
+            let key = kms
+                .decrypt(
+                    &wrapped.blob,
+                    &kms_context(key_name, id),
+                    Some(&wrapped.kms_key_id),
+                )
+                .await
+                .map_err(Refusal::Kms)?;
+            derive(key.expose(), Derivation::Hkdf, key_name, &version)?
+        }
+        KeyMaterial::Passphrase(passphrase) => {
+            stretch_off_runtime(passphrase, key_name, &version).await?
+        }
+    };
+    Ok((version, kek))
 }
 
 /// PBKDF2 at 600,000 iterations takes a few hundred milliseconds: run it on
 /// the blocking pool, not on a runtime worker that serves requests.
-async fn pbkdf2_kek_blocking(
-    password: &[u8],
-    salt: &[u8],
-    iterations: u32,
+async fn stretch_off_runtime(
+    passphrase: Passphrase,
     key_name: &str,
     version: &VersionId,
-) -> Result<Result<AeadKey, crate::primitives::crypto::CryptoError>, String> {
-    let password = zeroize::Zeroizing::new(password.to_vec());
-    let salt = zeroize::Zeroizing::new(salt.to_vec());
+) -> Result<AeadKey, Refusal> {
     let (key_name, version) = (key_name.to_owned(), version.clone());
     tokio::task::spawn_blocking(move || {
-        pbkdf2_kek(&password, &salt, iterations, &key_name, &version)
+        let derivation = Derivation::Pbkdf2 {
+            salt: &passphrase.salt,
+            iterations: passphrase.iterations,
+        };
+        derive(
+            passphrase.password.expose().as_bytes(),
+            derivation,
+            &key_name,
+            &version,
+        )
     })
     .await
-    .map_err(|_| "the PBKDF2 task failed".to_owned())?
-}
-
-fn pbkdf2_kek(
-    password: &[u8],
-    salt: &[u8],
-    iterations: u32,
-    key_name: &str,
-    version: &VersionId,
-) -> Result<Result<AeadKey, crate::primitives::crypto::CryptoError>, String> {
-    if iterations > crate::primitives::crypto::PBKDF2_MAX_ITERATIONS {
-        return Err(format!(
-            "PBKDF2 iterations {iterations} are above the ceiling of {}",
-            crate::primitives::crypto::PBKDF2_MAX_ITERATIONS
-        ));
-    }
-    if iterations < crate::primitives::crypto::PBKDF2_MIN_ITERATIONS {
-        return Err(format!(
-            "PBKDF2 iterations {iterations} are below the floor of {}",
-            crate::primitives::crypto::PBKDF2_MIN_ITERATIONS
-        ));
-    }
-    if salt.is_empty() {
-        return Err("the PBKDF2 salt is empty".into());
-    }
-    Ok(derive_kek(
-        password,
-        Derivation::Pbkdf2 { salt, iterations },
-        key_name,
-        version,
-    ))
+    .map_err(|_| Refusal::Malformed("the PBKDF2 task failed".into()))?
 }
 
 /// A new master key for `version`, from KMS, as a secret string in
@@ -384,29 +316,12 @@ pub async fn new_secret_value(
     let generated = kms
         .generate_data_key(&kms_context(key_name, version))
         .await?;
-    let doc = EnvelopeShape {
-        format: FORMAT.into(),
-        algorithm: ALGORITHM.into(),
-        kms_key_id: kms.key_id().to_owned(),
-        wrapped_key: B64.encode(&generated.blob),
-    };
+    let doc = EnvelopeDocument::new(kms.key_id(), &generated.blob);
     serde_json::to_string(&doc).map_err(|e| KmsError::RootKey(e.to_string()))
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "I/O error",
-            serde_json::error::Category::Syntax => "not valid JSON",
-            serde_json::error::Category::Data => "missing, unknown or mistyped fields",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
-    }
-}
+#[cfg(test)]
+mod pins;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
