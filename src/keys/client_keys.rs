@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::error::Error;
 use super::master_key::MasterKey;
 use super::named_key::NamedKey;
-use super::seal::data_key_context;
 use crate::primitives::context::Context;
 use crate::primitives::crypto::KeyBytes;
 use crate::primitives::record::{self, Kind};
@@ -22,20 +21,9 @@ impl NamedKey {
     ) -> Result<(KeyBytes, Vec<u8>, Arc<MasterKey>), Error> {
         let ctx_enc = self.encode_context(ctx)?;
         let current = self.versions.current();
-        let generated = self
-            .source
-            .kms
-            .generate_data_key(&data_key_context(
-                &self.source.name,
-                current.version.as_str(),
-                "client-data-key",
-            ))
+        let (plaintext, wrapped) = self
+            .new_wrapped_key(&current, Kind::DataKey, Some(&ctx_enc), "client-data-key")
             .await?;
-        let wrapped = wrap::wrap(
-            &current.kek,
-            &generated.plaintext,
-            &self.wrap_aad(&current, Kind::DataKey, Some(&ctx_enc)),
-        )?;
         let mut blob = Vec::with_capacity(record::header_len(&current.version));
         record::write_header(
             &mut blob,
@@ -44,7 +32,7 @@ impl NamedKey {
             &current.version,
             &wrapped,
         );
-        Ok((generated.plaintext, blob, current))
+        Ok((plaintext, blob, current))
     }
 
     /// Unwraps a blob from [`NamedKey::generate_data_key`] given the same context.

@@ -16,11 +16,13 @@ use super::decrypt_cache::DecryptCache;
 use super::error::Error;
 use super::key_set::KeySet;
 use super::limits::Limits;
-use super::master_key::MasterKey;
+use super::master_key::{self, MasterKey};
 use super::rotation::Rotator;
 use super::source::KeySource;
 use crate::primitives::context::{self, Context};
-use crate::primitives::record::{self, Kind, Parsed};
+use crate::primitives::crypto::KeyBytes;
+use crate::primitives::record::{self, Kind, Parsed, WRAPPED_LEN};
+use crate::primitives::wrap;
 
 /// One key name.
 pub struct NamedKey {
@@ -196,5 +198,25 @@ impl NamedKey {
     /// The associated data of a key wrapped under `master`.
     pub(super) fn wrap_aad(&self, master: &MasterKey, kind: Kind, ctx: Option<&[u8]>) -> Vec<u8> {
         record::wrap_aad(kind, &self.source.name, master.version.raw(), ctx)
+    }
+
+    /// A fresh data key from KMS for `purpose`, and its wrapping under
+    /// `master` with `kind` and `ctx` bound.
+    pub(super) async fn new_wrapped_key(
+        &self,
+        master: &MasterKey,
+        kind: Kind,
+        ctx: Option<&[u8]>,
+        purpose: &str,
+    ) -> Result<(KeyBytes, [u8; WRAPPED_LEN]), Error> {
+        let mut kms_ctx = master_key::kms_context(&self.source.name, master.version.as_str());
+        kms_ctx.insert("envelope:purpose".into(), purpose.into());
+        let generated = self.source.kms.generate_data_key(&kms_ctx).await?;
+        let wrapped = wrap::wrap(
+            &master.kek,
+            &generated.plaintext,
+            &self.wrap_aad(master, kind, ctx),
+        )?;
+        Ok((generated.plaintext, wrapped))
     }
 }

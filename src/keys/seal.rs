@@ -11,13 +11,11 @@ use bytes::Bytes;
 use super::data_key::DataKey;
 use super::decrypt_cache::CachedKey;
 use super::error::Error;
-use super::master_key::{self, MasterKey};
+use super::master_key::MasterKey;
 use super::named_key::NamedKey;
-use crate::backends::kms::KmsContext;
 use crate::primitives::context::{self, Context};
 use crate::primitives::crypto::{AeadKey, NONCE_BYTES, fill_random};
 use crate::primitives::record::{self, Kind, RECORD_OVERHEAD_UUID, WRAPPED_LEN};
-use crate::primitives::wrap;
 
 /// The records of [`NamedKey::encrypt_many`].
 #[derive(Debug)]
@@ -205,21 +203,10 @@ impl NamedKey {
     }
 
     async fn new_data_key(&self, master: Arc<MasterKey>) -> Result<DataKey, Error> {
-        let generated = self
-            .source
-            .kms
-            .generate_data_key(&data_key_context(
-                &self.source.name,
-                master.version.as_str(),
-                "record-data-key",
-            ))
+        let (plaintext, wrapped) = self
+            .new_wrapped_key(&master, Kind::Record, None, "record-data-key")
             .await?;
-        let wrapped = wrap::wrap(
-            &master.kek,
-            &generated.plaintext,
-            &self.wrap_aad(&master, Kind::Record, None),
-        )?;
-        let key = Arc::new(AeadKey::new(&generated.plaintext)?);
+        let key = Arc::new(AeadKey::new(&plaintext)?);
         let mut prefix = [0u8; 4];
         fill_random(&mut prefix)?;
         // Records sealed here decrypt here without an unwrap.
@@ -238,11 +225,4 @@ impl NamedKey {
         tracing::debug!(key = %self.source.name, version = %master.version.as_str(), "new data key");
         Ok(DataKey::new(master, wrapped, key, prefix))
     }
-}
-
-/// The KMS context for a data key: key name, master-key version and purpose.
-pub(super) fn data_key_context(key: &str, version: &str, purpose: &str) -> KmsContext {
-    let mut ctx = master_key::kms_context(key, version);
-    ctx.insert("envelope:purpose".into(), purpose.into());
-    ctx
 }
