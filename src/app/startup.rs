@@ -17,16 +17,19 @@ use crate::edge::tls::ReloadingConfig;
 use crate::keys::master_key::KdfParams;
 use crate::keys::{Error, KeySource, Keyring, NamedKey};
 use crate::ops::hardening::{self, Hardened};
+use crate::primitives::self_test;
 
 /// Sets the process up before anything else runs: logging at `log_level`
-/// in `log_format`, hardening (no core dumps, not dumpable, and all memory
-/// locked with `lock_memory`), and aws-lc-rs as the one TLS crypto provider.
+/// in `log_format`, the power-on self-test of every primitive (a wrong
+/// answer stops here), hardening (no core dumps, not dumpable, and all
+/// memory locked with `lock_memory`), and aws-lc-rs as the TLS crypto provider.
 pub fn init_process(
     log_level: &str,
     log_format: LogFormat,
     lock_memory: bool,
 ) -> Result<Hardened, ServeError> {
     init_logging(log_level, log_format);
+    self_test(&self_test::VECTORS)?;
     let hardened = hardening::harden(lock_memory).map_err(ServeError::Hardening)?;
     if !hardened.core_dumps_off || !hardened.not_dumpable {
         tracing::warn!(
@@ -48,6 +51,20 @@ pub fn init(settings: &Settings) -> Result<Hardened, ServeError> {
         settings.log_format,
         settings.lock_memory,
     )
+}
+
+/// The power-on self-test against `vectors`, logged either way.
+fn self_test(vectors: &self_test::Vectors) -> Result<(), ServeError> {
+    match self_test::run(vectors) {
+        Ok(()) => {
+            tracing::debug!("cryptographic self-test passed");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cryptographic self-test failed");
+            Err(ServeError::SelfTest(e))
+        }
+    }
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -106,6 +123,9 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A primitive gave a wrong answer in the power-on self-test.
+    #[error(transparent)]
+    SelfTest(#[from] self_test::SelfTestError),
     /// The process could not be hardened (e.g. `lock_memory` refused).
     #[error("{0}")]
     Hardening(String),
@@ -306,4 +326,25 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
         None => None,
     };
     Ok(Security { tls, authz, audit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Start-up stops, naming the primitive, when a stored vector is wrong.
+    #[test]
+    fn a_corrupted_vector_stops_start_up() {
+        let mut vectors = self_test::VECTORS;
+        vectors.hmac.expected = "00";
+        assert!(self_test(&self_test::VECTORS).is_ok());
+        let e = self_test(&vectors);
+        assert!(matches!(e, Err(ServeError::SelfTest(_))), "{e:?}");
+        assert_eq!(
+            e.map_err(|e| e.to_string()).err().as_deref(),
+            Some(
+                "cryptographic self-test failed: HMAC-SHA256 gave a wrong answer; refusing to start"
+            )
+        );
+    }
 }

@@ -3,15 +3,18 @@
 
 use envelope::app::config::{LogFormat, lambda_aws_settings};
 use envelope::app::lambda::{RotationEvent, handle};
-use envelope::app::startup::{init_process, open_aws};
+use envelope::app::startup::{ServeError, init_process, open_aws};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Master keys pass through this process: no core dumps, not dumpable.
-    // A Lambda sandbox may refuse either; the function still rotates.
-    if let Err(e) = init_process("info", LogFormat::Json, false) {
-        tracing::warn!(error = %e, "process hardening incomplete");
+    // Master keys pass through this process: the self-test must pass, and
+    // no core dumps, not dumpable (a Lambda sandbox may refuse those two; the
+    // function still rotates).
+    match init_process("info", LogFormat::Json, false) {
+        Ok(_) => {}
+        Err(ServeError::Hardening(e)) => tracing::warn!(error = %e, "process hardening incomplete"),
+        Err(e) => return Err(e.into()),
     }
     let settings = lambda_aws_settings()?;
     let backends = open_aws(&settings).await;

@@ -10,7 +10,7 @@ use crate::backends::store::{
     AWSCURRENT, AWSPENDING, SecretStore, StoreError, VersionInfo, pin_label,
 };
 use crate::keys::master_key::{self, MasterKeyError};
-use crate::primitives::crypto::{AeadKey, KeyBytes, random_nonce};
+use crate::primitives::crypto::{AeadKey, KeyBytes, constant_time_eq, random_nonce, random_uuid};
 use crate::primitives::wrap;
 
 /// A rotation step, named as Secrets Manager names them in its events.
@@ -122,7 +122,7 @@ impl Rotator<'_> {
     /// All four steps with a fresh token; returns (previous, new) AWSCURRENT ids.
     pub async fn rotate(&self) -> Result<(String, String), RotationError> {
         let previous = self.current().await?.id;
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = random_uuid().map_err(KmsError::from)?.to_string();
         for step in [
             Step::CreateSecret,
             Step::SetSecret,
@@ -221,9 +221,7 @@ impl Rotator<'_> {
         let wrapped = wrap::wrap(&master.kek, &probe_key, aad).map_err(|_| failed("wrap"))?;
         let unwrapped = wrap::unwrap(&master.kek, &wrapped, aad)
             .map_err(|_| failed("unwrap of a data key it wrapped"))?;
-        if aws_lc_rs::constant_time::verify_slices_are_equal(unwrapped.expose(), probe_key.expose())
-            .is_err()
-        {
+        if !constant_time_eq(unwrapped.expose(), probe_key.expose()) {
             return Err(failed("unwrapped data key differs"));
         }
         let nonce = random_nonce().map_err(|_| failed("random generator"))?;
@@ -305,7 +303,7 @@ pub async fn ensure_initial_version(
         Ok(_) | Err(StoreError::SecretNotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let token = uuid::Uuid::new_v4().to_string();
+    let token = random_uuid().map_err(KmsError::from)?.to_string();
     let value = zeroize::Zeroizing::new(master_key::new_secret_value(key_name, &token, kms).await?);
     store
         .put(secret_id, &token, &value, &[AWSCURRENT, &pin_label(&token)])

@@ -1,16 +1,24 @@
-//! The primitives Envelope builds on, all from aws-lc-rs: AES-256-GCM with
-//! pre-expanded keys, HKDF-SHA256, PBKDF2-HMAC-SHA256 and the system CSPRNG.
+//! The primitives Envelope builds on: AES-256-GCM with pre-expanded keys,
+//! HKDF-SHA256, HMAC-SHA256, SHA-256 and the system CSPRNG from *ring*, and
+//! PBKDF2-HMAC-SHA256 from RustCrypto's `pbkdf2`. With the `fips` feature the
+//! same code runs on aws-lc-rs's FIPS module instead (its API mirrors
+//! *ring*'s; PBKDF2 too comes from it then): `provider` below is the only
+//! difference.
 //!
 //! Key material lives only in [`KeyBytes`] (wiped on drop) and [`AeadKey`]
-//! (an expanded key held by aws-lc, which wipes its context on free); neither
-//! derives `Debug`, `Clone` or `PartialEq`, and both print as redacted.
+//! (an expanded key); neither derives `Debug`, `Clone` or `PartialEq`, and
+//! both print as redacted.
 
 use std::fmt;
-use std::num::NonZeroU32;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::{hkdf, pbkdf2};
+#[cfg(feature = "fips")]
+use aws_lc_rs as provider;
+#[cfg(not(feature = "fips"))]
+use ring as provider;
+
+use provider::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
+use provider::rand::{SecureRandom, SystemRandom};
+use provider::{digest, hkdf, hmac};
 use zeroize::Zeroizing;
 
 /// Length of an AES-256 key.
@@ -69,7 +77,8 @@ impl fmt::Debug for KeyBytes {
 }
 
 /// An expanded AES-256-GCM key. Expansion costs more than sealing a small
-/// record, so these are built once per key and cached.
+/// record, so these are built once per key and cached. The provider's key
+/// schedule is not ours to wipe; the bytes it came from are ([`KeyBytes`]).
 pub struct AeadKey(LessSafeKey);
 
 impl AeadKey {
@@ -106,15 +115,18 @@ impl AeadKey {
         tag: &[u8],
         out: &mut [u8],
     ) -> Result<(), CryptoError> {
-        if ciphertext.len() != out.len() || tag.len() != TAG_LEN {
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::Primitive)?;
+        if ciphertext.len() != out.len() {
             return Err(CryptoError::Primitive);
         }
-        let r = self.0.open_separate_gather(
+        // Decrypted in place in `out`: one copy, then the cipher over it.
+        out.copy_from_slice(ciphertext);
+        let r = self.0.open_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
-            ciphertext,
-            tag,
+            Tag::from(tag),
             out,
+            0..,
         );
         if r.is_err() {
             zeroize::Zeroize::zeroize(out);
@@ -144,6 +156,16 @@ pub fn random_nonce() -> Result<[u8; NONCE_BYTES], CryptoError> {
     Ok(n)
 }
 
+/// A random (version 4) UUID from the system CSPRNG, for ids that must not
+/// be predictable, such as new master-key versions. (Request ids, which
+/// need only be unique, come from `uuid`'s own generator, which makes no
+/// syscall per id.)
+pub fn random_uuid() -> Result<uuid::Uuid, CryptoError> {
+    let mut b = [0u8; 16];
+    fill_random(&mut b)?;
+    Ok(uuid::Builder::from_random_bytes(b).into_uuid())
+}
+
 struct OutLen(usize);
 
 impl hkdf::KeyType for OutLen {
@@ -165,6 +187,18 @@ pub fn hkdf_sha256(
         .map_err(|_| CryptoError::Primitive)
 }
 
+/// HMAC-SHA256 (RFC 2104) under `key` of the concatenation of `parts`.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&key);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 /// The PBKDF2 iteration floor for passphrase-style secrets: OWASP's Password
 /// Storage Cheat Sheet recommends 600,000 for PBKDF2-HMAC-SHA256; we refuse
 /// anything below 100,000 (the floor the seeds' applications used) to stay
@@ -181,20 +215,34 @@ pub fn pbkdf2_sha256(
     iterations: u32,
     out: &mut [u8],
 ) -> Result<(), CryptoError> {
-    let iterations = NonZeroU32::new(iterations).ok_or(CryptoError::Primitive)?;
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, secret, out);
+    if iterations == 0 {
+        return Err(CryptoError::Primitive);
+    }
+    #[cfg(not(feature = "fips"))]
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(secret, salt, iterations, out);
+    #[cfg(feature = "fips")]
+    {
+        let n = std::num::NonZeroU32::new(iterations).ok_or(CryptoError::Primitive)?;
+        provider::pbkdf2::derive(provider::pbkdf2::PBKDF2_HMAC_SHA256, n, salt, secret, out);
+    }
     Ok(())
 }
 
 /// SHA-256 of the concatenation of `parts`.
 pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut ctx = digest::Context::new(&digest::SHA256);
     for p in parts {
         ctx.update(p);
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths only
+/// (*ring* deprecated its own comparison; `subtle` is the one RustCrypto uses).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

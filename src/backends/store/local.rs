@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{AWSCURRENT, AWSPREVIOUS, SecretStore, SecretValue, StoreError, VersionInfo};
+use crate::primitives::crypto::constant_time_eq;
 
 /// Secrets in `<dir>/<secret id>.json`.
 #[derive(Debug)]
@@ -256,13 +257,10 @@ impl SecretStore for LocalStore {
             Err(e) => return Err(e),
         };
         if let Some(existing) = file.versions.iter().find(|v| v.id == version_id) {
-            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
-                existing.value.as_bytes(),
-                value.as_bytes(),
-            );
+            let same = constant_time_eq(existing.value.as_bytes(), value.as_bytes());
             return match same {
-                Ok(()) => Ok(()),
-                Err(_) => Err(StoreError::Conflict {
+                true => Ok(()),
+                false => Err(StoreError::Conflict {
                     secret: secret_id.to_owned(),
                     reason: format!("version {version_id} already exists with a different value"),
                 }),
