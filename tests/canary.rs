@@ -12,6 +12,7 @@ mod common;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::requests::{dec, enc};
 use common::{Server, ctx};
 use envelope::pb;
 
@@ -27,24 +28,17 @@ async fn canaries_appear_nowhere() {
     );
     let mut c = server.client().await;
     let mut admin = server.admin().await;
-    let context = ctx(&[("cpf", CANARY_CTX)]);
+    let pairs = [("cpf", CANARY_CTX)];
+    let context = ctx(&pairs);
     let mut seen = String::new();
 
     let e = c
-        .encrypt(pb::EncryptRequest {
-            key: String::new(),
-            plaintext: Bytes::from(CANARY),
-            context: context.clone(),
-        })
+        .encrypt(enc("", CANARY, &pairs))
         .await
         .unwrap()
         .into_inner();
     let d = c
-        .decrypt(pb::DecryptRequest {
-            key: String::new(),
-            ciphertext: e.ciphertext.clone(),
-            context: context.clone(),
-        })
+        .decrypt(dec("", &e.ciphertext, &pairs))
         .await
         .unwrap()
         .into_inner();

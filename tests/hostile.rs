@@ -8,144 +8,19 @@
     clippy::indexing_slicing
 )]
 
+#[path = "hostile/calls.rs"]
+mod calls;
 mod common;
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+use calls::{Call, context_entry, run_call};
+use common::requests::{CTX, encrypt, rotate};
 use common::{Server, ctx};
 use envelope::pb;
 use prost::Message;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-/// Sends raw bytes as a request message, for garbage and hand-built protobuf.
-#[derive(Default, Clone)]
-struct RawCodec;
-struct RawEnc;
-struct RawDec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEnc;
-    type Decoder = RawDec;
-    fn encoder(&mut self) -> RawEnc {
-        RawEnc
-    }
-    fn decoder(&mut self) -> RawDec {
-        RawDec
-    }
-}
-
-impl Encoder for RawEnc {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-async fn raw(server: &Server, path: &'static str, body: Bytes) -> Result<Bytes, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.unwrap();
-    grpc.unary(
-        tonic::Request::new(body),
-        tonic::codegen::http::uri::PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(|r| r.into_inner())
-}
-
-enum Call {
-    Decrypt {
-        key: String,
-        ct: Vec<u8>,
-        ctx: BTreeMap<String, String>,
-    },
-    Encrypt {
-        key: String,
-        pt: Vec<u8>,
-        ctx: BTreeMap<String, String>,
-    },
-    Rewrap {
-        ct: Vec<u8>,
-        ctx: BTreeMap<String, String>,
-    },
-    Unwrap {
-        blob: Vec<u8>,
-        ctx: BTreeMap<String, String>,
-    },
-    EncryptBatch {
-        items: usize,
-    },
-    Raw {
-        path: &'static str,
-        body: Vec<u8>,
-    },
-}
-
-fn code_of<T>(r: Result<T, tonic::Status>) -> Code {
-    r.err().map_or(Code::Ok, |s| s.code())
-}
-
-async fn run_call(server: &Server, call: &Call) -> Code {
-    let mut c = server.client().await;
-    match call {
-        Call::Decrypt { key, ct, ctx } => code_of(
-            c.decrypt(pb::DecryptRequest {
-                key: key.clone(),
-                ciphertext: Bytes::from(ct.clone()),
-                context: ctx.clone(),
-            })
-            .await,
-        ),
-        Call::Encrypt { key, pt, ctx } => code_of(
-            c.encrypt(pb::EncryptRequest {
-                key: key.clone(),
-                plaintext: Bytes::from(pt.clone()),
-                context: ctx.clone(),
-            })
-            .await,
-        ),
-        Call::Rewrap { ct, ctx } => code_of(
-            c.rewrap(pb::RewrapRequest {
-                key: String::new(),
-                ciphertext: Bytes::from(ct.clone()),
-                context: ctx.clone(),
-            })
-            .await,
-        ),
-        Call::Unwrap { blob, ctx } => code_of(
-            c.unwrap_data_key(pb::UnwrapDataKeyRequest {
-                key: String::new(),
-                wrapped_key: Bytes::from(blob.clone()),
-                context: ctx.clone(),
-            })
-            .await,
-        ),
-        Call::EncryptBatch { items } => code_of(
-            c.encrypt_batch(pb::EncryptBatchRequest {
-                key: String::new(),
-                items: (0..*items).map(|_| pb::EncryptItem::default()).collect(),
-            })
-            .await,
-        ),
-        Call::Raw { path, body } => code_of(raw(server, path, Bytes::from(body.clone())).await),
-    }
-}
-
-const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "cpf")];
 
 #[tokio::test]
 async fn hostile_requests_get_their_documented_codes() {
@@ -154,22 +29,11 @@ async fn hostile_requests_get_their_documented_codes() {
     let keys = "[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n";
     let server = Server::start(&data, Some(keys));
     let mut c = server.client().await;
-    let enc = |key: &str, pt: &[u8], cx: &[(&str, &str)]| pb::EncryptRequest {
-        key: key.into(),
-        plaintext: Bytes::copy_from_slice(pt),
-        context: ctx(cx),
-    };
-    let good = c
-        .encrypt(enc("", b"123.456.789-09", CTX))
-        .await
-        .unwrap()
-        .into_inner();
+    let good = encrypt(&c, "", b"123.456.789-09", CTX).await.unwrap();
     let ct = good.ciphertext.to_vec();
-    let pii = c
-        .encrypt(enc("pii", b"123.456.789-09", CTX))
+    let pii = encrypt(&c, "pii", b"123.456.789-09", CTX)
         .await
         .unwrap()
-        .into_inner()
         .ciphertext
         .to_vec();
     let blob = c
@@ -183,25 +47,14 @@ async fn hostile_requests_get_their_documented_codes() {
         .wrapped_key
         .to_vec();
     let unicode = ctx(&[("tabela", "usuários"), ("coluna", "名前")]);
-    let uni_ct = c
-        .encrypt(enc("", b"x", &[("tabela", "usuários"), ("coluna", "名前")]))
+    let uni_ct = encrypt(&c, "", b"x", &[("tabela", "usuários"), ("coluna", "名前")])
         .await
         .unwrap()
-        .into_inner()
         .ciphertext
         .to_vec();
     // A record under the first version, then a rotation: the retired case and the cross-version swap.
-    server
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest::default())
-        .await
-        .unwrap();
-    let after = c
-        .encrypt(enc("", b"after rotation", CTX))
-        .await
-        .unwrap()
-        .into_inner();
+    rotate(&server, "").await;
+    let after = encrypt(&c, "", b"after rotation", CTX).await.unwrap();
     let after_ct = after.ciphertext.to_vec();
 
     let with = |f: &dyn Fn(&mut Vec<u8>)| {
@@ -230,21 +83,12 @@ async fn hostile_requests_get_their_documented_codes() {
     }
     .encode(&mut dup)
     .unwrap();
-    let entry = |k: &str, v: &str| {
-        let mut e = Vec::new();
-        prost::encoding::string::encode(1, &k.to_owned(), &mut e);
-        prost::encoding::string::encode(2, &v.to_owned(), &mut e);
-        let mut out = vec![0x1a];
-        prost::encoding::encode_varint(e.len() as u64, &mut out);
-        out.extend(e);
-        out
-    };
     let mut dup_last_wins = dup.clone();
-    dup_last_wins.extend(entry("table", "orders"));
-    dup_last_wins.extend(entry("table", "users"));
+    dup_last_wins.extend(context_entry("table", "orders"));
+    dup_last_wins.extend(context_entry("table", "users"));
     let mut dup_first_wins = dup.clone();
-    dup_first_wins.extend(entry("table", "users"));
-    dup_first_wins.extend(entry("table", "orders"));
+    dup_first_wins.extend(context_entry("table", "users"));
+    dup_first_wins.extend(context_entry("table", "orders"));
 
     let cases: Vec<(&str, Call, Code)> = vec![
         ("empty ciphertext", dec(vec![]), Code::InvalidArgument),

@@ -8,42 +8,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use bytes::Bytes;
-use common::{BIN, Server, ctx};
+use common::requests::{decrypt, encrypt};
+use common::{Server, ctx, run_stdin};
 use envelope::pb;
 use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
-
-async fn encrypt(
-    c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
-    pt: &str,
-) -> pb::EncryptResponse {
-    c.encrypt(pb::EncryptRequest {
-        key: String::new(),
-        plaintext: Bytes::from(pt.to_owned()),
-        context: ctx(CTX),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn decrypt(
-    c: &mut pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
-    ct: &Bytes,
-) -> Result<pb::DecryptResponse, tonic::Status> {
-    c.decrypt(pb::DecryptRequest {
-        key: String::new(),
-        ciphertext: ct.clone(),
-        context: ctx(CTX),
-    })
-    .await
-    .map(|r| r.into_inner())
-}
 
 #[tokio::test]
 async fn rotation_restart_and_rewrap_lose_nothing() {
@@ -53,7 +23,7 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     let mut c = server.client().await;
     let mut admin = server.admin().await;
 
-    let before = encrypt(&mut c, "alice@example.com").await;
+    let before = encrypt(&c, "", "alice@example.com", CTX).await.unwrap();
     let rotated = admin
         .rotate_master_key(pb::RotateMasterKeyRequest { key: String::new() })
         .await
@@ -62,13 +32,13 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     assert_eq!(rotated.previous_version, before.key_version);
     assert_ne!(rotated.current_version, before.key_version);
 
-    let after = encrypt(&mut c, "bob@example.com").await;
+    let after = encrypt(&c, "", "bob@example.com", CTX).await.unwrap();
     assert_eq!(
         after.key_version, rotated.current_version,
         "new records carry the new version"
     );
     assert_eq!(
-        decrypt(&mut c, &before.ciphertext)
+        decrypt(&c, "", &before.ciphertext, CTX)
             .await
             .unwrap()
             .plaintext
@@ -76,7 +46,7 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
         b"alice@example.com"
     );
     assert_eq!(
-        decrypt(&mut c, &after.ciphertext)
+        decrypt(&c, "", &after.ciphertext, CTX)
             .await
             .unwrap()
             .plaintext
@@ -124,7 +94,7 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
         "payload bytes unchanged"
     );
     assert_ne!(rw.ciphertext[..83], before.ciphertext[..83]);
-    let d = decrypt(&mut c, &rw.ciphertext).await.unwrap();
+    let d = decrypt(&c, "", &rw.ciphertext, CTX).await.unwrap();
     assert_eq!(d.plaintext.as_ref(), b"alice@example.com");
     assert_eq!(d.key_version, rotated.current_version);
     // Rewrap checks the context first.
@@ -141,19 +111,19 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     // Restart on the same data directory: everything made before still decrypts.
     server.stop();
     let server = Server::start(&data, None);
-    let mut c = server.client().await;
+    let c = server.client().await;
     for (ct, pt) in [
         (&before.ciphertext, "alice@example.com"),
         (&after.ciphertext, "bob@example.com"),
         (&rw.ciphertext, "alice@example.com"),
     ] {
         assert_eq!(
-            decrypt(&mut c, ct).await.unwrap().plaintext.as_ref(),
+            decrypt(&c, "", ct, CTX).await.unwrap().plaintext.as_ref(),
             pt.as_bytes()
         );
     }
     assert_eq!(
-        encrypt(&mut c, "carol").await.key_version,
+        encrypt(&c, "", "carol", CTX).await.unwrap().key_version,
         rotated.current_version
     );
 }
@@ -163,9 +133,9 @@ async fn a_version_dropped_from_the_stages_is_fetched_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, None);
-    let mut c = server.client().await;
+    let c = server.client().await;
     let mut admin = server.admin().await;
-    let first = encrypt(&mut c, "oldest").await;
+    let first = encrypt(&c, "", "oldest", CTX).await.unwrap();
     // Two rotations: the first version loses every stage (AWSPREVIOUS moves on).
     for _ in 0..2 {
         admin
@@ -176,7 +146,7 @@ async fn a_version_dropped_from_the_stages_is_fetched_on_demand() {
     // A fresh server loads only staged versions, so it must fetch the first one by id.
     server.stop();
     let server = Server::start(&data, None);
-    let mut c = server.client().await;
+    let c = server.client().await;
     let mut admin = server.admin().await;
     let before = admin
         .key_status(pb::KeyStatusRequest::default())
@@ -190,7 +160,7 @@ async fn a_version_dropped_from_the_stages_is_fetched_on_demand() {
             .any(|v| v.version == first.key_version)
     );
     assert_eq!(
-        decrypt(&mut c, &first.ciphertext)
+        decrypt(&c, "", &first.ciphertext, CTX)
             .await
             .unwrap()
             .plaintext
@@ -261,29 +231,12 @@ async fn health_and_reflection_v1_list_every_service() {
     );
 }
 
-fn cli(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn cli_encrypts_decrypts_rotates_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None);
     let addr = server.addr.clone();
-    let (ok, ct, err) = cli(
+    let (ok, ct, err) = run_stdin(
         &[
             "encrypt",
             "--addr",
@@ -295,7 +248,7 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
         b"555-0100",
     );
     assert!(ok, "{err}");
-    let (ok, pt, err) = cli(
+    let (ok, pt, err) = run_stdin(
         &[
             "decrypt",
             "--addr",
@@ -308,7 +261,7 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     );
     assert!(ok, "{err}");
     assert_eq!(pt, b"555-0100");
-    let (ok, _, err) = cli(
+    let (ok, _, err) = run_stdin(
         &[
             "decrypt",
             "--addr",
@@ -320,18 +273,18 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
         &ct,
     );
     assert!(!ok && err.contains("InvalidArgument"), "{err}");
-    let (ok, out, err) = cli(&["rotate", "--addr", &addr, "--key", "default"], b"");
+    let (ok, out, err) = run_stdin(&["rotate", "--addr", &addr, "--key", "default"], b"");
     assert!(ok, "{err}");
     assert!(String::from_utf8_lossy(&out).contains("current_version: "));
-    let (ok, out, err) = cli(&["status", "--addr", &addr], b"");
+    let (ok, out, err) = run_stdin(&["status", "--addr", &addr], b"");
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["keys"][0]["name"], "default");
     assert_eq!(v["keys"][0]["versions"].as_array().unwrap().len(), 2);
     // Raw bytes in and out without --base64.
-    let (ok, raw_ct, _) = cli(&["encrypt", "--addr", &addr], &[0, 1, 2, 255]);
+    let (ok, raw_ct, _) = run_stdin(&["encrypt", "--addr", &addr], &[0, 1, 2, 255]);
     assert!(ok);
-    let (ok, raw_pt, _) = cli(&["decrypt", "--addr", &addr], &raw_ct);
+    let (ok, raw_pt, _) = run_stdin(&["decrypt", "--addr", &addr], &raw_ct);
     assert!(ok);
     assert_eq!(raw_pt, [0, 1, 2, 255]);
 }

@@ -9,9 +9,8 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Server, ctx, http_get};
-use envelope::pb;
+use common::requests::{dec, enc, rotate};
+use common::{Server, http_get};
 
 fn value(metrics: &str, series: &str) -> f64 {
     metrics
@@ -39,35 +38,12 @@ async fn metrics_and_health_endpoints_follow_the_service() {
 
     let mut c = server.client().await;
     for _ in 0..3 {
-        c.encrypt(pb::EncryptRequest {
-            key: String::new(),
-            plaintext: Bytes::from_static(b"x"),
-            context: ctx(&[]),
-        })
-        .await
-        .unwrap();
+        c.encrypt(enc("", b"x", &[])).await.unwrap();
     }
-    let _ = c
-        .decrypt(pb::DecryptRequest {
-            key: String::new(),
-            ciphertext: Bytes::from_static(b"bad"),
-            context: ctx(&[]),
-        })
-        .await;
-    let _ = c
-        .encrypt(pb::EncryptRequest {
-            key: "nope".into(),
-            plaintext: Bytes::new(),
-            context: ctx(&[]),
-        })
-        .await;
+    let _ = c.decrypt(dec("", b"bad", &[])).await;
+    let _ = c.encrypt(enc("nope", b"", &[])).await;
     let before = http_get(&m, "/metrics").1;
-    server
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest::default())
-        .await
-        .unwrap();
+    rotate(&server, "").await;
     let (code, after) = http_get(&m, "/metrics");
     assert_eq!(code, 200);
     assert_eq!(
@@ -162,13 +138,7 @@ async fn sigterm_drains_and_exits_zero() {
             let mut c = c.clone();
             tokio::spawn(async move {
                 for _ in 0..50 {
-                    c.encrypt(pb::EncryptRequest {
-                        key: String::new(),
-                        plaintext: Bytes::from_static(b"x"),
-                        context: ctx(&[]),
-                    })
-                    .await
-                    .unwrap();
+                    c.encrypt(enc("", b"x", &[])).await.unwrap();
                 }
             })
         })

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::moto::{TEST_ENV, moto};
-use common::{Server, ctx, run};
+use common::aws_config::{UNDER_LOAD, aws_config, secret_key};
+use common::moto::{TEST_ENV, kms_key, moto, uuid};
+use common::requests::{dec, enc};
+use common::{Server, run};
 use envelope::app::lambda::{RotationEvent, handle};
 use envelope::app::startup::Backends;
 use envelope::backends::kms::aws_kms::AwsKms;
 use envelope::backends::store::secrets_manager::AwsStore;
-use envelope::pb;
 use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "customers"), ("column", "tax_id")];
@@ -37,14 +38,14 @@ struct Record {
     version: String,
 }
 
+/// This test's config: key "pii" on `secret`, refreshed every `refresh` seconds.
 fn config(kms_key: &str, secret: &str, refresh: u64, extra_key: &str) -> String {
-    format!(
-        "mode = \"aws\"\ninsecure_plaintext = true\npolicy_file = \"{}\"\nrefresh_interval_secs = {refresh}\nmax_staleness_secs = 600\n\
-         [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nkms_key_id = \"{kms_key}\"\n\
-         connect_timeout_secs = 1\nattempt_timeout_secs = 2\noperation_timeout_secs = 4\n\
-         [[keys]]\nname = \"pii\"\nsecret_id = \"{secret}\"\n{extra_key}",
-        common::open_policy(),
-        moto().url()
+    aws_config(
+        &moto().url(),
+        kms_key,
+        UNDER_LOAD,
+        &format!("refresh_interval_secs = {refresh}\nmax_staleness_secs = 600\n"),
+        &(secret_key("pii", secret) + extra_key),
     )
 }
 
@@ -65,7 +66,7 @@ async fn current(secret: &str) -> String {
 }
 
 async fn lambda_rotation(backends: &Backends, secret: &str, replay: bool) -> String {
-    let token = uuid::Uuid::new_v4().to_string();
+    let token = uuid();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let event = RotationEvent {
             secret_id: secret.to_owned(),
@@ -95,7 +96,7 @@ fn cli_rotation(cfg_path: &str, stepwise: bool) -> String {
             .unwrap()
             .to_owned();
     }
-    let token = uuid::Uuid::new_v4().to_string();
+    let token = uuid();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let (ok, _, err) = run(
             &[
@@ -111,16 +112,7 @@ fn cli_rotation(cfg_path: &str, stepwise: bool) -> String {
 #[tokio::test]
 async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let kms_key = moto()
-        .kms()
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let kms_key = kms_key().await;
     let secret = format!("envelope/proof-{}", uuid::Uuid::new_v4().simple());
     let cfg0 = config(&kms_key, &secret, 1, "");
     let cfg_path = dir.path().join("rotate.toml");
@@ -178,22 +170,12 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
                     (i / 13) % 1000,
                     i % 97
                 );
-                let enc = clients[i % 3]
-                    .encrypt(pb::EncryptRequest {
-                        key: "pii".into(),
-                        plaintext: Bytes::from(plaintext.clone()),
-                        context: ctx(CTX),
-                    })
-                    .await;
+                let enc = clients[i % 3].encrypt(enc("pii", &plaintext, CTX)).await;
                 match enc {
                     Ok(e) => {
                         let e = e.into_inner();
                         let dec = clients[(i + 1) % 3]
-                            .decrypt(pb::DecryptRequest {
-                                key: "pii".into(),
-                                ciphertext: e.ciphertext.clone(),
-                                context: ctx(CTX),
-                            })
+                            .decrypt(dec("pii", &e.ciphertext, CTX))
                             .await;
                         match dec {
                             Ok(d) if d.get_ref().plaintext.as_ref() == plaintext.as_bytes() => {}
@@ -242,7 +224,7 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
         versions.push(v);
         if n == 2 {
             // A rotation whose new version fails testSecret leaves AWSCURRENT alone.
-            let bad = uuid::Uuid::new_v4().to_string();
+            let bad = uuid();
             moto()
                 .secrets()
                 .put_secret_value()
@@ -296,11 +278,7 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     // Every record made during the test decrypts at the end, on every replica.
     for (i, r) in records.iter().enumerate().step_by(7) {
         let d = clients[i % 3]
-            .decrypt(pb::DecryptRequest {
-                key: "pii".into(),
-                ciphertext: r.ciphertext.clone(),
-                context: ctx(CTX),
-            })
+            .decrypt(dec("pii", &r.ciphertext, CTX))
             .await
             .unwrap();
         assert_eq!(d.get_ref().plaintext.as_ref(), r.plaintext.as_bytes());
@@ -360,23 +338,10 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     let mut c = server.client().await;
     let mut refused = 0;
     for (r, new) in records.iter().zip(&rewrapped) {
-        let d = c
-            .decrypt(pb::DecryptRequest {
-                key: "pii".into(),
-                ciphertext: new.clone(),
-                context: ctx(CTX),
-            })
-            .await
-            .unwrap();
+        let d = c.decrypt(dec("pii", new, CTX)).await.unwrap();
         assert_eq!(d.get_ref().plaintext.as_ref(), r.plaintext.as_bytes());
         assert_eq!(d.get_ref().key_version, latest);
-        let old = c
-            .decrypt(pb::DecryptRequest {
-                key: "pii".into(),
-                ciphertext: r.ciphertext.clone(),
-                context: ctx(CTX),
-            })
-            .await;
+        let old = c.decrypt(dec("pii", &r.ciphertext, CTX)).await;
         if r.version == v0 {
             let s = old.unwrap_err();
             assert_eq!(s.code(), Code::FailedPrecondition);

@@ -9,27 +9,10 @@
 mod common;
 
 use bytes::Bytes;
+use common::requests::{CTX, dec, enc};
 use common::{Server, ctx};
 use envelope::pb;
 use tonic::Code;
-
-fn enc(key: &str, pt: &[u8], c: &[(&str, &str)]) -> pb::EncryptRequest {
-    pb::EncryptRequest {
-        key: key.into(),
-        plaintext: Bytes::copy_from_slice(pt),
-        context: ctx(c),
-    }
-}
-
-fn dec(key: &str, ct: &[u8], c: &[(&str, &str)]) -> pb::DecryptRequest {
-    pb::DecryptRequest {
-        key: key.into(),
-        ciphertext: Bytes::copy_from_slice(ct),
-        context: ctx(c),
-    }
-}
-
-const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "cpf")];
 
 #[tokio::test]
 async fn round_trips_at_every_size() {

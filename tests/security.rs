@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::pki::{Ca, Issued};
-use common::{Server, ctx, run};
+use common::requests::encrypt;
+use common::{Server, ctx, run, run_stdin};
 use envelope::pb;
 use envelope::pb::admin_client::AdminClient;
 use envelope::pb::envelope_client::EnvelopeClient;
@@ -91,17 +92,6 @@ async fn channel(
         .await
 }
 
-async fn encrypt(ch: &Channel, key: &str) -> Result<pb::EncryptResponse, tonic::Status> {
-    EnvelopeClient::new(ch.clone())
-        .encrypt(pb::EncryptRequest {
-            key: key.into(),
-            plaintext: Bytes::from_static(b"x"),
-            context: ctx(&[]),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 #[tokio::test]
 async fn mtls_identities_meet_the_policy() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,8 +104,8 @@ async fn mtls_identities_meet_the_policy() {
     let ch = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
         .await
         .unwrap();
-    let ct = encrypt(&ch, "pii").await.unwrap().ciphertext;
-    let s = encrypt(&ch, "default").await.unwrap_err();
+    let ct = encrypt(&ch, "pii", "x", &[]).await.unwrap().ciphertext;
+    let s = encrypt(&ch, "default", "x", &[]).await.unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied);
     assert!(
         s.message().contains(BILLING)
@@ -152,7 +142,10 @@ async fn mtls_identities_meet_the_policy() {
         .unwrap();
     assert!(rewrap(&ch_batch, &ct).await.is_ok());
     assert_eq!(
-        encrypt(&ch_batch, "pii").await.unwrap_err().code(),
+        encrypt(&ch_batch, "pii", "x", &[])
+            .await
+            .unwrap_err()
+            .code(),
         Code::PermissionDenied
     );
     let ch_ops = channel(&server, &pki.ca.pem, Some(&ops), "localhost")
@@ -170,7 +163,7 @@ async fn mtls_identities_meet_the_policy() {
         .await
         .unwrap();
     assert_eq!(
-        encrypt(&anon, "pii").await.unwrap_err().code(),
+        encrypt(&anon, "pii", "x", &[]).await.unwrap_err().code(),
         Code::Unauthenticated
     );
     // A client certificate from another CA never gets through the handshake.
@@ -180,7 +173,7 @@ async fn mtls_identities_meet_the_policy() {
         // With TLS 1.3 the client may only learn of the refusal on its first
         // request; any transport failure will do, a policy answer would mean
         // the server accepted the certificate.
-        Ok(ch) => encrypt(&ch, "pii")
+        Ok(ch) => encrypt(&ch, "pii", "x", &[])
             .await
             .is_err_and(|s| !matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)),
     };
@@ -249,22 +242,10 @@ async fn the_cli_speaks_mtls() {
         "--base64".into(),
     ];
     let run_cli = |cmd: &str, stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(common::BIN)
-            .arg(cmd)
-            .args(&tls)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let args: Vec<&str> = std::iter::once(cmd)
+            .chain(tls.iter().map(String::as_str))
+            .collect();
+        run_stdin(&args, stdin)
     };
     let (ok, ct, err) = run_cli("encrypt", b"555-0100");
     assert!(ok, "{err}");
@@ -299,7 +280,7 @@ async fn policy_and_certificate_reload_without_restart() {
         .await
         .unwrap();
     assert_eq!(
-        encrypt(&ch, "default").await.unwrap_err().code(),
+        encrypt(&ch, "default", "x", &[]).await.unwrap_err().code(),
         Code::PermissionDenied
     );
 
@@ -310,7 +291,7 @@ async fn policy_and_certificate_reload_without_restart() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while encrypt(&ch, "default").await.is_err() {
+    while encrypt(&ch, "default", "x", &[]).await.is_err() {
         assert!(Instant::now() < deadline, "policy change not picked up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -325,7 +306,7 @@ async fn policy_and_certificate_reload_without_restart() {
         assert!(Instant::now() < deadline, "malformed policy not noticed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(encrypt(&ch, "default").await.is_ok());
+    assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
 
     // A new server certificate (now for envelope.test only) is served to new
     // connections without a restart.
@@ -338,7 +319,7 @@ async fn policy_and_certificate_reload_without_restart() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(ch) = channel(&server, &pki.ca.pem, Some(&billing), "envelope.test").await
-            && encrypt(&ch, "pii").await.is_ok()
+            && encrypt(&ch, "pii", "x", &[]).await.is_ok()
         {
             break;
         }

@@ -9,22 +9,10 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::requests::batch;
 use common::{Server, ctx};
 use envelope::pb;
 use tonic::Code;
-
-fn batch(key: &str, from: usize, n: usize) -> pb::EncryptBatchRequest {
-    pb::EncryptBatchRequest {
-        key: key.into(),
-        items: (from..from + n)
-            .map(|i| pb::EncryptItem {
-                plaintext: Bytes::from(format!("record-{i}")),
-                context: ctx(&[("row", &i.to_string())]),
-            })
-            .collect(),
-    }
-}
 
 #[tokio::test]
 async fn streams_answer_batches_in_order() {

@@ -1,5 +1,7 @@
 //! Shared helpers: start the real `envelope` binary on a free loopback port
-//! and talk gRPC to it.
+//! and talk gRPC to it ([`Server`], built on [`process`]); build requests
+//! ([`requests`]); run the CLI ([`cli`]); AWS mode against moto ([`moto`],
+//! [`aws_config`]); certificates ([`pki`]).
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -8,20 +10,29 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod aws_config;
+pub mod cli;
 pub mod moto;
 pub mod pki;
+pub mod process;
+pub mod requests;
+
+// What most test files use, by its short path (each binary uses some).
+#[allow(unused_imports)]
+pub use cli::{run, run_stdin};
+#[allow(unused_imports)]
+pub use process::{BIN, http_get};
+#[allow(unused_imports)]
+pub use requests::ctx;
 
 use envelope::pb::admin_client::AdminClient;
 use envelope::pb::envelope_client::EnvelopeClient;
+use process::{Listening, envelope_client, spawn_listening};
 use tonic::transport::Channel;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_envelope");
 
 /// A running server; killed on drop.
 pub struct Server {
@@ -53,42 +64,20 @@ impl Server {
         }
         cmd.envs(env.iter().copied());
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn envelope");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut metrics = None;
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(m) = line.strip_prefix("metrics on ") {
-                        metrics = Some(m.trim().to_owned());
-                    }
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        break a.trim().to_owned();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!(
-                        "server did not start: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        // Keep draining stdout (the audit log) into a file, so the child
-        // never blocks on a full pipe and tests can read it.
-        let out_path = data_dir.with_extension("stdout");
-        let mut out_file = std::fs::File::create(&out_path).unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for line in lines.map_while(Result::ok) {
-                let _ = writeln!(out_file, "{line}");
-            }
+        cmd.stderr(Stdio::from(stderr));
+        // Stdout after "listening on" (the audit log) goes to a file the
+        // tests read.
+        let out_file = std::fs::File::create(data_dir.with_extension("stdout")).unwrap();
+        let Listening {
+            child,
+            addr,
+            metrics,
+        } = spawn_listening(&mut cmd, Some(out_file)).unwrap_or_else(|mut child| {
+            let _ = child.kill();
+            panic!(
+                "server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         });
         Server {
             child,
@@ -130,9 +119,7 @@ impl Server {
     }
 
     pub async fn client(&self) -> EnvelopeClient<Channel> {
-        EnvelopeClient::new(self.channel().await)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+        envelope_client(self.channel().await)
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {
@@ -176,21 +163,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs the binary to completion: (success, stdout, stderr).
-pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run envelope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A policy file granting every operation on every key to calls without a
 /// verified identity: what AWS-mode tests over loopback plaintext need.
 pub fn open_policy() -> String {
@@ -206,34 +178,4 @@ pub fn open_policy() -> String {
         p.display().to_string()
     })
     .clone()
-}
-
-/// A plain HTTP/1.1 GET on loopback: (status code, body).
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }

@@ -1,7 +1,7 @@
 //! A real AWS-API server for the AWS tests: moto's server (PyPI `moto[server]`),
 //! started once per test binary on a free loopback port, plus a per-test
 //! proxy in front of it that counts API calls by `X-Amz-Target` and can
-//! play an outage.
+//! play an outage; and what the tests make on it (KMS keys, secrets).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use envelope::backends::kms::aws_kms::AwsKms;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -98,6 +99,53 @@ pub fn sdk_config_for(url: &str) -> aws_config::SdkConfig {
             "testing", "testing", None, None, "test",
         )))
         .build()
+}
+
+/// A new KMS key on moto: its id.
+pub async fn kms_key() -> String {
+    moto()
+        .kms()
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
+/// `prefix` and a random suffix: a secret or alias name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    envelope::primitives::crypto::fill_random(&mut b).unwrap();
+    format!("{prefix}-{}", hex::encode(b))
+}
+
+/// A new version id (client request token).
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An Envelope-shape secret value for (name, version), made with moto's KMS.
+pub async fn envelope_doc(kms_key: &str, name: &str, version: &str) -> String {
+    let kms = AwsKms::new(&moto().sdk_config(), kms_key.to_owned());
+    envelope::keys::master_key::new_secret_value(name, version, &kms)
+        .await
+        .unwrap()
+}
+
+/// Creates `secret` with one Envelope-shape version `version` (AWSCURRENT).
+pub async fn create_envelope_secret(secret: &str, kms_key: &str, name: &str, version: &str) {
+    moto()
+        .secrets()
+        .create_secret()
+        .name(secret)
+        .client_request_token(version)
+        .secret_string(envelope_doc(kms_key, name, version).await)
+        .send()
+        .await
+        .unwrap();
 }
 
 /// A TCP proxy to moto on its own thread and runtime, so it outlives any

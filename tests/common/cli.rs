@@ -1,0 +1,44 @@
+//! Running the `envelope` binary to completion, as a user at a shell would:
+//! arguments, environment and stdin in; exit status, stdout and stderr out.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use super::process::BIN;
+
+/// Runs the binary with `stdin` (or /dev/null) to completion.
+fn output(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).envs(env.iter().copied());
+    let Some(input) = stdin else {
+        return cmd.stdin(Stdio::null()).output().expect("run envelope");
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs the binary with no stdin: (success, stdout, stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = output(args, env, None);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary with `stdin` written to it: (success, stdout as bytes, stderr).
+pub fn run_stdin(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    let out = output(args, &[], Some(stdin));
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
