@@ -100,6 +100,13 @@ pub fn run(v: &Vectors) -> Result<(), SelfTestError> {
     check("PBKDF2-HMAC-SHA256", pbkdf2(&v.pbkdf2))?;
     check("SHA-256", digest(&v.sha256))?;
     check("AES-256-GCM against aes-gcm", cross_check())?;
+    // The FIPS build must run in FIPS mode: its known answers above came
+    // from the validated module only if it is.
+    #[cfg(feature = "fips")]
+    check(
+        "the FIPS module's mode",
+        Some(aws_lc_rs::try_fips_mode().is_ok()),
+    )?;
     Ok(())
 }
 
