@@ -6,6 +6,10 @@
 //! - [`status`]: the one place errors become gRPC status codes.
 //! - [`authz`]: the per-key policy; [`tls`]: rustls with client
 //!   certificates and the caller's identity; [`audit`]: the audit log.
+//! - Before authorization, everything a peer can make the server hold is
+//!   bounded ([`limits`]): connections ([`listener`]), request bytes
+//!   ([`budget`]), streams ([`stream_pool`]); and a caller with no grant for
+//!   a method is refused from its headers ([`early`]).
 //!
 //! Imports: [`crate::ops`], [`crate::keys`], [`crate::backends`],
 //! [`crate::primitives`] and the generated [`crate::pb`].
@@ -14,9 +18,14 @@ pub mod admin_service;
 pub mod audit;
 pub mod authz;
 mod batch;
+pub mod budget;
+pub mod early;
 pub mod envelope_service;
 pub mod gate;
+pub mod limits;
+pub mod listener;
 mod pb_debug;
 pub mod request_id;
 pub mod status;
+pub mod stream_pool;
 pub mod tls;

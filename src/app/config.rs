@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::edge::limits::TransportLimits;
 use crate::keys::{DEFAULT_KEY, DataKeyLimits, Limits};
 use crate::primitives::context::ContextLimits;
 
@@ -73,6 +74,8 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Longest a request may run; clients may ask for less with grpc-timeout.
     pub request_timeout: Duration,
+    /// What a peer can make the server hold before it is authorized.
+    pub transport: TransportLimits,
     /// After SIGTERM, how long in-flight requests may take before exit.
     pub drain_timeout: Duration,
     /// AWS settings (AWS mode only).
@@ -113,6 +116,30 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         setting,
         reason: reason.into(),
+    }
+}
+
+/// `[limits]`' transport settings over the defaults.
+fn transport_limits(l: &file::LimitsConfig) -> TransportLimits {
+    let d = TransportLimits::default();
+    let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    TransportLimits {
+        max_connections: l.max_connections.unwrap_or(d.max_connections),
+        max_streams_per_connection: l
+            .max_streams_per_connection
+            .unwrap_or(d.max_streams_per_connection),
+        max_header_list_bytes: l.max_header_list_bytes.unwrap_or(d.max_header_list_bytes),
+        keepalive_interval: secs(l.keepalive_interval_secs, d.keepalive_interval),
+        keepalive_timeout: secs(l.keepalive_timeout_secs, d.keepalive_timeout),
+        max_connection_age: secs(l.max_connection_age_secs, d.max_connection_age),
+        max_connection_age_grace: secs(l.max_connection_age_grace_secs, d.max_connection_age_grace),
+        handshake_timeout: secs(l.tls_handshake_timeout_secs, d.handshake_timeout),
+        request_bytes_budget: l.request_bytes_budget.unwrap_or(d.request_bytes_budget),
+        max_streams: l.max_streams.unwrap_or(d.max_streams),
+        max_streams_per_caller: l.max_streams_per_caller.unwrap_or(d.max_streams_per_caller),
+        stream_idle_timeout: secs(l.stream_idle_timeout_secs, d.stream_idle_timeout),
+        message_read_timeout: secs(l.message_read_timeout_secs, d.message_read_timeout),
+        ..d
     }
 }
 
@@ -253,6 +280,7 @@ impl Settings {
             audit,
             max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),
             request_timeout: Duration::from_secs(l.request_timeout_secs.unwrap_or(30)),
+            transport: transport_limits(l),
             drain_timeout: Duration::from_secs(file.drain_timeout_secs.unwrap_or(20)),
             aws,
             max_staleness: Duration::from_secs(file.max_staleness_secs.unwrap_or(3600)),

@@ -15,8 +15,12 @@ use tonic_health::server::HealthReporter;
 use super::config::Settings;
 use super::startup::{self, Security, ServeError};
 use crate::edge::admin_service::AdminService;
+use crate::edge::budget::{BudgetLayer, RequestBudget};
+use crate::edge::early::EarlyAuthLayer;
 use crate::edge::envelope_service::EnvelopeService;
 use crate::edge::gate::{self, Gate};
+use crate::edge::listener;
+use crate::edge::stream_pool::StreamPool;
 use crate::keys::Keyring;
 use crate::ops::health;
 use crate::pb::admin_server::AdminServer;
@@ -137,10 +141,23 @@ async fn serve(
         authz: authz.clone(),
         audit,
     };
-    let envelope =
-        EnvelopeServer::new(EnvelopeService::new(gate.clone(), settings.max_batch_items))
-            .max_decoding_message_size(settings.max_request_bytes)
-            .max_encoding_message_size(max_out);
+    let limits = settings.transport;
+    let streams = StreamPool::new(limits.max_streams, limits.max_streams_per_caller);
+    let service = EnvelopeService::new(
+        gate.clone(),
+        settings.max_batch_items,
+        streams,
+        limits.stream_idle_timeout,
+    );
+    let envelope = EnvelopeServer::new(service)
+        .max_decoding_message_size(settings.max_request_bytes)
+        .max_encoding_message_size(max_out);
+    let budget = RequestBudget::new(
+        limits.request_bytes_budget,
+        limits.message_read_timeout,
+        settings.max_request_bytes,
+    );
+    let early = EarlyAuthLayer(gate.clone());
     let admin = AdminServer::new(AdminService::new(gate))
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(max_out);
@@ -163,8 +180,23 @@ async fn serve(
             }
         }
     });
+    // Outermost first: every request body is under the byte budget; a
+    // caller with no grant for the method is refused from its headers; then
+    // at most max_concurrent_requests run, and saturation is refused at once
+    // (load shedding) rather than queued.
     let result = tonic::transport::Server::builder()
         .timeout(settings.request_timeout)
+        .load_shed(true)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(limits.max_connection_age_grace)
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_resets))
+        .layer(BudgetLayer(budget))
+        .layer(early)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             settings.max_concurrent_requests,
         ))
@@ -173,7 +205,7 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(envelope)
         .add_service(admin)
-        .serve_with_incoming_shutdown(crate::edge::tls::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls, limits), shutdown)
         .await;
     reloader.abort();
     refresher.abort();

@@ -296,11 +296,8 @@ pub struct Security {
 
 /// Loads the TLS files and the policy and starts the audit writer.
 pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
-    let tls = match &settings.tls {
-        Some(t) => Some(Arc::new(ReloadingConfig::new(t.clone())?)),
-        None => None,
-    };
-    if tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback()) {
+    if settings.tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback())
+    {
         tracing::error!(
             listen = %settings.listen,
             "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
@@ -319,6 +316,14 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
     let authz = Arc::new(
         Authorizer::new(settings.policy_file.clone(), default).map_err(ServeError::Policy)?,
     );
+    // The policy decides whether a TLS client may come without a certificate.
+    let tls = match &settings.tls {
+        Some(t) => Some(Arc::new(ReloadingConfig::new(
+            t.clone(),
+            authz.requires_identity(),
+        )?)),
+        None => None,
+    };
     let audit = match &settings.audit {
         Some(out) => {
             Some(AuditLog::start(out.clone()).map_err(|e| ServeError::Audit(e.to_string()))?)

@@ -111,6 +111,17 @@ impl Policy {
     fn grants_anonymous(&self) -> bool {
         self.allow.iter().any(|g| g.anonymous)
     }
+
+    /// Whether `caller` may do `op` with some key.
+    fn allows_any(&self, caller: Option<&str>, op: Operation) -> bool {
+        self.allow.iter().any(|g| {
+            g.operations.contains(&op)
+                && match caller {
+                    Some(c) => g.callers.iter().any(|p| matches(p, c)),
+                    None => g.anonymous,
+                }
+        })
+    }
 }
 
 /// Why a call was refused.
@@ -201,6 +212,32 @@ impl Authorizer {
                 tracing::error!(policy = %path.display(), error = %e, "new policy refused; keeping the previous one")
             }
         }
+    }
+
+    /// Whether a TLS client must present a certificate: true unless the
+    /// policy at start grants something to anonymous callers (or there is
+    /// no policy and everything is allowed).
+    pub fn requires_identity(&self) -> bool {
+        match self.policy.load().as_ref() {
+            Some(p) => !p.grants_anonymous(),
+            None => self.default == Default::Deny,
+        }
+    }
+
+    /// The check made from the request headers, before any message is read:
+    /// refuses a caller who may not do `op` with any key at all. The check
+    /// per key still follows once the request names its key.
+    pub fn check_any(&self, identity: Option<&str>, op: Operation) -> Result<(), Denied> {
+        let policy = self.policy.load();
+        let allowed = match policy.as_ref() {
+            Some(p) => p.allows_any(identity, op),
+            None => self.default == Default::Allow,
+        };
+        if allowed {
+            return Ok(());
+        }
+        // The same refusal, and the same counting, as for a named key.
+        self.check(identity, op, "*")
     }
 
     /// Decides one call.

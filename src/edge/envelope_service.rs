@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status, Streaming};
@@ -12,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::Operation;
 use super::batch::{self, BatchCall, secret_bytes};
 use super::gate::{Done, Gate};
+use super::stream_pool::{Slot, StreamPool};
 use super::tls::PeerInfo;
 use crate::keys::{Error, NamedKey};
 use crate::pb;
@@ -21,14 +23,25 @@ use crate::pb;
 pub struct EnvelopeService {
     gate: Gate,
     max_batch_items: usize,
+    streams: Arc<StreamPool>,
+    stream_idle_timeout: Duration,
 }
 
 impl EnvelopeService {
-    /// A service behind `gate`, accepting batches of at most `max_batch_items`.
-    pub fn new(gate: Gate, max_batch_items: usize) -> Self {
+    /// A service behind `gate`, accepting batches of at most
+    /// `max_batch_items`, streams from `streams`, each reset after
+    /// `stream_idle_timeout` without a message.
+    pub fn new(
+        gate: Gate,
+        max_batch_items: usize,
+        streams: Arc<StreamPool>,
+        stream_idle_timeout: Duration,
+    ) -> Self {
         Self {
             gate,
             max_batch_items,
+            streams,
+            stream_idle_timeout,
         }
     }
 
@@ -45,19 +58,33 @@ impl EnvelopeService {
             .await
     }
 
-    /// Answers each message of a request stream through the gate, in order,
-    /// with the batch runner. A message the gate refuses ends the stream
-    /// with its status.
+    /// A stream through the gate and the batch runner, if the pool has room.
     fn stream<B: BatchCall>(
         &self,
         req: Request<Streaming<B>>,
         rpc: &'static str,
         op: Operation,
-    ) -> Response<ResponseStream<B::Response>> {
+    ) -> Result<Response<ResponseStream<B::Response>>, Status> {
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let Some(slot) = self.streams.enter(&peer) else {
+            return Err(Status::resource_exhausted(
+                "too many streams are open (for this caller, or in all); retry later",
+            ));
+        };
         let max = self.max_batch_items;
-        stream(self.gate.clone(), req, rpc, op, move |key, req| {
-            batch::run(key, req, max)
-        })
+        let open = Open {
+            gate: self.gate.clone(),
+            peer,
+            rpc,
+            op,
+            idle: self.stream_idle_timeout,
+            _slot: slot,
+        };
+        Ok(stream(open, req, move |key, req| batch::run(key, req, max)))
     }
 }
 
@@ -69,11 +96,22 @@ pub type ResponseStream<T> =
 /// this the server stops reading the request stream (back-pressure).
 const STREAM_BUFFER: usize = 4;
 
-fn stream<Req, Resp, F, Fut>(
+/// One open stream: who it is for, what it may run, and its pool slot.
+struct Open {
     gate: Gate,
-    req: Request<Streaming<Req>>,
+    peer: PeerInfo,
     rpc: &'static str,
     op: Operation,
+    idle: Duration,
+    _slot: Slot,
+}
+
+/// Answers each message of a request stream through the gate, in order. A
+/// message the gate refuses ends the stream with its status; so does a
+/// stream with no message for `idle`, which also gives back its slot.
+fn stream<Req, Resp, F, Fut>(
+    open: Open,
+    req: Request<Streaming<Req>>,
     f: F,
 ) -> Response<ResponseStream<Resp>>
 where
@@ -82,25 +120,29 @@ where
     F: Fn(Arc<NamedKey>, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(Resp, Done), Error>> + Send,
 {
-    let peer = req
-        .extensions()
-        .get::<PeerInfo>()
-        .cloned()
-        .unwrap_or_default();
     let mut inbound = req.into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
         loop {
-            let msg = match inbound.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(status) => {
+            let msg = match tokio::time::timeout(open.idle, inbound.message()).await {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => break,
+                Ok(Err(status)) => {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
+                Err(_) => {
+                    crate::ops::metrics::get().refused("stream_idle_timeout");
+                    let idle = Status::deadline_exceeded(
+                        "no message on this stream within the idle timeout; stream closed",
+                    );
+                    let _ = tx.send(Err(idle)).await;
+                    break;
+                }
             };
-            let out = gate
-                .handle(&peer, msg, rpc, op, &f)
+            let out = open
+                .gate
+                .handle(&open.peer, msg, open.rpc, open.op, &f)
                 .await
                 .map(Response::into_inner);
             let last = out.is_err();
@@ -158,7 +200,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<Streaming<pb::EncryptBatchRequest>>,
     ) -> Result<Response<Self::EncryptStreamStream>, Status> {
-        Ok(self.stream(req, "EncryptStream", Operation::Encrypt))
+        self.stream(req, "EncryptStream", Operation::Encrypt)
     }
 
     async fn decrypt_batch(
@@ -174,7 +216,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<Streaming<pb::DecryptBatchRequest>>,
     ) -> Result<Response<Self::DecryptStreamStream>, Status> {
-        Ok(self.stream(req, "DecryptStream", Operation::Decrypt))
+        self.stream(req, "DecryptStream", Operation::Decrypt)
     }
 
     async fn rewrap(

@@ -268,36 +268,26 @@ impl Gate {
                 (outcome, super::status::code(e), "", None)
             }
         };
-        let metrics = metrics::get();
-        metrics.request(rpc, label, code_name(code), start.elapsed());
-        if let Some((n, _)) = batch {
-            metrics.batch(n);
-        }
-        if let Err(CallError::Denied(d)) = &result {
-            metrics.refused(match d {
-                Denied::Unauthenticated => "unauthenticated",
-                Denied::PermissionDenied { .. } => "permission_denied",
-            });
-        }
-        if let Some(audit) = &self.audit {
-            audit
-                .record(&Event {
-                    time: Timestamp::now(),
-                    request_id: id_str,
-                    caller: identity,
-                    rpc,
-                    operation: op.as_str(),
-                    key: &bounded(&key, 128),
-                    key_version: version,
-                    outcome,
-                    code: code_name(code),
-                    items: batch.map(|(n, _)| n),
-                    failed_items: batch.map(|(_, f)| f),
-                    context_keys: context_keys.iter().map(String::as_str).collect(),
-                    latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                })
-                .await;
-        }
+        let denied = match &result {
+            Err(CallError::Denied(d)) => Some(d),
+            _ => None,
+        };
+        self.record(&Record {
+            start,
+            request_id: id_str,
+            identity,
+            rpc,
+            op,
+            key: &key,
+            label,
+            context_keys: &context_keys,
+            outcome,
+            code,
+            version,
+            batch,
+            denied,
+        })
+        .await;
         let id = tonic::metadata::MetadataValue::try_from(id_str).ok();
         match result {
             Ok((resp, _)) => {
@@ -317,6 +307,83 @@ impl Gate {
         }
     }
 
+    /// Refuses a call from its headers alone (`edge::early`): the metric,
+    /// the audit line (key `*`: no key was read) and the status, with a
+    /// request id like every other answer.
+    pub async fn refuse(
+        &self,
+        identity: Option<&str>,
+        rpc: &'static str,
+        op: Operation,
+        denied: Denied,
+    ) -> Status {
+        let start = Instant::now();
+        let request_id = uuid::Uuid::new_v4();
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id_str: &str = request_id.hyphenated().encode_lower(&mut id_buf);
+        let e = CallError::Denied(denied);
+        let code = super::status::code(&e);
+        let denied = match &e {
+            CallError::Denied(d) => Some(d),
+            CallError::Key(_) => None,
+        };
+        self.record(&Record {
+            start,
+            request_id: id_str,
+            identity,
+            rpc,
+            op,
+            key: "*",
+            label: Label::Static("*"),
+            context_keys: &[],
+            outcome: "denied",
+            code,
+            version: "",
+            batch: None,
+            denied,
+        })
+        .await;
+        let mut s = request_id::sync_scope(request_id, || to_status(e));
+        if let Ok(id) = tonic::metadata::MetadataValue::try_from(id_str) {
+            s.metadata_mut().insert("x-request-id", id);
+        }
+        s
+    }
+
+    /// The metric and the audit line of one finished call.
+    async fn record(&self, r: &Record<'_>) {
+        let metrics = metrics::get();
+        metrics.request(r.rpc, r.label.clone(), code_name(r.code), r.start.elapsed());
+        if let Some((n, _)) = r.batch {
+            metrics.batch(n);
+        }
+        if let Some(d) = r.denied {
+            metrics.refused(match d {
+                Denied::Unauthenticated => "unauthenticated",
+                Denied::PermissionDenied { .. } => "permission_denied",
+            });
+        }
+        if let Some(audit) = &self.audit {
+            audit
+                .record(&Event {
+                    time: Timestamp::now(),
+                    request_id: r.request_id,
+                    caller: r.identity,
+                    rpc: r.rpc,
+                    operation: r.op.as_str(),
+                    key: &bounded(r.key, 128),
+                    key_version: r.version,
+                    outcome: r.outcome,
+                    code: code_name(r.code),
+                    items: r.batch.map(|(n, _)| n),
+                    failed_items: r.batch.map(|(_, f)| f),
+                    context_keys: r.context_keys.iter().map(String::as_str).collect(),
+                    latency_us: u64::try_from(r.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                })
+                .await;
+        }
+    }
+
     /// The metric label of a refused call's key: its name if configured.
     /// Only metrics see it; the caller is told nothing about the key.
     fn label_of(&self, key: &str) -> Label {
@@ -325,6 +392,23 @@ impl Gate {
             Err(_) => unresolved_label(key),
         }
     }
+}
+
+/// What [`Gate::record`] writes for one call.
+struct Record<'a> {
+    start: Instant,
+    request_id: &'a str,
+    identity: Option<&'a str>,
+    rpc: &'static str,
+    op: Operation,
+    key: &'a str,
+    label: Label,
+    context_keys: &'a [String],
+    outcome: &'static str,
+    code: Code,
+    version: &'a str,
+    batch: Option<(usize, usize)>,
+    denied: Option<&'a Denied>,
 }
 
 fn unresolved_label(key: &str) -> Label {

@@ -7,19 +7,13 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// TLS settings from the configuration file.
 #[derive(Debug, Clone)]
@@ -82,7 +76,7 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Builds a rustls server configuration from the files.
-pub fn server_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
+pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<ServerConfig, TlsError> {
     let pem_err = |path: &PathBuf, what: &str| TlsError::Pem {
         path: path.display().to_string(),
         what: what.to_owned(),
@@ -117,11 +111,17 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
             if roots.is_empty() {
                 return Err(pem_err(ca, "no CA CERTIFICATE found"));
             }
-            // Certificate-less clients may connect, so that the policy can
-            // answer them UNAUTHENTICATED; a certificate that does not chain
-            // to the bundle fails the handshake.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
+            // Without an anonymous grant a certificate-less client is refused
+            // at the handshake, before it can send a byte of a request; with
+            // one it may connect and the policy answers it. A certificate
+            // that does not chain to the bundle always fails the handshake.
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
                 .build()
                 .map_err(|e| TlsError::Rustls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
@@ -161,6 +161,9 @@ pub fn identity_of(cert: &[u8]) -> Option<String> {
 /// A server configuration that follows its files.
 pub struct ReloadingConfig {
     settings: TlsSettings,
+    /// Refuse certificate-less clients at the handshake (no anonymous grant
+    /// at start; a policy reload does not change it).
+    require_client_cert: bool,
     current: ArcSwap<ServerConfig>,
     stamp: std::sync::Mutex<Vec<Option<SystemTime>>>,
 }
@@ -175,11 +178,12 @@ impl std::fmt::Debug for ReloadingConfig {
 
 impl ReloadingConfig {
     /// Loads the files; fails if they are not usable.
-    pub fn new(settings: TlsSettings) -> Result<Self, TlsError> {
-        let config = server_config(&settings)?;
+    pub fn new(settings: TlsSettings, require_client_cert: bool) -> Result<Self, TlsError> {
+        let config = server_config(&settings, require_client_cert)?;
         let stamp = std::sync::Mutex::new(stamps(&settings));
         Ok(Self {
             settings,
+            require_client_cert,
             current: ArcSwap::from_pointee(config),
             stamp,
         })
@@ -201,7 +205,7 @@ impl ReloadingConfig {
             return false;
         }
         *stamp = now;
-        match server_config(&self.settings) {
+        match server_config(&self.settings, self.require_client_cert) {
             Ok(c) => {
                 self.current.store(Arc::new(c));
                 tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded");
@@ -221,143 +225,4 @@ fn stamps(s: &TlsSettings) -> Vec<Option<SystemTime>> {
         .flatten()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .collect()
-}
-
-/// A served connection: plaintext TCP or TLS over TCP.
-pub enum Conn {
-    /// Plaintext (local mode on loopback, or an explicitly insecure setting).
-    Plain(TcpStream, PeerInfo),
-    /// TLS.
-    Tls(Box<TlsStream<TcpStream>>, PeerInfo),
-}
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        match self {
-            Conn::Plain(_, p) | Conn::Tls(_, p) => p.clone(),
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s, _) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
-        }
-    }
-}
-
-/// Most TLS handshakes in flight at once; more connections wait in the
-/// listen backlog.
-const MAX_HANDSHAKES: usize = 256;
-/// A handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts connections on `listener`: TLS when `tls` is given, plaintext
-/// otherwise. Yields established connections; failed handshakes are logged
-/// and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Option<Arc<ReloadingConfig>>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some(tls) = &tls else {
-                let info = PeerInfo {
-                    identity: None,
-                    tls: false,
-                    remote: Some(remote),
-                };
-                if tx.send(Ok(Conn::Plain(tcp, info))).await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
-            let acceptor = TlsAcceptor::from(tls.current());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let identity = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .and_then(|c| identity_of(c.as_ref()));
-                        let info = PeerInfo {
-                            identity,
-                            tls: true,
-                            remote: Some(remote),
-                        };
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream), info))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

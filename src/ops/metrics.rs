@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "refused_calls",
-            "Calls refused by authentication or the policy, by reason",
+            "Calls refused by authentication or the policy, and calls, streams and connections refused by the bounds before authorization, by reason",
             m.refusals.clone(),
         );
         registry.register(
@@ -236,7 +236,7 @@ impl Metrics {
         }
     }
 
-    /// One refused call (`unauthenticated` or `permission_denied`).
+    /// One refused call, stream or connection, by reason (docs/OPERATIONS.md).
     pub fn refused(&self, reason: &'static str) {
         self.refusals
             .get_or_create(&vec![("reason", reason.to_owned())])

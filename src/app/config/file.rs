@@ -115,6 +115,19 @@ pub(super) struct LimitsConfig {
     pub(super) missing_version_ttl_secs: Option<u64>,
     pub(super) max_concurrent_requests: Option<usize>,
     pub(super) request_timeout_secs: Option<u64>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_streams_per_connection: Option<u32>,
+    pub(super) max_header_list_bytes: Option<u32>,
+    pub(super) keepalive_interval_secs: Option<u64>,
+    pub(super) keepalive_timeout_secs: Option<u64>,
+    pub(super) max_connection_age_secs: Option<u64>,
+    pub(super) max_connection_age_grace_secs: Option<u64>,
+    pub(super) tls_handshake_timeout_secs: Option<u64>,
+    pub(super) request_bytes_budget: Option<usize>,
+    pub(super) max_streams: Option<usize>,
+    pub(super) max_streams_per_caller: Option<usize>,
+    pub(super) stream_idle_timeout_secs: Option<u64>,
+    pub(super) message_read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -118,6 +118,7 @@ impl Settings {
                 "must be between 1 and 100,000",
             ));
         }
+        self.validate_transport()?;
         if self.request_timeout.is_zero() {
             return Err(invalid("limits.request_timeout_secs", "must be positive"));
         }
@@ -169,6 +170,71 @@ impl Settings {
         }
         if self.refresh_interval < Duration::from_secs(1) {
             return Err(invalid("refresh_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        let positive = [
+            ("limits.max_connections", t.max_connections as u64),
+            (
+                "limits.max_streams_per_connection",
+                u64::from(t.max_streams_per_connection),
+            ),
+            (
+                "limits.max_header_list_bytes",
+                u64::from(t.max_header_list_bytes),
+            ),
+            (
+                "limits.keepalive_interval_secs",
+                t.keepalive_interval.as_secs(),
+            ),
+            (
+                "limits.keepalive_timeout_secs",
+                t.keepalive_timeout.as_secs(),
+            ),
+            (
+                "limits.max_connection_age_secs",
+                t.max_connection_age.as_secs(),
+            ),
+            (
+                "limits.tls_handshake_timeout_secs",
+                t.handshake_timeout.as_secs(),
+            ),
+            ("limits.max_streams", t.max_streams as u64),
+            (
+                "limits.max_streams_per_caller",
+                t.max_streams_per_caller as u64,
+            ),
+            (
+                "limits.stream_idle_timeout_secs",
+                t.stream_idle_timeout.as_secs(),
+            ),
+            (
+                "limits.message_read_timeout_secs",
+                t.message_read_timeout.as_secs(),
+            ),
+        ];
+        for (setting, v) in positive {
+            if v == 0 {
+                return Err(invalid(setting, "must be positive"));
+            }
+        }
+        if t.max_streams_per_caller > t.max_streams {
+            return Err(invalid(
+                "limits.max_streams_per_caller",
+                "must not be above limits.max_streams",
+            ));
+        }
+        if t.request_bytes_budget < self.max_request_bytes {
+            return Err(invalid(
+                "limits.request_bytes_budget",
+                format!(
+                    "must hold at least one message of limits.max_request_bytes ({} bytes)",
+                    self.max_request_bytes
+                ),
+            ));
         }
         Ok(())
     }

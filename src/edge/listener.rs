@@ -1,0 +1,184 @@
+//! The accept loop: every connection takes a slot from a fixed number
+//! (`max_connections`; a connection over it is closed at once, never queued),
+//! TLS handshakes run a bounded number at a time with a timeout, and each
+//! connection carries its [`PeerInfo`] into request extensions.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::limits::TransportLimits;
+use super::tls::{PeerInfo, ReloadingConfig, identity_of};
+use crate::ops::metrics;
+
+/// Most TLS handshakes in flight at once; more connections wait in the
+/// listen backlog.
+const MAX_HANDSHAKES: usize = 256;
+
+/// A served connection: plaintext TCP or TLS over TCP, holding its slot.
+pub struct Conn {
+    io: Io,
+    info: PeerInfo,
+    _slot: OwnedSemaphorePermit,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Accepts connections on `listener`: TLS when `tls` is given, plaintext
+/// otherwise. Yields established connections; a connection over
+/// `max_connections` is closed at once, and failed handshakes are logged
+/// and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingConfig>>,
+    limits: TransportLimits,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::get().refused("max_connections");
+                tracing::debug!(%remote, "connection refused: max_connections reached");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = &tls else {
+                let info = PeerInfo {
+                    identity: None,
+                    tls: false,
+                    remote: Some(remote),
+                };
+                let conn = Conn {
+                    io: Io::Plain(tcp),
+                    info,
+                    _slot: slot,
+                };
+                if tx.send(Ok(conn)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
+            let acceptor = TlsAcceptor::from(tls.current());
+            let tx = tx.clone();
+            let timeout = limits.handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| identity_of(c.as_ref()));
+                        let info = PeerInfo {
+                            identity,
+                            tls: true,
+                            remote: Some(remote),
+                        };
+                        let conn = Conn {
+                            io: Io::Tls(Box::new(stream)),
+                            info,
+                            _slot: slot,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        metrics::get().refused("tls_handshake");
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        metrics::get().refused("tls_handshake_timeout");
+                        tracing::debug!(%remote, "TLS handshake timed out")
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,322 @@
+//! What a peer that is not yet authorized can make the server hold, tried
+//! with a raw HTTP/2 client (the `h2` crate) against the real binary: a
+//! flood of streams announcing large messages and never finishing them, idle
+//! streams, more connections than allowed, and a caller with no grant sending
+//! a large message. Each is bounded, refused and counted, and a legitimate
+//! call is served throughout (docs/SECURITY.md, "Threats").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Server;
+use common::process::http_get;
+use common::requests::{CTX, encrypt};
+
+/// The server's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A counter from /metrics (0 when absent).
+fn metric(server: &Server, series: &str) -> f64 {
+    let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A gRPC message prefix announcing `len` bytes.
+fn prefix(len: u32) -> Bytes {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&len.to_be_bytes());
+    Bytes::from(v)
+}
+
+/// An HTTP/2 connection to `addr` speaking prior knowledge (plaintext).
+async fn h2_connect(addr: &str) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(8 << 20)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn grpc_request(addr: &str, path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// A response's grpc-status: in its headers (a trailers-only answer) or its
+/// trailers, once the body has ended.
+async fn grpc_status(resp: http::Response<h2::RecvStream>) -> Option<String> {
+    let in_headers = resp.headers().get("grpc-status").cloned();
+    let mut body = resp.into_body();
+    while body.data().await.is_some() {}
+    let trailers = body.trailers().await.ok().flatten();
+    in_headers
+        .or_else(|| trailers.and_then(|t| t.get("grpc-status").cloned()))
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+}
+
+const BUDGET: u64 = 32 << 20;
+
+/// 120 streams each announce a message of almost 4 MiB and send 3 MiB of it
+/// (360 MiB offered): the server holds at most its 32 MiB budget of them,
+/// refuses the rest with RESOURCE_EXHAUSTED before buffering them, and
+/// serves a legitimate call meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_message_flood_is_held_to_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "metrics_listen = \"127.0.0.1:0\"\n[limits]\nrequest_bytes_budget = {BUDGET}\n\
+         max_streams = 500\nmax_streams_per_caller = 500\nmessage_read_timeout_secs = 60\n\
+         stream_idle_timeout_secs = 60\n"
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let before = rss_bytes(server.pid());
+    let chunk = Bytes::from(vec![0x41u8; 1 << 20]);
+    let mut streams = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..4 {
+        let mut send = h2_connect(&server.addr).await;
+        for _ in 0..30 {
+            send = send.ready().await.unwrap();
+            let (resp, mut body) = send
+                .send_request(
+                    grpc_request(&server.addr, "/envelope.v1.Envelope/EncryptStream"),
+                    false,
+                )
+                .unwrap();
+            body.send_data(prefix(4 * 1024 * 1024 - 128 * 1024), false)
+                .unwrap();
+            for _ in 0..3 {
+                body.send_data(chunk.clone(), false).unwrap();
+            }
+            streams.push(body);
+            responses.push(resp);
+        }
+    }
+    // Let the server take in what it will.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let offered = 120u64 * 3 * (1 << 20);
+    let held = rss_bytes(server.pid()).saturating_sub(before);
+    let refused = metric(
+        &server,
+        "envelope_refused_calls_total{reason=\"request_bytes_budget\"} ",
+    );
+    // A legitimate call during the attack.
+    let client = server.client().await;
+    let ok = encrypt(&client, "", b"alice@example.com", CTX).await;
+    println!("offered {offered} bytes; resident memory grew {held} bytes; refused {refused}");
+    assert!(
+        ok.is_ok(),
+        "a legitimate call failed during the flood: {ok:?}"
+    );
+    assert!(held < 3 * BUDGET, "held {held} bytes of {offered} offered");
+    assert!(refused >= 100.0, "only {refused} streams refused");
+    drop(streams);
+    drop(responses);
+}
+
+/// Streams that send headers and nothing else are reset once their idle
+/// timeout has passed, and before a bound several times larger.
+#[tokio::test]
+async fn idle_streams_are_reset_after_their_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nstream_idle_timeout_secs = 2\n";
+    let server = Server::start(&dir.path().join("data"), Some(config));
+    let mut send = h2_connect(&server.addr).await;
+    let start = Instant::now();
+    let mut pending = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        send = send.ready().await.unwrap();
+        let (resp, body) = send
+            .send_request(
+                grpc_request(&server.addr, "/envelope.v1.Envelope/DecryptStream"),
+                false,
+            )
+            .unwrap();
+        bodies.push(body);
+        pending.push(tokio::spawn(async move {
+            // The stream ends, with DEADLINE_EXCEEDED.
+            let status = grpc_status(resp.await.unwrap()).await;
+            (Instant::now(), status)
+        }));
+    }
+    let bound = Duration::from_secs(10);
+    for p in pending {
+        let (at, status) = tokio::time::timeout(bound, p).await.unwrap().unwrap();
+        let after = at.duration_since(start);
+        assert!(
+            after >= Duration::from_secs(2),
+            "reset before its idle timeout: {after:?}"
+        );
+        assert!(after < bound);
+        assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    }
+    let idle = metric(
+        &server,
+        "envelope_refused_calls_total{reason=\"stream_idle_timeout\"} ",
+    );
+    assert_eq!(idle, 20.0);
+    drop(bodies);
+}
+
+/// Connections over `max_connections` are closed at once, and a caller with
+/// a connection keeps being served.
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_connections = 8\n";
+    let server = Server::start(&dir.path().join("data"), Some(config));
+    let client = server.client().await;
+    assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
+    // The client holds one slot; 7 idle TCP connections take the rest.
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        idle.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next ones are closed by the server without a byte.
+    for _ in 0..5 {
+        let mut extra = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
+        )
+        .await
+        .expect("an over-the-cap connection was kept open")
+        .unwrap_or(0);
+        assert_eq!(n, 0, "the server wrote to an over-the-cap connection");
+    }
+    assert!(encrypt(&client, "", b"y", CTX).await.is_ok());
+    let refused = metric(
+        &server,
+        "envelope_refused_calls_total{reason=\"max_connections\"} ",
+    );
+    assert_eq!(refused, 5.0);
+    drop(idle);
+}
+
+/// A caller with no grant for the method is refused from the request
+/// headers: its (large) message is never taken in, and the refusal is
+/// audited with the key `*`.
+#[tokio::test]
+async fn a_caller_without_a_grant_is_refused_before_its_message_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[allow]]\ncallers = [\"billing-api\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
+    )
+    .unwrap();
+    let config = format!(
+        "policy_file = \"{}/policy.toml\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+        dir.path().display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let mut send = h2_connect(&server.addr).await;
+    send = send.ready().await.unwrap();
+    let (resp, mut body) = send
+        .send_request(
+            grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt"),
+            false,
+        )
+        .unwrap();
+    // Announce 3 MiB and send none of it: a server that read bodies before
+    // authorizing would wait for it (and the request timeout).
+    body.send_data(prefix(3 << 20), false).unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("the refusal waited for the message")
+        .unwrap();
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        status.as_deref(),
+        Some("16"),
+        "UNAUTHENTICATED from the headers"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(resp.headers().contains_key("x-request-id"));
+    let audit = server.audit_with(&["\"code\":\"UNAUTHENTICATED\""]).await;
+    let line = audit
+        .lines()
+        .find(|l| l.contains("UNAUTHENTICATED"))
+        .expect("an audit line for the refusal");
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["rpc"], "Encrypt");
+    assert_eq!(line["key"], "*");
+    assert!(line["caller"].is_null());
+    let refused = metric(
+        &server,
+        "envelope_refused_calls_total{reason=\"unauthenticated\"} ",
+    );
+    assert_eq!(refused, 1.0);
+}
+
+/// Saturation is refused at once, never queued: with one request slot held
+/// by a call whose message never arrives, the next call gets
+/// RESOURCE_EXHAUSTED straight away; once the slow message times out, the
+/// slot is free again.
+#[tokio::test]
+async fn saturation_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[limits]\nmax_concurrent_requests = 1\nmessage_read_timeout_secs = 3\n";
+    let server = Server::start(&dir.path().join("data"), Some(config));
+    let mut send = h2_connect(&server.addr).await;
+    send = send.ready().await.unwrap();
+    let (slow, mut body) = send
+        .send_request(
+            grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt"),
+            false,
+        )
+        .unwrap();
+    body.send_data(prefix(1024), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = server.client().await;
+    let started = Instant::now();
+    let refused = encrypt(&client, "", b"x", CTX).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the refusal waited"
+    );
+    // The slow call ends with its read timeout and gives its slot back.
+    let slow = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .expect("the slow call was never ended")
+        .unwrap();
+    assert_eq!(
+        grpc_status(slow).await.as_deref(),
+        Some("4"),
+        "DEADLINE_EXCEEDED"
+    );
+    assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
+    drop(body);
+}
