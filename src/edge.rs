@@ -28,4 +28,5 @@ mod pb_debug;
 pub mod request_id;
 pub mod status;
 pub mod stream_pool;
+pub mod subject;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! (exact or `prefix*` patterns) to key names and operations. It reloads
 //! without restart; a malformed policy is refused and the old one kept.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,10 @@ pub enum Operation {
     Decrypt,
     /// Rewrap, RewrapBatch.
     Rewrap,
-    /// GenerateDataKey and UnwrapDataKey: holding data keys.
+    /// GenerateDataKey: a fresh data key for the caller.
     GenerateDataKey,
+    /// UnwrapDataKey: a data key back from its blob; as sensitive as decrypt.
+    UnwrapDataKey,
     /// The Admin service.
     Admin,
 }
@@ -34,6 +37,7 @@ impl Operation {
             Operation::Decrypt => "decrypt",
             Operation::Rewrap => "rewrap",
             Operation::GenerateDataKey => "generate_data_key",
+            Operation::UnwrapDataKey => "unwrap_data_key",
             Operation::Admin => "admin",
         }
     }
@@ -63,6 +67,39 @@ pub struct Grant {
     pub keys: Vec<String>,
     /// Operations granted.
     pub operations: Vec<Operation>,
+    /// Context entries a call must carry, exactly, for this grant to apply
+    /// (every item of a batch, every message of a stream); empty: any context.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+impl Grant {
+    fn admits(&self, ctx: &BTreeMap<String, String>) -> bool {
+        self.context.iter().all(|(k, v)| ctx.get(k) == Some(v))
+    }
+}
+
+/// What a granted call may carry: any context, or one that meets at least
+/// one of the context requirements of the grants that matched.
+#[derive(Debug)]
+pub enum Scope {
+    /// A matching grant has no context requirement.
+    Any,
+    /// Every matching grant requires context entries.
+    Contexts(Arc<Policy>, Vec<usize>),
+}
+
+impl Scope {
+    /// Whether `ctx` meets the scope.
+    pub fn admits(&self, ctx: &BTreeMap<String, String>) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Contexts(policy, grants) => grants
+                .iter()
+                .filter_map(|i| policy.allow.get(*i))
+                .any(|g| g.admits(ctx)),
+        }
+    }
 }
 
 fn matches(pattern: &str, value: &str) -> bool {
@@ -96,9 +133,14 @@ impl Policy {
         Ok(p)
     }
 
-    /// Whether `caller` may do `op` with `key`.
-    pub fn allows(&self, caller: Option<&str>, op: Operation, key: &str) -> bool {
-        self.allow.iter().any(|g| {
+    /// The grants that let `caller` do `op` with `key`, by index.
+    fn matching<'a>(
+        &'a self,
+        caller: Option<&'a str>,
+        op: Operation,
+        key: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Grant)> + 'a {
+        self.allow.iter().enumerate().filter(move |(_, g)| {
             g.operations.contains(&op)
                 && match caller {
                     Some(c) => g.callers.iter().any(|p| matches(p, c)),
@@ -106,6 +148,26 @@ impl Policy {
                 }
                 && g.keys.iter().any(|k| matches(k, key))
         })
+    }
+
+    /// Whether `caller` may do `op` with `key` (in some context).
+    pub fn allows(&self, caller: Option<&str>, op: Operation, key: &str) -> bool {
+        self.matching(caller, op, key).next().is_some()
+    }
+
+    /// The grants that may read data keys for a producer that was given
+    /// only `generate_data_key` before the two were split (for the start-up
+    /// warning): their 1-based numbers.
+    pub fn narrowed_grants(&self) -> Vec<usize> {
+        self.allow
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| {
+                g.operations.contains(&Operation::GenerateDataKey)
+                    && !g.operations.contains(&Operation::UnwrapDataKey)
+            })
+            .map(|(i, _)| i + 1)
+            .collect()
     }
 
     fn grants_anonymous(&self) -> bool {
@@ -140,6 +202,31 @@ pub enum Denied {
         /// The key name.
         key: String,
     },
+    /// The identity is granted the operation on the key only in contexts
+    /// with entries the request (or one of its items) does not carry.
+    #[error(
+        "caller {caller:?} may {op} with key {key:?} only in the contexts its grants name; this request (or one of its items) carries another"
+    )]
+    ContextNotGranted {
+        /// The caller.
+        caller: String,
+        /// The operation.
+        op: &'static str,
+        /// The key name.
+        key: String,
+    },
+}
+
+/// Warns of grants whose meaning narrowed when UnwrapDataKey got an
+/// operation of its own.
+fn warn_narrowed(path: &std::path::Path, policy: &Policy) {
+    for n in policy.narrowed_grants() {
+        tracing::warn!(
+            policy = %path.display(),
+            grant = n,
+            "grant {n} allows generate_data_key but not unwrap_data_key: since Envelope 0.2 it no longer allows UnwrapDataKey; add \"unwrap_data_key\" to its operations if the caller must unwrap"
+        );
+    }
 }
 
 /// What happens when no policy file is configured.
@@ -180,6 +267,7 @@ impl Authorizer {
                 .map_err(|e| format!("cannot read policy {}: {e}", p.display()))?;
             let policy =
                 Policy::parse(&text).map_err(|e| format!("policy {}: {e}", p.display()))?;
+            warn_narrowed(p, &policy);
             a.policy.store(Some(Arc::new(policy)));
             if let Ok(mut s) = a.stamp.lock() {
                 *s = modified(p);
@@ -205,12 +293,23 @@ impl Authorizer {
             .and_then(|t| Policy::parse(&t))
         {
             Ok(p) => {
+                warn_narrowed(path, &p);
                 self.policy.store(Some(Arc::new(p)));
                 tracing::info!(policy = %path.display(), "authorization policy reloaded");
             }
             Err(e) => {
                 tracing::error!(policy = %path.display(), error = %e, "new policy refused; keeping the previous one")
             }
+        }
+    }
+
+    /// Counts and describes a refusal for a context outside the grants.
+    pub fn context_denied(&self, identity: Option<&str>, op: Operation, key: &str) -> Denied {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        Denied::ContextNotGranted {
+            caller: identity.unwrap_or("anonymous").to_owned(),
+            op: op.as_str(),
+            key: key.to_owned(),
         }
     }
 
@@ -240,12 +339,23 @@ impl Authorizer {
         self.check(identity, op, "*")
     }
 
-    /// Decides one call.
+    /// Decides one call, for any context.
     pub fn check(&self, identity: Option<&str>, op: Operation, key: &str) -> Result<(), Denied> {
-        let policy = self.policy.load();
-        let Some(policy) = policy.as_ref() else {
+        self.check_scoped(identity, op, key).map(|_| ())
+    }
+
+    /// Decides one call and says which contexts it may carry; the caller
+    /// checks the request's contexts against the [`Scope`].
+    pub fn check_scoped(
+        &self,
+        identity: Option<&str>,
+        op: Operation,
+        key: &str,
+    ) -> Result<Scope, Denied> {
+        let guard = self.policy.load();
+        let Some(policy) = guard.as_ref() else {
             return match self.default {
-                Default::Allow => Ok(()),
+                Default::Allow => Ok(Scope::Any),
                 Default::Deny => {
                     self.denied.fetch_add(1, Ordering::Relaxed);
                     Err(Denied::PermissionDenied {
@@ -256,8 +366,17 @@ impl Authorizer {
                 }
             };
         };
-        if policy.allows(identity, op, key) {
-            return Ok(());
+        // The usual case, a grant without a context requirement, allocates nothing.
+        let mut matched = false;
+        for (_, g) in policy.matching(identity, op, key) {
+            if g.context.is_empty() {
+                return Ok(Scope::Any);
+            }
+            matched = true;
+        }
+        if matched {
+            let grants = policy.matching(identity, op, key).map(|(i, _)| i).collect();
+            return Ok(Scope::Contexts(policy.clone(), grants));
         }
         match identity {
             None if !policy.grants_anonymous() => {
@@ -281,79 +400,4 @@ fn modified(p: &PathBuf) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const POLICY: &str = r#"
-[[allow]]
-callers = ["spiffe://example.org/ns/billing/sa/api"]
-keys = ["payments"]
-operations = ["encrypt", "decrypt"]
-
-[[allow]]
-callers = ["spiffe://example.org/ns/etl/*"]
-keys = ["*"]
-operations = ["rewrap"]
-"#;
-
-    #[test]
-    fn grants_are_exact_or_prefix_and_everything_else_is_denied() {
-        let p = Policy::parse(POLICY).unwrap_or_else(|e| panic!("{e}"));
-        assert!(p.allows(
-            Some("spiffe://example.org/ns/billing/sa/api"),
-            Operation::Encrypt,
-            "payments"
-        ));
-        assert!(!p.allows(
-            Some("spiffe://example.org/ns/billing/sa/api"),
-            Operation::Encrypt,
-            "pii"
-        ));
-        assert!(!p.allows(
-            Some("spiffe://example.org/ns/billing/sa/api"),
-            Operation::Rewrap,
-            "payments"
-        ));
-        assert!(!p.allows(
-            Some("spiffe://example.org/ns/billing/sa/apix"),
-            Operation::Encrypt,
-            "payments"
-        ));
-        assert!(p.allows(
-            Some("spiffe://example.org/ns/etl/sa/job"),
-            Operation::Rewrap,
-            "pii"
-        ));
-        assert!(!p.allows(
-            Some("spiffe://example.org/ns/etl/sa/job"),
-            Operation::Decrypt,
-            "pii"
-        ));
-        assert!(!p.allows(
-            Some("spiffe://example.org/ns/etl/sa/job"),
-            Operation::Admin,
-            "pii"
-        ));
-    }
-
-    #[test]
-    fn malformed_policies_are_refused() {
-        for bad in [
-            "[[allow]]\ncallers = []\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
-            "[[allow]]\ncallers = [\"*\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
-            "[[allow]]\ncallers = [\"a\"]\nkeys = [\"*\"]\noperations = [\"launch\"]\n",
-            "allow = 3",
-        ] {
-            assert!(Policy::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn defaults_without_a_policy() {
-        let open = Authorizer::new(None, Default::Allow).unwrap_or_else(|e| panic!("{e}"));
-        assert!(open.check(None, Operation::Admin, "x").is_ok());
-        let closed = Authorizer::new(None, Default::Deny).unwrap_or_else(|e| panic!("{e}"));
-        assert!(closed.check(Some("a"), Operation::Encrypt, "x").is_err());
-        assert_eq!(closed.denied.load(Ordering::Relaxed), 1);
-    }
-}
+mod tests;

@@ -26,7 +26,7 @@ pub fn method(path: &str) -> Option<(&'static str, Operation)> {
             "Rewrap" => ("Rewrap", Operation::Rewrap),
             "RewrapBatch" => ("RewrapBatch", Operation::Rewrap),
             "GenerateDataKey" => ("GenerateDataKey", Operation::GenerateDataKey),
-            "UnwrapDataKey" => ("UnwrapDataKey", Operation::GenerateDataKey),
+            "UnwrapDataKey" => ("UnwrapDataKey", Operation::UnwrapDataKey),
             _ => return None,
         })
     };
@@ -113,7 +113,7 @@ mod tests {
     fn every_method_maps_to_its_operation() {
         assert_eq!(
             method("/envelope.v1.Envelope/UnwrapDataKey"),
-            Some(("UnwrapDataKey", Operation::GenerateDataKey))
+            Some(("UnwrapDataKey", Operation::UnwrapDataKey))
         );
         assert_eq!(
             method("/envelope.v1.Admin/KeyStatus"),

@@ -274,7 +274,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
             };
             Ok((resp, Done::version(version)))
         };
-        let op = Operation::GenerateDataKey;
+        let op = Operation::UnwrapDataKey;
         self.gate.run(req, "UnwrapDataKey", op, f).await
     }
 }

@@ -3,8 +3,6 @@
 //! refused caller cannot learn which key names exist), metrics, the audit
 //! line and the request id.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,13 +11,14 @@ use std::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
 use super::audit::{AuditLog, Event, Timestamp};
-use super::authz::{Authorizer, Denied, Operation};
+use super::authz::{Authorizer, Denied, Operation, Scope};
 use super::request_id;
 use super::status::{CallError, code_name, to_status};
+pub use super::subject::{HasSubject, Subject};
+use super::subject::{bounded, subject_of};
 use super::tls::PeerInfo;
-use crate::keys::{DEFAULT_KEY, Error, Keyring, NamedKey};
+use crate::keys::{Error, Keyring, NamedKey};
 use crate::ops::metrics::{self, Label};
-use crate::pb;
 
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
@@ -130,65 +129,6 @@ impl Resolve for Selected {
     }
 }
 
-/// What the gate needs to know about a request before it runs.
-pub struct Subject<'a> {
-    /// The key name asked for ("" means default, "*" means every key).
-    pub key: &'a str,
-    /// The context of a unary call.
-    pub context: Option<&'a BTreeMap<String, String>>,
-}
-
-/// Requests that name a key (and maybe carry a context).
-pub trait HasSubject {
-    /// The key and context of this request.
-    fn subject(&self) -> Subject<'_>;
-}
-
-macro_rules! subject {
-    ($($t:ty => $ctx:ident),* $(,)?) => {$(
-        impl HasSubject for $t {
-            fn subject(&self) -> Subject<'_> {
-                Subject { key: &self.key, context: subject!(@ctx self $ctx) }
-            }
-        }
-    )*};
-    (@ctx $self:ident context) => { Some(&$self.context) };
-    (@ctx $self:ident none) => { None };
-}
-
-subject! {
-    pb::EncryptRequest => context,
-    pb::DecryptRequest => context,
-    pb::RewrapRequest => context,
-    pb::GenerateDataKeyRequest => context,
-    pb::UnwrapDataKeyRequest => context,
-    pb::EncryptBatchRequest => none,
-    pb::DecryptBatchRequest => none,
-    pb::RewrapBatchRequest => none,
-    pb::KeyStatusRequest => none,
-    pb::RefreshKeysRequest => none,
-}
-
-impl HasSubject for pb::RotateMasterKeyRequest {
-    fn subject(&self) -> Subject<'_> {
-        // Rotation names one key; empty means the default key, not every key.
-        let key = if self.key.is_empty() {
-            DEFAULT_KEY
-        } else {
-            &self.key
-        };
-        Subject { key, context: None }
-    }
-}
-
-/// `s` cut to at most `max` characters (with a trailing `…` when cut).
-fn bounded(s: &str, max: usize) -> Cow<'_, str> {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => Cow::Owned(format!("{}…", s.get(..i).unwrap_or_default())),
-        None => Cow::Borrowed(s),
-    }
-}
-
 impl Gate {
     /// Runs one RPC: authorizes `op` on the request's key for the caller,
     /// looks the key up, runs `f` with it, writes the audit line and stamps
@@ -242,7 +182,15 @@ impl Gate {
         // of a call, so at info level there is none: the lines a request logs
         // there (failures) take the id from the task-local instead.
         let span = tracing::debug_span!("request", request_id = %id_str, rpc);
-        let (result, label) = match self.authz.check(identity, op, &key) {
+        let authorized =
+            self.authz
+                .check_scoped(identity, op, &key)
+                .and_then(|scope| match scope {
+                    Scope::Any => Ok(()),
+                    scope if req.all_contexts(&mut |c| scope.admits(c)) => Ok(()),
+                    _ => Err(self.authz.context_denied(identity, op, &key)),
+                });
+        let (result, label) = match authorized {
             Err(denied) => (Err(CallError::Denied(denied)), self.label_of(&key)),
             Ok(()) => match K::resolve(&self.keyring, &key) {
                 Err(e) => (Err(CallError::Key(e)), unresolved_label(&key)),
@@ -360,7 +308,9 @@ impl Gate {
         if let Some(d) = r.denied {
             metrics.refused(match d {
                 Denied::Unauthenticated => "unauthenticated",
-                Denied::PermissionDenied { .. } => "permission_denied",
+                Denied::PermissionDenied { .. } | Denied::ContextNotGranted { .. } => {
+                    "permission_denied"
+                }
             });
         }
         if let Some(audit) = &self.audit {
@@ -417,28 +367,4 @@ fn unresolved_label(key: &str) -> Label {
     } else {
         Label::Static("unknown")
     }
-}
-
-/// The key name a request asks for (empty means the default key, or every
-/// key for Admin calls) and its context keys, bounded for the audit line:
-/// at most 64 context keys of at most 64 characters each.
-fn subject_of(req: &impl HasSubject, op: Operation) -> (String, Vec<String>) {
-    let s = req.subject();
-    let key = if s.key.is_empty() && op != Operation::Admin {
-        DEFAULT_KEY.to_owned()
-    } else if s.key.is_empty() {
-        "*".to_owned()
-    } else {
-        s.key.to_owned()
-    };
-    let ctx: Vec<String> = s
-        .context
-        .map(|c| {
-            c.keys()
-                .take(64)
-                .map(|k| bounded(k, 64).into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    (key, ctx)
 }

@@ -28,7 +28,9 @@ pub enum CallError {
 pub fn code(e: &CallError) -> Code {
     match e {
         CallError::Denied(Denied::Unauthenticated) => Code::Unauthenticated,
-        CallError::Denied(Denied::PermissionDenied { .. }) => Code::PermissionDenied,
+        CallError::Denied(Denied::PermissionDenied { .. } | Denied::ContextNotGranted { .. }) => {
+            Code::PermissionDenied
+        }
         CallError::Key(e) => key_code(e),
     }
 }

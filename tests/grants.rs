@@ -1,0 +1,120 @@
+//! Narrower grants against the real binary: `generate_data_key` no longer
+//! unwraps, and a grant with `context = { … }` admits only calls whose
+//! context (every item of a batch, every message of a stream) carries those
+//! entries.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::Server;
+use common::requests::{ctx, encrypt};
+use envelope::pb;
+use tonic::Code;
+
+const POLICY: &str = r#"
+[[allow]]
+anonymous = true
+keys = ["default"]
+operations = ["encrypt"]
+context = { tenant = "acme" }
+
+[[allow]]
+anonymous = true
+keys = ["default"]
+operations = ["generate_data_key"]
+"#;
+
+fn item(tenant: &str) -> pb::EncryptItem {
+    pb::EncryptItem {
+        plaintext: b"x".to_vec().into(),
+        context: ctx(&[("tenant", tenant), ("row", "1")]),
+    }
+}
+
+#[tokio::test]
+async fn context_grants_and_the_unwrap_split() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let config = format!("policy_file = \"{}/policy.toml\"\n", dir.path().display());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let client = server.client().await;
+
+    // Unary: only the granted tenant.
+    assert!(
+        encrypt(&client, "", b"x", &[("tenant", "acme")])
+            .await
+            .is_ok()
+    );
+    let other = encrypt(&client, "", b"x", &[("tenant", "globex")])
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied);
+    assert!(
+        other.message().contains("only in the contexts"),
+        "{}",
+        other.message()
+    );
+    let none = encrypt(&client, "", b"x", &[]).await.unwrap_err();
+    assert_eq!(none.code(), Code::PermissionDenied);
+
+    // A batch: every item must be in a granted context.
+    let mut c = client.clone();
+    let ok = c
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: String::new(),
+            items: vec![item("acme"), item("acme")],
+        })
+        .await;
+    assert!(ok.is_ok());
+    let mixed = c
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: String::new(),
+            items: vec![item("acme"), item("globex")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(mixed.code(), Code::PermissionDenied);
+
+    // A stream: the first message is answered, the one with a foreign
+    // tenant ends the stream with PERMISSION_DENIED.
+    let messages = vec![
+        pb::EncryptBatchRequest {
+            key: String::new(),
+            items: vec![item("acme")],
+        },
+        pb::EncryptBatchRequest {
+            key: String::new(),
+            items: vec![item("globex")],
+        },
+    ];
+    let mut out = c
+        .encrypt_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.message().await.unwrap().is_some());
+    assert_eq!(
+        out.message().await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // generate_data_key alone does not unwrap.
+    let generated = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(&[("purpose", "files")]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let unwrap = c
+        .unwrap_data_key(pb::UnwrapDataKeyRequest {
+            key: String::new(),
+            wrapped_key: generated.wrapped_key,
+            context: ctx(&[("purpose", "files")]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unwrap.code(), Code::PermissionDenied);
+    assert!(server.logs().contains("no longer allows UnwrapDataKey"));
+}
