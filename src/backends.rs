@@ -6,6 +6,8 @@
 //!   data directory) and [`store::secrets_manager`] (AWS Secrets Manager).
 //! - [`kms`]: generate and decrypt data keys; [`kms::local`] (a root key
 //!   file) and [`kms::aws_kms`] (AWS KMS).
+//! - [`private_files`]: local mode's owner-only files (write, create once,
+//!   check ownership and mode).
 //! - [`aws_sdk`]: the one place that loads the AWS SDK configuration and
 //!   classifies SDK errors; SDK types do not leave the AWS files.
 //!
@@ -13,4 +15,5 @@
 
 pub mod aws_sdk;
 pub mod kms;
+pub mod private_files;
 pub mod store;

@@ -320,3 +320,37 @@ async fn saturation_is_refused_at_once() {
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
     drop(body);
 }
+
+/// Local mode refuses a data directory that group or others may read,
+/// naming it and the fix, and starts once it is owner-only.
+#[test]
+fn a_data_directory_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started on a data directory others can read");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains(&data.display().to_string()) && err.contains("chmod 700"), "{err}");
+    assert!(!data.join("root.key").exists(), "nothing was written into it");
+}

@@ -19,6 +19,8 @@ use envelope::pb;
 
 fn copy_private(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let dest = to.join(entry.file_name());

@@ -8,8 +8,9 @@ use super::config::{LogFormat, Mode, Settings};
 use crate::backends::kms::Kms;
 use crate::backends::kms::aws_kms::AwsKms;
 use crate::backends::kms::local::LocalKms;
+use crate::backends::private_files::{check_private, create_private_dir};
 use crate::backends::store::SecretStore;
-use crate::backends::store::local::{LocalStore, create_private_dir};
+use crate::backends::store::local::LocalStore;
 use crate::backends::store::secrets_manager::AwsStore;
 use crate::edge::audit::AuditLog;
 use crate::edge::authz::{Authorizer, Default};
@@ -93,6 +94,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory is not the running user's, or others may read it.
+    #[error("local mode's data directory: {0}")]
+    DataDirUnsafe(String),
     /// A key could not be loaded: Envelope never serves without its keys.
     #[error("cannot load key {key:?}: {source}")]
     Key {
@@ -172,6 +176,7 @@ async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> 
                 path: dir.display().to_string(),
                 source,
             })?;
+            check_private(dir).map_err(ServeError::DataDirUnsafe)?;
             tracing::warn!(
                 data_dir = %dir.display(),
                 "LOCAL MODE: the root key and master keys are plain files in the data directory; for development and trials only"

@@ -130,6 +130,7 @@ mod tests {
             version: VersionId::new("v-test").unwrap(),
             created: None,
             kek: AeadKey::new(&k).unwrap(),
+            check_value: [0; 8],
         });
         DataKey::new(
             master,

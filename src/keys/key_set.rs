@@ -191,16 +191,23 @@ pub(super) async fn read_set(
                         .into(),
                 )
             })?;
-            // Retiring AWSCURRENT's own predecessors is the point; retiring
-            // AWSCURRENT itself would refuse the records being written now.
-            if current.created.is_some_and(|c| created > c) {
-                return Err(malformed(
-                    "min_decryption_version is newer than AWSCURRENT".into(),
-                ));
-            }
             Some(created)
         }
     };
+    // Retiring AWSCURRENT's own predecessors is the point; a retired (or
+    // undated) AWSCURRENT would seal records the server then refuses to open.
+    // Checked at every refresh, so moving AWSCURRENT back past the minimum
+    // is refused and the key keeps its previous versions.
+    if let Some(before) = retired_before
+        && current.created.is_none_or(|c| c < before)
+    {
+        return Err(Error::MasterKey(MasterKeyError::Malformed {
+            secret: secret_id.to_owned(),
+            version: current.version.as_str().to_owned(),
+            reason: "AWSCURRENT is older than min_decryption_version (or undated); it is not used to encrypt"
+                .into(),
+        }));
+    }
     Ok(KeySet {
         versions,
         current,

@@ -146,6 +146,9 @@ pub struct MasterKey {
     pub created: Option<OffsetDateTime>,
     /// The key-encryption key that wraps data keys.
     pub kek: AeadKey,
+    /// The version's key check value: 8 bytes from HKDF under a label of its
+    /// own (never the KEK), equal on every replica that derived the same key.
+    pub check_value: [u8; 8],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -176,19 +179,22 @@ pub fn derive_kek(
     key_name: &str,
     version: &VersionId,
 ) -> Result<AeadKey, CryptoError> {
-    derive(secret, derivation, key_name, version).map_err(|e| match e {
-        Refusal::Crypto(e) => e,
-        Refusal::Malformed(_) | Refusal::Kms(_) => CryptoError::Primitive,
-    })
+    derive(secret, derivation, key_name, version)
+        .map(|(kek, _)| kek)
+        .map_err(|e| match e {
+            Refusal::Crypto(e) => e,
+            Refusal::Malformed(_) | Refusal::Kms(_) => CryptoError::Primitive,
+        })
 }
 
-/// [`derive_kek`], saying why the PBKDF2 inputs are refused.
+/// [`derive_kek`], saying why the PBKDF2 inputs are refused, with the
+/// version's key check value.
 fn derive(
     secret: &[u8],
     derivation: Derivation<'_>,
     key_name: &str,
     version: &VersionId,
-) -> Result<AeadKey, Refusal> {
+) -> Result<(AeadKey, [u8; 8]), Refusal> {
     let mut stretched = zeroize::Zeroizing::new([0u8; 32]);
     let ikm: &[u8] = match derivation {
         Derivation::Hkdf => secret,
@@ -198,17 +204,17 @@ fn derive(
             stretched.as_ref()
         }
     };
+    let info: [&[u8]; 3] = [&[key_name.len() as u8], key_name.as_bytes(), version.raw()];
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    hkdf_sha256(
-        b"envelope.v1/kek",
-        ikm,
-        &[&[key_name.len() as u8], key_name.as_bytes(), version.raw()],
-        out.as_mut(),
-    )
-    .map_err(Refusal::Crypto)?;
-    KeyBytes::from_slice(out.as_ref())
+    hkdf_sha256(b"envelope.v1/kek", ikm, &info, out.as_mut()).map_err(Refusal::Crypto)?;
+    // The check value comes from the same input under another label: it
+    // tells replicas apart without revealing anything of the KEK.
+    let mut check = [0u8; 8];
+    hkdf_sha256(b"envelope.v1/key-check-value", ikm, &info, &mut check).map_err(Refusal::Crypto)?;
+    let kek = KeyBytes::from_slice(out.as_ref())
         .and_then(|key| AeadKey::new(&key))
-        .map_err(Refusal::Crypto)
+        .map_err(Refusal::Crypto)?;
+    Ok((kek, check))
 }
 
 /// The one check of PBKDF2's inputs: the ceiling keeps a hostile
@@ -245,13 +251,15 @@ pub async fn load(
     kms: &dyn Kms,
     kdf: &KdfParams,
 ) -> Result<MasterKey, MasterKeyError> {
-    let (version, kek) = version_and_kek(key_name, &info.id, value, kms, kdf)
+    let (version, (kek, check_value)) = version_and_kek(key_name, &info.id, value, kms, kdf)
         .await
         .map_err(|e| e.naming(secret_id, &info.id))?;
+    tracing::info!(key = %key_name, version = %info.id, check_value = %hex::encode(check_value), "master-key version loaded");
     Ok(MasterKey {
         version,
         created: info.created,
         kek,
+        check_value,
     })
 }
 
@@ -261,7 +269,7 @@ async fn version_and_kek(
     value: &str,
     kms: &dyn Kms,
     kdf: &KdfParams,
-) -> Result<(VersionId, AeadKey), Refusal> {
+) -> Result<(VersionId, (AeadKey, [u8; 8])), Refusal> {
     let version = VersionId::new(id).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let kek = match shapes::read(value.trim(), kdf)? {
         KeyMaterial::Wrapped(wrapped) => {
@@ -288,7 +296,7 @@ async fn stretch_off_runtime(
     passphrase: Passphrase,
     key_name: &str,
     version: &VersionId,
-) -> Result<AeadKey, Refusal> {
+) -> Result<(AeadKey, [u8; 8]), Refusal> {
     let (key_name, version) = (key_name.to_owned(), version.clone());
     tokio::task::spawn_blocking(move || {
         let derivation = Derivation::Pbkdf2 {

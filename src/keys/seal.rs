@@ -183,6 +183,8 @@ impl NamedKey {
             return Ok(claimed);
         }
         let current = self.versions.current();
+        // Never seal under a version the key refuses to open.
+        self.check_retired(current.version.as_str(), current.created)?;
         let dk = Arc::new(self.new_data_key(current).await?);
         self.active.store(Some(dk.clone()));
         let nonce = dk

@@ -247,3 +247,49 @@ fn batches_span_data_keys_and_keep_failures_to_their_items() {
         }
     });
 }
+
+/// AWSCURRENT moved back past `min_decryption_version` is refused at the
+/// refresh: the key keeps sealing under the version it had, never under
+/// one it would refuse to open.
+#[test]
+fn a_rollback_past_the_minimum_is_not_used_to_encrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let first = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let store = first.store.clone();
+        let old = store.get_stage("k", "AWSCURRENT").await.unwrap().info.id;
+        let key = NamedKey::load(first, Limits::default()).await.unwrap();
+        // Two rotations, then a minimum at the newest version.
+        key.rotate().await.unwrap();
+        let (_, newest) = key.rotate().await.unwrap();
+        let mut source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        source.min_version = Some(newest.clone());
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let ctx = BTreeMap::new();
+        let (_, master) = key.encrypt(b"before", &ctx).await.unwrap();
+        assert_eq!(master.version.as_str(), newest);
+        // A writer moves AWSCURRENT back to the first version.
+        store
+            .update_stage("k", "AWSCURRENT", Some(&old), Some(&newest))
+            .await
+            .unwrap();
+        let refused = key.refresh().await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("older than min_decryption_version"),
+            "{refused}"
+        );
+        let (ct, master) = key.encrypt(b"after", &ctx).await.unwrap();
+        assert_eq!(
+            master.version.as_str(),
+            newest,
+            "still the last good version"
+        );
+        assert_eq!(key.decrypt(&ct, &ctx).await.unwrap().0, b"after");
+    });
+}

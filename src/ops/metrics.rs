@@ -90,6 +90,7 @@ pub struct Metrics {
     // Computed at scrape time.
     key_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     key_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    key_check: Family<Labels, Gauge>,
     cache_entries: Family<Labels, Gauge>,
     keyring: Arc<arc_swap::ArcSwapOption<Keyring>>,
 }
@@ -114,6 +115,7 @@ impl Metrics {
             refusals: Family::default(),
             key_age: Family::default(),
             key_staleness: Family::default(),
+            key_check: Family::default(),
             cache_entries: Family::default(),
             keyring: Arc::new(arc_swap::ArcSwapOption::empty()),
             registry: Registry::default(),
@@ -157,6 +159,11 @@ impl Metrics {
             "master_key_age_seconds",
             "Age of each loaded master-key version",
             m.key_age.clone(),
+        );
+        registry.register(
+            "master_key_check",
+            "1 for each loaded master-key version, labelled with its key check value: replicas that derived different keys from one version show different values",
+            m.key_check.clone(),
         );
         registry.register(
             "key_staleness_seconds",
@@ -248,10 +255,18 @@ impl Metrics {
         self.keyring.store(Some(keyring.clone()));
         let now = OffsetDateTime::now_utc();
         self.key_age.clear();
+        self.key_check.clear();
         for key in keyring.all() {
             let name = key.name().to_owned();
             let set = key.snapshot();
             for l in set.versions.values() {
+                self.key_check
+                    .get_or_create(&vec![
+                        ("key", name.clone()),
+                        ("version", l.master.version.as_str().to_owned()),
+                        ("check_value", hex::encode(l.master.check_value)),
+                    ])
+                    .set(1);
                 if let Some(created) = l.master.created {
                     // The loaded stage only (pin labels are per version and would split series).
                     let stage = crate::keys::LOADED_STAGES

@@ -52,7 +52,10 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables.
     pub fn start_with(data_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
-        std::fs::create_dir_all(data_dir).unwrap();
+        // Owner only, as the server requires of a data directory.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(data_dir)
+            .unwrap();
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

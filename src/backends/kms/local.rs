@@ -38,7 +38,7 @@ impl LocalKms {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyBytes::random()?;
-                let created = crate::backends::store::local::create_private(path, key.expose())
+                let created = crate::backends::private_files::create_private(path, key.expose())
                     .map_err(|e| {
                         KmsError::RootKey(format!("cannot create {}: {e}", path.display()))
                     })?;
@@ -77,24 +77,10 @@ impl LocalKms {
     }
 }
 
-/// Refuses a root key file that group or others may read, as ssh does.
+/// Refuses a root key file that is not the running user's or that group
+/// or others may read, as ssh does.
 fn check_private(path: &Path) -> Result<(), KmsError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| KmsError::RootKey(format!("cannot stat {}: {e}", path.display())))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KmsError::RootKey(format!(
-                "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
-                path.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    Ok(())
+    crate::backends::private_files::check_private(path).map_err(KmsError::RootKey)
 }
 
 #[async_trait]

@@ -2,7 +2,6 @@
 //! atomically with owner-only permissions. It follows Secrets Manager's
 //! staging rules so rotation code runs unchanged against either.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -11,6 +10,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{AWSCURRENT, AWSPREVIOUS, SecretStore, SecretValue, StoreError, VersionInfo};
+use crate::backends::private_files::{check_private, create_private_dir, write_private};
 use crate::primitives::crypto::constant_time_eq;
 
 /// Secrets in `<dir>/<secret id>.json`.
@@ -41,53 +41,6 @@ impl Drop for StoredVersion {
     }
 }
 
-/// Writes `bytes` to a new file at `path` with mode 0600 (owner only), via a
-/// temporary file and a rename so that readers never see half a file.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` only if `path` does not exist yet (a hard link
-/// from a fully written temporary file, so no reader sees half a file and
-/// no concurrent creator is overwritten). Returns whether it was written.
-pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let tmp = path.with_extension(format!("new{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Creates `dir` (and parents) with mode 0700 if absent.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
-}
-
 fn valid_secret_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -100,10 +53,13 @@ fn valid_secret_id(id: &str) -> bool {
 impl LocalStore {
     /// A store in `dir`, created (mode 0700) if absent.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        create_private_dir(dir).map_err(|e| StoreError::Unavailable {
-            secret: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        create_private_dir(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| check_private(dir))
+            .map_err(|reason| StoreError::Unavailable {
+                secret: dir.display().to_string(),
+                reason,
+            })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             lock: tokio::sync::Mutex::new(()),
@@ -375,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn stages_follow_secrets_manager_rules() {
         let dir = tempfile::tempdir().unwrap();
-        let s = LocalStore::open(dir.path()).unwrap();
+        let s = LocalStore::open(&dir.path().join("secrets")).unwrap();
         assert!(matches!(
             s.describe("k").await,
             Err(StoreError::SecretNotFound { .. })
@@ -411,7 +367,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("k.json"))
+            let mode = std::fs::metadata(dir.path().join("secrets").join("k.json"))
                 .unwrap()
                 .permissions()
                 .mode();

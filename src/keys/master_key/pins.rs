@@ -265,3 +265,59 @@ async fn json_that_does_not_parse_is_refused_before_any_shape() {
         assert!(!is_envelope_shape(&value), "{value}");
     }
 }
+
+/// The key check value is HKDF under its own label over the same input as
+/// the KEK: the same for the same secret, name and version, different for
+/// another version, and not the KEK (which comes from another label).
+#[tokio::test]
+async fn the_key_check_value_is_derived_under_its_own_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = crate::backends::kms::local::LocalKms::open_or_create(&dir.path().join("root.key"))
+        .unwrap();
+    let v1 = "0e1b2f1c-7b5e-4a55-9d8c-1c2d3e4f5a6b";
+    let doc = super::new_secret_value("pii", v1, &kms).await.unwrap();
+    let info = |id: &str| crate::backends::store::VersionInfo {
+        id: id.into(),
+        stages: vec![],
+        created: None,
+    };
+    let kdf = super::KdfParams::default();
+    let a = super::load("pii", "s", info(v1), &doc, &kms, &kdf)
+        .await
+        .unwrap();
+    let b = super::load("pii", "s", info(v1), &doc, &kms, &kdf)
+        .await
+        .unwrap();
+    assert_eq!(a.check_value, b.check_value);
+    // The same material under another label is the check value, recomputed.
+    let blob: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let blob = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        blob["wrappedKey"].as_str().unwrap(),
+    )
+    .unwrap();
+    let master =
+        crate::backends::kms::Kms::decrypt(&kms, &blob, &super::kms_context("pii", v1), None)
+            .await
+            .unwrap();
+    let version = crate::primitives::record::VersionId::new(v1).unwrap();
+    let info_parts: [&[u8]; 3] = [&[3], b"pii", version.raw()];
+    let mut expected = [0u8; 8];
+    crate::primitives::crypto::hkdf_sha256(
+        b"envelope.v1/key-check-value",
+        master.expose(),
+        &info_parts,
+        &mut expected,
+    )
+    .unwrap();
+    assert_eq!(a.check_value, expected);
+    let mut kek_prefix = [0u8; 8];
+    crate::primitives::crypto::hkdf_sha256(
+        b"envelope.v1/kek",
+        master.expose(),
+        &info_parts,
+        &mut kek_prefix,
+    )
+    .unwrap();
+    assert_ne!(a.check_value, kek_prefix, "not the KEK's first bytes");
+}
