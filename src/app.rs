@@ -1,6 +1,7 @@
 //! The application on top: configuration, start-up shared by every binary,
 //! the server's life cycle, the commands and the rotation Lambda's handler.
 //!
+//! - [`args`]: the command line, parsed by clap.
 //! - [`config`]: raw flags and TOML into one validated [`config::Settings`].
 //! - [`startup`]: process set-up (logging, hardening, TLS provider) and the
 //!   backends, keyring and security layer built from the settings.
@@ -11,6 +12,7 @@
 //!
 //! Imports: every layer below.
 
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod direct;

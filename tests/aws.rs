@@ -179,7 +179,10 @@ async fn seed_001_master_key_document() {
         &kms_key().await,
         FAIL_FAST,
         "",
-        &secret_key("default", &secret),
+        &format!(
+            "{}allow_unwrapped_master_keys = true\n",
+            secret_key("default", &secret)
+        ),
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
     let e = round_trip(&server, "", "alice@example.com").await;
@@ -221,7 +224,7 @@ async fn seed_004_key_and_salt_secret_pair() {
         .await
         .unwrap();
     let keys = format!(
-        "[[keys]]\nname = \"email\"\nsecret_id = \"{key_secret}\"\nsalt_secret_id = \"{salt_secret}\"\nkdf_iterations = 100000\n"
+        "[[keys]]\nname = \"email\"\nsecret_id = \"{key_secret}\"\nsalt_secret_id = \"{salt_secret}\"\nkdf_iterations = 100000\nallow_unwrapped_master_keys = true\n"
     );
     let cfg = aws_config(&moto().url(), &kms_key().await, FAIL_FAST, "", &keys);
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);

@@ -217,6 +217,8 @@ impl Settings {
                 salt_secret_id: None,
                 kdf_iterations: None,
                 min_decryption_version: None,
+                allow_unwrapped_master_keys: false,
+                unwrapped_versions: Vec::new(),
             }]
         } else {
             file.keys

@@ -15,7 +15,7 @@ use crate::backends::store::secrets_manager::AwsStore;
 use crate::edge::audit::AuditLog;
 use crate::edge::authz::{Authorizer, Default};
 use crate::edge::tls::ReloadingConfig;
-use crate::keys::master_key::KdfParams;
+use crate::keys::master_key::{KdfParams, Unwrapped};
 use crate::keys::{Error, KeySource, Keyring, NamedKey};
 use crate::ops::hardening::{self, Hardened};
 use crate::primitives::self_test;
@@ -267,6 +267,7 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
             kdf: KdfParams {
                 salt,
                 iterations: k.kdf_iterations,
+                unwrapped: k.unwrapped(),
             },
             min_version: k.min_decryption_version.clone(),
         };
@@ -276,6 +277,15 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 .map_err(|e| key_err(&k.name, e))?,
         );
         crate::ops::metrics::get().init_key(&k.name);
+        let unwrapped = k.unwrapped();
+        if unwrapped != Unwrapped::Refuse {
+            tracing::warn!(
+                key = %k.name,
+                accepts = ?unwrapped,
+                "this key accepts seed-shaped (unwrapped) master keys: anyone who can write its secret can choose the key new records are sealed under; rotate to Envelope's shape and remove allow_unwrapped_master_keys / unwrapped_versions"
+            );
+            crate::ops::metrics::get().accepts_unwrapped(&k.name, matches!(unwrapped, Unwrapped::Any));
+        }
     }
     Ok(Keyring::new(keys))
 }

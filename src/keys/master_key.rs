@@ -114,13 +114,44 @@ pub struct KdfParams {
     pub salt: Option<zeroize::Zeroizing<Vec<u8>>>,
     /// PBKDF2 iterations; [`DEFAULT_PBKDF2_ITERATIONS`] when unset.
     pub iterations: Option<u32>,
+    /// Which seed-shaped versions the key accepts at all.
+    pub unwrapped: Unwrapped,
 }
+
+/// Which seed-shaped (plaintext, not KMS-wrapped) versions a key accepts.
+/// Anyone who can write the secret could plant one, and choose the key new
+/// records are sealed under, so none is accepted unless the key says so.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Unwrapped {
+    /// Only Envelope's own KMS-wrapped shape (the default).
+    #[default]
+    Refuse,
+    /// Any seed-shaped version of the key's secret (legacy mode).
+    Any,
+    /// Only these versions.
+    Only(Vec<String>),
+}
+
+impl Unwrapped {
+    /// Whether the seed-shaped version `id` may be used.
+    pub fn allows(&self, id: &str) -> bool {
+        match self {
+            Unwrapped::Refuse => false,
+            Unwrapped::Any => true,
+            Unwrapped::Only(ids) => ids.iter().any(|v| v == id),
+        }
+    }
+}
+
+/// Why a seed-shaped version the key does not accept is refused.
+pub const UNWRAPPED_REFUSED: &str = "a seed-shaped (unwrapped) master key, which this key does not accept: set allow_unwrapped_master_keys = true, or list the version in unwrapped_versions, on its [[keys]] entry";
 
 impl std::fmt::Debug for KdfParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KdfParams")
             .field("salt", &self.salt.as_ref().map(|_| "[REDACTED]"))
             .field("iterations", &self.iterations)
+            .field("unwrapped", &self.unwrapped)
             .finish()
     }
 }
@@ -284,6 +315,9 @@ async fn version_and_kek(
             derive(key.expose(), Derivation::Hkdf, key_name, &version)?
         }
         KeyMaterial::Passphrase(passphrase) => {
+            if !kdf.unwrapped.allows(id) {
+                return Err(Refusal::Malformed(UNWRAPPED_REFUSED.into()));
+            }
             stretch_off_runtime(passphrase, key_name, &version).await?
         }
     };

@@ -91,6 +91,7 @@ pub struct Metrics {
     key_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     key_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     key_check: Family<Labels, Gauge>,
+    accepts_unwrapped: Family<Labels, Gauge>,
     cache_entries: Family<Labels, Gauge>,
     keyring: Arc<arc_swap::ArcSwapOption<Keyring>>,
 }
@@ -116,6 +117,7 @@ impl Metrics {
             key_age: Family::default(),
             key_staleness: Family::default(),
             key_check: Family::default(),
+            accepts_unwrapped: Family::default(),
             cache_entries: Family::default(),
             keyring: Arc::new(arc_swap::ArcSwapOption::empty()),
             registry: Registry::default(),
@@ -159,6 +161,11 @@ impl Metrics {
             "master_key_age_seconds",
             "Age of each loaded master-key version",
             m.key_age.clone(),
+        );
+        registry.register(
+            "key_accepts_unwrapped_master_keys",
+            "1 for each key that accepts seed-shaped (unwrapped) master keys: any version (scope any) or listed versions (scope listed)",
+            m.accepts_unwrapped.clone(),
         );
         registry.register(
             "master_key_check",
@@ -241,6 +248,14 @@ impl Metrics {
                 .refusals
                 .get_or_create(&vec![("reason", reason.to_owned())]);
         }
+    }
+
+    /// A key accepts seed-shaped master keys: any version, or listed ones.
+    pub fn accepts_unwrapped(&self, key: &str, any: bool) {
+        let scope = if any { "any" } else { "listed" };
+        self.accepts_unwrapped
+            .get_or_create(&vec![("key", key.to_owned()), ("scope", scope.to_owned())])
+            .set(1);
     }
 
     /// One refused call, stream or connection, by reason (docs/OPERATIONS.md).

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::keys::master_key::Unwrapped;
+
 /// The TOML file, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,12 +95,30 @@ pub struct KeyConfig {
     /// Refuse records under versions created before this version (like
     /// Vault's minimum decryption version), for after a migration.
     pub min_decryption_version: Option<String>,
+    /// Accept any seed-shaped (plaintext) version of this key's secret
+    /// (legacy mode; warned about at start and exported as a gauge).
+    #[serde(default)]
+    pub allow_unwrapped_master_keys: bool,
+    /// Accept only these seed-shaped versions.
+    #[serde(default)]
+    pub unwrapped_versions: Vec<String>,
 }
 
 impl KeyConfig {
     /// The secret holding this key's versions: `secret_id`, or the key name.
     pub fn secret_id(&self) -> String {
         self.secret_id.clone().unwrap_or_else(|| self.name.clone())
+    }
+
+    /// Which seed-shaped versions the key accepts.
+    pub fn unwrapped(&self) -> Unwrapped {
+        if self.allow_unwrapped_master_keys {
+            Unwrapped::Any
+        } else if self.unwrapped_versions.is_empty() {
+            Unwrapped::Refuse
+        } else {
+            Unwrapped::Only(self.unwrapped_versions.clone())
+        }
     }
 }
 

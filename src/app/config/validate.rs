@@ -21,6 +21,16 @@ impl Settings {
                     format!("{:?} is listed twice", k.name),
                 ));
             }
+            if let Some(v) = k
+                .unwrapped_versions
+                .iter()
+                .find(|v| crate::primitives::record::VersionId::new(v).is_err())
+            {
+                return Err(invalid(
+                    "keys.unwrapped_versions",
+                    format!("{v:?} is not a version id (key {:?})", k.name),
+                ));
+            }
         }
         let l = &self.limits;
         if !(1..=1 << 30).contains(&self.max_request_bytes) {

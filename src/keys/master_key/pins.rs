@@ -30,6 +30,8 @@ fn kdf(salt: Option<&str>, iterations: Option<u32>) -> KdfParams {
     KdfParams {
         salt: salt.map(|s| zeroize::Zeroizing::new(s.as_bytes().to_vec())),
         iterations,
+        // These pins are about reading the shapes; accepting them is pinned below.
+        unwrapped: super::Unwrapped::Any,
     }
 }
 
@@ -144,7 +146,7 @@ async fn master_key_without_format_is_the_passphrase_document() {
     let doc = b
         .load(
             &passphrase(r#","salt":"s","iterations":100000"#),
-            &KdfParams::default(),
+            &kdf(None, None),
         )
         .await;
     // The password is the base64 text, as for a plain key with the same salt and count.
@@ -153,7 +155,7 @@ async fn master_key_without_format_is_the_passphrase_document() {
     assert!(same_kek(&doc, &b.load(&passphrase(""), &salted).await));
     // Other members are ignored, and keyDerivation is matched in any case.
     let loose = passphrase(r#","salt":"s","iterations":100000,"kmsKeyId":"x","extra":{"a":[1]}"#);
-    assert!(same_kek(&doc, &b.load(&loose, &KdfParams::default()).await));
+    assert!(same_kek(&doc, &b.load(&loose, &kdf(None, None)).await));
     let lower = r#"{"masterKey":"AAECAwQFBgcICQoLDA0ODw==","algorithm":"AES-256-GCM","keyDerivation":"pbkdf2"}"#;
     assert!(same_kek(&doc, &b.load(lower, &salted).await));
     assert!(!is_envelope_shape(&passphrase("")));
@@ -320,4 +322,20 @@ async fn the_key_check_value_is_derived_under_its_own_label() {
     )
     .unwrap();
     assert_ne!(a.check_value, kek_prefix, "not the KEK's first bytes");
+}
+
+/// Seed-shaped versions are refused unless the key accepts them: any of
+/// them, or the listed versions only. Envelope's own shape is unaffected.
+#[tokio::test]
+async fn seed_shapes_only_where_the_key_accepts_them() {
+    let b = Bench::new();
+    let doc = passphrase(r#","salt":"s","iterations":100000"#);
+    assert_eq!(b.reason(&doc, &KdfParams::default()).await, super::UNWRAPPED_REFUSED);
+    let listed = |ids: &[&str]| KdfParams {
+        unwrapped: super::Unwrapped::Only(ids.iter().map(|s| (*s).to_owned()).collect()),
+        ..KdfParams::default()
+    };
+    assert_eq!(b.reason(&doc, &listed(&["other"])).await, super::UNWRAPPED_REFUSED);
+    b.load(&doc, &listed(&["v1"])).await;
+    b.load(&doc, &kdf(None, None)).await;
 }
