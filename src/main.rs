@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use envelope::app::config::{Overrides, Settings};
 use envelope::app::args::{Args, Command};
+use envelope::app::config::{Overrides, Settings};
 use envelope::app::{cli, direct, server, startup};
 use std::net::SocketAddr;
 use std::path::PathBuf;

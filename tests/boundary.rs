@@ -351,6 +351,12 @@ fn a_data_directory_others_can_read_is_refused() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success());
-    assert!(err.contains(&data.display().to_string()) && err.contains("chmod 700"), "{err}");
-    assert!(!data.join("root.key").exists(), "nothing was written into it");
+    assert!(
+        err.contains(&data.display().to_string()) && err.contains("chmod 700"),
+        "{err}"
+    );
+    assert!(
+        !data.join("root.key").exists(),
+        "nothing was written into it"
+    );
 }

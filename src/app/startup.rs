@@ -284,7 +284,8 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 accepts = ?unwrapped,
                 "this key accepts seed-shaped (unwrapped) master keys: anyone who can write its secret can choose the key new records are sealed under; rotate to Envelope's shape and remove allow_unwrapped_master_keys / unwrapped_versions"
             );
-            crate::ops::metrics::get().accepts_unwrapped(&k.name, matches!(unwrapped, Unwrapped::Any));
+            crate::ops::metrics::get()
+                .accepts_unwrapped(&k.name, matches!(unwrapped, Unwrapped::Any));
         }
     }
     Ok(Keyring::new(keys))

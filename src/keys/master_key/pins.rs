@@ -330,12 +330,18 @@ async fn the_key_check_value_is_derived_under_its_own_label() {
 async fn seed_shapes_only_where_the_key_accepts_them() {
     let b = Bench::new();
     let doc = passphrase(r#","salt":"s","iterations":100000"#);
-    assert_eq!(b.reason(&doc, &KdfParams::default()).await, super::UNWRAPPED_REFUSED);
+    assert_eq!(
+        b.reason(&doc, &KdfParams::default()).await,
+        super::UNWRAPPED_REFUSED
+    );
     let listed = |ids: &[&str]| KdfParams {
         unwrapped: super::Unwrapped::Only(ids.iter().map(|s| (*s).to_owned()).collect()),
         ..KdfParams::default()
     };
-    assert_eq!(b.reason(&doc, &listed(&["other"])).await, super::UNWRAPPED_REFUSED);
+    assert_eq!(
+        b.reason(&doc, &listed(&["other"])).await,
+        super::UNWRAPPED_REFUSED
+    );
     b.load(&doc, &listed(&["v1"])).await;
     b.load(&doc, &kdf(None, None)).await;
 }

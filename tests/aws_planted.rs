@@ -1,0 +1,116 @@
+//! A writer of the secret (PutSecretValue, UpdateSecretVersionStage) who
+//! cannot read the KMS key tries to choose the master key new records are
+//! sealed under, against moto's Secrets Manager and KMS: a seed-shaped
+//! (plaintext) version made AWSCURRENT is refused at the refresh and the key
+//! keeps its previous version; the same version as AWSPENDING fails
+//! rotation's testSecret.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::Server;
+use common::aws_config::{FAIL_FAST, aws_config, secret_key};
+use common::moto::{TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+use common::requests::{CTX, decrypt, round_trip};
+use envelope::backends::kms::aws_kms::AwsKms;
+use envelope::backends::store::secrets_manager::AwsStore;
+use envelope::keys::rotation::Rotator;
+use envelope::pb;
+
+/// A seed 001 document: a plaintext key anyone who can write could plant.
+fn planted() -> String {
+    let mut raw = [0u8; 32];
+    envelope::primitives::crypto::fill_random(&mut raw).unwrap();
+    serde_json::json!({
+        "masterKey": base64::engine::general_purpose::STANDARD.encode(raw),
+        "algorithm": "AES-256-GCM",
+        "keyDerivation": "PBKDF2",
+        "salt": "planted",
+        "iterations": 100000,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/pii");
+    let v1 = uuid();
+    create_envelope_secret(&secret, &key, "pii", &v1).await;
+    let cfg = aws_config(
+        &moto().url(),
+        &key,
+        FAIL_FAST,
+        "",
+        &secret_key("pii", &secret),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let before = round_trip(&server, "pii", "123.456.789-09").await;
+    assert_eq!(before.key_version, v1);
+
+    // The writer makes a seed-shaped version AWSCURRENT.
+    let sm = moto().secrets();
+    let planted_version = uuid();
+    sm.put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&planted_version)
+        .secret_string(planted())
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let refreshed = server
+        .admin()
+        .await
+        .refresh_keys(pb::RefreshKeysRequest { key: "pii".into() })
+        .await;
+    let refused = refreshed.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        server.logs().contains("seed-shaped (unwrapped) master key"),
+        "the refusal names its reason in the log"
+    );
+    // The key keeps encrypting under its last good version.
+    let after = round_trip(&server, "pii", "987.654.321-00").await;
+    assert_eq!(
+        after.key_version, v1,
+        "a planted version was used to encrypt"
+    );
+    assert_eq!(
+        decrypt(&server, "pii", &before.ciphertext, CTX)
+            .await
+            .unwrap()
+            .plaintext
+            .as_ref(),
+        b"123.456.789-09"
+    );
+
+    // As AWSPENDING, rotation's testSecret refuses it, so finishSecret never runs.
+    let pending = uuid();
+    sm.put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&pending)
+        .secret_string(planted())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    let settings = envelope::backends::aws_sdk::AwsSettings::new(key.clone());
+    let store = Arc::new(AwsStore::new(&settings, &moto().sdk_config()).await);
+    let kms = Arc::new(AwsKms::new(&moto().sdk_config(), key.clone()));
+    let rotator = Rotator {
+        store: store.as_ref(),
+        kms: kms.as_ref(),
+        key_name: "pii",
+        secret_id: &secret,
+    };
+    let e = rotator
+        .step("testSecret".parse().unwrap(), &pending)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("seed-shaped"), "{e}");
+}
