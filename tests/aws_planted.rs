@@ -13,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use common::Server;
 use common::aws_config::{FAIL_FAST, aws_config, secret_key};
-use common::moto::{TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+use common::moto::{TEST_ENV, create_envelope_secret, envelope_doc, kms_key, moto, unique, uuid};
 use common::requests::{CTX, decrypt, round_trip};
 use envelope::backends::kms::aws_kms::AwsKms;
 use envelope::backends::store::secrets_manager::AwsStore;
@@ -113,4 +113,56 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("seed-shaped"), "{e}");
+}
+
+/// An Envelope-shaped document wrapped under a KMS key of the writer's own
+/// (which the server's role may use) is refused after a refresh: KMS says
+/// which key decrypted it, and that key is not on `aws.allowed_kms_keys`.
+#[tokio::test]
+async fn a_document_wrapped_under_a_foreign_kms_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let foreign = kms_key().await;
+    let secret = unique("envelope/pii");
+    let v1 = uuid();
+    create_envelope_secret(&secret, &key, "pii", &v1).await;
+    let cfg = aws_config(
+        &moto().url(),
+        &key,
+        FAIL_FAST,
+        "",
+        &secret_key("pii", &secret),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    assert_eq!(round_trip(&server, "pii", "x").await.key_version, v1);
+    let planted = uuid();
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&planted)
+        .secret_string(envelope_doc(&foreign, "pii", &planted).await)
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let refused = server
+        .admin()
+        .await
+        .refresh_keys(pb::RefreshKeysRequest { key: "pii".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(server.logs().contains("not in aws.allowed_kms_keys"));
+    assert_eq!(round_trip(&server, "pii", "y").await.key_version, v1);
+
+    // Listed in allowed_kms_keys, the same document is used.
+    let allowed = cfg.replace(
+        &format!("kms_key_id = \"{key}\"\n"),
+        &format!("kms_key_id = \"{key}\"\nallowed_kms_keys = [\"{key}\", \"{foreign}\"]\n"),
+    );
+    assert_ne!(allowed, cfg);
+    drop(server);
+    let server = Server::start_with(&dir.path().join("d2"), Some(&allowed), TEST_ENV);
+    assert_eq!(round_trip(&server, "pii", "z").await.key_version, planted);
 }

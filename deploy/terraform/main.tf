@@ -54,6 +54,17 @@ data "aws_iam_policy_document" "kms" {
       identifiers = ["arn:${local.partition}:iam::${local.account}:root"]
     }
   }
+  # Envelope resolves its allowed keys to ARNs (aws.allowed_kms_keys), to
+  # check which key KMS Decrypt used for a master key.
+  statement {
+    sid       = "EnvelopeDescribesItsKey"
+    actions   = ["kms:DescribeKey"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.service.arn, aws_iam_role.rotation.arn]
+    }
+  }
   # Envelope's own calls name the key name in the encryption context.
   statement {
     sid       = "EnvelopeUsesItsKeys"
@@ -173,6 +184,11 @@ data "aws_iam_policy_document" "service" {
     resources = [for s in aws_secretsmanager_secret.key : s.arn]
   }
   statement {
+    sid       = "DescribeTheRootKey"
+    actions   = ["kms:DescribeKey"]
+    resources = [aws_kms_key.root.arn]
+  }
+  statement {
     sid       = "UseTheRootKey"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
     resources = [aws_kms_key.root.arn]
@@ -217,6 +233,11 @@ data "aws_iam_policy_document" "rotation" {
       "secretsmanager:UpdateSecretVersionStage",
     ]
     resources = [for s in aws_secretsmanager_secret.key : s.arn]
+  }
+  statement {
+    sid       = "DescribeTheRootKey"
+    actions   = ["kms:DescribeKey"]
+    resources = [aws_kms_key.root.arn]
   }
   statement {
     sid       = "NewMasterKeys"

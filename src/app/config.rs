@@ -234,6 +234,7 @@ impl Settings {
                     secretsmanager_endpoint_url: a.secretsmanager_endpoint_url,
                     kms_endpoint_url: a.kms_endpoint_url,
                     kms_key_id: a.kms_key_id,
+                    allowed_kms_keys: a.allowed_kms_keys,
                     replica_regions: a.replica_regions,
                     connect_timeout: a
                         .connect_timeout_secs

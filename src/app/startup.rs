@@ -200,11 +200,10 @@ pub async fn open_aws(aws: &crate::backends::aws_sdk::AwsSettings) -> Backends {
     tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
     Backends {
         store: Arc::new(AwsStore::new(aws, &sdk).await),
-        kms: Arc::new(AwsKms::with_endpoint(
-            &sdk,
-            kms_key,
-            aws.kms_endpoint_url.as_deref(),
-        )),
+        kms: Arc::new(
+            AwsKms::with_endpoint(&sdk, kms_key, aws.kms_endpoint_url.as_deref())
+                .allowing(&aws.allowed_kms_keys),
+        ),
     }
 }
 

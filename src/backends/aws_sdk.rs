@@ -22,6 +22,9 @@ pub struct AwsSettings {
     pub kms_endpoint_url: Option<String>,
     /// KMS key id, ARN or alias that wraps master keys.
     pub kms_key_id: Option<String>,
+    /// The KMS keys (ids, ARNs or aliases) a master key may be wrapped by;
+    /// empty means `kms_key_id` alone. Resolved to ARNs with DescribeKey.
+    pub allowed_kms_keys: Vec<String>,
     /// Regions to fail over to, in order, when the primary region errors.
     pub replica_regions: Vec<String>,
     /// TCP connect timeout.
@@ -45,6 +48,7 @@ impl AwsSettings {
             secretsmanager_endpoint_url: None,
             kms_endpoint_url: None,
             kms_key_id: Some(kms_key_id),
+            allowed_kms_keys: Vec::new(),
             replica_regions: Vec::new(),
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(5),

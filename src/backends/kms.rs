@@ -43,6 +43,11 @@ pub enum KmsError {
     /// KMS did not answer or failed.
     #[error("KMS unavailable: {0}")]
     Unavailable(String),
+    /// The master key was wrapped by a KMS key not on `aws.allowed_kms_keys`.
+    #[error(
+        "the master key was wrapped by KMS key {0}, which is not in aws.allowed_kms_keys; it is not used"
+    )]
+    NotAllowed(String),
     /// The root key could not be read or created.
     #[error("KMS root key unavailable: {0}")]
     RootKey(String),

@@ -72,6 +72,8 @@ pub(super) struct AwsConfig {
     pub(super) kms_endpoint_url: Option<String>,
     pub(super) kms_key_id: Option<String>,
     #[serde(default)]
+    pub(super) allowed_kms_keys: Vec<String>,
+    #[serde(default)]
     pub(super) replica_regions: Vec<String>,
     pub(super) connect_timeout_secs: Option<u64>,
     pub(super) attempt_timeout_secs: Option<u64>,

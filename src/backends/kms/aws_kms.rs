@@ -10,11 +10,16 @@ use super::{GeneratedKey, Kms, KmsContext, KmsError};
 use crate::backends::aws_sdk::{Failure, classify};
 use crate::primitives::crypto::KeyBytes;
 
-/// KMS through the AWS SDK, with one KMS key (id, ARN or alias).
+/// KMS through the AWS SDK, with one KMS key (id, ARN or alias) for new
+/// master keys, and the keys a master key may be wrapped by.
 #[derive(Debug)]
 pub struct AwsKms {
     client: aws_sdk_kms::Client,
     key_id: String,
+    /// The allowed keys as configured (`key_id` alone when empty).
+    allowed: Vec<String>,
+    /// … as ARNs, resolved with DescribeKey at the first Decrypt.
+    allowed_arns: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl AwsKms {
@@ -36,8 +41,45 @@ impl AwsKms {
         }
         Self {
             client: aws_sdk_kms::Client::from_conf(conf.build()),
+            allowed: vec![key_id.clone()],
             key_id,
+            allowed_arns: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Accepts master keys wrapped by these KMS keys (ids, ARNs or aliases)
+    /// instead of `key_id` alone.
+    pub fn allowing(mut self, keys: &[String]) -> Self {
+        if !keys.is_empty() {
+            self.allowed = keys.to_vec();
+        }
+        self
+    }
+
+    /// The allowed keys' ARNs (DescribeKey once, then remembered).
+    async fn allowed_arns(&self) -> Result<&[String], KmsError> {
+        let arns = self
+            .allowed_arns
+            .get_or_try_init(|| async {
+                let mut arns = Vec::with_capacity(self.allowed.len());
+                for id in &self.allowed {
+                    let out = self
+                        .client
+                        .describe_key()
+                        .key_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| error(id, classify(&e)))?;
+                    let arn = out
+                        .key_metadata()
+                        .and_then(|m| m.arn())
+                        .ok_or_else(|| KmsError::NotFound(format!("KMS key {id}: no ARN")))?;
+                    arns.push(arn.to_owned());
+                }
+                Ok::<_, KmsError>(arns)
+            })
+            .await?;
+        Ok(arns)
     }
 }
 
@@ -100,6 +142,12 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|e| error(key_id, classify(&e)))?;
+        // The document names the key to decrypt with, and a writer of the
+        // secret could name one of their own: only the allowed keys count.
+        let used = out.key_id().unwrap_or_default();
+        if !self.allowed_arns().await?.iter().any(|a| a == used) {
+            return Err(KmsError::NotAllowed(used.to_owned()));
+        }
         let plaintext = out
             .plaintext()
             .ok_or_else(|| KmsError::Unavailable("KMS Decrypt returned no plaintext".into()))?;
