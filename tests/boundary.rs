@@ -198,7 +198,8 @@ async fn connections_over_the_cap_are_closed_at_once() {
     for _ in 0..7 {
         idle.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the server accept them (a loaded machine is slow to).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // The next ones are closed by the server without a byte.
     for _ in 0..5 {
         let mut extra = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
@@ -298,7 +299,8 @@ async fn saturation_is_refused_at_once() {
         )
         .unwrap();
     body.send_data(prefix(1024), false).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the stalled call take the slot first (a loaded machine is slow to).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let client = server.client().await;
     let started = Instant::now();
     let refused = encrypt(&client, "", b"x", CTX).await.unwrap_err();
