@@ -65,6 +65,35 @@ data "aws_iam_policy_document" "kms" {
       identifiers = [aws_iam_role.service.arn, aws_iam_role.rotation.arn]
     }
   }
+  # A master key is a KMS data key whose context names a key (envelope:key)
+  # and no purpose (data keys for records carry envelope:purpose). Only the
+  # rotation Lambda and the listed creators may have KMS make or re-encrypt
+  # one, so holding this key is not enough to plant a master key.
+  statement {
+    sid       = "OnlyCreatorsMakeMasterKeys"
+    effect    = "Deny"
+    actions   = ["kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ForAnyValue:StringEquals"
+      variable = "kms:EncryptionContextKeys"
+      values   = ["envelope:key"]
+    }
+    condition {
+      test     = "Null"
+      variable = "kms:EncryptionContext:envelope:purpose"
+      values   = ["true"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = concat([aws_iam_role.rotation.arn], var.master_key_creator_arns)
+    }
+  }
   # Envelope's own calls name the key name in the encryption context.
   statement {
     sid       = "EnvelopeUsesItsKeys"

@@ -64,3 +64,9 @@ variable "cloudtrail_log_group" {
   description = "CloudWatch Logs group that receives the account's CloudTrail events."
   type        = string
 }
+
+variable "master_key_creator_arns" {
+  description = "IAM principals besides the rotation Lambda that may create master keys (e.g. the role that runs `envelope init-keys`); every other principal is denied KMS calls that would make one"
+  type        = list(string)
+  default     = []
+}
