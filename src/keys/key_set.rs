@@ -208,6 +208,23 @@ pub(super) async fn read_set(
                 .into(),
         }));
     }
+    // No rollback: once this replica has seen a version as AWSCURRENT, it
+    // never moves to an older one (a writer of the secret who moves the
+    // stage back to an old or compromised version gains nothing). A restart
+    // forgets, for an operator who means it.
+    if let Some(seen) = old.map(|o| &o.current)
+        && let (Some(now), Some(before)) = (current.created, seen.created)
+        && now < before
+    {
+        return Err(Error::MasterKey(MasterKeyError::Malformed {
+            secret: secret_id.to_owned(),
+            version: current.version.as_str().to_owned(),
+            reason: format!(
+                "AWSCURRENT moved back to a version older than {}, which this replica has already encrypted under; refused (restart to accept a deliberate rollback)",
+                seen.version.as_str()
+            ),
+        }));
+    }
     Ok(KeySet {
         versions,
         current,

@@ -293,3 +293,42 @@ fn a_rollback_past_the_minimum_is_not_used_to_encrypt() {
         assert_eq!(key.decrypt(&ct, &ctx).await.unwrap().0, b"after");
     });
 }
+
+/// Without a minimum too, AWSCURRENT moved back to an older version is
+/// refused at the refresh; a new replica (a restart) accepts it.
+#[test]
+fn awscurrent_never_moves_back_on_a_running_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let store = source.store.clone();
+        let first = store.get_stage("k", "AWSCURRENT").await.unwrap().info.id;
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let (_, newest) = key.rotate().await.unwrap();
+        store
+            .update_stage("k", "AWSCURRENT", Some(&first), Some(&newest))
+            .await
+            .unwrap();
+        let refused = key.refresh().await.unwrap_err();
+        assert!(refused.to_string().contains("moved back"), "{refused}");
+        let ctx = BTreeMap::new();
+        let (_, master) = key.encrypt(b"x", &ctx).await.unwrap();
+        assert_eq!(master.version.as_str(), newest);
+        let restarted = NamedKey::load(
+            KeySource::open_local(dir.path(), "k").await.unwrap(),
+            Limits::default(),
+        )
+        .await
+        .unwrap();
+        let (_, master) = restarted.encrypt(b"x", &ctx).await.unwrap();
+        assert_eq!(
+            master.version.as_str(),
+            first,
+            "a restart accepts the rollback"
+        );
+    });
+}
