@@ -45,7 +45,7 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
         &moto().url(),
         &key,
         FAIL_FAST,
-        "",
+        "metrics_listen = \"127.0.0.1:0\"",
         &secret_key("pii", &secret),
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
@@ -73,6 +73,15 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
     assert!(
         server.logs().contains("seed-shaped (unwrapped) master key"),
         "the refusal names its reason in the log"
+    );
+    let (_, ready) = common::process::http_get(server.metrics.as_deref().unwrap(), "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let why = ready["checks"]["keys"]["pii"]["last_refresh_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("seed-shaped") && why.contains(&planted_version),
+        "{ready}"
     );
     // The key keeps encrypting under its last good version.
     let after = round_trip(&server, "pii", "987.654.321-00").await;

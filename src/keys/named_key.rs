@@ -109,6 +109,12 @@ impl NamedKey {
         self.versions.staleness()
     }
 
+    /// Why the last refresh failed (a refused version names its reason),
+    /// until a refresh succeeds.
+    pub fn last_refresh_error(&self) -> Option<String> {
+        self.versions.last_failure()
+    }
+
     /// The current snapshot of versions.
     pub fn snapshot(&self) -> Arc<KeySet> {
         self.versions.snapshot()

@@ -36,6 +36,9 @@ pub(super) struct Versions {
     missing: std::sync::Mutex<HashMap<Box<[u8]>, Instant>>,
     fetch_bucket: std::sync::Mutex<(f64, Instant)>,
     refresh_failures: AtomicU64,
+    /// Why the last refresh failed (a refused version, an unreachable
+    /// store), until one succeeds: for `/readyz`.
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Versions {
@@ -49,6 +52,7 @@ impl Versions {
             missing: std::sync::Mutex::new(HashMap::new()),
             fetch_bucket: std::sync::Mutex::new((FETCH_BURST, Instant::now())),
             refresh_failures: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -70,6 +74,11 @@ impl Versions {
     /// Failed refreshes since start.
     pub(super) fn refresh_failures(&self) -> u64 {
         self.refresh_failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the last refresh failed, if it did.
+    pub(super) fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().ok().and_then(|l| l.clone())
     }
 
     /// Time since the store was last read successfully.
@@ -104,9 +113,15 @@ impl Versions {
             Ok(set) => set,
             Err(e) => {
                 self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.last_failure.lock() {
+                    *last = Some(e.to_string());
+                }
                 return Err(e);
             }
         };
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = None;
+        }
         if let Ok(mut missing) = self.missing.lock() {
             // A version may have been created since it was found missing.
             missing.clear();

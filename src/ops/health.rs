@@ -42,6 +42,8 @@ pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> Readiness {
                 "current_version": key.snapshot().current.version.as_str(),
                 "staleness_seconds": stale.as_secs(),
                 "refresh_failures": key.figures().refresh_failures,
+                // A refused version (planted, rolled back, retired) is named here.
+                "last_refresh_error": key.last_refresh_error(),
                 "status": if ok { "ok" } else { "stale" },
             }),
         );
