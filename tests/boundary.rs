@@ -362,3 +362,42 @@ fn a_data_directory_others_can_read_is_refused() {
         "nothing was written into it"
     );
 }
+
+/// With `on_failure = "refuse"`, data-plane calls get UNAVAILABLE once the
+/// audit log cannot be written (here /dev/full), and /readyz says why; with
+/// "continue" they go on.
+#[tokio::test]
+async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
+    for (mode, refuses) in [("refuse", true), ("continue", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "metrics_listen = \"127.0.0.1:0\"\n[audit]\noutput = \"/dev/full\"\non_failure = \"{mode}\"\n"
+        );
+        let server = Server::start(&dir.path().join("data"), Some(&config));
+        let client = server.client().await;
+        let mut refused = None;
+        for _ in 0..100 {
+            match encrypt(&client, "", b"x", CTX).await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(s) => {
+                    refused = Some(s);
+                    break;
+                }
+            }
+        }
+        if refuses {
+            let s = refused.expect("calls went on while the audit log could not be written");
+            assert_eq!(s.code(), tonic::Code::Unavailable);
+            assert!(
+                s.message().contains("audit log cannot be written"),
+                "{}",
+                s.message()
+            );
+            let (code, body) = http_get(server.metrics.as_deref().unwrap(), "/readyz");
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("failing"), "{body}");
+        } else {
+            assert!(refused.is_none(), "{refused:?}");
+        }
+    }
+}

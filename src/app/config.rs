@@ -70,6 +70,8 @@ pub struct Settings {
     pub policy_file: Option<PathBuf>,
     /// Where audit lines go; `None` turns the audit log off.
     pub audit: Option<crate::edge::audit::Output>,
+    /// What calls do while audit lines cannot be written.
+    pub audit_on_failure: crate::edge::audit::OnFailure,
     /// Requests served at once (more wait).
     pub max_concurrent_requests: usize,
     /// Longest a request may run; clients may ask for less with grpc-timeout.
@@ -281,6 +283,18 @@ impl Settings {
             },
             policy_file: file.policy_file,
             audit,
+            audit_on_failure: match file.audit.on_failure.as_deref() {
+                Some("refuse") => crate::edge::audit::OnFailure::Refuse,
+                Some("continue") => crate::edge::audit::OnFailure::Continue,
+                None if mode == Mode::Aws => crate::edge::audit::OnFailure::Refuse,
+                None => crate::edge::audit::OnFailure::Continue,
+                Some(other) => {
+                    return Err(invalid(
+                        "audit.on_failure",
+                        format!("{other:?} is not \"refuse\" or \"continue\""),
+                    ));
+                }
+            },
             max_concurrent_requests: l.max_concurrent_requests.unwrap_or(1024),
             request_timeout: Duration::from_secs(l.request_timeout_secs.unwrap_or(30)),
             transport: transport_limits(l),

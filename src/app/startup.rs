@@ -340,9 +340,10 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
         None => None,
     };
     let audit = match &settings.audit {
-        Some(out) => {
-            Some(AuditLog::start(out.clone()).map_err(|e| ServeError::Audit(e.to_string()))?)
-        }
+        Some(out) => Some(
+            AuditLog::start(out.clone(), settings.audit_on_failure)
+                .map_err(|e| ServeError::Audit(e.to_string()))?,
+        ),
         None => None,
     };
     Ok(Security { tls, authz, audit })

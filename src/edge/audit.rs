@@ -17,6 +17,19 @@ mod timestamp;
 
 pub use timestamp::Timestamp;
 
+/// What happens to calls while audit lines cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Data-plane calls get `UNAVAILABLE`; the unwritten block is kept and
+    /// retried, so no line of a served call is lost.
+    Refuse,
+    /// Calls go on; a block that cannot be written is dropped (and logged).
+    Continue,
+}
+
+/// A block that could not be written is retried this often (refuse mode).
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -90,6 +103,9 @@ struct Shared {
     wake: Condvar,
     /// Wakes requests waiting for room.
     room: tokio::sync::Notify,
+    /// The last write failed.
+    failing: std::sync::atomic::AtomicBool,
+    on_failure: OnFailure,
     /// The queue of requests waiting for room, first come first served
     /// (tokio's semaphore is fair and hands a released permit straight to
     /// the next waiter): one at a time waits for room, and while its permit
@@ -121,7 +137,7 @@ thread_local! {
 
 impl AuditLog {
     /// Starts the writer thread for `output`.
-    pub fn start(output: Output) -> std::io::Result<Self> {
+    pub fn start(output: Output, on_failure: OnFailure) -> std::io::Result<Self> {
         let sink: Box<dyn Write + Send> = match &output {
             Output::Stdout => Box::new(std::io::stdout()),
             Output::File(p) => {
@@ -132,12 +148,35 @@ impl AuditLog {
                 Box::new(o.open(p)?)
             }
         };
-        Self::with_sink(sink)
+        Self::with_sink(sink, on_failure)
+    }
+
+    /// Whether data-plane calls must be refused now: the last write failed
+    /// and the log is in refuse mode.
+    pub fn refuses(&self) -> bool {
+        let shared = &self.handle.shared;
+        shared.on_failure == OnFailure::Refuse
+            && shared.failing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Queues a line only if there is room now (for the refusals made while
+    /// the log cannot be written, which must not wait for it); says whether.
+    pub fn try_record(&self, event: &Event<'_>) -> bool {
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, event).is_err() {
+                return false;
+            }
+            line.push(b'\n');
+            self.handle.shared.try_push(line)
+        })
     }
 
     /// Starts the writer thread for any sink.
-    fn with_sink(sink: Box<dyn Write + Send>) -> std::io::Result<Self> {
+    fn with_sink(sink: Box<dyn Write + Send>, on_failure: OnFailure) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
+            failing: std::sync::atomic::AtomicBool::new(false),
+            on_failure,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             room: tokio::sync::Notify::new(),
@@ -241,11 +280,15 @@ impl Drop for Stopped<'_> {
 
 /// Waits for lines, lets them gather for up to [`FLUSH_EVERY`], writes them
 /// in one call, and repeats; on close it writes what is left and returns.
+/// A write that fails marks the log failing: in refuse mode the block is
+/// kept and retried every [`RETRY_EVERY`] (new lines wait in the bounded
+/// queue), in continue mode it is dropped and logged.
 fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
+    use std::sync::atomic::Ordering;
     let _stopped = Stopped(shared);
     let mut out = Vec::new();
     loop {
-        let closed = {
+        let closed = if out.is_empty() {
             let Ok(mut q) = shared.queue.lock() else {
                 return;
             };
@@ -266,15 +309,38 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
             }
             std::mem::swap(&mut q.buf, &mut out);
             q.closed
+        } else {
+            // A block that failed is waiting to be written again.
+            std::thread::sleep(RETRY_EVERY);
+            shared.queue.lock().map_or(true, |q| q.closed)
         };
-        if let Err(e) = sink.write_all(&out).and_then(|()| sink.flush()) {
-            tracing::error!(error = %e, "cannot write the audit log");
+        match sink.write_all(&out).and_then(|()| sink.flush()) {
+            Ok(()) => {
+                if shared.failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("the audit log is writable again");
+                    crate::ops::health::set_audit_failing(false);
+                }
+                out.clear();
+                // Keep a block's worth of capacity, not the largest burst's.
+                out.shrink_to(HIGH_WATER);
+                shared.room.notify_waiters();
+            }
+            Err(e) => {
+                if !shared.failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %e, on_failure = ?shared.on_failure, "cannot write the audit log");
+                    crate::ops::health::set_audit_failing(shared.on_failure == OnFailure::Refuse);
+                }
+                if shared.on_failure == OnFailure::Continue || closed {
+                    tracing::error!(
+                        bytes = out.len(),
+                        "audit lines dropped: the audit log cannot be written"
+                    );
+                    out.clear();
+                    shared.room.notify_waiters();
+                }
+            }
         }
-        out.clear();
-        // Keep a block's worth of capacity, not the largest burst's.
-        out.shrink_to(HIGH_WATER);
-        shared.room.notify_waiters();
-        if closed {
+        if closed && out.is_empty() {
             return;
         }
     }
@@ -304,7 +370,7 @@ mod tests {
     #[test]
     fn a_full_queue_makes_callers_wait_and_loses_nothing() {
         let got = Arc::new(Mutex::new(Vec::new()));
-        let log = AuditLog::with_sink(Box::new(Slow(got.clone()))).unwrap();
+        let log = AuditLog::with_sink(Box::new(Slow(got.clone())), OnFailure::Refuse).unwrap();
         // 64 context keys of 64 characters: lines of about 4.5 KB, so 3,000
         // of them (13 MB) overflow the 8 MiB queue.
         let keys: Vec<String> = (0..64).map(|i| format!("{i:0>64}")).collect();

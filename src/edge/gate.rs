@@ -190,7 +190,11 @@ impl Gate {
                     scope if req.all_contexts(&mut |c| scope.admits(c)) => Ok(()),
                     _ => Err(self.authz.context_denied(identity, op, &key)),
                 });
+        // While the audit log cannot be written (refuse mode), no data-plane
+        // call is served: nothing would record it.
+        let audit_down = op != Operation::Admin && self.audit.as_ref().is_some_and(|a| a.refuses());
         let (result, label) = match authorized {
+            _ if audit_down => (Err(CallError::AuditUnavailable), self.label_of(&key)),
             Err(denied) => (Err(CallError::Denied(denied)), self.label_of(&key)),
             Ok(()) => match K::resolve(&self.keyring, &key) {
                 Err(e) => (Err(CallError::Key(e)), unresolved_label(&key)),
@@ -211,7 +215,7 @@ impl Gate {
             Err(e) => {
                 let outcome = match e {
                     CallError::Denied(_) => "denied",
-                    CallError::Key(_) => "error",
+                    CallError::Key(_) | CallError::AuditUnavailable => "error",
                 };
                 (outcome, super::status::code(e), "", None)
             }
@@ -273,7 +277,7 @@ impl Gate {
         let code = super::status::code(&e);
         let denied = match &e {
             CallError::Denied(d) => Some(d),
-            CallError::Key(_) => None,
+            CallError::Key(_) | CallError::AuditUnavailable => None,
         };
         self.record(&Record {
             start,
@@ -314,23 +318,30 @@ impl Gate {
             });
         }
         if let Some(audit) = &self.audit {
-            audit
-                .record(&Event {
-                    time: Timestamp::now(),
-                    request_id: r.request_id,
-                    caller: r.identity,
-                    rpc: r.rpc,
-                    operation: r.op.as_str(),
-                    key: &bounded(r.key, 128),
-                    key_version: r.version,
-                    outcome: r.outcome,
-                    code: code_name(r.code),
-                    items: r.batch.map(|(n, _)| n),
-                    failed_items: r.batch.map(|(_, f)| f),
-                    context_keys: r.context_keys.iter().map(String::as_str).collect(),
-                    latency_us: u64::try_from(r.start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                })
-                .await;
+            let event = Event {
+                time: Timestamp::now(),
+                request_id: r.request_id,
+                caller: r.identity,
+                rpc: r.rpc,
+                operation: r.op.as_str(),
+                key: &bounded(r.key, 128),
+                key_version: r.version,
+                outcome: r.outcome,
+                code: code_name(r.code),
+                items: r.batch.map(|(n, _)| n),
+                failed_items: r.batch.map(|(_, f)| f),
+                context_keys: r.context_keys.iter().map(String::as_str).collect(),
+                latency_us: u64::try_from(r.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            };
+            // A refusal made because the log cannot be written must not wait
+            // for it: its line is queued if there is room, else counted.
+            if audit.refuses() {
+                if !audit.try_record(&event) {
+                    metrics.refused("audit_line_not_queued");
+                }
+            } else {
+                audit.record(&event).await;
+            }
         }
     }
 

@@ -22,6 +22,9 @@ pub enum CallError {
     /// The key operation failed.
     #[error(transparent)]
     Key(#[from] Error),
+    /// The audit log cannot be written and `on_failure = "refuse"`.
+    #[error("the audit log cannot be written")]
+    AuditUnavailable,
 }
 
 /// The status code for `e`.
@@ -32,6 +35,7 @@ pub fn code(e: &CallError) -> Code {
             Code::PermissionDenied
         }
         CallError::Key(e) => key_code(e),
+        CallError::AuditUnavailable => Code::Unavailable,
     }
 }
 
@@ -68,6 +72,7 @@ pub fn message(e: &CallError) -> String {
     match e {
         CallError::Denied(d) => d.to_string(),
         CallError::Key(e) => key_message(e),
+        CallError::AuditUnavailable => "the audit log cannot be written; calls are refused until it can (audit.on_failure = \"refuse\"); retry later".to_owned(),
     }
 }
 

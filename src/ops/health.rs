@@ -6,7 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::metrics::{self, outcome_name};
+
+/// The audit log is failing and refuses calls (set by its writer).
+static AUDIT_REFUSING: AtomicBool = AtomicBool::new(false);
+
+/// Marks whether the audit log refuses calls because it cannot write.
+pub fn set_audit_failing(refusing: bool) {
+    AUDIT_REFUSING.store(refusing, Ordering::Release);
+}
 use crate::keys::Keyring;
 
 /// Whether the server is ready, which keys are stale, and the `/readyz`
@@ -48,6 +58,8 @@ pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> Readiness {
             }),
         );
     }
+    let audit_refusing = AUDIT_REFUSING.load(Ordering::Acquire);
+    ready &= !audit_refusing;
     let verdict = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
@@ -57,6 +69,8 @@ pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> Readiness {
             "secret_store": outcome_name("secretsmanager"),
             "kms": outcome_name("kms"),
             "max_staleness_seconds": max_staleness.as_secs(),
+            // on_failure = "refuse" and the audit log cannot be written.
+            "audit": if audit_refusing { "failing: calls are refused until it can be written" } else { "ok" },
             "keys": keys,
         },
     });

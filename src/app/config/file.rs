@@ -61,6 +61,7 @@ pub(super) struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditConfig {
     pub(super) output: Option<String>,
+    pub(super) on_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
