@@ -189,7 +189,7 @@ async fn idle_streams_are_reset_after_their_timeout() {
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_connections = 8\n";
+    let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_connections = 8\ntls_handshake_timeout_secs = 3\n";
     let server = Server::start(&dir.path().join("data"), Some(config));
     let client = server.client().await;
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
@@ -219,7 +219,35 @@ async fn connections_over_the_cap_are_closed_at_once() {
         "envelope_refused_calls_total{reason=\"max_connections\"} ",
     );
     assert_eq!(refused, 5.0);
-    drop(idle);
+    // The idle ones never sent the HTTP/2 preface: closed after the handshake
+    // timeout (3 s here), which gives their slots back.
+    let started = Instant::now();
+    for mut conn in idle {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+        )
+        .await
+        .expect("an idle connection without a preface was kept open")
+        .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before its timeout"
+    );
+    let mut fresh = Vec::new();
+    for _ in 0..7 {
+        fresh.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
+    }
+    assert!(encrypt(&client, "", b"z", CTX).await.is_ok());
+    let timed_out = metric(
+        &server,
+        "envelope_refused_calls_total{reason=\"preface_timeout\"} ",
+    );
+    assert_eq!(timed_out, 7.0);
+    drop(fresh);
 }
 
 /// A caller with no grant for the method is refused from the request

@@ -95,6 +95,24 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The length of the HTTP/2 client preface (RFC 9113, 3.4).
+const PREFACE_LEN: usize = 24;
+
+/// Waits until the peer has sent as many bytes as the HTTP/2 preface (or
+/// closed), without taking them from the socket.
+async fn preface(tcp: &TcpStream) {
+    let mut buf = [0u8; PREFACE_LEN];
+    loop {
+        match tcp.peek(&mut buf).await {
+            Ok(n) if n >= PREFACE_LEN => return,
+            // Closed or broken: hyper will see it at once.
+            Ok(0) | Err(_) => return,
+            // Part of it: look again shortly.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+}
+
 /// Accepts connections on `listener`: TLS when `tls` is given, plaintext
 /// otherwise. Yields established connections; a connection over
 /// `max_connections` is closed at once, and failed handshakes are logged
@@ -125,19 +143,32 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &tls else {
-                let info = PeerInfo {
-                    identity: None,
-                    tls: false,
-                    remote: Some(remote),
-                };
-                let conn = Conn {
-                    io: Io::Plain(tcp),
-                    info,
-                    _slot: slot,
-                };
-                if tx.send(Ok(conn)).await.is_err() {
+                // A plaintext peer must send the HTTP/2 preface within the
+                // handshake timeout, or it would hold its slot for nothing.
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
                     return;
-                }
+                };
+                let tx = tx.clone();
+                let timeout = limits.handshake_timeout;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if tokio::time::timeout(timeout, preface(&tcp)).await.is_err() {
+                        metrics::get().refused("preface_timeout");
+                        tracing::debug!(%remote, "no HTTP/2 preface in time; connection closed");
+                        return;
+                    }
+                    let info = PeerInfo {
+                        identity: None,
+                        tls: false,
+                        remote: Some(remote),
+                    };
+                    let conn = Conn {
+                        io: Io::Plain(tcp),
+                        info,
+                        _slot: slot,
+                    };
+                    let _ = tx.send(Ok(conn)).await;
+                });
                 continue;
             };
             let Ok(permit) = handshakes.clone().acquire_owned().await else {
