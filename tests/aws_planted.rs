@@ -34,8 +34,17 @@ fn planted() -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
+/// A server on a fresh Envelope-shaped key "pii" in moto, with its parts.
+struct Served {
+    dir: tempfile::TempDir,
+    key: String,
+    secret: String,
+    v1: String,
+    cfg: String,
+    server: Server,
+}
+
+async fn served() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let key = kms_key().await;
     let secret = unique("envelope/pii");
@@ -49,27 +58,65 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
         &secret_key("pii", &secret),
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    Served {
+        dir,
+        key,
+        secret,
+        v1,
+        cfg,
+        server,
+    }
+}
+
+/// The writer puts `value` as a new version with `stage`; returns its id.
+async fn plant(secret: &str, value: String, stage: &str) -> String {
+    let version = uuid();
+    plant_as(secret, &version, value, stage).await;
+    version
+}
+
+/// [`plant`] under a chosen version id.
+async fn plant_as(secret: &str, version: &str, value: String, stage: &str) {
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(secret)
+        .client_request_token(version)
+        .secret_string(value)
+        .version_stages(stage)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// RefreshKeys on "pii", which must be refused (UNAVAILABLE).
+async fn refresh_is_refused(server: &Server) {
+    let refused = server
+        .admin()
+        .await
+        .refresh_keys(pb::RefreshKeysRequest { key: "pii".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
+    // The temporary directory (data, logs) must live as long as the server.
+    let Served {
+        dir: _dir,
+        key,
+        secret,
+        v1,
+        server,
+        ..
+    } = served().await;
     let before = round_trip(&server, "pii", "123.456.789-09").await;
     assert_eq!(before.key_version, v1);
 
     // The writer makes a seed-shaped version AWSCURRENT.
-    let sm = moto().secrets();
-    let planted_version = uuid();
-    sm.put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&planted_version)
-        .secret_string(planted())
-        .version_stages("AWSCURRENT")
-        .send()
-        .await
-        .unwrap();
-    let refreshed = server
-        .admin()
-        .await
-        .refresh_keys(pb::RefreshKeysRequest { key: "pii".into() })
-        .await;
-    let refused = refreshed.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    let planted_version = plant(&secret, planted(), "AWSCURRENT").await;
+    refresh_is_refused(&server).await;
     assert!(
         server.logs().contains("seed-shaped (unwrapped) master key"),
         "the refusal names its reason in the log"
@@ -99,15 +146,7 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
     );
 
     // As AWSPENDING, rotation's testSecret refuses it, so finishSecret never runs.
-    let pending = uuid();
-    sm.put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&pending)
-        .secret_string(planted())
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .unwrap();
+    let pending = plant(&secret, planted(), "AWSPENDING").await;
     let settings = envelope::backends::aws_sdk::AwsSettings::new(key.clone());
     let store = Arc::new(AwsStore::new(&settings, &moto().sdk_config()).await);
     let kms = Arc::new(AwsKms::new(&moto().sdk_config(), key.clone()));
@@ -129,39 +168,21 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
 /// which key decrypted it, and that key is not on `aws.allowed_kms_keys`.
 #[tokio::test]
 async fn a_document_wrapped_under_a_foreign_kms_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = kms_key().await;
+    let Served {
+        dir,
+        key,
+        secret,
+        v1,
+        cfg,
+        server,
+    } = served().await;
     let foreign = kms_key().await;
-    let secret = unique("envelope/pii");
-    let v1 = uuid();
-    create_envelope_secret(&secret, &key, "pii", &v1).await;
-    let cfg = aws_config(
-        &moto().url(),
-        &key,
-        FAIL_FAST,
-        "",
-        &secret_key("pii", &secret),
-    );
-    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
     assert_eq!(round_trip(&server, "pii", "x").await.key_version, v1);
+    // The document binds its version id, so the id is chosen first.
     let planted = uuid();
-    moto()
-        .secrets()
-        .put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&planted)
-        .secret_string(envelope_doc(&foreign, "pii", &planted).await)
-        .version_stages("AWSCURRENT")
-        .send()
-        .await
-        .unwrap();
-    let refused = server
-        .admin()
-        .await
-        .refresh_keys(pb::RefreshKeysRequest { key: "pii".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    let value = envelope_doc(&foreign, "pii", &planted).await;
+    plant_as(&secret, &planted, value, "AWSCURRENT").await;
+    refresh_is_refused(&server).await;
     assert!(server.logs().contains("not in aws.allowed_kms_keys"));
     assert_eq!(round_trip(&server, "pii", "y").await.key_version, v1);
 

@@ -16,12 +16,17 @@ struct Fixture {
     key: NamedKey,
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime, as each test here uses.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
     let key = rt
         .block_on(async {
             let source = KeySource::open_local(dir.path(), "default").await?;
@@ -38,10 +43,7 @@ thread_local! {
 /// Runs `f` on a fresh local key named `k` with `limits`.
 fn with_key(limits: Limits, f: impl AsyncFnOnce(NamedKey)) {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let key = NamedKey::load(
             KeySource::open_local(dir.path(), "k").await.unwrap(),
@@ -254,10 +256,7 @@ fn batches_span_data_keys_and_keep_failures_to_their_items() {
 #[test]
 fn a_rollback_past_the_minimum_is_not_used_to_encrypt() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let first = KeySource::open_local(dir.path(), "k").await.unwrap();
         let store = first.store.clone();
@@ -299,10 +298,7 @@ fn a_rollback_past_the_minimum_is_not_used_to_encrypt() {
 #[test]
 fn awscurrent_never_moves_back_on_a_running_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let source = KeySource::open_local(dir.path(), "k").await.unwrap();
         let store = source.store.clone();
