@@ -4,7 +4,12 @@
 //! (plaintext) version made AWSCURRENT is refused at the refresh and the key
 //! keeps its previous version; the same version as AWSPENDING fails
 //! rotation's testSecret.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -89,6 +94,21 @@ async fn plant_as(secret: &str, version: &str, value: String, stage: &str) {
         .unwrap();
 }
 
+/// The `KeyRefresh` audit line that refused `version` of "pii".
+async fn refusal_audited(server: &Server, version: &str) -> serde_json::Value {
+    let audit = server.audit_with(&["\"KeyRefresh\"", version]).await;
+    let line = audit
+        .lines()
+        .find(|l| l.contains("\"KeyRefresh\"") && l.contains(version))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["key"], "pii", "{line}");
+    assert_eq!(line["key_version"], version, "{line}");
+    assert_eq!(line["outcome"], "refused", "{line}");
+    assert_eq!(line["caller"], serde_json::Value::Null, "{line}");
+    line
+}
+
 /// RefreshKeys on "pii", which must be refused (UNAVAILABLE).
 async fn refresh_is_refused(server: &Server) {
     let refused = server
@@ -129,6 +149,11 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
     assert!(
         why.contains("seed-shaped") && why.contains(&planted_version),
         "{ready}"
+    );
+    let line = refusal_audited(&server, &planted_version).await;
+    assert!(
+        line["reason"].as_str().unwrap().contains("seed-shaped"),
+        "{line}"
     );
     // The key keeps encrypting under its last good version.
     let after = round_trip(&server, "pii", "987.654.321-00").await;
@@ -184,6 +209,14 @@ async fn a_document_wrapped_under_a_foreign_kms_key_is_refused() {
     plant_as(&secret, &planted, value, "AWSCURRENT").await;
     refresh_is_refused(&server).await;
     assert!(server.logs().contains("not in aws.allowed_kms_keys"));
+    let line = refusal_audited(&server, &planted).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in aws.allowed_kms_keys"),
+        "{line}"
+    );
     assert_eq!(round_trip(&server, "pii", "y").await.key_version, v1);
 
     // Listed in allowed_kms_keys, the same document is used.

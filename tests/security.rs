@@ -368,6 +368,70 @@ async fn tls_1_2_is_refused_unless_configured() {
     );
 }
 
+/// A peer that completes the TLS handshake (with a valid client
+/// certificate) but never sends the HTTP/2 preface is closed after the
+/// handshake timeout, not kept until its connection's maximum age, and a
+/// peer that sends it in time is served on the same listener.
+#[tokio::test]
+async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let config = format!(
+        "metrics_listen = \"127.0.0.1:0\"\n{config}[limits]\ntls_handshake_timeout_secs = 2\n"
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let billing = pki.ca.client("billing", Some(BILLING));
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(billing.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(billing.key.as_bytes()).unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut idle = connector
+        .connect(
+            name.clone(),
+            tokio::net::TcpStream::connect(&server.addr).await.unwrap(),
+        )
+        .await
+        .expect("the handshake with a valid client certificate");
+    let started = Instant::now();
+    // Served meanwhile, on its own connection.
+    let ch = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&ch, "pii", "x", &[]).await.is_ok());
+    // The idle peer's connection ends (EOF or reset) well before any
+    // connection age, and not before its timeout.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await
+    .expect("a TLS peer without a preface was kept open");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server wrote to a peer that sent no preface: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before its timeout"
+    );
+    let (_, text) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(
+        text.contains("envelope_refused_calls_total{reason=\"preface_timeout\"} 1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn unsafe_transports_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use tonic_health::server::HealthReporter;
 use super::config::Settings;
 use super::startup::{self, Security, ServeError};
 use crate::edge::admin_service::AdminService;
+use crate::edge::audit::AuditLog;
 use crate::edge::budget::{BudgetLayer, RequestBudget};
 use crate::edge::early::EarlyAuthLayer;
 use crate::edge::envelope_service::EnvelopeService;
@@ -136,6 +137,7 @@ async fn serve(
             .saturating_mul(crate::primitives::record::RECORD_OVERHEAD_UUID + 128),
     );
     let Security { tls, authz, audit } = security;
+    let audit_log = audit.clone();
     let gate = Gate {
         keyring: keyring.clone(),
         authz: authz.clone(),
@@ -162,7 +164,11 @@ async fn serve(
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(max_out);
 
-    let refresher = tokio::spawn(refresh_loop(keyring.clone(), settings.refresh_interval));
+    let refresher = tokio::spawn(refresh_loop(
+        keyring.clone(),
+        audit_log,
+        settings.refresh_interval,
+    ));
     let readiness = tokio::spawn(readiness_loop(keyring, health, settings.max_staleness));
     let reload_every = settings
         .tls
@@ -226,8 +232,9 @@ fn reflection() -> Result<tonic_reflection::server::Builder<'static>, ServeError
 
 /// Re-reads every key every `interval` ±10%, so replicas do not refresh in
 /// lockstep. After a failure it retries sooner, backing off from 1 s up to
-/// `interval`; the cached keys keep serving meanwhile.
-async fn refresh_loop(keyring: Arc<Keyring>, interval: Duration) {
+/// `interval`; the cached keys keep serving meanwhile. A refused master-key
+/// version is audited at each refusal.
+async fn refresh_loop(keyring: Arc<Keyring>, audit: Option<AuditLog>, interval: Duration) {
     let mut backoff = Duration::from_secs(1).min(interval);
     let mut delay = jittered(interval);
     loop {
@@ -237,6 +244,9 @@ async fn refresh_loop(keyring: Arc<Keyring>, interval: Duration) {
             if let Err(e) = key.refresh().await {
                 failed = true;
                 tracing::warn!(key = %key.name(), error = %e, retry_in = ?backoff, "refresh failed; keeping cached keys");
+                if let (Some(audit), Some((version, reason))) = (&audit, e.refused_version()) {
+                    audit.version_refused(key.name(), version, &reason).await;
+                }
             }
         }
         if failed {

@@ -102,6 +102,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::RefreshKeysRequest>,
     ) -> Result<Response<pb::RefreshKeysResponse>, Status> {
+        let audit = self.gate.audit.clone();
         self.gate
             .run(
                 req,
@@ -110,7 +111,14 @@ impl pb::admin_server::Admin for AdminService {
                 |Selected(keys), _| async move {
                     let mut refreshed = Vec::with_capacity(keys.len());
                     for k in keys {
-                        k.refresh().await?;
+                        if let Err(e) = k.refresh().await {
+                            if let (Some(audit), Some((version, reason))) =
+                                (&audit, e.refused_version())
+                            {
+                                audit.version_refused(k.name(), version, &reason).await;
+                            }
+                            return Err(e);
+                        }
                         refreshed.push(k.name().to_owned());
                     }
                     Ok((pb::RefreshKeysResponse { refreshed }, Done::default()))

@@ -71,6 +71,9 @@ pub struct Event<'a> {
     pub context_keys: Vec<&'a str>,
     /// Microseconds from request to response.
     pub latency_us: u64,
+    /// `KeyRefresh` lines only: why the master-key version was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 /// The audit log handle; cheap to clone. The last clone dropped flushes
@@ -194,6 +197,30 @@ impl AuditLog {
                 writer: Mutex::new(Some(writer)),
             }),
         })
+    }
+
+    /// Records that a refresh refused master-key `version` of `key` (a line
+    /// with `rpc` `KeyRefresh`, no caller, outcome `refused`), so a planted or
+    /// rolled-back version is in the audit trail, not only the server log.
+    pub async fn version_refused(&self, key: &str, version: &str, reason: &str) {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.record(&Event {
+            time: Timestamp::now(),
+            request_id: &id,
+            caller: None,
+            rpc: "KeyRefresh",
+            operation: "refresh",
+            key,
+            key_version: version,
+            outcome: "refused",
+            code: "FAILED_PRECONDITION",
+            items: None,
+            failed_items: None,
+            context_keys: Vec::new(),
+            latency_us: 0,
+            reason: Some(reason),
+        })
+        .await;
     }
 
     /// Queues one event's line. Waits only while the queue is full.
@@ -347,78 +374,4 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// A sink slower than the callers: the queue fills, callers wait for
-    /// room, and every line still arrives whole once the log is dropped.
-    struct Slow(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Slow {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            std::thread::sleep(Duration::from_millis(200));
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_full_queue_makes_callers_wait_and_loses_nothing() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let log = AuditLog::with_sink(Box::new(Slow(got.clone())), OnFailure::Refuse).unwrap();
-        // 64 context keys of 64 characters: lines of about 4.5 KB, so 3,000
-        // of them (13 MB) overflow the 8 MiB queue.
-        let keys: Vec<String> = (0..64).map(|i| format!("{i:0>64}")).collect();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..8)
-                .map(|t| {
-                    let log = log.clone();
-                    let keys = keys.clone();
-                    tokio::spawn(async move {
-                        for i in 0..375 {
-                            let id = format!("{t}-{i}");
-                            log.record(&Event {
-                                time: Timestamp::now(),
-                                request_id: &id,
-                                caller: None,
-                                rpc: "Encrypt",
-                                operation: "encrypt",
-                                key: "k",
-                                key_version: "",
-                                outcome: "ok",
-                                code: "OK",
-                                items: None,
-                                failed_items: None,
-                                context_keys: keys.iter().map(String::as_str).collect(),
-                                latency_us: 1,
-                            })
-                            .await;
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-        drop(log);
-        let got = got.lock().unwrap();
-        let text = std::str::from_utf8(&got).unwrap();
-        let mut ids = std::collections::HashSet::new();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(ids.insert(v["request_id"].as_str().unwrap().to_owned()));
-        }
-        assert_eq!(ids.len(), 3000);
-    }
-}
+mod tests;

@@ -332,6 +332,7 @@ impl Gate {
                 failed_items: r.batch.map(|(_, f)| f),
                 context_keys: r.context_keys.iter().map(String::as_str).collect(),
                 latency_us: u64::try_from(r.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                reason: None,
             };
             // A refusal made because the log cannot be written must not wait
             // for it: its line is queued if there is room, else counted.

@@ -1,6 +1,7 @@
 //! The accept loop: every connection takes a slot from a fixed number
 //! (`max_connections`; a connection over it is closed at once, never queued),
-//! TLS handshakes run a bounded number at a time with a timeout, and each
+//! TLS handshakes run a bounded number at a time with a timeout, every peer
+//! must then send the HTTP/2 preface within that timeout too, and each
 //! connection carries its [`PeerInfo`] into request extensions.
 
 use std::io;
@@ -25,8 +26,19 @@ const MAX_HANDSHAKES: usize = 256;
 /// A served connection: plaintext TCP or TLS over TCP, holding its slot.
 pub struct Conn {
     io: Io,
+    /// The HTTP/2 preface read from a TLS peer before the connection was
+    /// handed over, given back to the first reads.
+    head: Head,
     info: PeerInfo,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Bytes read ahead of hyper, replayed before the stream's own.
+#[derive(Default)]
+struct Head {
+    buf: [u8; PREFACE_LEN],
+    pos: usize,
+    len: usize,
 }
 
 enum Io {
@@ -47,7 +59,17 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let head = &mut this.head;
+        if let Some(rest) = head.buf.get(head.pos..head.len)
+            && !rest.is_empty()
+        {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(rest.get(..n).unwrap_or_default());
+            head.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -98,8 +120,8 @@ impl AsyncWrite for Conn {
 /// The length of the HTTP/2 client preface (RFC 9113, 3.4).
 const PREFACE_LEN: usize = 24;
 
-/// Waits until the peer has sent as many bytes as the HTTP/2 preface (or
-/// closed), without taking them from the socket.
+/// Waits until a plaintext peer has sent as many bytes as the HTTP/2 preface
+/// (or closed), without taking them from the socket.
 async fn preface(tcp: &TcpStream) {
     let mut buf = [0u8; PREFACE_LEN];
     loop {
@@ -145,13 +167,10 @@ pub fn incoming(
             let Some(tls) = &tls else {
                 // A plaintext peer must send the HTTP/2 preface within the
                 // handshake timeout, or it would hold its slot for nothing.
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
+                // Waiting costs no CPU, so only the slot bounds it.
                 let tx = tx.clone();
                 let timeout = limits.handshake_timeout;
                 tokio::spawn(async move {
-                    let _permit = permit;
                     if tokio::time::timeout(timeout, preface(&tcp)).await.is_err() {
                         metrics::get().refused("preface_timeout");
                         tracing::debug!(%remote, "no HTTP/2 preface in time; connection closed");
@@ -164,6 +183,7 @@ pub fn incoming(
                     };
                     let conn = Conn {
                         io: Io::Plain(tcp),
+                        head: Head::default(),
                         info,
                         _slot: slot,
                     };
@@ -178,9 +198,27 @@ pub fn incoming(
             let tx = tx.clone();
             let timeout = limits.handshake_timeout;
             tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
+                let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                // The permit bounds handshakes (CPU), not waiting peers.
+                drop(permit);
+                match accepted {
+                    Ok(Ok(mut stream)) => {
+                        // A peer through the handshake must still send the
+                        // HTTP/2 preface in time, or it would hold its slot
+                        // for nothing. TLS records cannot be peeked at, so
+                        // the preface is read here and replayed to hyper.
+                        let mut head = Head::default();
+                        let read = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head.buf);
+                        match tokio::time::timeout(timeout, read).await {
+                            Ok(Ok(n)) => head.len = n,
+                            // Closed or broken before a preface: nothing to serve.
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                metrics::get().refused("preface_timeout");
+                                tracing::debug!(%remote, "no HTTP/2 preface in time after the TLS handshake; connection closed");
+                                return;
+                            }
+                        }
                         let identity = stream
                             .get_ref()
                             .1
@@ -194,6 +232,7 @@ pub fn incoming(
                         };
                         let conn = Conn {
                             io: Io::Tls(Box::new(stream)),
+                            head,
                             info,
                             _slot: slot,
                         };

@@ -87,6 +87,26 @@ pub enum Error {
     Internal(&'static str),
 }
 
+impl Error {
+    /// The master-key version a refresh refused and why, when this error is
+    /// such a refusal (a shape the key does not accept, a rollback, a retired
+    /// current version, a KMS key not on the allowed list) rather than a
+    /// failure to reach the store or KMS. The reason never holds key bytes.
+    pub fn refused_version(&self) -> Option<(&str, String)> {
+        match self {
+            Error::MasterKey(MasterKeyError::Malformed {
+                version, reason, ..
+            }) => Some((version, reason.clone())),
+            Error::MasterKey(MasterKeyError::Kms {
+                version,
+                source: source @ KmsError::NotAllowed(_),
+                ..
+            }) => Some((version, source.to_string())),
+            _ => None,
+        }
+    }
+}
+
 impl From<crate::primitives::crypto::CryptoError> for Error {
     fn from(e: crate::primitives::crypto::CryptoError) -> Self {
         match e {
