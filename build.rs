@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const SECRET_MESSAGES: [&str; 8] = [
+const SECRET_MESSAGES: [&str; 13] = [
     ".envelope.v1.EncryptRequest",
     ".envelope.v1.EncryptItem",
     ".envelope.v1.EncryptBatchRequest",
@@ -12,6 +12,11 @@ const SECRET_MESSAGES: [&str; 8] = [
     ".envelope.v1.DecryptBatchResponse",
     ".envelope.v1.GenerateDataKeyResponse",
     ".envelope.v1.UnwrapDataKeyResponse",
+    ".envelope.v1.EncryptColumnRequest",
+    ".envelope.v1.DecryptColumnRequest",
+    ".envelope.v1.DecryptColumnResponse",
+    ".envelope.v1.EncryptColumnStreamRequest",
+    ".envelope.v1.DecryptColumnStreamResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

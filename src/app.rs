@@ -6,7 +6,8 @@
 //! - [`startup`]: process set-up (logging, hardening, TLS provider) and the
 //!   backends, keyring and security layer built from the settings.
 //! - [`server`]: [`server::run`] serves until shutdown, then drains.
-//! - [`cli`]: the client commands that speak gRPC to a server;
+//! - [`cli`]: the client commands that speak gRPC to a server
+//!   ([`column_cli`]: their line-per-value column mode);
 //!   [`direct`]: the commands that act on the backends with no server.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //!
@@ -14,6 +15,7 @@
 
 pub mod args;
 pub mod cli;
+pub mod column_cli;
 pub mod config;
 pub mod direct;
 pub mod lambda;

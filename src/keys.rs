@@ -11,7 +11,9 @@
 //!   on-demand fetch), [`data_key`] (the data key sealing records and its
 //!   nonces) and [`decrypt_cache`] (unwrapped data keys).
 //! - The operations: [`seal`] (Encrypt, batches), [`open`] (Decrypt,
-//!   batches, Rewrap), [`client_keys`] (GenerateDataKey, UnwrapDataKey).
+//!   batches, Rewrap), [`column`] (EncryptColumn, DecryptColumn: one shared
+//!   context, a row entry per record), [`client_keys`] (GenerateDataKey,
+//!   UnwrapDataKey).
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
 //!   the Admin API and the Lambda function.
 //! - [`error`]: what a key operation can fail with, rolled up from the
@@ -20,6 +22,7 @@
 //! Imports: [`crate::backends`] and [`crate::primitives`] only.
 
 pub mod client_keys;
+pub mod column;
 pub mod data_key;
 pub mod decrypt_cache;
 pub mod error;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use envelope::app::args::{Args, Command};
 use envelope::app::config::{Overrides, Settings};
-use envelope::app::{cli, direct, server, startup};
+use envelope::app::{cli, column_cli, direct, server, startup};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -48,6 +48,8 @@ async fn main() -> anyhow::Result<()> {
             startup::init_process(&settings.log_level, settings.log_format, false)?;
             Ok(direct::init_keys(&settings).await?)
         }
+        Command::Encrypt(a) if a.column => column_cli::run(&a, column_cli::Mode::Encrypt).await,
+        Command::Decrypt(a) if a.column => column_cli::run(&a, column_cli::Mode::Decrypt).await,
         Command::Encrypt(a) => cli::encrypt(&a.target, &a.key, &a.context, a.base64).await,
         Command::Decrypt(a) => cli::decrypt(&a.target, &a.key, &a.context, a.base64).await,
         Command::Status { target, key } => cli::status(&target, &key).await,

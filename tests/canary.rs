@@ -106,6 +106,36 @@ async fn canaries_appear_nowhere() {
         .unwrap()
         .into_inner();
     seen.push_str(&format!("{s:?}"));
+    // A column whose values and row ids are canaries: item 1 fails (its row
+    // id takes the context over the limit), and DecryptColumn gets a
+    // canary that is no record.
+    let column = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: String::new(),
+            context: context.clone(),
+            plaintexts: vec![Bytes::from(CANARY), Bytes::from(CANARY)],
+            row_field: "row".into(),
+            row_values: vec![CANARY_CTX.into(), CANARY_CTX.repeat(1000)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(column.errors.len(), 1);
+    seen.push_str(&format!("{:?} {:?}", column.errors, column.key_version));
+    let s = c
+        .decrypt_column(pb::DecryptColumnRequest {
+            key: String::new(),
+            context: context.clone(),
+            ciphertexts: vec![column.ciphertexts[0].clone(), Bytes::from(CANARY)],
+            row_field: "row".into(),
+            row_values: vec![CANARY_CTX.into(), CANARY_CTX.into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.plaintexts[0].as_ref(), CANARY.as_bytes());
+    assert_eq!(s.errors.len(), 1);
+    seen.push_str(&format!("{:?}", s.errors));
     let status = admin
         .key_status(pb::KeyStatusRequest::default())
         .await

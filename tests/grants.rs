@@ -1,7 +1,7 @@
 //! Narrower grants against the real binary: `generate_data_key` no longer
 //! unwraps, and a grant with `context = { … }` admits only calls whose
-//! context (every item of a batch, every message of a stream) carries those
-//! entries.
+//! context (every item of a batch, every row of a column, every message of
+//! a stream) carries those entries.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
@@ -93,6 +93,43 @@ async fn context_grants_and_the_unwrap_split() {
         .unwrap()
         .into_inner();
     assert!(out.message().await.unwrap().is_some());
+    assert_eq!(
+        out.message().await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // A column: the shared context, merged with each row's entry, must be
+    // granted for every row.
+    let column = |shared: &[(&str, &str)], field: &str, rows: &[&str]| pb::EncryptColumnRequest {
+        key: String::new(),
+        context: ctx(shared),
+        plaintexts: rows
+            .iter()
+            .map(|_| bytes::Bytes::from_static(b"x"))
+            .collect(),
+        row_field: field.into(),
+        row_values: rows.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let shared = c
+        .encrypt_column(column(&[("tenant", "acme")], "row", &["1", "2"]))
+        .await;
+    assert!(shared.is_ok());
+    let per_row = c
+        .encrypt_column(column(&[], "tenant", &["acme", "acme"]))
+        .await;
+    assert!(per_row.is_ok());
+    let one_foreign_row = c
+        .encrypt_column(column(&[], "tenant", &["acme", "globex"]))
+        .await
+        .unwrap_err();
+    assert_eq!(one_foreign_row.code(), Code::PermissionDenied);
+    let mut out = c
+        .encrypt_column_stream(tokio_stream::iter(vec![pb::EncryptColumnStreamRequest {
+            column: Some(column(&[("tenant", "globex")], "row", &["1"])),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         out.message().await.unwrap_err().code(),
         Code::PermissionDenied

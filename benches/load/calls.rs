@@ -88,3 +88,60 @@ pub fn decrypt_request(sealed: pb::EncryptBatchResponse) -> pb::DecryptBatchRequ
             .collect(),
     }
 }
+
+/// The shared context of the column benches: one table and column.
+pub fn column_context() -> std::collections::BTreeMap<String, String> {
+    [("table", "users"), ("column", "email")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// An EncryptColumn of [`BATCH`] values of `size` bytes, each bound to its
+/// own row id.
+pub fn encrypt_column_request(size: usize) -> pb::EncryptColumnRequest {
+    pb::EncryptColumnRequest {
+        key: String::new(),
+        context: column_context(),
+        plaintexts: (0..BATCH)
+            .map(|_| Bytes::from(vec![0x5au8; size]))
+            .collect(),
+        row_field: "row".into(),
+        row_values: (0..BATCH).map(|i| format!("{}", 1_000_000 + i)).collect(),
+    }
+}
+
+/// The records of an EncryptColumn answer, as a DecryptColumn request.
+pub fn decrypt_column_request(
+    req: &pb::EncryptColumnRequest,
+    sealed: pb::EncryptColumnResponse,
+) -> pb::DecryptColumnRequest {
+    assert!(sealed.errors.is_empty(), "a column item failed");
+    pb::DecryptColumnRequest {
+        key: req.key.clone(),
+        context: req.context.clone(),
+        ciphertexts: sealed.ciphertexts,
+        row_field: req.row_field.clone(),
+        row_values: req.row_values.clone(),
+    }
+}
+
+pub async fn encrypt_column(ch: Channel, c: pb::EncryptColumnRequest) -> u64 {
+    let r = envelope_client(ch)
+        .encrypt_column(c)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.errors.is_empty(), "a column item failed");
+    r.ciphertexts.len() as u64
+}
+
+pub async fn decrypt_column(ch: Channel, c: pb::DecryptColumnRequest) -> u64 {
+    let r = envelope_client(ch)
+        .decrypt_column(c)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.errors.is_empty(), "a column record failed to decrypt");
+    r.plaintexts.len() as u64
+}

@@ -201,6 +201,34 @@ impl StreamCall for pb::DecryptBatchRequest {
     }
 }
 
+impl StreamCall for pb::EncryptColumnStreamRequest {
+    type Resp = pb::EncryptColumnStreamResponse;
+    async fn open(
+        mut client: pb::envelope_client::EnvelopeClient<Channel>,
+        rx: tokio::sync::mpsc::Receiver<Self>,
+    ) -> Streaming<Self::Resp> {
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.encrypt_column_stream(s).await.unwrap().into_inner()
+    }
+    fn items(r: &Self::Resp) -> u64 {
+        r.column.as_ref().map_or(0, |c| c.ciphertexts.len() as u64)
+    }
+}
+
+impl StreamCall for pb::DecryptColumnStreamRequest {
+    type Resp = pb::DecryptColumnStreamResponse;
+    async fn open(
+        mut client: pb::envelope_client::EnvelopeClient<Channel>,
+        rx: tokio::sync::mpsc::Receiver<Self>,
+    ) -> Streaming<Self::Resp> {
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.decrypt_column_stream(s).await.unwrap().into_inner()
+    }
+    fn items(r: &Self::Resp) -> u64 {
+        r.column.as_ref().map_or(0, |c| c.plaintexts.len() as u64)
+    }
+}
+
 /// [`BATCH_CALLERS`] streams, one per connection, each keeping
 /// [`STREAM_WINDOW`] batches in flight until the time is up. Latency is per
 /// batch, from sending it to reading its answer.
@@ -260,4 +288,51 @@ pub fn crypto_ceiling(size: usize, secs: f64) -> f64 {
         n += 1000;
     }
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Envelope's own column seal and open, in-process on this core (no RPC):
+/// records/s of `EncryptColumn`'s and `DecryptColumn`'s work on one
+/// [`crate::BATCH`]-value column of `size`-byte values, each for `secs`.
+pub async fn column_in_process(size: usize, secs: f64) -> (f64, f64) {
+    use envelope::keys::column::Rows;
+    let dir = tempfile::tempdir().unwrap();
+    let source = envelope::keys::KeySource::open_local(dir.path(), "default")
+        .await
+        .unwrap();
+    let key = envelope::keys::NamedKey::load(source, envelope::keys::Limits::default())
+        .await
+        .unwrap();
+    let req = crate::calls::encrypt_column_request(size);
+    let rows = Rows {
+        field: &req.row_field,
+        values: &req.row_values,
+    };
+    let rate = |n: u64, start: Instant| n as f64 / start.elapsed().as_secs_f64();
+    let (start, mut n) = (Instant::now(), 0u64);
+    let mut last = None;
+    while start.elapsed().as_secs_f64() < secs {
+        let sealed = key
+            .encrypt_column(&req.context, rows, &req.plaintexts)
+            .await
+            .unwrap();
+        n += sealed.results.len() as u64;
+        last = Some(sealed);
+    }
+    let seal = rate(n, start);
+    let sealed = last.unwrap();
+    let records: Vec<bytes::Bytes> = sealed
+        .results
+        .iter()
+        .map(|r| sealed.records.slice(r.as_ref().unwrap().clone()))
+        .collect();
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed().as_secs_f64() < secs {
+        let opened = key
+            .decrypt_column(&req.context, rows, &records)
+            .await
+            .unwrap();
+        assert!(opened.results.iter().all(Result::is_ok));
+        n += opened.results.len() as u64;
+    }
+    (seal, rate(n, start))
 }

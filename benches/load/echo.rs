@@ -37,6 +37,21 @@ fn echo_decrypt_batch(req: pb::DecryptBatchRequest) -> pb::DecryptBatchResponse 
     }
 }
 
+fn echo_column(req: pb::EncryptColumnRequest) -> pb::EncryptColumnResponse {
+    pb::EncryptColumnResponse {
+        ciphertexts: req.plaintexts,
+        key_version: "00000000-0000-0000-0000-000000000000".to_owned(),
+        errors: Default::default(),
+    }
+}
+
+fn echo_decrypt_column(req: pb::DecryptColumnRequest) -> pb::DecryptColumnResponse {
+    pb::DecryptColumnResponse {
+        plaintexts: req.ciphertexts,
+        errors: Default::default(),
+    }
+}
+
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -84,6 +99,44 @@ impl pb::envelope_server::Envelope for Echo {
     ) -> Result<Response<Self::DecryptStreamStream>, Status> {
         use tokio_stream::StreamExt;
         let s = r.into_inner().map(|m| m.map(echo_decrypt_batch));
+        Ok(Response::new(Box::pin(s)))
+    }
+    async fn encrypt_column(
+        &self,
+        r: Request<pb::EncryptColumnRequest>,
+    ) -> Result<Response<pb::EncryptColumnResponse>, Status> {
+        Ok(Response::new(echo_column(r.into_inner())))
+    }
+    async fn decrypt_column(
+        &self,
+        r: Request<pb::DecryptColumnRequest>,
+    ) -> Result<Response<pb::DecryptColumnResponse>, Status> {
+        Ok(Response::new(echo_decrypt_column(r.into_inner())))
+    }
+    type EncryptColumnStreamStream = Stream<pb::EncryptColumnStreamResponse>;
+    async fn encrypt_column_stream(
+        &self,
+        r: Request<Streaming<pb::EncryptColumnStreamRequest>>,
+    ) -> Result<Response<Self::EncryptColumnStreamStream>, Status> {
+        use tokio_stream::StreamExt;
+        let s = r.into_inner().map(|m| {
+            m.map(|m| pb::EncryptColumnStreamResponse {
+                column: m.column.map(echo_column),
+            })
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+    type DecryptColumnStreamStream = Stream<pb::DecryptColumnStreamResponse>;
+    async fn decrypt_column_stream(
+        &self,
+        r: Request<Streaming<pb::DecryptColumnStreamRequest>>,
+    ) -> Result<Response<Self::DecryptColumnStreamStream>, Status> {
+        use tokio_stream::StreamExt;
+        let s = r.into_inner().map(|m| {
+            m.map(|m| pb::DecryptColumnStreamResponse {
+                column: m.column.map(echo_decrypt_column),
+            })
+        });
         Ok(Response::new(Box::pin(s)))
     }
     async fn rewrap(

@@ -12,6 +12,10 @@
 //!   an echo server (this binary, started pinned to the same core: the
 //!   empty-batch ceiling) and raw in-process AES-256-GCM on one core (the
 //!   crypto ceiling);
+//! - EncryptColumn and DecryptColumn of 1,000 values with a row id each, and
+//!   their streams, beside the echo server answering the same column
+//!   messages and Envelope's own column seal and open in-process (the two
+//!   irreducible costs: the ratio to their sum is the overhead);
 //!
 //! at 16, 64, 256 and 4,096-byte records. It prints calls/s, records/s and
 //! p50/p99/p99.9 latency (hdrhistogram) with Envelope's figure as a ratio of
@@ -89,6 +93,7 @@ async fn run(secs: f64, pinned: bool, out_dir: &Path) {
     let peak_64 = run.unary().await;
     run.paced(peak_64).await;
     run.batches().await;
+    run.columns().await;
     run.finish(out_dir);
     peers(secs);
 }

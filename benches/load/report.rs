@@ -73,6 +73,27 @@ impl Report {
         echo_o: Outcome,
         o: Outcome,
     ) -> Outcome {
+        let echo = echo_o.rps();
+        self.pair_with(
+            group,
+            name,
+            size,
+            echo_o,
+            o,
+            &[("echo", echo), ("raw AES", crypto)],
+        )
+    }
+
+    /// The echo row, then Envelope's as a ratio of each of `ceilings`.
+    fn pair_with(
+        &mut self,
+        group: &str,
+        name: &str,
+        size: usize,
+        echo_o: Outcome,
+        o: Outcome,
+        ceilings: &[(&str, f64)],
+    ) -> Outcome {
         self.row(
             group,
             &format!("echo {name}"),
@@ -81,15 +102,40 @@ impl Report {
             &echo_o,
             &[],
         );
-        self.row(
+        self.row(group, name, size, BATCH_CALLERS, &o, ceilings);
+        o
+    }
+
+    /// A column scenario beside the echo server: both rows, Envelope's as a
+    /// ratio of the two irreducible costs together (the echo server's time
+    /// per record plus Envelope's own in-process time per record,
+    /// `in_process` records/s) and of the echo server alone. A ratio of 0.8
+    /// means an overhead of 25% beyond those two.
+    pub fn column_pair(
+        &mut self,
+        group: &str,
+        name: &str,
+        size: usize,
+        in_process: f64,
+        echo_o: Outcome,
+        o: Outcome,
+    ) -> Outcome {
+        let echo = echo_o.rps();
+        let both = 1.0 / (1.0 / echo + 1.0 / in_process);
+        self.pair_with(
             group,
             name,
             size,
-            BATCH_CALLERS,
-            &o,
-            &[("echo", echo_o.rps()), ("raw AES", crypto)],
-        );
-        o
+            echo_o,
+            o,
+            &[("echo + in-process", both), ("echo", echo)],
+        )
+    }
+
+    /// An in-process ceiling (no RPC) at `size`.
+    pub fn in_process(&mut self, name: &str, size: usize, rps: f64) {
+        println!("| {name}, in-process, one core | {size} B | 1 | | {rps:.0} | | | | |");
+        let _ = writeln!(self.csv, "ceiling,{name},{size},1,,{rps:.1},,,,");
     }
 
     /// The raw AES-256-GCM ceiling at `size`.

@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tonic::transport::Channel;
 
+use envelope::pb;
+
 use crate::calls::{
-    decrypt, decrypt_batch, decrypt_request, encrypt, encrypt_batch, encrypt_batch_request,
+    decrypt, decrypt_batch, decrypt_column, decrypt_column_request, decrypt_request, encrypt,
+    encrypt_batch, encrypt_batch_request, encrypt_column, encrypt_column_request,
 };
-use crate::driver::{Outcome, StreamCall, connect, crypto_ceiling, drive, drive_streams, paced};
+use crate::driver::{
+    Outcome, StreamCall, column_in_process, connect, crypto_ceiling, drive, drive_streams, paced,
+};
 use crate::process::{Listening, envelope_client};
 use crate::report::Report;
 use crate::servers::{backend_calls, start_echo, start_envelope, stop};
@@ -18,7 +23,7 @@ use crate::{BATCH, BATCH_CALLERS, CONCURRENCY, CONNECTIONS, SIZES, STREAM_WINDOW
 /// The servers, their connections, and what the run has counted so far.
 pub struct Run {
     secs: f64,
-    /// `ENVELOPE_BENCH_ONLY`: "unary" or "batch" runs only those scenarios.
+    /// `ENVELOPE_BENCH_ONLY`: "unary", "batch" or "column" runs only those scenarios.
     only: String,
     server: Listening,
     echo: Listening,
@@ -224,6 +229,83 @@ impl Run {
             .await;
             self.stream_pair("DecryptStream", size, crypto, d).await;
         }
+    }
+
+    /// EncryptColumn, DecryptColumn and their streams (1,000 values with a
+    /// row id each) beside the echo server answering the same messages and
+    /// Envelope's own column seal and open in-process, at every size.
+    pub async fn columns(&mut self) {
+        let secs = self.secs;
+        Report::header(
+            &format!(
+                "Columns of {BATCH} values with row ids ({BATCH_CALLERS} callers) and column streams ({BATCH_CALLERS} streams × {STREAM_WINDOW} columns in flight)"
+            ),
+            "callers",
+        );
+        let only = self.only.clone();
+        for size in SIZES
+            .into_iter()
+            .filter(|_| only.is_empty() || only == "column")
+        {
+            let (seal, open) = column_in_process(size, secs.min(1.0)).await;
+            self.report.in_process("Envelope column seal", size, seal);
+            self.report.in_process("Envelope column open", size, open);
+            let column = encrypt_column_request(size);
+            let c = column.clone();
+            self.column_pair("EncryptColumn", size, seal, move |ch| {
+                encrypt_column(ch, c.clone())
+            })
+            .await;
+            let msg = pb::EncryptColumnStreamRequest {
+                column: Some(column.clone()),
+            };
+            self.column_stream_pair("EncryptColumnStream", size, seal, msg)
+                .await;
+
+            let sealed = envelope_client(self.channels[0].clone())
+                .encrypt_column(column.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            self.count(1, BATCH as u64);
+            let d = decrypt_column_request(&column, sealed);
+            let dd = d.clone();
+            self.column_pair("DecryptColumn", size, open, move |ch| {
+                decrypt_column(ch, dd.clone())
+            })
+            .await;
+            let msg = pb::DecryptColumnStreamRequest { column: Some(d) };
+            self.column_stream_pair("DecryptColumnStream", size, open, msg)
+                .await;
+        }
+    }
+
+    async fn column_pair<F, Fut>(&mut self, name: &str, size: usize, in_process: f64, call: F)
+    where
+        F: Fn(Channel) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = u64> + Send,
+    {
+        let echo_o = drive(&self.echo_channels, BATCH_CALLERS, self.secs, call.clone()).await;
+        let o = drive(&self.channels, BATCH_CALLERS, self.secs, call).await;
+        let o = self
+            .report
+            .column_pair("column", name, size, in_process, echo_o, o);
+        self.count_outcome(&o);
+    }
+
+    async fn column_stream_pair<M: StreamCall>(
+        &mut self,
+        name: &str,
+        size: usize,
+        in_process: f64,
+        msg: M,
+    ) {
+        let echo_o = drive_streams(&self.echo_channels, self.secs, msg.clone()).await;
+        let o = drive_streams(&self.channels, self.secs, msg).await;
+        let o = self
+            .report
+            .column_pair("column", name, size, in_process, echo_o, o);
+        self.count_outcome(&o);
     }
 
     /// `call` from [`BATCH_CALLERS`] callers to the echo server, then to

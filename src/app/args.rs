@@ -120,4 +120,16 @@ pub struct ClientArgs {
     /// Ciphertext as a base64 line instead of raw bytes.
     #[arg(long)]
     pub base64: bool,
+    /// Column mode: one value per stdin line (one base64 record per line
+    /// when decrypting), answered line for line through EncryptColumn or
+    /// DecryptColumn.
+    #[arg(long, conflicts_with = "base64")]
+    pub column: bool,
+    /// Column mode: lines are `ROW<TAB>VALUE`, and ROW is bound into each
+    /// record's context under this name (kept in the output).
+    #[arg(long, requires = "column", value_name = "NAME")]
+    pub row_field: Option<String>,
+    /// Column mode: values per call.
+    #[arg(long, requires = "column", default_value_t = 1000)]
+    pub batch: usize,
 }

@@ -95,13 +95,13 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn client(ch: Channel) -> pb::envelope_client::EnvelopeClient<Channel> {
+pub(super) fn client(ch: Channel) -> pb::envelope_client::EnvelopeClient<Channel> {
     pb::envelope_client::EnvelopeClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE * 2)
         .max_encoding_message_size(MAX_MESSAGE * 2)
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 

@@ -1,8 +1,9 @@
-//! One runner for every batch and stream message (EncryptBatch,
-//! DecryptBatch, RewrapBatch, EncryptStream, DecryptStream) and one builder
-//! of their per-item results: each item in order, one failing item never
-//! failing the batch.
+//! One runner for every batch, column and stream message (EncryptBatch,
+//! DecryptBatch, RewrapBatch, EncryptColumn, DecryptColumn and their
+//! streams) and the builders of their per-item results: each item in order,
+//! one failing item never failing the batch.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use bytes::Bytes;
 
 use super::gate::{Done, HasSubject};
 use super::status::item_error;
+use crate::keys::column::Rows;
 use crate::keys::{Error, NamedKey};
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 
@@ -19,8 +21,12 @@ pub(super) trait BatchCall: HasSubject + Send + 'static {
     type Response: Send + 'static;
     /// Items in the request.
     fn len(&self) -> usize;
-    /// Runs every item under `key`, in order.
-    fn run(self, key: Arc<NamedKey>) -> impl Future<Output = (Self::Response, Done)> + Send;
+    /// Runs every item under `key`, in order; fails as a whole only when
+    /// the request's parts do not fit together.
+    fn run(
+        self,
+        key: Arc<NamedKey>,
+    ) -> impl Future<Output = Result<(Self::Response, Done), Error>> + Send;
 }
 
 /// Checks the batch size, then runs it.
@@ -35,7 +41,7 @@ pub(super) async fn run<B: BatchCall>(
             max,
         });
     }
-    Ok(req.run(key).await)
+    req.run(key).await
 }
 
 /// A per-item result message: output bytes with their version, or an error.
@@ -119,7 +125,7 @@ impl BatchCall for pb::EncryptBatchRequest {
         self.items.len()
     }
 
-    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+    async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let sealed = key
             .encrypt_many(&self.items, |i| (&i.plaintext, &i.context))
             .await;
@@ -131,7 +137,7 @@ impl BatchCall for pb::EncryptBatchRequest {
             }));
         }
         let (results, done) = out.finish(true);
-        (pb::EncryptBatchResponse { results }, done)
+        Ok((pb::EncryptBatchResponse { results }, done))
     }
 }
 
@@ -142,7 +148,7 @@ impl BatchCall for pb::DecryptBatchRequest {
         self.items.len()
     }
 
-    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+    async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let mut opened = key
             .decrypt_many(&self.items, |i| (&i.ciphertext, &i.context))
             .await;
@@ -154,7 +160,7 @@ impl BatchCall for pb::DecryptBatchRequest {
             out.push(r.map(|(range, v)| (plaintexts.slice(range), v)));
         }
         let (results, done) = out.finish(false);
-        (pb::DecryptBatchResponse { results }, done)
+        Ok((pb::DecryptBatchResponse { results }, done))
     }
 }
 
@@ -165,7 +171,7 @@ impl BatchCall for pb::RewrapBatchRequest {
         self.items.len()
     }
 
-    async fn run(self, key: Arc<NamedKey>) -> (Self::Response, Done) {
+    async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let mut out = Results::with_capacity(self.items.len());
         for item in &self.items {
             match key.rewrap(&item.ciphertext, &item.context).await {
@@ -174,8 +180,113 @@ impl BatchCall for pb::RewrapBatchRequest {
             }
         }
         let (results, done) = out.finish(true);
-        (pb::RewrapBatchResponse { results }, done)
+        Ok((pb::RewrapBatchResponse { results }, done))
     }
+}
+
+/// A column's outputs in order (an empty one where an item failed) and its
+/// errors by index.
+fn column_outputs<T>(
+    results: Vec<Result<T, Error>>,
+    out: impl Fn(T) -> Bytes,
+) -> (Vec<Bytes>, BTreeMap<u32, pb::ItemError>) {
+    let mut outputs = Vec::with_capacity(results.len());
+    let mut errors = BTreeMap::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(t) => outputs.push(out(t)),
+            Err(e) => {
+                outputs.push(Bytes::new());
+                errors.insert(u32::try_from(i).unwrap_or(u32::MAX), item_error(e));
+            }
+        }
+    }
+    (outputs, errors)
+}
+
+impl BatchCall for pb::EncryptColumnRequest {
+    type Response = pb::EncryptColumnResponse;
+
+    fn len(&self) -> usize {
+        self.plaintexts.len()
+    }
+
+    async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
+        let rows = Rows {
+            field: &self.row_field,
+            values: &self.row_values,
+        };
+        let sealed = key
+            .encrypt_column(&self.context, rows, &self.plaintexts)
+            .await?;
+        let records = sealed.records;
+        let (ciphertexts, errors) = column_outputs(sealed.results, |r| records.slice(r));
+        let key_version = sealed
+            .version
+            .map(|m| m.version.as_str().to_owned())
+            .unwrap_or_default();
+        let done = Done {
+            version: key_version.clone(),
+            batch: Some((ciphertexts.len(), errors.len())),
+        };
+        let resp = pb::EncryptColumnResponse {
+            ciphertexts,
+            key_version,
+            errors,
+        };
+        Ok((resp, done))
+    }
+}
+
+impl BatchCall for pb::DecryptColumnRequest {
+    type Response = pb::DecryptColumnResponse;
+
+    fn len(&self) -> usize {
+        self.ciphertexts.len()
+    }
+
+    async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
+        let rows = Rows {
+            field: &self.row_field,
+            values: &self.row_values,
+        };
+        let mut opened = key
+            .decrypt_column(&self.context, rows, &self.ciphertexts)
+            .await?;
+        let plain = secret_bytes(std::mem::take(&mut *opened.plaintexts));
+        let (plaintexts, errors) = column_outputs(opened.results, |(r, _)| plain.slice(r));
+        let done = Done {
+            version: String::new(),
+            batch: Some((plaintexts.len(), errors.len())),
+        };
+        Ok((pb::DecryptColumnResponse { plaintexts, errors }, done))
+    }
+}
+
+/// A column stream message: the column it wraps, answered as the unary call.
+macro_rules! column_stream {
+    ($($req:ty => $resp:ty;)*) => {$(
+        impl BatchCall for $req {
+            type Response = $resp;
+
+            fn len(&self) -> usize {
+                self.column.as_ref().map_or(0, BatchCall::len)
+            }
+
+            async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
+                let column = self
+                    .column
+                    .ok_or(Error::Column("a stream message without a column"))?;
+                let (column, done) = column.run(key).await?;
+                Ok((Self::Response { column: Some(column) }, done))
+            }
+        }
+    )*};
+}
+
+column_stream! {
+    pb::EncryptColumnStreamRequest => pb::EncryptColumnStreamResponse;
+    pb::DecryptColumnStreamRequest => pb::DecryptColumnStreamResponse;
 }
 
 /// A buffer of secret bytes (plaintext, key bytes) handed to a response:

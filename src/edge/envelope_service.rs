@@ -219,6 +219,38 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         self.stream(req, "DecryptStream", Operation::Decrypt)
     }
 
+    async fn encrypt_column(
+        &self,
+        req: Request<pb::EncryptColumnRequest>,
+    ) -> Result<Response<pb::EncryptColumnResponse>, Status> {
+        self.batch(req, "EncryptColumn", Operation::Encrypt).await
+    }
+
+    async fn decrypt_column(
+        &self,
+        req: Request<pb::DecryptColumnRequest>,
+    ) -> Result<Response<pb::DecryptColumnResponse>, Status> {
+        self.batch(req, "DecryptColumn", Operation::Decrypt).await
+    }
+
+    type EncryptColumnStreamStream = ResponseStream<pb::EncryptColumnStreamResponse>;
+
+    async fn encrypt_column_stream(
+        &self,
+        req: Request<Streaming<pb::EncryptColumnStreamRequest>>,
+    ) -> Result<Response<Self::EncryptColumnStreamStream>, Status> {
+        self.stream(req, "EncryptColumnStream", Operation::Encrypt)
+    }
+
+    type DecryptColumnStreamStream = ResponseStream<pb::DecryptColumnStreamResponse>;
+
+    async fn decrypt_column_stream(
+        &self,
+        req: Request<Streaming<pb::DecryptColumnStreamRequest>>,
+    ) -> Result<Response<Self::DecryptColumnStreamStream>, Status> {
+        self.stream(req, "DecryptColumnStream", Operation::Decrypt)
+    }
+
     async fn rewrap(
         &self,
         req: Request<pb::RewrapRequest>,

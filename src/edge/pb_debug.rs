@@ -110,6 +110,70 @@ impl fmt::Debug for pb::UnwrapDataKeyResponse {
     }
 }
 
+/// A list of secret values: how many, and their total length.
+struct RedactedList(usize, usize);
+
+impl RedactedList {
+    fn of<T: AsRef<[u8]>>(items: &[T]) -> Self {
+        Self(items.len(), items.iter().map(|i| i.as_ref().len()).sum())
+    }
+}
+
+impl fmt::Debug for RedactedList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[REDACTED {} items, {} bytes]", self.0, self.1)
+    }
+}
+
+impl fmt::Debug for pb::EncryptColumnRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptColumnRequest")
+            .field("key", &self.key)
+            .field("context", &ContextKeys(&self.context))
+            .field("plaintexts", &RedactedList::of(&self.plaintexts))
+            .field("row_field", &self.row_field)
+            .field("row_values", &RedactedList::of(&self.row_values))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::DecryptColumnRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptColumnRequest")
+            .field("key", &self.key)
+            .field("context", &ContextKeys(&self.context))
+            .field("ciphertexts", &RedactedList::of(&self.ciphertexts))
+            .field("row_field", &self.row_field)
+            .field("row_values", &RedactedList::of(&self.row_values))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::DecryptColumnResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptColumnResponse")
+            .field("plaintexts", &RedactedList::of(&self.plaintexts))
+            .field("errors", &self.errors)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::EncryptColumnStreamRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptColumnStreamRequest")
+            .field("column", &self.column)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::DecryptColumnStreamResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptColumnStreamResponse")
+            .field("column", &self.column)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -149,6 +213,37 @@ mod tests {
         assert!(
             out.contains("REDACTED 9 bytes") && out.contains("table"),
             "{out}"
+        );
+        let canary = || Bytes::from_static(b"CANARY-pt");
+        let column = format!(
+            "{:?} {:?} {:?}",
+            pb::EncryptColumnStreamRequest {
+                column: Some(pb::EncryptColumnRequest {
+                    key: "k".into(),
+                    context: ctx.clone(),
+                    plaintexts: vec![canary(), canary()],
+                    row_field: "row".into(),
+                    row_values: vec!["CANARY-row".into(), "CANARY-row".into()],
+                }),
+            },
+            pb::DecryptColumnRequest {
+                key: "k".into(),
+                context: ctx.clone(),
+                ciphertexts: vec![canary()],
+                row_field: "row".into(),
+                row_values: vec!["CANARY-row".into()],
+            },
+            pb::DecryptColumnStreamResponse {
+                column: Some(pb::DecryptColumnResponse {
+                    plaintexts: vec![canary()],
+                    errors: Default::default(),
+                }),
+            },
+        );
+        assert!(!column.contains("CANARY"), "{column}");
+        assert!(
+            column.contains("REDACTED 2 items, 18 bytes") && column.contains("table"),
+            "{column}"
         );
     }
 }

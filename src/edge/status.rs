@@ -47,6 +47,7 @@ fn key_code(e: &Error) -> Code {
         | Error::WrongKey(_)
         | Error::Unauthentic
         | Error::TooLarge { .. }
+        | Error::Column(_)
         | Error::BatchTooLarge { .. } => Code::InvalidArgument,
         Error::VersionNotFound { .. } | Error::Retired { .. } => Code::FailedPrecondition,
         Error::NoCurrent(_) | Error::Store(_) | Error::Kms(_) | Error::MasterKey(_) => {
@@ -86,6 +87,7 @@ fn key_message(e: &Error) -> String {
         | Error::WrongKey(_)
         | Error::Unauthentic
         | Error::TooLarge { .. }
+        | Error::Column(_)
         | Error::BatchTooLarge { .. }
         | Error::VersionNotFound { .. }
         | Error::Retired { .. }

@@ -65,6 +65,56 @@ subject! {
     pb::RefreshKeysRequest => none,
 }
 
+/// A column names one shared context (its keys are audited) and, with a row
+/// field, one merged context per row, each checked against the grant.
+macro_rules! column_subject {
+    ($($t:ty),*) => {$(
+        impl HasSubject for $t {
+            fn subject(&self) -> Subject<'_> {
+                Subject { key: &self.key, context: Some(&self.context) }
+            }
+            fn all_contexts(
+                &self,
+                allowed: &mut dyn FnMut(&BTreeMap<String, String>) -> bool,
+            ) -> bool {
+                if self.row_field.is_empty() {
+                    return allowed(&self.context);
+                }
+                let mut merged = self.context.clone();
+                self.row_values.iter().all(|v| {
+                    merged.insert(self.row_field.clone(), v.clone());
+                    allowed(&merged)
+                })
+            }
+        }
+    )*};
+}
+
+column_subject!(pb::EncryptColumnRequest, pb::DecryptColumnRequest);
+
+/// A column stream message: its column's subject (a message without one
+/// names the default key and is refused when it runs).
+macro_rules! column_stream_subject {
+    ($($t:ty),*) => {$(
+        impl HasSubject for $t {
+            fn subject(&self) -> Subject<'_> {
+                self.column.as_ref().map_or(Subject { key: "", context: None }, HasSubject::subject)
+            }
+            fn all_contexts(
+                &self,
+                allowed: &mut dyn FnMut(&BTreeMap<String, String>) -> bool,
+            ) -> bool {
+                self.column.as_ref().is_none_or(|c| c.all_contexts(allowed))
+            }
+        }
+    )*};
+}
+
+column_stream_subject!(
+    pb::EncryptColumnStreamRequest,
+    pb::DecryptColumnStreamRequest
+);
+
 impl HasSubject for pb::RotateMasterKeyRequest {
     fn subject(&self) -> Subject<'_> {
         // Rotation names one key; empty means the default key, not every key.

@@ -38,6 +38,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A column request whose parts do not fit together.
+    #[error("invalid column request: {0}")]
+    Column(&'static str),
     /// The batch is over the limit.
     #[error("batch of {got} items is over the limit of {max} items")]
     BatchTooLarge {

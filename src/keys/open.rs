@@ -58,19 +58,39 @@ impl NamedKey {
         items: &[T],
         get: impl Fn(&T) -> (&[u8], &Context),
     ) -> Opened {
+        let limits = self.limits.context;
+        self.open_each(items.iter().map(|t| get(t).0), |i, aad| {
+            let ctx = items
+                .get(i)
+                .map(|t| get(t).1)
+                .ok_or(Error::Internal("item"))?;
+            context::validate(ctx, limits)?;
+            context::encode_into(ctx, aad);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Opens `records` in order; `encode(i, aad)` appends record i's context
+    /// encoding (after the key name's prefix) or refuses it.
+    pub(super) async fn open_each<'r>(
+        &self,
+        records: impl ExactSizeIterator<Item = &'r [u8]> + Clone,
+        mut encode: impl FnMut(usize, &mut Vec<u8>) -> Result<(), Error>,
+    ) -> Opened {
         // Sized once so the buffer never reallocates: a reallocation would
         // leave an unwiped copy of plaintext behind.
-        let capacity = items.iter().map(|t| get(t).0.len()).sum();
+        let capacity = records.clone().map(<[u8]>::len).sum();
         let mut out = Zeroizing::new(Vec::with_capacity(capacity));
         let mut aad = Vec::with_capacity(64);
         record::payload_aad_prefix(&mut aad, &self.source.name);
         let prefix = aad.len();
         let mut last: Option<(&[u8], Arc<CachedKey>)> = None;
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let (record, ctx) = get(item);
+        let mut results = Vec::with_capacity(records.len());
+        for (i, record) in records.enumerate() {
             let r = async {
-                context::validate(ctx, self.limits.context)?;
+                aad.truncate(prefix);
+                encode(i, &mut aad)?;
                 let parsed = self.parse(record, Kind::Record)?;
                 let cached = match &last {
                     Some((slot, key)) if *slot == parsed.wrap_slot => key.clone(),
@@ -81,8 +101,6 @@ impl NamedKey {
                         key
                     }
                 };
-                aad.truncate(prefix);
-                context::encode_into(ctx, &mut aad);
                 let start = out.len();
                 let end = start + parsed.ciphertext.len();
                 if end > out.capacity() {

@@ -32,16 +32,20 @@ pub struct Sealed {
 }
 
 /// Seals records one after another into one buffer.
-struct SealBatch<'k> {
+pub(super) struct SealBatch<'k> {
     key: &'k NamedKey,
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     aad: Vec<u8>,
     aad_prefix: usize,
     data_key: Option<Arc<DataKey>>,
+    /// Seal every record under the version of the first one (a column
+    /// answers with one version).
+    pin: bool,
+    pinned: Option<Arc<MasterKey>>,
 }
 
 impl<'k> SealBatch<'k> {
-    fn new(key: &'k NamedKey, capacity: usize) -> Self {
+    pub(super) fn new(key: &'k NamedKey, capacity: usize) -> Self {
         let mut aad = Vec::with_capacity(64);
         record::payload_aad_prefix(&mut aad, &key.source.name);
         Self {
@@ -50,16 +54,42 @@ impl<'k> SealBatch<'k> {
             aad_prefix: aad.len(),
             aad,
             data_key: None,
+            pin: false,
+            pinned: None,
+        }
+    }
+
+    /// A batch whose records all name one master-key version.
+    pub(super) fn pinned(key: &'k NamedKey, capacity: usize) -> Self {
+        Self {
+            pin: true,
+            ..Self::new(key, capacity)
         }
     }
 
     /// The master-key version of the data key last used.
-    fn version(&self) -> Option<&Arc<MasterKey>> {
+    pub(super) fn version(&self) -> Option<&Arc<MasterKey>> {
         self.data_key.as_ref().map(|dk| &dk.master)
     }
 
     /// Appends one record; returns its range in `out`.
     async fn seal(&mut self, plaintext: &[u8], ctx: &Context) -> Result<Range<usize>, Error> {
+        let limits = self.key.limits.context;
+        self.seal_with(plaintext, |aad| {
+            context::validate(ctx, limits)?;
+            context::encode_into(ctx, aad);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends one record whose context encoding `encode` appends (after the
+    /// key name's prefix); returns its range in `out`.
+    pub(super) async fn seal_with(
+        &mut self,
+        plaintext: &[u8],
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<Range<usize>, Error> {
         let limits = &self.key.limits;
         if plaintext.len() > limits.max_plaintext_bytes {
             return Err(Error::TooLarge {
@@ -67,7 +97,8 @@ impl<'k> SealBatch<'k> {
                 max: limits.max_plaintext_bytes,
             });
         }
-        context::validate(ctx, limits.context)?;
+        self.aad.truncate(self.aad_prefix);
+        encode(&mut self.aad)?;
         // The data key this batch already holds was checked for age and
         // for being current when the batch took it; later records only
         // count against its record and byte limits.
@@ -78,7 +109,13 @@ impl<'k> SealBatch<'k> {
         let nonce = match claimed {
             Some(nonce) => nonce,
             None => {
-                let (dk, nonce) = self.key.claim(plaintext.len()).await?;
+                let (dk, nonce) = match &self.pinned {
+                    Some(master) => self.key.claim_under(master, plaintext.len()).await?,
+                    None => self.key.claim(plaintext.len()).await?,
+                };
+                if self.pin && self.pinned.is_none() {
+                    self.pinned = Some(dk.master.clone());
+                }
                 self.data_key = Some(dk);
                 nonce
             }
@@ -87,8 +124,6 @@ impl<'k> SealBatch<'k> {
             .data_key
             .as_ref()
             .ok_or(Error::Internal("no data key"))?;
-        self.aad.truncate(self.aad_prefix);
-        context::encode_into(ctx, &mut self.aad);
         let start = self.out.len();
         record::write_header(
             &mut self.out,
@@ -187,6 +222,25 @@ impl NamedKey {
         self.check_retired(current.version.as_str(), current.created)?;
         let dk = Arc::new(self.new_data_key(current).await?);
         self.active.store(Some(dk.clone()));
+        let nonce = dk
+            .claim(len, &self.limits.data_key)
+            .ok_or(Error::Internal("a fresh data key refused its first record"))?;
+        Ok((dk, nonce))
+    }
+
+    /// [`Self::claim`], but under `master`: when the current version has
+    /// moved on since a pinned batch began, a data key of its own under the
+    /// batch's version (not shared, so other calls move on at once).
+    async fn claim_under(
+        &self,
+        master: &Arc<MasterKey>,
+        len: usize,
+    ) -> Result<(Arc<DataKey>, [u8; NONCE_BYTES]), Error> {
+        let (dk, nonce) = self.claim(len).await?;
+        if dk.master.version == master.version {
+            return Ok((dk, nonce));
+        }
+        let dk = Arc::new(self.new_data_key(master.clone()).await?);
         let nonce = dk
             .claim(len, &self.limits.data_key)
             .ok_or(Error::Internal("a fresh data key refused its first record"))?;

@@ -52,6 +52,9 @@ pub enum ContextError {
     /// An entry with an empty key.
     #[error("encryption context has an entry with an empty key")]
     EmptyKey,
+    /// A column's row field that the shared context already has.
+    #[error("row_field {0:?} is already a key of the context")]
+    RowFieldInContext(String),
 }
 
 /// Checks `ctx` against `limits` and returns its encoded length.
@@ -86,11 +89,105 @@ pub fn validate(
 pub fn encode_into(ctx: &BTreeMap<String, String>, out: &mut Vec<u8>) {
     out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
     for (k, v) in ctx {
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
+        entry(out, k, v);
     }
+}
+
+/// The contexts of a column: one shared context, plus `{field: value}` per
+/// row when a row field is set. The shared entries are checked and encoded
+/// once; each row's encoding is the shared entries before `field`, the row
+/// entry, and those after it, which is byte for byte [`encode_into`] of the
+/// merged map.
+#[derive(Debug)]
+pub struct ColumnContext<'a> {
+    /// The entry count and the shared entries that sort before the field
+    /// (all of them without one).
+    before: Vec<u8>,
+    /// The shared entries that sort after the field.
+    after: Vec<u8>,
+    field: Option<&'a str>,
+    /// Key and value bytes of the shared entries and the field name.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl<'a> ColumnContext<'a> {
+    /// Checks `shared` plus the row field against `limits` (its values are
+    /// checked per row) and encodes the shared entries.
+    pub fn new(
+        shared: &BTreeMap<String, String>,
+        field: Option<&'a str>,
+        limits: ContextLimits,
+    ) -> Result<Self, ContextError> {
+        let merged = shared.len() + usize::from(field.is_some());
+        if merged > limits.max_entries {
+            return Err(ContextError::TooManyEntries {
+                got: merged,
+                max: limits.max_entries,
+            });
+        }
+        let mut bytes = 0usize;
+        for (k, v) in shared {
+            if k.is_empty() {
+                return Err(ContextError::EmptyKey);
+            }
+            bytes = bytes.saturating_add(k.len()).saturating_add(v.len());
+        }
+        if let Some(f) = field {
+            if shared.contains_key(f) {
+                return Err(ContextError::RowFieldInContext(f.to_owned()));
+            }
+            bytes = bytes.saturating_add(f.len());
+        }
+        if bytes > limits.max_bytes {
+            return Err(ContextError::TooLarge {
+                got: bytes,
+                max: limits.max_bytes,
+            });
+        }
+        let mut before = Vec::with_capacity(4 + shared.len() * 8 + bytes);
+        let mut after = Vec::new();
+        before.extend_from_slice(&(merged as u32).to_be_bytes());
+        for (k, v) in shared {
+            let out = match field {
+                Some(f) if k.as_str() > f => &mut after,
+                _ => &mut before,
+            };
+            entry(out, k, v);
+        }
+        Ok(Self {
+            before,
+            after,
+            field,
+            bytes,
+            max_bytes: limits.max_bytes,
+        })
+    }
+
+    /// Appends the encoding of the merged context of the row whose value
+    /// is `value` (ignored without a row field).
+    pub fn encode_row_into(&self, value: &str, out: &mut Vec<u8>) -> Result<(), ContextError> {
+        out.extend_from_slice(&self.before);
+        if let Some(f) = self.field {
+            let got = self.bytes.saturating_add(value.len());
+            if got > self.max_bytes {
+                return Err(ContextError::TooLarge {
+                    got,
+                    max: self.max_bytes,
+                });
+            }
+            entry(out, f, value);
+            out.extend_from_slice(&self.after);
+        }
+        Ok(())
+    }
+}
+
+fn entry(out: &mut Vec<u8>, k: &str, v: &str) {
+    out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    out.extend_from_slice(v.as_bytes());
 }
 
 #[cfg(test)]
@@ -142,7 +239,62 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn column_limits_count_the_row_entry() {
+        let limits = ContextLimits {
+            max_entries: 2,
+            max_bytes: 10,
+        };
+        let shared: BTreeMap<String, String> = [("t".to_owned(), "u".to_owned())].into();
+        let col = ColumnContext::new(&shared, Some("row"), limits).unwrap();
+        let mut out = Vec::new();
+        // 2 + 3 + 5 = 10 bytes: at the limit; one more is over.
+        col.encode_row_into("12345", &mut out).unwrap();
+        assert_eq!(
+            col.encode_row_into("123456", &mut out),
+            Err(ContextError::TooLarge { got: 11, max: 10 })
+        );
+        assert_eq!(
+            ColumnContext::new(&shared, Some("t"), limits).unwrap_err(),
+            ContextError::RowFieldInContext("t".into())
+        );
+        let two: BTreeMap<String, String> = [("a", ""), ("b", "")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        assert!(ColumnContext::new(&two, None, limits).is_ok());
+        assert_eq!(
+            ColumnContext::new(&two, Some("c"), limits).unwrap_err(),
+            ContextError::TooManyEntries { got: 3, max: 2 }
+        );
+    }
+
     proptest! {
+        /// A row's encoding is the merged map's canonical encoding, wherever
+        /// the row field sorts among the shared keys.
+        #[test]
+        fn a_column_row_encodes_as_its_merged_context(
+            shared in proptest::collection::btree_map(".{1,6}", ".{0,6}", 0..6),
+            field in ".{1,6}",
+            value in ".{0,6}",
+        ) {
+            prop_assume!(!shared.contains_key(&field));
+            let col = ColumnContext::new(&shared, Some(&field), ContextLimits::default()).unwrap();
+            let mut got = Vec::new();
+            col.encode_row_into(&value, &mut got).unwrap();
+            let mut merged = shared.clone();
+            merged.insert(field.clone(), value.clone());
+            let mut want = Vec::new();
+            encode_into(&merged, &mut want);
+            prop_assert_eq!(got, want);
+            // Without a row field, every row is the shared context itself.
+            let col = ColumnContext::new(&shared, None, ContextLimits::default()).unwrap();
+            let mut got = Vec::new();
+            col.encode_row_into("ignored", &mut got).unwrap();
+            let mut want = Vec::new();
+            encode_into(&shared, &mut want);
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn different_maps_encode_differently(
             a in proptest::collection::btree_map(".{1,6}", ".{0,6}", 0..5),
