@@ -1,6 +1,7 @@
 //! In-process baseline: Envelope's encrypt and decrypt of 64-byte records
 //! (no RPC), beside the raw AES-256-GCM seal and open they are built on, and
-//! the envelope parser and context encoding. Run: `cargo bench --bench crypto`.
+//! the envelope parser and context encoding; then 1,000-record batches and
+//! columns. Run: `cargo bench --bench crypto`.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -104,6 +105,46 @@ fn benches(c: &mut Criterion) {
     g.bench_function("decrypt_many", |b| {
         b.to_async(&rt).iter(|| async {
             black_box(key.decrypt_many(black_box(&records), |(r, c)| (r, c)).await)
+        })
+    });
+    g.finish();
+
+    // The column path: the same 1,000 values under one shared context, each
+    // bound to its row id (what EncryptColumn and DecryptColumn run).
+    let plaintexts: Vec<bytes::Bytes> = (0..1000)
+        .map(|_| bytes::Bytes::copy_from_slice(&pt))
+        .collect();
+    let row_values: Vec<String> = (0..1000).map(|i| format!("{}", 1_000_000 + i)).collect();
+    let rows = envelope::keys::column::Rows {
+        field: "row",
+        values: &row_values,
+    };
+    let column = rt
+        .block_on(key.encrypt_column(&ctx, rows, &plaintexts))
+        .unwrap();
+    let column_records: Vec<bytes::Bytes> = column
+        .results
+        .iter()
+        .map(|r| column.records.slice(r.as_ref().unwrap().clone()))
+        .collect();
+    let mut g = c.benchmark_group("column_1000x64B");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("encrypt_column", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                key.encrypt_column(&ctx, rows, black_box(&plaintexts))
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("decrypt_column", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                key.decrypt_column(&ctx, rows, black_box(&column_records))
+                    .await
+                    .unwrap(),
+            )
         })
     });
     g.finish();

@@ -129,6 +129,15 @@ impl Resolve for Selected {
     }
 }
 
+/// The `x-request-id` header value. Marked sensitive so HPACK sends it as a
+/// literal that is never indexed: each value is used once, and indexing it
+/// would only push reusable headers out of both ends' tables.
+fn id_header(id: &str) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    let mut v = tonic::metadata::MetadataValue::try_from(id).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
 impl Gate {
     /// Runs one RPC: authorizes `op` on the request's key for the caller,
     /// looks the key up, runs `f` with it, writes the audit line and stamps
@@ -240,7 +249,7 @@ impl Gate {
             denied,
         })
         .await;
-        let id = tonic::metadata::MetadataValue::try_from(id_str).ok();
+        let id = id_header(id_str);
         match result {
             Ok((resp, _)) => {
                 let mut r = Response::new(resp);
@@ -296,7 +305,7 @@ impl Gate {
         })
         .await;
         let mut s = request_id::sync_scope(request_id, || to_status(e));
-        if let Ok(id) = tonic::metadata::MetadataValue::try_from(id_str) {
+        if let Some(id) = id_header(id_str) {
             s.metadata_mut().insert("x-request-id", id);
         }
         s

@@ -106,16 +106,16 @@ impl NamedKey {
                 if end > out.capacity() {
                     return Err(Error::Internal("plaintext buffer"));
                 }
-                out.resize(end, 0);
-                let opened = cached.key.open(
-                    parsed.nonce,
-                    &aad,
-                    parsed.ciphertext,
-                    parsed.tag,
-                    out.get_mut(start..end)
-                        .ok_or(Error::Internal("plaintext buffer"))?,
-                );
+                // Opened in place where it lands: one copy, no zero fill.
+                out.extend_from_slice(parsed.ciphertext);
+                let opened = match out.get_mut(start..end) {
+                    Some(dst) => cached
+                        .key
+                        .open_in_place(parsed.nonce, &aad, parsed.tag, dst),
+                    None => Err(crate::primitives::crypto::CryptoError::Primitive),
+                };
                 if let Err(e) = opened {
+                    // open_in_place wiped what it was given.
                     out.truncate(start);
                     return Err(e.into());
                 }

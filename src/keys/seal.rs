@@ -42,6 +42,8 @@ pub(super) struct SealBatch<'k> {
     /// answers with one version).
     pin: bool,
     pinned: Option<Arc<MasterKey>>,
+    /// A data key and where a record header of it already is in `out`.
+    header: Option<(Arc<DataKey>, Range<usize>)>,
 }
 
 impl<'k> SealBatch<'k> {
@@ -56,6 +58,7 @@ impl<'k> SealBatch<'k> {
             data_key: None,
             pin: false,
             pinned: None,
+            header: None,
         }
     }
 
@@ -124,14 +127,25 @@ impl<'k> SealBatch<'k> {
             .data_key
             .as_ref()
             .ok_or(Error::Internal("no data key"))?;
+        // Every record under one data key has the same header: written
+        // once, then copied from the batch's first record under that key.
         let start = self.out.len();
-        record::write_header(
-            &mut self.out,
-            Kind::Record,
-            &self.key.key_id,
-            &dk.master.version,
-            &dk.wrapped,
-        );
+        let written = match &self.header {
+            Some((of, range)) if Arc::ptr_eq(of, dk) => {
+                self.out.extend_from_within(range.clone());
+                None
+            }
+            _ => {
+                record::write_header(
+                    &mut self.out,
+                    Kind::Record,
+                    &self.key.key_id,
+                    &dk.master.version,
+                    &dk.wrapped,
+                );
+                Some(start..self.out.len())
+            }
+        };
         self.out.extend_from_slice(&nonce);
         let body = self.out.len();
         self.out.extend_from_slice(plaintext);
@@ -142,6 +156,9 @@ impl<'k> SealBatch<'k> {
         match sealed {
             Ok(tag) => {
                 self.out.extend_from_slice(&tag);
+                if let Some(range) = written {
+                    self.header = Some((dk.clone(), range));
+                }
                 Ok(start..self.out.len())
             }
             Err(e) => {

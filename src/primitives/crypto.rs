@@ -115,12 +115,23 @@ impl AeadKey {
         tag: &[u8],
         out: &mut [u8],
     ) -> Result<(), CryptoError> {
-        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::Primitive)?;
         if ciphertext.len() != out.len() {
             return Err(CryptoError::Primitive);
         }
-        // Decrypted in place in `out`: one copy, then the cipher over it.
         out.copy_from_slice(ciphertext);
+        self.open_in_place(nonce, aad, tag, out)
+    }
+
+    /// Decrypts `in_out` in place if `tag` verifies. On failure `in_out` is
+    /// wiped, so no partial plaintext ever escapes.
+    pub fn open_in_place(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        tag: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::Primitive)?;
         let nonce = Nonce::assume_unique_for_key(nonce);
         // The one call whose signature differs between the two providers.
         #[cfg(not(feature = "fips"))]
@@ -128,15 +139,15 @@ impl AeadKey {
             nonce,
             Aad::from(aad),
             provider::aead::Tag::from(tag),
-            out,
+            in_out,
             0..,
         );
         #[cfg(feature = "fips")]
         let r = self
             .0
-            .open_in_place_separate_tag(nonce, Aad::from(aad), &tag, out);
+            .open_in_place_separate_tag(nonce, Aad::from(aad), &tag, in_out);
         if r.is_err() {
-            zeroize::Zeroize::zeroize(out);
+            zeroize::Zeroize::zeroize(in_out);
             return Err(CryptoError::Unauthentic);
         }
         Ok(())
