@@ -14,6 +14,8 @@
 # h2load counts HTTP statuses only; the audit log confirms every call's gRPC
 # status.
 # Usage: benches/h2load.sh [requests] [runs]   (run `cargo build --release` first)
+# ENVELOPE_H2LOAD_CONFIG=FILE serves with that configuration (for example
+# `[audit]` `output = "off"`, to see what the audit line costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-200000}
@@ -22,7 +24,9 @@ bin=${CARGO_TARGET_DIR:-$HOME/.cache/envelope/target}/release/envelope
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-taskset -c 1 "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/out" 2>/dev/null &
+config=()
+[ -n "${ENVELOPE_H2LOAD_CONFIG:-}" ] && config=(--config "$ENVELOPE_H2LOAD_CONFIG")
+taskset -c 1 "$bin" serve "${config[@]}" --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/out" 2>/dev/null &
 pid=$!
 for _ in $(seq 1 100); do grep -q '^listening on ' "$work/out" 2>/dev/null && break; sleep 0.1; done
 addr=$(sed -n 's/^listening on //p' "$work/out")

@@ -47,6 +47,16 @@ check encrypt-batch-error "$batch" '"code": 3'
 BCT=$(json "['results'][0]['ciphertext']" <<<"$batch")
 check decrypt-batch "$(g -d "{\"items\":[{\"ciphertext\":\"$BCT\",\"context\":{\"row\":\"1\"}},{\"ciphertext\":\"AAAA\"}]}" "$ADDR" envelope.v1.Envelope/DecryptBatch)" "\"plaintext\": \"$PT\""
 
+PT2=$(printf 'bob@example.com' | base64)
+COL='"context":{"table":"users","column":"email"},"rowField":"id","rowValues":["17","18"]'
+col=$(g -d "{$COL,\"plaintexts\":[\"$PT\",\"$PT2\"]}" "$ADDR" envelope.v1.Envelope/EncryptColumn)
+check encrypt-column "$col" '"keyVersion"'
+C17=$(json "['ciphertexts'][0]" <<<"$col")
+C18=$(json "['ciphertexts'][1]" <<<"$col")
+check decrypt-column "$(g -d "{$COL,\"ciphertexts\":[\"$C17\",\"$C18\"]}" "$ADDR" envelope.v1.Envelope/DecryptColumn)" "\"$PT2\""
+check column-record-unary "$(g -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"17\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "\"plaintext\": \"$PT\""
+check column-record-moved "$(g -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"18\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "InvalidArgument"
+
 gdk=$(g -d '{"context":{"object":"invoice-42.pdf"}}' "$ADDR" envelope.v1.Envelope/GenerateDataKey)
 check generate-data-key "$gdk" '"wrappedKey"'
 WK=$(json "['wrappedKey']" <<<"$gdk")
