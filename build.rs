@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const SECRET_MESSAGES: [&str; 13] = [
+const SECRET_MESSAGES: [&str; 16] = [
     ".envelope.v1.EncryptRequest",
     ".envelope.v1.EncryptItem",
     ".envelope.v1.EncryptBatchRequest",
@@ -17,6 +17,9 @@ const SECRET_MESSAGES: [&str; 13] = [
     ".envelope.v1.DecryptColumnResponse",
     ".envelope.v1.EncryptColumnStreamRequest",
     ".envelope.v1.DecryptColumnStreamResponse",
+    ".envelope.v1.ComputeIndexRequest",
+    ".envelope.v1.IndexToken",
+    ".envelope.v1.IndexTokens",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

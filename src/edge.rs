@@ -5,7 +5,8 @@
 //! - [`envelope_service`], [`admin_service`]: the two gRPC services.
 //! - [`status`]: the one place errors become gRPC status codes.
 //! - [`authz`]: the per-key policy; [`tls`]: rustls with client
-//!   certificates and the caller's identity; [`audit`]: the audit log.
+//!   certificates and the caller's identity; [`audit`]: the audit log;
+//!   [`index_quota`]: the per-caller quota on blind-index tokens.
 //! - Before authorization, everything a peer can make the server hold is
 //!   bounded ([`limits`]): connections ([`listener`]), request bytes
 //!   ([`budget`]), streams ([`stream_pool`]); and a caller with no grant for
@@ -22,6 +23,7 @@ pub mod budget;
 pub mod early;
 pub mod envelope_service;
 pub mod gate;
+pub mod index_quota;
 pub mod limits;
 pub mod listener;
 mod pb_debug;

@@ -13,7 +13,8 @@
 //! - The operations: [`seal`] (Encrypt, batches), [`open`] (Decrypt,
 //!   batches, Rewrap), [`column`] (EncryptColumn, DecryptColumn: one shared
 //!   context, a row entry per record), [`client_keys`] (GenerateDataKey,
-//!   UnwrapDataKey).
+//!   UnwrapDataKey), [`index`] (ComputeIndex: blind-index tokens for every
+//!   version that may still hold records).
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
 //!   the Admin API and the Lambda function.
 //! - [`error`]: what a key operation can fail with, rolled up from the
@@ -26,6 +27,7 @@ pub mod column;
 pub mod data_key;
 pub mod decrypt_cache;
 pub mod error;
+pub mod index;
 pub mod key_set;
 pub mod keyring;
 pub mod limits;

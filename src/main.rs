@@ -52,6 +52,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Decrypt(a) if a.column => column_cli::run(&a, column_cli::Mode::Decrypt).await,
         Command::Encrypt(a) => cli::encrypt(&a.target, &a.key, &a.context, a.base64).await,
         Command::Decrypt(a) => cli::decrypt(&a.target, &a.key, &a.context, a.base64).await,
+        Command::Index {
+            target,
+            key,
+            index,
+            context,
+        } => column_cli::index(&target, &key, &index, &context).await,
         Command::Status { target, key } => cli::status(&target, &key).await,
         Command::Rotate {
             target,

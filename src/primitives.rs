@@ -9,12 +9,15 @@
 //!   as associated data.
 //! - [`record`]: the record and blob format (strict parser, encoders) and
 //!   master-key version ids.
+//! - [`blind_index`]: value normalization, index-key derivation and
+//!   truncated HMAC tokens for searchable fields.
 //! - [`self_test`]: the power-on self-test every binary runs before it
 //!   touches a key: known answers for each primitive, and AES-256-GCM checked
 //!   against a second, independent implementation.
 //!
 //! Imports: nothing above this layer.
 
+pub mod blind_index;
 pub mod context;
 pub mod crypto;
 pub mod record;

@@ -24,7 +24,10 @@ async fn canaries_appear_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        Some("log_level = \"trace\"\nmetrics_listen = \"127.0.0.1:0\"\n"),
+        Some(
+            "log_level = \"trace\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [[keys]]\nname = \"default\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 64\n",
+        ),
     );
     let mut c = server.client().await;
     let mut admin = server.admin().await;
@@ -136,6 +139,20 @@ async fn canaries_appear_nowhere() {
     assert_eq!(s.plaintexts[0].as_ref(), CANARY.as_bytes());
     assert_eq!(s.errors.len(), 1);
     seen.push_str(&format!("{:?}", s.errors));
+    // ComputeIndex of the canary: the index is configured in this test's
+    // config; its tokens, like the value, appear nowhere but the response.
+    let tokens = c
+        .compute_index(pb::ComputeIndexRequest {
+            key: String::new(),
+            index: "email".into(),
+            values: vec![Bytes::from(CANARY), Bytes::from(format!("  {CANARY}  "))],
+            context: context.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = hex::encode(&tokens.results[0].tokens[0].token);
+    assert_eq!(tokens.results[0].tokens, tokens.results[1].tokens);
     let status = admin
         .key_status(pb::KeyStatusRequest::default())
         .await
@@ -174,7 +191,8 @@ async fn canaries_appear_nowhere() {
     );
     let b64 = base64::engine::general_purpose::STANDARD.encode(CANARY);
     let hex_canary = hex::encode(CANARY);
-    for needle in [CANARY, CANARY_CTX, &b64, &hex_canary] {
+    let folded = CANARY.to_lowercase();
+    for needle in [CANARY, CANARY_CTX, &b64, &hex_canary, &folded, &token] {
         assert!(!logs.contains(needle), "{needle} in the log");
         assert!(!seen.contains(needle), "{needle} in a response or error");
     }

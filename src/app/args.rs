@@ -48,6 +48,23 @@ pub enum Command {
     Encrypt(ClientArgs),
     /// Decrypt stdin to stdout.
     Decrypt(ClientArgs),
+    /// Blind-index tokens of stdin's values, one a line: each output line
+    /// is the value's tokens, `VERSION:HEX` separated by spaces, current
+    /// version first (docs/SEARCH.md).
+    Index {
+        /// The server.
+        #[command(flatten)]
+        target: super::cli::Target,
+        /// Key name.
+        #[arg(long, default_value = "default")]
+        key: String,
+        /// The index, as configured on the key.
+        #[arg(long)]
+        index: String,
+        /// Context entry (the index's scope), key=value; repeat for more.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+    },
     /// Show key status as JSON.
     Status {
         /// The server.

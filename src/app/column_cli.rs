@@ -1,6 +1,7 @@
-//! `envelope encrypt --column` and `envelope decrypt --column`: one value per
-//! line, answered line for line through EncryptColumn and DecryptColumn in
-//! calls of `--batch` values, so memory stays bounded whatever the input.
+//! The line-per-value commands: `envelope encrypt --column` and `envelope
+//! decrypt --column`, answered line for line through EncryptColumn and
+//! DecryptColumn in calls of `--batch` values, and `envelope index`, through
+//! ComputeIndex, so memory stays bounded whatever the input.
 //!
 //! Encrypting, a line is the value (or `ROW<TAB>VALUE` with `--row-field`)
 //! and the output line its base64 record (`ROW<TAB>RECORD`). Decrypting
@@ -32,6 +33,19 @@ pub enum Mode {
     Decrypt,
 }
 
+/// One line read from stdin, counted, its `\r` dropped, at most [`MAX_LINE`].
+fn one_line(line: std::io::Result<Vec<u8>>, line_no: &mut usize) -> anyhow::Result<Vec<u8>> {
+    *line_no += 1;
+    let mut line = line.context("reading stdin")?;
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.len() > MAX_LINE {
+        bail!("line {line_no} is over {MAX_LINE} bytes");
+    }
+    Ok(line)
+}
+
 /// Runs the column mode of `encrypt` or `decrypt` over stdin and stdout.
 pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
     if args.batch == 0 || args.batch > MAX_BATCH {
@@ -52,14 +66,7 @@ pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         let mut values = Vec::new();
         for line in lines.by_ref().take(args.batch) {
-            line_no += 1;
-            let mut line = line.context("reading stdin")?;
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.len() > MAX_LINE {
-                bail!("line {line_no} is over {MAX_LINE} bytes");
-            }
+            let mut line = one_line(line, &mut line_no)?;
             let value = if row_field.is_empty() {
                 line
             } else {
@@ -144,6 +151,60 @@ pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
     out.flush()?;
     if failed > 0 {
         bail!("{failed} of {line_no} lines failed (their output lines are empty)");
+    }
+    Ok(())
+}
+
+/// `envelope index`: each stdin line's tokens, `VERSION:HEX` separated by
+/// spaces, current version first; a value with no token leaves its line
+/// empty, is named on stderr, and fails the command.
+pub async fn index(
+    target: &super::cli::Target,
+    key: &str,
+    index: &str,
+    context: &[String],
+) -> anyhow::Result<()> {
+    let context = parse_context(context)?;
+    let mut grpc = client(connect(target).await?);
+    let mut lines = std::io::stdin().lock().split(b'\n');
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut line_no, mut failed) = (0usize, 0usize);
+    loop {
+        let mut values = Vec::new();
+        for line in lines.by_ref().take(1000) {
+            values.push(Bytes::from(one_line(line, &mut line_no)?));
+        }
+        if values.is_empty() {
+            break;
+        }
+        let first = line_no + 1 - values.len();
+        let req = pb::ComputeIndexRequest {
+            key: key.to_owned(),
+            index: index.to_owned(),
+            values,
+            context: context.clone(),
+        };
+        let resp = grpc
+            .compute_index(req)
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        for (i, r) in resp.results.iter().enumerate() {
+            if let Some(e) = &r.error {
+                failed += 1;
+                eprintln!("line {}: {}", first + i, e.message);
+            }
+            let tokens: Vec<String> = r
+                .tokens
+                .iter()
+                .map(|t| format!("{}:{}", t.key_version, hex::encode(&t.token)))
+                .collect();
+            writeln!(out, "{}", tokens.join(" "))?;
+        }
+    }
+    out.flush()?;
+    if failed > 0 {
+        bail!("{failed} of {line_no} values have no token (their lines are empty)");
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ pub enum ConfigError {
     },
 }
 
-pub use file::{FileConfig, KeyConfig, LogFormat, Mode};
+pub use file::{FileConfig, IndexConfig, KeyConfig, LogFormat, Mode};
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -221,6 +221,7 @@ impl Settings {
                 min_decryption_version: None,
                 allow_unwrapped_master_keys: false,
                 unwrapped_versions: Vec::new(),
+                indexes: Vec::new(),
             }]
         } else {
             file.keys

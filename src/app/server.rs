@@ -142,6 +142,7 @@ async fn serve(
         keyring: keyring.clone(),
         authz: authz.clone(),
         audit,
+        index_meter: Default::default(),
     };
     let limits = settings.transport;
     let streams = StreamPool::new(limits.max_streams, limits.max_streams_per_caller);

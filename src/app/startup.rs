@@ -269,6 +269,11 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 unwrapped: k.unwrapped(),
             },
             min_version: k.min_decryption_version.clone(),
+            indexes: k
+                .indexes
+                .iter()
+                .map(super::config::IndexConfig::spec)
+                .collect(),
         };
         keys.push(
             NamedKey::load(source, settings.limits)

@@ -56,6 +56,9 @@ pub struct Event<'a> {
     pub key: &'a str,
     /// The master-key version used (empty when none).
     pub key_version: &'a str,
+    /// The blind index a ComputeIndex call names (never values or tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<&'a str>,
     /// `ok`, `partial` (a batch with failed items), `error` or `denied`.
     pub outcome: &'a str,
     /// The gRPC status code name, e.g. `OK`, `INVALID_ARGUMENT`.
@@ -212,6 +215,7 @@ impl AuditLog {
             operation: "refresh",
             key,
             key_version: version,
+            index: None,
             outcome: "refused",
             code: "FAILED_PRECONDITION",
             items: None,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use super::index_quota::IndexQuota;
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
 
@@ -25,6 +26,9 @@ pub enum Operation {
     GenerateDataKey,
     /// UnwrapDataKey: a data key back from its blob; as sensitive as decrypt.
     UnwrapDataKey,
+    /// ComputeIndex: blind-index tokens of values (without decrypt), under a
+    /// per-caller quota.
+    Index,
     /// The Admin service.
     Admin,
 }
@@ -38,6 +42,7 @@ impl Operation {
             Operation::Rewrap => "rewrap",
             Operation::GenerateDataKey => "generate_data_key",
             Operation::UnwrapDataKey => "unwrap_data_key",
+            Operation::Index => "index",
             Operation::Admin => "admin",
         }
     }
@@ -71,6 +76,11 @@ pub struct Grant {
     /// (every item of a batch, every message of a stream); empty: any context.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// Blind-index tokens this grant's callers may compute per second
+    /// (default [`IndexQuota::DEFAULT`]).
+    pub index_tokens_per_second: Option<u64>,
+    /// ... and per day.
+    pub index_tokens_per_day: Option<u64>,
 }
 
 impl Grant {
@@ -148,6 +158,25 @@ impl Policy {
                 }
                 && g.keys.iter().any(|k| matches(k, key))
         })
+    }
+
+    /// The index-token quota of `caller` on `key`: the most generous of the
+    /// matching `index` grants (each defaulting to [`IndexQuota::DEFAULT`]).
+    pub fn index_quota(&self, caller: Option<&str>, key: &str) -> IndexQuota {
+        self.matching(caller, Operation::Index, key)
+            .map(|(_, g)| IndexQuota {
+                per_second: g
+                    .index_tokens_per_second
+                    .unwrap_or(IndexQuota::DEFAULT.per_second),
+                per_day: g
+                    .index_tokens_per_day
+                    .unwrap_or(IndexQuota::DEFAULT.per_day),
+            })
+            .reduce(|a, b| IndexQuota {
+                per_second: a.per_second.max(b.per_second),
+                per_day: a.per_day.max(b.per_day),
+            })
+            .unwrap_or(IndexQuota::DEFAULT)
     }
 
     /// Whether `caller` may do `op` with `key` (in some context).
@@ -274,6 +303,15 @@ impl Authorizer {
             }
         }
         Ok(a)
+    }
+
+    /// The index-token quota of `identity` on `key` under the current policy
+    /// ([`IndexQuota::DEFAULT`] without a policy file).
+    pub fn index_quota(&self, identity: Option<&str>, key: &str) -> IndexQuota {
+        self.policy
+            .load()
+            .as_ref()
+            .map_or(IndexQuota::DEFAULT, |p| p.index_quota(identity, key))
     }
 
     /// Re-reads the policy file if it changed; a malformed one is refused

@@ -31,6 +31,7 @@ pub fn method(path: &str) -> Option<(&'static str, Operation)> {
             "RewrapBatch" => ("RewrapBatch", Operation::Rewrap),
             "GenerateDataKey" => ("GenerateDataKey", Operation::GenerateDataKey),
             "UnwrapDataKey" => ("UnwrapDataKey", Operation::UnwrapDataKey),
+            "ComputeIndex" => ("ComputeIndex", Operation::Index),
             _ => return None,
         })
     };

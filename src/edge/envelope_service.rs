@@ -251,6 +251,73 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         self.stream(req, "DecryptColumnStream", Operation::Decrypt)
     }
 
+    async fn compute_index(
+        &self,
+        req: Request<pb::ComputeIndexRequest>,
+    ) -> Result<Response<pb::ComputeIndexResponse>, Status> {
+        let identity = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.clone());
+        let (authz, meter) = (self.gate.authz.clone(), self.gate.index_meter.clone());
+        let max = self.max_batch_items;
+        let f = move |key: Arc<NamedKey>, req: pb::ComputeIndexRequest| async move {
+            if req.values.len() > max {
+                return Err(Error::BatchTooLarge {
+                    got: req.values.len(),
+                    max,
+                });
+            }
+            // Unknown index and scope first: a refused call takes no quota.
+            let spec = key.index_spec(&req.index)?;
+            let versions = key.index_versions().await?;
+            if let Some(m) = versions.first() {
+                key.index_key(m, spec, &req.context)?;
+            }
+            let tokens = (req.values.len() * versions.len()) as u64;
+            let quota = authz.index_quota(identity.as_deref(), key.name());
+            if !meter.take(identity.as_deref(), quota, tokens) {
+                crate::ops::metrics::get().refused("index_quota");
+                return Err(Error::IndexQuota);
+            }
+            let computed = key.compute_index(&req.index, &req.context, &req.values, &versions)?;
+            let mut failed = 0;
+            let results = computed
+                .into_iter()
+                .map(|r| match r {
+                    Ok(tokens) => pb::IndexTokens {
+                        tokens: tokens
+                            .into_iter()
+                            .map(|(v, t)| pb::IndexToken {
+                                key_version: v.to_string(),
+                                token: Bytes::from(t),
+                            })
+                            .collect(),
+                        error: None,
+                    },
+                    Err(e) => {
+                        failed += 1;
+                        pb::IndexTokens {
+                            tokens: Vec::new(),
+                            error: Some(super::status::item_error(e)),
+                        }
+                    }
+                })
+                .collect::<Vec<_>>();
+            let done = Done {
+                version: versions
+                    .first()
+                    .map(|m| m.version.as_str().to_owned())
+                    .unwrap_or_default(),
+                batch: Some((results.len(), failed)),
+            };
+            Ok((pb::ComputeIndexResponse { results }, done))
+        };
+        self.gate
+            .run(req, "ComputeIndex", Operation::Index, f)
+            .await
+    }
+
     async fn rewrap(
         &self,
         req: Request<pb::RewrapRequest>,

@@ -68,6 +68,8 @@ pub struct Gate {
     pub authz: Arc<Authorizer>,
     /// The audit trail (`None` when disabled).
     pub audit: Option<AuditLog>,
+    /// What each caller has used of its blind-index quota.
+    pub index_meter: Arc<super::index_quota::IndexMeter>,
 }
 
 /// What a finished call reports for its audit line.
@@ -184,7 +186,7 @@ impl Gate {
         let request_id = uuid::Uuid::new_v4();
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id_str: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-        let (key, context_keys) = subject_of(&req, op);
+        let (key, context_keys, index) = subject_of(&req, op);
         let identity = peer.identity.as_deref();
         // At debug level every log line of the request carries its id through
         // this span. Formatting a span costs about as much as the cipher work
@@ -242,6 +244,7 @@ impl Gate {
             key: &key,
             label,
             context_keys: &context_keys,
+            index: index.as_deref(),
             outcome,
             code,
             version,
@@ -297,6 +300,7 @@ impl Gate {
             key: "*",
             label: Label::Static("*"),
             context_keys: &[],
+            index: None,
             outcome: "denied",
             code,
             version: "",
@@ -335,6 +339,7 @@ impl Gate {
                 operation: r.op.as_str(),
                 key: &bounded(r.key, 128),
                 key_version: r.version,
+                index: r.index,
                 outcome: r.outcome,
                 code: code_name(r.code),
                 items: r.batch.map(|(n, _)| n),
@@ -375,6 +380,7 @@ struct Record<'a> {
     key: &'a str,
     label: Label,
     context_keys: &'a [String],
+    index: Option<&'a str>,
     outcome: &'static str,
     code: Code,
     version: &'a str,

@@ -174,6 +174,35 @@ impl fmt::Debug for pb::DecryptColumnStreamResponse {
     }
 }
 
+impl fmt::Debug for pb::ComputeIndexRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComputeIndexRequest")
+            .field("key", &self.key)
+            .field("index", &self.index)
+            .field("values", &RedactedList::of(&self.values))
+            .field("context", &ContextKeys(&self.context))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::IndexToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IndexToken")
+            .field("key_version", &self.key_version)
+            .field("token", &Redacted(self.token.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::IndexTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IndexTokens")
+            .field("tokens", &self.tokens)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;

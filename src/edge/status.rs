@@ -41,19 +41,21 @@ pub fn code(e: &CallError) -> Code {
 
 fn key_code(e: &Error) -> Code {
     match e {
-        Error::UnknownKey(_) => Code::NotFound,
+        Error::UnknownKey(_) | Error::UnknownIndex { .. } => Code::NotFound,
         Error::Format(_)
         | Error::Context(_)
         | Error::WrongKey(_)
         | Error::Unauthentic
         | Error::TooLarge { .. }
         | Error::Column(_)
+        | Error::ScopeMissing { .. }
+        | Error::Index(_)
         | Error::BatchTooLarge { .. } => Code::InvalidArgument,
         Error::VersionNotFound { .. } | Error::Retired { .. } => Code::FailedPrecondition,
         Error::NoCurrent(_) | Error::Store(_) | Error::Kms(_) | Error::MasterKey(_) => {
             Code::Unavailable
         }
-        Error::FetchThrottled(_) => Code::ResourceExhausted,
+        Error::FetchThrottled(_) | Error::IndexQuota => Code::ResourceExhausted,
         Error::Rotation(r) => match r {
             RotationError::UnknownStep(_) => Code::InvalidArgument,
             RotationError::NoCurrent(_)
@@ -82,6 +84,9 @@ fn key_message(e: &Error) -> String {
         // What the caller sent, or the key's state: the error's own text
         // names only key names, version ids, sizes and limits.
         Error::UnknownKey(_)
+        | Error::UnknownIndex { .. }
+        | Error::ScopeMissing { .. }
+        | Error::Index(_)
         | Error::Format(_)
         | Error::Context(_)
         | Error::WrongKey(_)
@@ -92,6 +97,7 @@ fn key_message(e: &Error) -> String {
         | Error::VersionNotFound { .. }
         | Error::Retired { .. }
         | Error::FetchThrottled(_)
+        | Error::IndexQuota
         | Error::NoCurrent(_) => e.to_string(),
         Error::Rotation(
             RotationError::UnknownStep(_)

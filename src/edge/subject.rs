@@ -15,6 +15,8 @@ pub struct Subject<'a> {
     pub key: &'a str,
     /// The context of a unary call.
     pub context: Option<&'a BTreeMap<String, String>>,
+    /// The blind index a ComputeIndex call names.
+    pub index: Option<&'a str>,
 }
 
 /// Requests that name a key (and maybe carry contexts).
@@ -31,7 +33,7 @@ macro_rules! subject {
     ($($t:ty => $ctx:ident),* $(,)?) => {$(
         impl HasSubject for $t {
             fn subject(&self) -> Subject<'_> {
-                Subject { key: &self.key, context: subject!(@ctx self $ctx) }
+                Subject { key: &self.key, context: subject!(@ctx self $ctx), index: None }
             }
             fn all_contexts(
                 &self,
@@ -71,7 +73,7 @@ macro_rules! column_subject {
     ($($t:ty),*) => {$(
         impl HasSubject for $t {
             fn subject(&self) -> Subject<'_> {
-                Subject { key: &self.key, context: Some(&self.context) }
+                Subject { key: &self.key, context: Some(&self.context), index: None }
             }
             fn all_contexts(
                 &self,
@@ -98,7 +100,7 @@ macro_rules! column_stream_subject {
     ($($t:ty),*) => {$(
         impl HasSubject for $t {
             fn subject(&self) -> Subject<'_> {
-                self.column.as_ref().map_or(Subject { key: "", context: None }, HasSubject::subject)
+                self.column.as_ref().map_or(Subject { key: "", context: None, index: None }, HasSubject::subject)
             }
             fn all_contexts(
                 &self,
@@ -123,11 +125,29 @@ impl HasSubject for pb::RotateMasterKeyRequest {
         } else {
             &self.key
         };
-        Subject { key, context: None }
+        Subject {
+            key,
+            context: None,
+            index: None,
+        }
     }
 
     fn all_contexts(&self, _: &mut dyn FnMut(&BTreeMap<String, String>) -> bool) -> bool {
         true
+    }
+}
+
+impl HasSubject for pb::ComputeIndexRequest {
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            key: &self.key,
+            context: Some(&self.context),
+            index: Some(&self.index),
+        }
+    }
+
+    fn all_contexts(&self, allowed: &mut dyn FnMut(&BTreeMap<String, String>) -> bool) -> bool {
+        allowed(&self.context)
     }
 }
 
@@ -142,7 +162,10 @@ pub(super) fn bounded(s: &str, max: usize) -> Cow<'_, str> {
 /// The key name a request asks for (empty means the default key, or every
 /// key for Admin calls) and its context keys, bounded for the audit line:
 /// at most 64 context keys of at most 64 characters each.
-pub(super) fn subject_of(req: &impl HasSubject, op: Operation) -> (String, Vec<String>) {
+pub(super) fn subject_of(
+    req: &impl HasSubject,
+    op: Operation,
+) -> (String, Vec<String>, Option<String>) {
     let s = req.subject();
     let key = if s.key.is_empty() && op != Operation::Admin {
         DEFAULT_KEY.to_owned()
@@ -160,5 +183,6 @@ pub(super) fn subject_of(req: &impl HasSubject, op: Operation) -> (String, Vec<S
                 .collect()
         })
         .unwrap_or_default();
-    (key, ctx)
+    let index = s.index.map(|i| bounded(i, 64).into_owned());
+    (key, ctx, index)
 }

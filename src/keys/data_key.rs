@@ -131,6 +131,7 @@ mod tests {
             created: None,
             kek: AeadKey::new(&k).unwrap(),
             check_value: [0; 8],
+            index_root: KeyBytes::random().unwrap(),
         });
         DataKey::new(
             master,

@@ -38,6 +38,28 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// No index of that name on the key.
+    #[error("key {key:?} has no index {index:?}")]
+    UnknownIndex {
+        /// The key name.
+        key: String,
+        /// The index asked for.
+        index: String,
+    },
+    /// The request's context lacks an entry the index's scope names.
+    #[error("index {index:?} needs the context entry {entry:?} (its scope)")]
+    ScopeMissing {
+        /// The index.
+        index: String,
+        /// The missing entry.
+        entry: String,
+    },
+    /// The caller has used its blind-index token quota.
+    #[error("the index-token quota of this caller is used up (per second or per day); retry later")]
+    IndexQuota,
+    /// A value that gets no token.
+    #[error("{0}")]
+    Index(#[from] crate::primitives::blind_index::IndexError),
     /// A column request whose parts do not fit together.
     #[error("invalid column request: {0}")]
     Column(&'static str),

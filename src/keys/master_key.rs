@@ -13,26 +13,29 @@
 //!   into a [`MasterKey`]: it asks `shapes` what the string holds, unwraps a
 //!   wrapped key with KMS or stretches a passphrase with PBKDF2 (off the
 //!   runtime), then [`derive_kek`]. [`new_secret_value`] writes a version in
-//!   Envelope's shape. The PBKDF2 bounds (floor, ceiling, empty salt) are
-//!   checked in one place, `pbkdf2_bounds`. Every failure on the way is a
+//!   Envelope's shape. Every failure on the way is a
 //!   `Refusal`, named with the secret and version once, in [`load`], as a
 //!   [`MasterKeyError`].
+//! - `derive`: from the secret input to the KEK, the key check value and the
+//!   blind-index root (each HKDF under its own label); the PBKDF2 bounds
+//!   (floor, ceiling, empty salt) are checked in one place, `pbkdf2_bounds`.
 //! - `shapes`: the three secret shapes (Envelope's document, seed 001's
 //!   passphrase document, seed 004's plain key), the typed probe that tells
 //!   them apart, and their checks; secret members are held in wiped buffers.
 //! - `pins` (tests): today's shape precedence and exact refusal reasons,
 //!   as docs/FORMAT.md states them.
 
+mod derive;
 mod shapes;
+
+pub use derive::{Derivation, derive_kek};
+use derive::{Derived, derive};
 
 use time::OffsetDateTime;
 
 use crate::backends::kms::{Kms, KmsContext, KmsError};
 use crate::backends::store::VersionInfo;
-use crate::primitives::crypto::{
-    AeadKey, CryptoError, KeyBytes, PBKDF2_MAX_ITERATIONS, PBKDF2_MIN_ITERATIONS, hkdf_sha256,
-    pbkdf2_sha256,
-};
+use crate::primitives::crypto::{AeadKey, CryptoError, KeyBytes};
 use crate::primitives::record::VersionId;
 use shapes::{EnvelopeDocument, KeyMaterial, Passphrase};
 
@@ -156,19 +159,6 @@ impl std::fmt::Debug for KdfParams {
     }
 }
 
-/// How a version's KEK is derived from its secret.
-pub enum Derivation<'a> {
-    /// HKDF-SHA256 alone, for full-entropy 32-byte keys.
-    Hkdf,
-    /// PBKDF2-HMAC-SHA256 first, for passphrase-style secrets (seeds 001 and 004).
-    Pbkdf2 {
-        /// The salt.
-        salt: &'a [u8],
-        /// The iteration count.
-        iterations: u32,
-    },
-}
-
 /// One loaded master-key version: its id and KEK.
 pub struct MasterKey {
     /// The version id, with its record encoding.
@@ -180,6 +170,9 @@ pub struct MasterKey {
     /// The version's key check value: 8 bytes from HKDF under a label of its
     /// own (never the KEK), equal on every replica that derived the same key.
     pub check_value: [u8; 8],
+    /// The root of the version's blind-index keys: HKDF of the same input
+    /// under a label of its own (never the KEK), never stored.
+    pub index_root: KeyBytes,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -199,75 +192,6 @@ pub fn kms_context(key_name: &str, version: &str) -> KmsContext {
     ctx
 }
 
-/// Derives a version's KEK. The final HKDF step binds the key name and
-/// version id, so the same secret under another name or version gives an
-/// unrelated KEK; passphrase-style secrets are stretched with PBKDF2 first,
-/// and refused ([`CryptoError::Primitive`]) when its salt is empty or its
-/// iteration count is outside the floor and ceiling.
-pub fn derive_kek(
-    secret: &[u8],
-    derivation: Derivation<'_>,
-    key_name: &str,
-    version: &VersionId,
-) -> Result<AeadKey, CryptoError> {
-    derive(secret, derivation, key_name, version)
-        .map(|(kek, _)| kek)
-        .map_err(|e| match e {
-            Refusal::Crypto(e) => e,
-            Refusal::Malformed(_) | Refusal::Kms(_) => CryptoError::Primitive,
-        })
-}
-
-/// [`derive_kek`], saying why the PBKDF2 inputs are refused, with the
-/// version's key check value.
-fn derive(
-    secret: &[u8],
-    derivation: Derivation<'_>,
-    key_name: &str,
-    version: &VersionId,
-) -> Result<(AeadKey, [u8; 8]), Refusal> {
-    let mut stretched = zeroize::Zeroizing::new([0u8; 32]);
-    let ikm: &[u8] = match derivation {
-        Derivation::Hkdf => secret,
-        Derivation::Pbkdf2 { salt, iterations } => {
-            pbkdf2_bounds(salt, iterations)?;
-            pbkdf2_sha256(secret, salt, iterations, stretched.as_mut()).map_err(Refusal::Crypto)?;
-            stretched.as_ref()
-        }
-    };
-    let info: [&[u8]; 3] = [&[key_name.len() as u8], key_name.as_bytes(), version.raw()];
-    let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    hkdf_sha256(b"envelope.v1/kek", ikm, &info, out.as_mut()).map_err(Refusal::Crypto)?;
-    // The check value comes from the same input under another label: it
-    // tells replicas apart without revealing anything of the KEK.
-    let mut check = [0u8; 8];
-    hkdf_sha256(b"envelope.v1/key-check-value", ikm, &info, &mut check).map_err(Refusal::Crypto)?;
-    let kek = KeyBytes::from_slice(out.as_ref())
-        .and_then(|key| AeadKey::new(&key))
-        .map_err(Refusal::Crypto)?;
-    Ok((kek, check))
-}
-
-/// The one check of PBKDF2's inputs: the ceiling keeps a hostile
-/// `iterations` member from tying up a thread for hours, the floor and a
-/// non-empty salt keep the stretch meaningful. Checked in this order.
-fn pbkdf2_bounds(salt: &[u8], iterations: u32) -> Result<(), Refusal> {
-    if iterations > PBKDF2_MAX_ITERATIONS {
-        return Err(Refusal::Malformed(format!(
-            "PBKDF2 iterations {iterations} are above the ceiling of {PBKDF2_MAX_ITERATIONS}"
-        )));
-    }
-    if iterations < PBKDF2_MIN_ITERATIONS {
-        return Err(Refusal::Malformed(format!(
-            "PBKDF2 iterations {iterations} are below the floor of {PBKDF2_MIN_ITERATIONS}"
-        )));
-    }
-    if salt.is_empty() {
-        return Err(Refusal::Malformed("the PBKDF2 salt is empty".into()));
-    }
-    Ok(())
-}
-
 /// Whether a secret string is in Envelope's own shape (as opposed to a seed shape).
 pub fn is_envelope_shape(value: &str) -> bool {
     matches!(shapes::kind(value.trim()), Ok(shapes::Kind::Envelope))
@@ -282,7 +206,14 @@ pub async fn load(
     kms: &dyn Kms,
     kdf: &KdfParams,
 ) -> Result<MasterKey, MasterKeyError> {
-    let (version, (kek, check_value)) = version_and_kek(key_name, &info.id, value, kms, kdf)
+    let (
+        version,
+        Derived {
+            kek,
+            check_value,
+            index_root,
+        },
+    ) = version_and_kek(key_name, &info.id, value, kms, kdf)
         .await
         .map_err(|e| e.naming(secret_id, &info.id))?;
     tracing::info!(key = %key_name, version = %info.id, check_value = %hex::encode(check_value), "master-key version loaded");
@@ -291,6 +222,7 @@ pub async fn load(
         created: info.created,
         kek,
         check_value,
+        index_root,
     })
 }
 
@@ -300,7 +232,7 @@ async fn version_and_kek(
     value: &str,
     kms: &dyn Kms,
     kdf: &KdfParams,
-) -> Result<(VersionId, (AeadKey, [u8; 8])), Refusal> {
+) -> Result<(VersionId, Derived), Refusal> {
     let version = VersionId::new(id).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let kek = match shapes::read(value.trim(), kdf)? {
         KeyMaterial::Wrapped(wrapped) => {
@@ -330,7 +262,7 @@ async fn stretch_off_runtime(
     passphrase: Passphrase,
     key_name: &str,
     version: &VersionId,
-) -> Result<(AeadKey, [u8; 8]), Refusal> {
+) -> Result<Derived, Refusal> {
     let (key_name, version) = (key_name.to_owned(), version.clone());
     tokio::task::spawn_blocking(move || {
         let derivation = Derivation::Pbkdf2 {

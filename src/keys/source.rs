@@ -25,6 +25,8 @@ pub struct KeySource {
     pub kdf: KdfParams,
     /// Refuse records under versions created before this version.
     pub min_version: Option<String>,
+    /// The key's blind indexes.
+    pub indexes: Vec<crate::primitives::blind_index::IndexSpec>,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -52,6 +54,7 @@ impl KeySource {
             kms,
             kdf: KdfParams::default(),
             min_version: None,
+            indexes: Vec::new(),
         }
     }
 

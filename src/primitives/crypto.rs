@@ -205,6 +205,30 @@ pub fn hkdf_sha256(
         .map_err(|_| CryptoError::Primitive)
 }
 
+/// An HMAC-SHA256 key with its pads precomputed (blind-index tokens): one
+/// SHA-256 of the message and one of the inner hash per [`MacKey::sign`].
+pub struct MacKey(hmac::Key);
+
+impl MacKey {
+    /// The key for `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    }
+
+    /// HMAC-SHA256 of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.0, message).as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey(HMAC-SHA256, [REDACTED])")
+    }
+}
+
 /// HMAC-SHA256 (RFC 2104) under `key` of the concatenation of `parts`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);

@@ -105,6 +105,36 @@ pub struct KeyConfig {
     /// Accept only these seed-shaped versions.
     #[serde(default)]
     pub unwrapped_versions: Vec<String>,
+    /// Blind indexes of this key (docs/SEARCH.md).
+    #[serde(default)]
+    pub indexes: Vec<IndexConfig>,
+}
+
+/// One `[[keys.indexes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// The index name, unique per key.
+    pub name: String,
+    /// How values are normalized.
+    pub normalize: crate::primitives::blind_index::Normalize,
+    /// Token length in bits (8 to 256).
+    pub bits: u16,
+    /// Context entries mixed into the index key.
+    #[serde(default)]
+    pub scope: Vec<String>,
+}
+
+impl IndexConfig {
+    /// The index as the keys layer takes it.
+    pub fn spec(&self) -> crate::primitives::blind_index::IndexSpec {
+        crate::primitives::blind_index::IndexSpec {
+            name: self.name.clone(),
+            normalize: self.normalize,
+            bits: self.bits,
+            scope: self.scope.clone(),
+        }
+    }
 }
 
 impl KeyConfig {

@@ -31,6 +31,7 @@ impl Settings {
                     format!("{v:?} is not a version id (key {:?})", k.name),
                 ));
             }
+            validate_indexes(k)?;
         }
         let l = &self.limits;
         if !(1..=1 << 30).contains(&self.max_request_bytes) {
@@ -248,4 +249,52 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Each index of `k`: a valid, unique name, 8 to 256 bits, and scope entries
+/// that are non-empty and listed once.
+fn validate_indexes(k: &super::KeyConfig) -> Result<(), ConfigError> {
+    use crate::primitives::blind_index::{MAX_BITS, MIN_BITS};
+    let mut names = std::collections::BTreeSet::new();
+    for i in &k.indexes {
+        if !valid_key_name(&i.name) {
+            return Err(invalid(
+                "keys.indexes.name",
+                format!(
+                    "{:?} (key {:?}) must be 1-64 letters, digits, '-', '_' or '.'",
+                    i.name, k.name
+                ),
+            ));
+        }
+        if !names.insert(i.name.as_str()) {
+            return Err(invalid(
+                "keys.indexes.name",
+                format!("{:?} is listed twice for key {:?}", i.name, k.name),
+            ));
+        }
+        if !(MIN_BITS..=MAX_BITS).contains(&i.bits) {
+            return Err(invalid(
+                "keys.indexes.bits",
+                format!(
+                    "{} (index {:?} of key {:?}) must be between {MIN_BITS} and {MAX_BITS}",
+                    i.bits, i.name, k.name
+                ),
+            ));
+        }
+        let mut scope = std::collections::BTreeSet::new();
+        if let Some(bad) = i
+            .scope
+            .iter()
+            .find(|s| s.is_empty() || !scope.insert(s.as_str()))
+        {
+            return Err(invalid(
+                "keys.indexes.scope",
+                format!(
+                    "{bad:?} (index {:?} of key {:?}) is empty or listed twice",
+                    i.name, k.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

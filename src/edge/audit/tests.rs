@@ -47,6 +47,7 @@ fn a_full_queue_makes_callers_wait_and_loses_nothing() {
                             operation: "encrypt",
                             key: "k",
                             key_version: "",
+                            index: None,
                             outcome: "ok",
                             code: "OK",
                             items: None,

@@ -322,6 +322,18 @@ async fn the_key_check_value_is_derived_under_its_own_label() {
     )
     .unwrap();
     assert_ne!(a.check_value, kek_prefix, "not the KEK's first bytes");
+    // The blind-index root: the same input under its own label, not the KEK.
+    let mut root = [0u8; 32];
+    crate::primitives::crypto::hkdf_sha256(
+        crate::primitives::blind_index::ROOT_LABEL,
+        master.expose(),
+        &info_parts,
+        &mut root,
+    )
+    .unwrap();
+    assert_eq!(a.index_root.expose(), &root);
+    assert_eq!(a.index_root.expose(), b.index_root.expose());
+    assert_ne!(root[..8], kek_prefix, "not the KEK");
 }
 
 /// Seed-shaped versions are refused unless the key accepts them: any of

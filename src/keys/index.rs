@@ -1,0 +1,123 @@
+//! Blind-index tokens of a key name (ComputeIndex): one token per value for
+//! every master-key version that may still hold records, the current one
+//! first, so a lookup during a rotation window matches rows written under
+//! either. The set comes from the store's listing at the last refresh
+//! (AWSCURRENT, AWSPREVIOUS and pinned versions, minus those retired by
+//! `min_decryption_version`), so every replica answers alike.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::Error;
+use super::master_key::MasterKey;
+use super::named_key::NamedKey;
+use crate::backends::store::{AWSCURRENT, AWSPREVIOUS};
+use crate::primitives::blind_index::{self, IndexSpec};
+use crate::primitives::context::Context;
+use crate::primitives::crypto::MacKey;
+use crate::primitives::record::VersionId;
+
+/// A value's tokens: (master-key version, token), current version first.
+pub type Tokens = Vec<(Arc<str>, Vec<u8>)>;
+
+impl NamedKey {
+    /// The index called `name`.
+    pub fn index_spec(&self, name: &str) -> Result<&IndexSpec, Error> {
+        self.source
+            .indexes
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| Error::UnknownIndex {
+                key: self.source.name.clone(),
+                index: name.to_owned(),
+            })
+    }
+
+    /// The versions that may still hold records, current first, then the
+    /// others newest first.
+    pub async fn index_versions(&self) -> Result<Vec<Arc<MasterKey>>, Error> {
+        let set = self.snapshot();
+        let mut out = vec![set.current.clone()];
+        let mut others: Vec<Arc<MasterKey>> = set
+            .versions
+            .values()
+            .filter(|l| l.stages.iter().any(|s| s == AWSCURRENT || s == AWSPREVIOUS))
+            .map(|l| l.master.clone())
+            .collect();
+        for id in &set.pinned {
+            if let Ok(v) = VersionId::new(id) {
+                others.push(self.master_for(v.raw()).await?);
+            }
+        }
+        others.sort_by_key(|m| std::cmp::Reverse(m.created));
+        for m in others {
+            let retired = self.check_retired(m.version.as_str(), m.created).is_err();
+            if !retired && !out.iter().any(|o| o.version == m.version) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index key of `spec` under `master` for the scope entries of `ctx`.
+    pub fn index_key(
+        &self,
+        master: &MasterKey,
+        spec: &IndexSpec,
+        ctx: &Context,
+    ) -> Result<MacKey, Error> {
+        let mut scope = Vec::with_capacity(spec.scope.len());
+        for entry in &spec.scope {
+            let value = ctx.get(entry).ok_or_else(|| Error::ScopeMissing {
+                index: spec.name.clone(),
+                entry: entry.clone(),
+            })?;
+            scope.push(value.as_str());
+        }
+        Ok(blind_index::index_key(
+            &master.index_root,
+            &self.source.name,
+            spec,
+            &scope,
+        )?)
+    }
+
+    /// The tokens of `values` under index `index` for each of `versions`
+    /// (from [`NamedKey::index_versions`]), for the scope entries in `ctx`:
+    /// per value, its tokens in `versions` order, or why it has none. An
+    /// unknown index or a missing scope entry fails the call.
+    pub fn compute_index(
+        &self,
+        index: &str,
+        ctx: &Context,
+        values: &[Bytes],
+        versions: &[Arc<MasterKey>],
+    ) -> Result<Vec<Result<Tokens, Error>>, Error> {
+        let spec = self.index_spec(index)?;
+        crate::primitives::context::validate(ctx, self.limits.context)?;
+        let keys = versions
+            .iter()
+            .map(|m| {
+                let key = self.index_key(m, spec, ctx)?;
+                Ok((Arc::<str>::from(m.version.as_str()), key))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut normalized = Vec::with_capacity(64);
+        Ok(values
+            .iter()
+            .map(|v| {
+                blind_index::normalize(spec.normalize, v, &mut normalized)?;
+                Ok(keys
+                    .iter()
+                    .map(|(version, key)| {
+                        (
+                            version.clone(),
+                            blind_index::token(key, &normalized, spec.bits),
+                        )
+                    })
+                    .collect())
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,326 @@
+//! Blind indexes against the real binary: tokens are stable across
+//! replicas and restarts, unrelated across keys, indexes, scopes, settings
+//! and versions; a rotation gives two tokens (current first) and a record
+//! written before it is found by the second; `min_decryption_version`
+//! brings it back to one; the `index` operation computes tokens without
+//! decrypt, under a per-caller quota; audit lines name the index only.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use bytes::Bytes;
+use common::Server;
+use common::requests::{ctx, encrypt};
+use envelope::pb;
+use tonic::Code;
+
+const KEYS: &str = r#"
+metrics_listen = "127.0.0.1:0"
+[[keys]]
+name = "pii"
+[[keys.indexes]]
+name = "email"
+normalize = "email"
+bits = 64
+[[keys.indexes]]
+name = "cpf"
+normalize = "digits"
+bits = 16
+[[keys.indexes]]
+name = "tenant_email"
+normalize = "email"
+bits = 64
+scope = ["tenant"]
+[[keys]]
+name = "other"
+[[keys.indexes]]
+name = "email"
+normalize = "email"
+bits = 64
+"#;
+
+fn request(key: &str, index: &str, values: &[&str], c: &[(&str, &str)]) -> pb::ComputeIndexRequest {
+    pb::ComputeIndexRequest {
+        key: key.into(),
+        index: index.into(),
+        values: values.iter().map(|v| Bytes::from(v.to_string())).collect(),
+        context: ctx(c),
+    }
+}
+
+async fn compute(
+    server: &Server,
+    key: &str,
+    index: &str,
+    values: &[&str],
+    c: &[(&str, &str)],
+) -> Result<Vec<pb::IndexTokens>, tonic::Status> {
+    let mut client = server.client().await;
+    client
+        .compute_index(request(key, index, values, c))
+        .await
+        .map(|r| r.into_inner().results)
+}
+
+/// The tokens of one value: (version, token), current first.
+async fn tokens(server: &Server, key: &str, index: &str, value: &str) -> Vec<(String, Vec<u8>)> {
+    let r = compute(server, key, index, &[value], &[]).await.unwrap();
+    assert!(r[0].error.is_none(), "{:?}", r[0].error);
+    r[0].tokens
+        .iter()
+        .map(|t| (t.key_version.clone(), t.token.to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_are_stable_and_unrelated_across_keys_indexes_and_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(KEYS));
+    let email = tokens(&server, "pii", "email", "ana@example.com").await;
+    assert_eq!(email.len(), 1);
+    assert_eq!(email[0].1.len(), 8);
+    // Normalized alike: the same token.
+    assert_eq!(
+        tokens(&server, "pii", "email", "  Ana@Example.COM\n").await,
+        email
+    );
+    assert_ne!(
+        tokens(&server, "pii", "email", "bob@example.com").await,
+        email
+    );
+    // Another key name, another index: unrelated.
+    assert_ne!(
+        tokens(&server, "other", "email", "ana@example.com").await[0].1,
+        email[0].1
+    );
+    let cpf = tokens(&server, "pii", "cpf", "123.456.789-09").await;
+    assert_eq!(cpf, tokens(&server, "pii", "cpf", "12345678909").await);
+    assert_eq!(cpf[0].1.len(), 2);
+    // Scopes: each tenant its own tokens; the scope entry is required.
+    let scoped = |t: &'static str| {
+        let server = &server;
+        async move {
+            compute(
+                server,
+                "pii",
+                "tenant_email",
+                &["ana@example.com"],
+                &[("tenant", t)],
+            )
+            .await
+            .unwrap()[0]
+                .tokens[0]
+                .token
+                .clone()
+        }
+    };
+    let acme = scoped("acme").await;
+    assert_eq!(acme, scoped("acme").await);
+    assert_ne!(acme, scoped("globex").await);
+    assert_ne!(acme.to_vec(), email[0].1);
+    let missing = compute(&server, "pii", "tenant_email", &["x"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(
+        missing.message().contains("tenant"),
+        "{}",
+        missing.message()
+    );
+    // Unknown index; a value that normalizes to nothing fails alone.
+    let unknown = compute(&server, "pii", "phone", &["x"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let r = compute(&server, "pii", "cpf", &["abc", "1"], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].error.as_ref().unwrap().code,
+        Code::InvalidArgument as i32
+    );
+    assert!(r[0].tokens.is_empty());
+    assert_eq!(r[1].tokens.len(), 1);
+
+    // A second replica on the same store and root key, and a restart, agree.
+    let replica = Server::start(&data, Some(KEYS));
+    assert_eq!(
+        tokens(&replica, "pii", "email", "ana@example.com").await,
+        email
+    );
+    drop(replica);
+    drop(server);
+    let restarted = Server::start(&data, Some(KEYS));
+    assert_eq!(
+        tokens(&restarted, "pii", "email", "ana@example.com").await,
+        email
+    );
+    drop(restarted);
+
+    // Changing bits or normalize changes every token.
+    let bits = KEYS.replacen("bits = 64", "bits = 63", 1);
+    let server = Server::start(&data, Some(&bits));
+    let t = tokens(&server, "pii", "email", "ana@example.com").await;
+    assert_ne!(t[0].1[..7], email[0].1[..7]);
+    drop(server);
+    let norm = KEYS.replacen("normalize = \"email\"", "normalize = \"lowercase\"", 1);
+    let server = Server::start(&data, Some(&norm));
+    assert_ne!(
+        tokens(&server, "pii", "email", "ana@example.com").await,
+        email
+    );
+
+    // Audit lines name the index, never a value or a token.
+    let audit = server.audit_with(&["\"rpc\":\"ComputeIndex\""]).await;
+    let line = audit.lines().find(|l| l.contains("ComputeIndex")).unwrap();
+    assert!(line.contains("\"index\":\"email\""), "{line}");
+    assert!(line.contains("\"operation\":\"index\""), "{line}");
+    assert!(!audit.contains("ana@example.com") && !audit.contains(&hex::encode(&email[0].1)));
+}
+
+#[tokio::test]
+async fn a_rotation_gives_two_tokens_until_the_old_version_is_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(KEYS));
+    let before = tokens(&server, "pii", "email", "ana@example.com").await;
+    // A row written before the rotation: its record and its token.
+    let mut client = server.client().await;
+    let row = client
+        .compute_index(request("pii", "email", &["ana@example.com"], &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results[0]
+        .tokens[0]
+        .token
+        .clone();
+    let record = encrypt(&server, "pii", "ana@example.com", &[("row", "1")])
+        .await
+        .unwrap();
+    let rotated = server
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest { key: "pii".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let after = tokens(&server, "pii", "email", "ana@example.com").await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0].0, rotated.current_version, "current version first");
+    assert_ne!(after[0].1, before[0].1);
+    // The row written before the rotation is found by the second token.
+    assert_eq!(after[1], before[0]);
+    assert!(after.iter().any(|(_, t)| *t == row.to_vec()));
+    // The CLI prints the same tokens, a line per value; a value with none
+    // leaves its line empty and fails the command.
+    let (ok, out, err) = common::run_stdin(
+        &[
+            "index",
+            "--addr",
+            &server.addr,
+            "--key",
+            "pii",
+            "--index",
+            "email",
+        ],
+        b"ana@example.com\n \n",
+    );
+    assert!(!ok);
+    assert!(err.contains("line 2:"), "{err}");
+    let expected: Vec<String> = after
+        .iter()
+        .map(|(v, t)| format!("{v}:{}", hex::encode(t)))
+        .collect();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{}\n\n", expected.join(" "))
+    );
+    // Rewrap moves the record forward; with min_decryption_version set to
+    // the new version, only one token is left.
+    let rewrapped = client
+        .rewrap(pb::RewrapRequest {
+            key: "pii".into(),
+            ciphertext: record.ciphertext.clone(),
+            context: ctx(&[("row", "1")]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rewrapped.key_version, rotated.current_version);
+    drop(client);
+    drop(server);
+    let retired = KEYS.replacen(
+        "name = \"pii\"\n",
+        &format!(
+            "name = \"pii\"\nmin_decryption_version = \"{}\"\n",
+            rotated.current_version
+        ),
+        1,
+    );
+    let server = Server::start(&data, Some(&retired));
+    let one = tokens(&server, "pii", "email", "ana@example.com").await;
+    assert_eq!(one, after[..1].to_vec());
+}
+
+const POLICY: &str = r#"
+[[allow]]
+anonymous = true
+keys = ["pii"]
+operations = ["encrypt", "index"]
+index_tokens_per_second = 10
+index_tokens_per_day = 15
+"#;
+
+#[tokio::test]
+async fn the_index_operation_is_its_own_and_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let config = format!(
+        "policy_file = \"{}/policy.toml\"\n{KEYS}",
+        dir.path().display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    // Tokens without decrypt.
+    let values = ["a@x.com"; 10];
+    assert_eq!(
+        compute(&server, "pii", "email", &values, &[])
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    let record = encrypt(&server, "pii", "a@x.com", &[]).await.unwrap();
+    let denied = common::requests::decrypt(&server, "pii", &record.ciphertext, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // The burst of 10 is spent: refused, and nothing taken.
+    let refused = compute(&server, "pii", "email", &["b@x.com"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("quota"), "{}", refused.message());
+    // A second later 5 more fit the day's 15; then the day is used up.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(
+        compute(&server, "pii", "email", &["c@x.com"; 5], &[])
+            .await
+            .is_ok()
+    );
+    let day = compute(&server, "pii", "email", &["d@x.com"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(day.code(), Code::ResourceExhausted);
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("envelope_refused_calls_total{reason=\"index_quota\"} 2"),
+        "{metrics}"
+    );
+    // A caller without the index operation cannot compute tokens at all.
+    let other = compute(&server, "other", "email", &["a@x.com"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied);
+}
