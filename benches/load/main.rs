@@ -16,6 +16,9 @@
 //!   their streams, beside the echo server answering the same column
 //!   messages and Envelope's own column seal and open in-process (the two
 //!   irreducible costs: the ratio to their sum is the overhead);
+//! - ComputeIndex of 1,000 values of 32 bytes, with one active master-key
+//!   version and then two (after a rotation), beside HMAC-SHA256 in-process
+//!   on one core (the token ceiling);
 //!
 //! at 16, 64, 256 and 4,096-byte records. It prints calls/s, records/s and
 //! p50/p99/p99.9 latency (hdrhistogram) with Envelope's figure as a ratio of
@@ -94,6 +97,7 @@ async fn run(secs: f64, pinned: bool, out_dir: &Path) {
     run.paced(peak_64).await;
     run.batches().await;
     run.columns().await;
+    run.index().await;
     run.finish(out_dir);
     peers(secs);
 }

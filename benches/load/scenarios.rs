@@ -20,10 +20,12 @@ use crate::report::Report;
 use crate::servers::{backend_calls, start_echo, start_envelope, stop};
 use crate::{BATCH, BATCH_CALLERS, CONCURRENCY, CONNECTIONS, SIZES, STREAM_WINDOW};
 
+mod index;
+
 /// The servers, their connections, and what the run has counted so far.
 pub struct Run {
     secs: f64,
-    /// `ENVELOPE_BENCH_ONLY`: "unary", "batch" or "column" runs only those scenarios.
+    /// `ENVELOPE_BENCH_ONLY`: "unary", "batch", "column" or "index" runs only those scenarios.
     only: String,
     server: Listening,
     echo: Listening,

@@ -47,11 +47,19 @@ fn start(pinned: bool, program: &Path, args: &[&str], envs: &[(&str, &str)]) -> 
 pub fn start_envelope(pinned: bool, dir: &Path) -> (Listening, PathBuf) {
     let audit = dir.join("audit.log");
     let config = dir.join("envelope.toml");
+    // A policy only so the index scenario's quota does not throttle it.
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[allow]]\nanonymous = true\nkeys = [\"*\"]\noperations = [\"encrypt\", \"decrypt\", \"index\", \"admin\"]\nindex_tokens_per_second = 1000000000000\nindex_tokens_per_day = 1000000000000000\n",
+    )
+    .unwrap();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlog_level = \"warn\"\n\n[limits]\n# 1,000 records of 4 KiB.\nmax_request_bytes = 8388608\n\n[audit]\noutput = {:?}\n",
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlog_level = \"warn\"\npolicy_file = {:?}\n\n[limits]\n# 1,000 records of 4 KiB.\nmax_request_bytes = 8388608\n\n[audit]\noutput = {:?}\n\n[[keys]]\nname = \"default\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 16\n",
             dir.join("data"),
+            policy,
             audit
         ),
     )
