@@ -51,10 +51,12 @@ async fn canaries_appear_nowhere() {
             key: String::new(),
             items: vec![
                 pb::EncryptItem {
+                    indexes: Vec::new(),
                     plaintext: Bytes::from(CANARY),
                     context: context.clone(),
                 },
                 pb::EncryptItem {
+                    indexes: Vec::new(),
                     plaintext: Bytes::from(CANARY),
                     context: ctx(&[("", CANARY_CTX)]),
                 },
@@ -70,6 +72,7 @@ async fn canaries_appear_nowhere() {
         .unwrap();
     let rw = c
         .rewrap(pb::RewrapRequest {
+            indexes: Vec::new(),
             key: String::new(),
             ciphertext: e.ciphertext.clone(),
             context: context.clone(),
@@ -114,6 +117,7 @@ async fn canaries_appear_nowhere() {
     // canary that is no record.
     let column = c
         .encrypt_column(pb::EncryptColumnRequest {
+            indexes: Vec::new(),
             key: String::new(),
             context: context.clone(),
             plaintexts: vec![Bytes::from(CANARY), Bytes::from(CANARY)],

@@ -28,6 +28,7 @@ fn rows(n: usize) -> Vec<String> {
 
 fn enc_column(plaintexts: Vec<Bytes>, row_values: Vec<String>) -> pb::EncryptColumnRequest {
     pb::EncryptColumnRequest {
+        indexes: Vec::new(),
         key: String::new(),
         context: ctx(SHARED),
         plaintexts,

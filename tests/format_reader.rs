@@ -217,6 +217,7 @@ async fn reads_what_the_server_writes() {
         };
         let r = client
             .encrypt(pb::EncryptRequest {
+                indexes: Vec::new(),
                 key: String::new(),
                 plaintext: plaintext.clone().into(),
                 context: context.clone(),
@@ -228,6 +229,7 @@ async fn reads_what_the_server_writes() {
     }
     let items: Vec<pb::EncryptItem> = (0..20u8)
         .map(|i| pb::EncryptItem {
+            indexes: Vec::new(),
             plaintext: vec![i; usize::from(i)].into(),
             context: ctx(&[("row", &i.to_string())]),
         })
@@ -264,6 +266,7 @@ async fn reads_what_the_server_writes() {
         .into_inner();
     let rewrapped = client
         .rewrap(pb::RewrapRequest {
+            indexes: Vec::new(),
             key: String::new(),
             ciphertext: made[2].0.clone().into(),
             context: made[2].2.clone(),
@@ -279,6 +282,7 @@ async fn reads_what_the_server_writes() {
     ));
     let after = client
         .encrypt(pb::EncryptRequest {
+            indexes: Vec::new(),
             key: String::new(),
             plaintext: b"after the rotation".to_vec().into(),
             context: users.clone(),

@@ -74,6 +74,7 @@ async fn golden_records_still_decrypt() {
         // And it moves forward to the current version.
         let r = c
             .rewrap(pb::RewrapRequest {
+                indexes: Vec::new(),
                 key: String::new(),
                 ciphertext,
                 context,

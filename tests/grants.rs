@@ -26,6 +26,7 @@ operations = ["generate_data_key"]
 
 fn item(tenant: &str) -> pb::EncryptItem {
     pb::EncryptItem {
+        indexes: Vec::new(),
         plaintext: b"x".to_vec().into(),
         context: ctx(&[("tenant", tenant), ("row", "1")]),
     }
@@ -101,6 +102,7 @@ async fn context_grants_and_the_unwrap_split() {
     // A column: the shared context, merged with each row's entry, must be
     // granted for every row.
     let column = |shared: &[(&str, &str)], field: &str, rows: &[&str]| pb::EncryptColumnRequest {
+        indexes: Vec::new(),
         key: String::new(),
         context: ctx(shared),
         plaintexts: rows

@@ -213,6 +213,19 @@ async fn a_rotation_gives_two_tokens_until_the_old_version_is_retired() {
     // The row written before the rotation is found by the second token.
     assert_eq!(after[1], before[0]);
     assert!(after.iter().any(|(_, t)| *t == row.to_vec()));
+    // Rewrap with the index returns the token under the version that now
+    // wraps the record, from the plaintext opened inside the server.
+    let moved = client
+        .rewrap(pb::RewrapRequest {
+            key: "pii".into(),
+            ciphertext: record.ciphertext.clone(),
+            context: ctx(&[("row", "1")]),
+            indexes: vec!["email".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.index_tokens["email"].to_vec(), after[0].1);
     // The CLI prints the same tokens, a line per value; a value with none
     // leaves its line empty and fails the command.
     let (ok, out, err) = common::run_stdin(
@@ -241,6 +254,7 @@ async fn a_rotation_gives_two_tokens_until_the_old_version_is_retired() {
     // the new version, only one token is left.
     let rewrapped = client
         .rewrap(pb::RewrapRequest {
+            indexes: Vec::new(),
             key: "pii".into(),
             ciphertext: record.ciphertext.clone(),
             context: ctx(&[("row", "1")]),
@@ -262,6 +276,95 @@ async fn a_rotation_gives_two_tokens_until_the_old_version_is_retired() {
     let server = Server::start(&data, Some(&retired));
     let one = tokens(&server, "pii", "email", "ana@example.com").await;
     assert_eq!(one, after[..1].to_vec());
+}
+
+/// Tokens returned where records are written equal ComputeIndex's, under
+/// the version that wrote the record: Encrypt, EncryptBatch items and
+/// EncryptColumn (a token column per index, the row id in the scope).
+#[tokio::test]
+async fn writes_return_the_tokens_computeindex_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = KEYS.replacen("scope = [\"tenant\"]", "scope = [\"tenant\", \"row\"]", 1);
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let mut c = server.client().await;
+    let want = tokens(&server, "pii", "email", "ana@example.com").await;
+    let e = c
+        .encrypt(pb::EncryptRequest {
+            key: "pii".into(),
+            plaintext: Bytes::from_static(b" Ana@Example.com"),
+            context: ctx(&[("tenant", "acme"), ("row", "7")]),
+            indexes: vec!["email".into(), "tenant_email".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e.index_tokens["email"].to_vec(), want[0].1);
+    assert_eq!(e.key_version, want[0].0);
+    let scoped = compute(
+        &server,
+        "pii",
+        "tenant_email",
+        &["ana@example.com"],
+        &[("tenant", "acme"), ("row", "7")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.index_tokens["tenant_email"], scoped[0].tokens[0].token);
+    // A batch item, with a value that normalizes to nothing beside it.
+    let b = c
+        .encrypt_batch(pb::EncryptBatchRequest {
+            key: "pii".into(),
+            items: vec![
+                pb::EncryptItem {
+                    plaintext: Bytes::from_static(b"ana@example.com"),
+                    context: Default::default(),
+                    indexes: vec!["email".into()],
+                },
+                pb::EncryptItem {
+                    plaintext: Bytes::from_static(b"no digits"),
+                    context: Default::default(),
+                    indexes: vec!["cpf".into()],
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.results[0].index_tokens["email"].to_vec(), want[0].1);
+    assert!(matches!(
+        b.results[1].result,
+        Some(pb::encrypt_result::Result::Error(_))
+    ));
+    // A column: the row id is in the scope, so each row has its own key.
+    let col = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: "pii".into(),
+            context: ctx(&[("tenant", "acme")]),
+            plaintexts: vec![Bytes::from_static(b"ana@example.com"); 2],
+            row_field: "row".into(),
+            row_values: vec!["7".into(), "8".into()],
+            indexes: vec!["email".into(), "tenant_email".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let email = &col.index_tokens["email"].tokens;
+    assert_eq!(email[0].to_vec(), want[0].1);
+    assert_eq!(email[0], email[1]);
+    let per_row = &col.index_tokens["tenant_email"].tokens;
+    assert_eq!(per_row[0], scoped[0].tokens[0].token);
+    assert_ne!(per_row[0], per_row[1]);
+    // An unknown index fails the write before anything is sealed.
+    let unknown = c
+        .encrypt(pb::EncryptRequest {
+            key: "pii".into(),
+            plaintext: Bytes::from_static(b"x"),
+            context: Default::default(),
+            indexes: vec!["phone".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
 }
 
 const POLICY: &str = r#"
@@ -318,6 +421,20 @@ async fn the_index_operation_is_its_own_and_metered() {
         metrics.contains("envelope_refused_calls_total{reason=\"index_quota\"} 2"),
         "{metrics}"
     );
+    // Tokens on write count against the same quota; a write without an
+    // index does not.
+    let write = |indexes: Vec<String>| pb::EncryptRequest {
+        key: "pii".into(),
+        plaintext: Bytes::from_static(b"e@x.com"),
+        context: Default::default(),
+        indexes,
+    };
+    let mut c = server.client().await;
+    let refused = c.encrypt(write(vec!["email".into()])).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(c.encrypt(write(Vec::new())).await.is_ok());
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(metrics.contains("envelope_refused_calls_total{reason=\"index_quota\"} 3"));
     // A caller without the index operation cannot compute tokens at all.
     let other = compute(&server, "other", "email", &["a@x.com"], &[])
         .await

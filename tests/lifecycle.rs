@@ -79,6 +79,7 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     // Rewrap moves the old record forward, leaves its payload alone, and it still decrypts.
     let rw = c
         .rewrap(pb::RewrapRequest {
+            indexes: Vec::new(),
             key: String::new(),
             ciphertext: before.ciphertext.clone(),
             context: ctx(CTX),
@@ -100,6 +101,7 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     // Rewrap checks the context first.
     let s = c
         .rewrap(pb::RewrapRequest {
+            indexes: Vec::new(),
             key: String::new(),
             ciphertext: before.ciphertext.clone(),
             context: ctx(&[]),

@@ -174,6 +174,7 @@ async fn batches_keep_order_and_isolate_bad_items() {
     let mut c = server.client().await;
     let items: Vec<pb::EncryptItem> = (0..5)
         .map(|i| pb::EncryptItem {
+            indexes: Vec::new(),
             plaintext: Bytes::from(format!("record-{i}")),
             context: if i == 3 {
                 ctx(&[("", "bad")])

@@ -117,6 +117,7 @@ async fn mtls_identities_meet_the_policy() {
     let rewrap = |ch: &Channel, ct: &Bytes| {
         let mut c = EnvelopeClient::new(ch.clone());
         let req = pb::RewrapRequest {
+            indexes: Vec::new(),
             key: "pii".into(),
             ciphertext: ct.clone(),
             context: ctx(&[]),

@@ -14,6 +14,7 @@ pub fn encrypt_batch_request(size: usize) -> pb::EncryptBatchRequest {
         key: String::new(),
         items: (0..BATCH)
             .map(|_| pb::EncryptItem {
+                indexes: Vec::new(),
                 plaintext: Bytes::from(vec![0x5au8; size]),
                 context: Default::default(),
             })
@@ -24,6 +25,7 @@ pub fn encrypt_batch_request(size: usize) -> pb::EncryptBatchRequest {
 pub async fn encrypt(ch: Channel, plaintext: Bytes) -> Bytes {
     envelope_client(ch)
         .encrypt(pb::EncryptRequest {
+            indexes: Vec::new(),
             key: String::new(),
             plaintext,
             context: Default::default(),
@@ -101,6 +103,7 @@ pub fn column_context() -> std::collections::BTreeMap<String, String> {
 /// own row id.
 pub fn encrypt_column_request(size: usize) -> pb::EncryptColumnRequest {
     pb::EncryptColumnRequest {
+        indexes: Vec::new(),
         key: String::new(),
         context: column_context(),
         plaintexts: (0..BATCH)

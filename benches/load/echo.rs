@@ -17,6 +17,7 @@ fn echo_batch(req: pb::EncryptBatchRequest) -> pb::EncryptBatchResponse {
             .items
             .into_iter()
             .map(|i| pb::EncryptResult {
+                index_tokens: Default::default(),
                 result: Some(pb::encrypt_result::Result::Ciphertext(i.plaintext)),
                 key_version: "00000000-0000-0000-0000-000000000000".to_owned(),
             })
@@ -39,6 +40,7 @@ fn echo_decrypt_batch(req: pb::DecryptBatchRequest) -> pb::DecryptBatchResponse 
 
 fn echo_column(req: pb::EncryptColumnRequest) -> pb::EncryptColumnResponse {
     pb::EncryptColumnResponse {
+        index_tokens: Default::default(),
         ciphertexts: req.plaintexts,
         key_version: "00000000-0000-0000-0000-000000000000".to_owned(),
         errors: Default::default(),
@@ -61,6 +63,7 @@ impl pb::envelope_server::Envelope for Echo {
         r: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
         Ok(Response::new(pb::EncryptResponse {
+            index_tokens: Default::default(),
             ciphertext: r.into_inner().plaintext,
             key_version: String::new(),
         }))

@@ -113,6 +113,7 @@ pub async fn encrypt(
     base64: bool,
 ) -> anyhow::Result<()> {
     let req = pb::EncryptRequest {
+        indexes: Vec::new(),
         key: key.to_owned(),
         plaintext: Bytes::from(read_stdin()?),
         context: parse_context(context)?,
@@ -350,6 +351,7 @@ async fn rewrap_chunk(
     let items = decoded
         .iter()
         .map(|d| pb::RewrapItem {
+            indexes: Vec::new(),
             ciphertext: Bytes::from(d.clone().unwrap_or_default()),
             context: ctx.clone(),
         })

@@ -97,6 +97,7 @@ pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
         let (outputs, errors) = match mode {
             Mode::Encrypt => {
                 let req = pb::EncryptColumnRequest {
+                    indexes: Vec::new(),
                     key: args.key.clone(),
                     context: context.clone(),
                     plaintexts: values,

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::gate::Charge;
 use super::gate::{Done, HasSubject};
 use super::status::item_error;
-use crate::keys::column::Rows;
+use crate::keys::column::{Rows, SealedColumn};
+use crate::keys::index::{RecordTokens, TokenKeys};
+use crate::keys::master_key::MasterKey;
 use crate::keys::{Error, NamedKey};
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 
@@ -21,6 +24,11 @@ pub(super) trait BatchCall: HasSubject + Send + 'static {
     type Response: Send + 'static;
     /// Items in the request.
     fn len(&self) -> usize;
+    /// Blind-index tokens the request asks for (charged to the caller's
+    /// quota before it runs).
+    fn index_tokens(&self) -> usize {
+        0
+    }
     /// Runs every item under `key`, in order; fails as a whole only when
     /// the request's parts do not fit together.
     fn run(
@@ -29,11 +37,12 @@ pub(super) trait BatchCall: HasSubject + Send + 'static {
     ) -> impl Future<Output = Result<(Self::Response, Done), Error>> + Send;
 }
 
-/// Checks the batch size, then runs it.
+/// Checks the batch size, charges the index tokens it asks for, then runs it.
 pub(super) async fn run<B: BatchCall>(
     key: Arc<NamedKey>,
     req: B,
     max: usize,
+    charge: Charge,
 ) -> Result<(B::Response, Done), Error> {
     if req.len() > max {
         return Err(Error::BatchTooLarge {
@@ -41,32 +50,45 @@ pub(super) async fn run<B: BatchCall>(
             max,
         });
     }
+    charge.take(key.name(), req.index_tokens())?;
     req.run(key).await
 }
 
-/// A per-item result message: output bytes with their version, or an error.
+/// A per-item result message: output bytes with their version (and index
+/// tokens, where the message has them), or an error.
 trait ItemResult {
-    fn ok(out: Bytes, version: &str) -> Self;
+    fn ok(out: Bytes, version: &str, tokens: RecordTokens) -> Self;
     fn err(e: pb::ItemError) -> Self;
 }
 
 macro_rules! item_result {
-    ($($t:ty => $oneof:ident, $ok:ident;)*) => {$(
+    ($($t:ty => $oneof:ident, $ok:ident, $tokens:ident;)*) => {$(
         impl ItemResult for $t {
-            fn ok(out: Bytes, version: &str) -> Self {
-                Self { result: Some($oneof::Result::$ok(out)), key_version: version.to_owned() }
+            fn ok(out: Bytes, version: &str, tokens: RecordTokens) -> Self {
+                item_result!(@ok $tokens $oneof $ok out version tokens)
             }
             fn err(e: pb::ItemError) -> Self {
-                Self { result: Some($oneof::Result::Error(e)), key_version: String::new() }
+                Self { result: Some($oneof::Result::Error(e)), ..Default::default() }
             }
         }
     )*};
+    (@ok yes $oneof:ident $ok:ident $o:ident $v:ident $t:ident) => {
+        Self {
+            result: Some($oneof::Result::$ok($o)),
+            key_version: $v.to_owned(),
+            index_tokens: $t,
+        }
+    };
+    (@ok no $oneof:ident $ok:ident $o:ident $v:ident $t:ident) => {{
+        let _ = $t;
+        Self { result: Some($oneof::Result::$ok($o)), key_version: $v.to_owned() }
+    }};
 }
 
 item_result! {
-    pb::EncryptResult => encrypt_result, Ciphertext;
-    pb::DecryptResult => decrypt_result, Plaintext;
-    pb::RewrapResult => rewrap_result, Ciphertext;
+    pb::EncryptResult => encrypt_result, Ciphertext, yes;
+    pb::DecryptResult => decrypt_result, Plaintext, no;
+    pb::RewrapResult => rewrap_result, Ciphertext, yes;
 }
 
 /// Builds the results of one batch in order, and its audit summary.
@@ -86,14 +108,14 @@ impl<R: ItemResult> Results<R> {
         }
     }
 
-    fn push<V: AsRef<str>>(&mut self, outcome: Result<(Bytes, V), Error>) {
+    fn push<V: AsRef<str>>(&mut self, outcome: Result<(Bytes, V, RecordTokens), Error>) {
         match outcome {
-            Ok((out, version)) => {
+            Ok((out, version, tokens)) => {
                 let version = version.as_ref();
                 if self.version.is_none() {
                     self.version = Some(version.to_owned());
                 }
-                self.results.push(R::ok(out, version));
+                self.results.push(R::ok(out, version, tokens));
             }
             Err(e) => {
                 self.failed += 1;
@@ -125,15 +147,31 @@ impl BatchCall for pb::EncryptBatchRequest {
         self.items.len()
     }
 
+    fn index_tokens(&self) -> usize {
+        self.items.iter().map(|i| i.indexes.len()).sum()
+    }
+
     async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let sealed = key
             .encrypt_many(&self.items, |i| (&i.plaintext, &i.context))
             .await;
         let mut out = Results::with_capacity(self.items.len());
-        for r in sealed.results {
-            out.push(r.map(|(range, v)| {
-                let version = sealed.versions.get(v).map_or("", |m| m.version.as_str());
-                (sealed.records.slice(range), version)
+        let mut cache = TokenKeys::default();
+        for (item, r) in self.items.iter().zip(sealed.results) {
+            out.push(r.and_then(|(range, v)| {
+                let master = sealed
+                    .versions
+                    .get(v)
+                    .ok_or(Error::Internal("batch version"))?;
+                let tokens = tokens_of(
+                    &key,
+                    &item.indexes,
+                    master,
+                    &item.context,
+                    &item.plaintext,
+                    &mut cache,
+                )?;
+                Ok((sealed.records.slice(range), master.version.as_str(), tokens))
             }));
         }
         let (results, done) = out.finish(true);
@@ -157,7 +195,7 @@ impl BatchCall for pb::DecryptBatchRequest {
         let plaintexts = secret_bytes(std::mem::take(&mut *opened.plaintexts));
         let mut out = Results::with_capacity(self.items.len());
         for r in opened.results {
-            out.push(r.map(|(range, v)| (plaintexts.slice(range), v)));
+            out.push(r.map(|(range, v)| (plaintexts.slice(range), v, RecordTokens::new())));
         }
         let (results, done) = out.finish(false);
         Ok((pb::DecryptBatchResponse { results }, done))
@@ -171,17 +209,49 @@ impl BatchCall for pb::RewrapBatchRequest {
         self.items.len()
     }
 
+    fn index_tokens(&self) -> usize {
+        self.items.iter().map(|i| i.indexes.len()).sum()
+    }
+
     async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let mut out = Results::with_capacity(self.items.len());
+        let mut cache = TokenKeys::default();
         for item in &self.items {
-            match key.rewrap(&item.ciphertext, &item.context).await {
-                Ok((ct, master)) => out.push(Ok((Bytes::from(ct), master.version.as_str()))),
-                Err(e) => out.push(Err::<(Bytes, &str), _>(e)),
+            let rewrapped = key
+                .rewrap_indexed(&item.ciphertext, &item.context, &item.indexes, &mut cache)
+                .await;
+            match rewrapped {
+                Ok((ct, master, tokens)) => {
+                    out.push(Ok((Bytes::from(ct), master.version.as_str(), tokens)))
+                }
+                Err(e) => out.push(Err::<(Bytes, &str, _), _>(e)),
             }
         }
         let (results, done) = out.finish(true);
         Ok((pb::RewrapBatchResponse { results }, done))
     }
+}
+
+/// The tokens of `indexes` of a record just sealed under `master`, its
+/// scope from `ctx` (none asked: none computed).
+pub(super) fn tokens_of(
+    key: &NamedKey,
+    indexes: &[String],
+    master: &MasterKey,
+    ctx: &std::collections::BTreeMap<String, String>,
+    plaintext: &[u8],
+    cache: &mut TokenKeys,
+) -> Result<RecordTokens, Error> {
+    if indexes.is_empty() {
+        return Ok(RecordTokens::new());
+    }
+    key.write_tokens(
+        indexes,
+        master,
+        |e| ctx.get(e).map(String::as_str),
+        plaintext,
+        cache,
+    )
 }
 
 /// A column's outputs in order (an empty one where an item failed) and its
@@ -211,14 +281,23 @@ impl BatchCall for pb::EncryptColumnRequest {
         self.plaintexts.len()
     }
 
+    fn index_tokens(&self) -> usize {
+        self.plaintexts.len() * self.indexes.len()
+    }
+
     async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let rows = Rows {
             field: &self.row_field,
             values: &self.row_values,
         };
-        let sealed = key
+        // An unknown index fails the call before anything is sealed.
+        for name in &self.indexes {
+            key.index_spec(name)?;
+        }
+        let mut sealed = key
             .encrypt_column(&self.context, rows, &self.plaintexts)
             .await?;
+        let index_tokens = self.column_tokens(&key, &mut sealed);
         let records = sealed.records;
         let (ciphertexts, errors) = column_outputs(sealed.results, |r| records.slice(r));
         let key_version = sealed
@@ -230,11 +309,55 @@ impl BatchCall for pb::EncryptColumnRequest {
             batch: Some((ciphertexts.len(), errors.len())),
         };
         let resp = pb::EncryptColumnResponse {
+            index_tokens,
             ciphertexts,
             key_version,
             errors,
         };
         Ok((resp, done))
+    }
+}
+
+impl pb::EncryptColumnRequest {
+    /// One token column per requested index, under the column's version;
+    /// a value with no token fails its item (its record is dropped).
+    fn column_tokens(
+        &self,
+        key: &NamedKey,
+        sealed: &mut SealedColumn,
+    ) -> BTreeMap<String, pb::TokenColumn> {
+        let mut columns: BTreeMap<String, pb::TokenColumn> = BTreeMap::new();
+        let Some(master) = sealed.version.clone() else {
+            return columns;
+        };
+        if self.indexes.is_empty() {
+            return columns;
+        }
+        let mut cache = TokenKeys::default();
+        for (i, r) in sealed.results.iter_mut().enumerate() {
+            let row = self.row_values.get(i).map(String::as_str);
+            let scope = |e: &str| {
+                if !self.row_field.is_empty() && e == self.row_field {
+                    row
+                } else {
+                    self.context.get(e).map(String::as_str)
+                }
+            };
+            let plaintext = self.plaintexts.get(i).map_or(&[][..], |p| p.as_ref());
+            let tokens = match r {
+                Ok(_) => key.write_tokens(&self.indexes, &master, scope, plaintext, &mut cache),
+                Err(_) => Ok(RecordTokens::new()),
+            };
+            let mut tokens = tokens.unwrap_or_else(|e| {
+                *r = Err(e);
+                RecordTokens::new()
+            });
+            for name in &self.indexes {
+                let t = tokens.remove(name).unwrap_or_default();
+                columns.entry(name.clone()).or_default().tokens.push(t);
+            }
+        }
+        columns
     }
 }
 
@@ -271,6 +394,10 @@ macro_rules! column_stream {
 
             fn len(&self) -> usize {
                 self.column.as_ref().map_or(0, BatchCall::len)
+            }
+
+            fn index_tokens(&self) -> usize {
+                self.column.as_ref().map_or(0, BatchCall::index_tokens)
             }
 
             async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {

@@ -12,9 +12,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::authz::Operation;
 use super::batch::{self, BatchCall, secret_bytes};
+use super::gate::Charge;
 use super::gate::{Done, Gate};
 use super::stream_pool::{Slot, StreamPool};
 use super::tls::PeerInfo;
+use crate::keys::index::TokenKeys;
 use crate::keys::{Error, NamedKey};
 use crate::pb;
 
@@ -45,6 +47,19 @@ impl EnvelopeService {
         }
     }
 
+    /// The index-token account of the caller of `req`.
+    fn charge<T>(&self, req: &Request<T>) -> Charge {
+        self.charge_for(req.extensions().get::<PeerInfo>())
+    }
+
+    fn charge_for(&self, peer: Option<&PeerInfo>) -> Charge {
+        Charge {
+            authz: self.gate.authz.clone(),
+            meter: self.gate.index_meter.clone(),
+            identity: peer.and_then(|p| p.identity.clone()),
+        }
+    }
+
     /// Runs one batch call through the gate.
     async fn batch<B: BatchCall>(
         &self,
@@ -53,8 +68,11 @@ impl EnvelopeService {
         op: Operation,
     ) -> Result<Response<B::Response>, Status> {
         let max = self.max_batch_items;
+        let charge = self.charge(&req);
         self.gate
-            .run(req, rpc, op, move |key, req| batch::run(key, req, max))
+            .run(req, rpc, op, move |key, req| {
+                batch::run(key, req, max, charge)
+            })
             .await
     }
 
@@ -76,6 +94,7 @@ impl EnvelopeService {
             ));
         };
         let max = self.max_batch_items;
+        let charge = self.charge_for(Some(&peer));
         let open = Open {
             gate: self.gate.clone(),
             peer,
@@ -84,7 +103,9 @@ impl EnvelopeService {
             idle: self.stream_idle_timeout,
             _slot: slot,
         };
-        Ok(stream(open, req, move |key, req| batch::run(key, req, max)))
+        Ok(stream(open, req, move |key, req| {
+            batch::run(key, req, max, charge.clone())
+        }))
     }
 }
 
@@ -160,10 +181,25 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
+        let charge = self.charge(&req);
         let f = |key: Arc<NamedKey>, req: pb::EncryptRequest| async move {
+            for name in &req.indexes {
+                key.index_spec(name)?;
+            }
+            charge.take(key.name(), req.indexes.len())?;
             let (ciphertext, master) = key.encrypt(&req.plaintext, &req.context).await?;
+            let mut cache = TokenKeys::default();
+            let index_tokens = batch::tokens_of(
+                &key,
+                &req.indexes,
+                &master,
+                &req.context,
+                &req.plaintext,
+                &mut cache,
+            )?;
             let version = master.version.as_str();
             let resp = pb::EncryptResponse {
+                index_tokens,
                 ciphertext: Bytes::from(ciphertext),
                 key_version: version.to_owned(),
             };
@@ -255,11 +291,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<pb::ComputeIndexRequest>,
     ) -> Result<Response<pb::ComputeIndexResponse>, Status> {
-        let identity = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.identity.clone());
-        let (authz, meter) = (self.gate.authz.clone(), self.gate.index_meter.clone());
+        let charge = self.charge(&req);
         let max = self.max_batch_items;
         let f = move |key: Arc<NamedKey>, req: pb::ComputeIndexRequest| async move {
             if req.values.len() > max {
@@ -274,12 +306,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
             if let Some(m) = versions.first() {
                 key.index_key(m, spec, &req.context)?;
             }
-            let tokens = (req.values.len() * versions.len()) as u64;
-            let quota = authz.index_quota(identity.as_deref(), key.name());
-            if !meter.take(identity.as_deref(), quota, tokens) {
-                crate::ops::metrics::get().refused("index_quota");
-                return Err(Error::IndexQuota);
-            }
+            charge.take(key.name(), req.values.len() * versions.len())?;
             let computed = key.compute_index(&req.index, &req.context, &req.values, &versions)?;
             let mut failed = 0;
             let results = computed
@@ -322,10 +349,16 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         &self,
         req: Request<pb::RewrapRequest>,
     ) -> Result<Response<pb::RewrapResponse>, Status> {
+        let charge = self.charge(&req);
         let f = |key: Arc<NamedKey>, req: pb::RewrapRequest| async move {
-            let (ciphertext, master) = key.rewrap(&req.ciphertext, &req.context).await?;
+            charge.take(key.name(), req.indexes.len())?;
+            let mut cache = TokenKeys::default();
+            let (ciphertext, master, index_tokens) = key
+                .rewrap_indexed(&req.ciphertext, &req.context, &req.indexes, &mut cache)
+                .await?;
             let version = master.version.as_str();
             let resp = pb::RewrapResponse {
+                index_tokens,
                 ciphertext: Bytes::from(ciphertext),
                 key_version: version.to_owned(),
             };

@@ -12,6 +12,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::audit::{AuditLog, Event, Timestamp};
 use super::authz::{Authorizer, Denied, Operation, Scope};
+use super::index_quota::IndexMeter;
 use super::request_id;
 use super::status::{CallError, code_name, to_status};
 pub use super::subject::{HasSubject, Subject};
@@ -69,7 +70,7 @@ pub struct Gate {
     /// The audit trail (`None` when disabled).
     pub audit: Option<AuditLog>,
     /// What each caller has used of its blind-index quota.
-    pub index_meter: Arc<super::index_quota::IndexMeter>,
+    pub index_meter: Arc<IndexMeter>,
 }
 
 /// What a finished call reports for its audit line.
@@ -127,6 +128,36 @@ impl Resolve for Selected {
         match self.0.as_slice() {
             [one] => Resolve::label(one),
             _ => Label::Static("*"),
+        }
+    }
+}
+
+/// One caller's account: charges its tokens against the quota its grants
+/// give it on a key, counting refusals.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    /// The policy, for the caller's quota.
+    pub authz: Arc<Authorizer>,
+    /// Every caller's use.
+    pub meter: Arc<IndexMeter>,
+    /// The caller.
+    pub identity: Option<String>,
+}
+
+impl Charge {
+    /// Takes `n` tokens on `key`, or refuses with
+    /// [`crate::keys::Error::IndexQuota`] (nothing taken). Zero is free.
+    pub fn take(&self, key: &str, n: usize) -> Result<(), crate::keys::Error> {
+        if n == 0 {
+            return Ok(());
+        }
+        let identity = self.identity.as_deref();
+        let quota = self.authz.index_quota(identity, key);
+        if self.meter.take(identity, quota, n as u64) {
+            Ok(())
+        } else {
+            crate::ops::metrics::get().refused("index_quota");
+            Err(crate::keys::Error::IndexQuota)
         }
     }
 }

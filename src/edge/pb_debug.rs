@@ -31,6 +31,7 @@ impl fmt::Debug for pb::EncryptRequest {
             .field("key", &self.key)
             .field("plaintext", &Redacted(self.plaintext.len()))
             .field("context", &ContextKeys(&self.context))
+            .field("indexes", &self.indexes)
             .finish()
     }
 }
@@ -216,6 +217,7 @@ mod tests {
         let out = format!(
             "{:?} {:?} {:?} {:?}",
             pb::EncryptRequest {
+                indexes: Vec::new(),
                 key: "k".into(),
                 plaintext: Bytes::from_static(b"CANARY-pt"),
                 context: ctx.clone()
@@ -248,6 +250,7 @@ mod tests {
             "{:?} {:?} {:?}",
             pb::EncryptColumnStreamRequest {
                 column: Some(pb::EncryptColumnRequest {
+                    indexes: Vec::new(),
                     key: "k".into(),
                     context: ctx.clone(),
                     plaintexts: vec![canary(), canary()],

@@ -121,3 +121,77 @@ impl NamedKey {
             .collect())
     }
 }
+
+/// Index keys derived within one call, by index, version and scope values,
+/// so a batch derives each once. Bounded: cleared past [`TokenKeys::MAX`].
+#[derive(Debug, Default)]
+pub struct TokenKeys {
+    keys: Vec<(String, Arc<str>, Vec<String>, MacKey)>,
+}
+
+impl TokenKeys {
+    /// Most keys kept at once.
+    pub const MAX: usize = 64;
+}
+
+/// A record's tokens: index name to token.
+pub type RecordTokens = std::collections::BTreeMap<String, Bytes>;
+
+impl NamedKey {
+    /// The tokens of `plaintext` for `indexes` under `master` (the version
+    /// that wrote the record); `scope(entry)` gives a scope entry's value
+    /// from the record's context. An unknown index, a missing scope entry
+    /// or a value with no token fails.
+    pub fn write_tokens<'c>(
+        &self,
+        indexes: &[String],
+        master: &MasterKey,
+        scope: impl Fn(&str) -> Option<&'c str>,
+        plaintext: &[u8],
+        cache: &mut TokenKeys,
+    ) -> Result<RecordTokens, Error> {
+        let mut out = RecordTokens::new();
+        let mut normalized = Vec::new();
+        for name in indexes {
+            let spec = self.index_spec(name)?;
+            let mut values = Vec::with_capacity(spec.scope.len());
+            for entry in &spec.scope {
+                let v = scope(entry).ok_or_else(|| Error::ScopeMissing {
+                    index: spec.name.clone(),
+                    entry: entry.clone(),
+                })?;
+                values.push(v.to_owned());
+            }
+            let version = master.version.as_str();
+            let found = cache
+                .keys
+                .iter()
+                .position(|(i, v, s, _)| i == name && &**v == version && *s == values);
+            let at = match found {
+                Some(at) => at,
+                None => {
+                    if cache.keys.len() >= TokenKeys::MAX {
+                        cache.keys.clear();
+                    }
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    let key =
+                        blind_index::index_key(&master.index_root, &self.source.name, spec, &refs)?;
+                    cache
+                        .keys
+                        .push((name.clone(), Arc::from(version), values, key));
+                    cache.keys.len() - 1
+                }
+            };
+            blind_index::normalize(spec.normalize, plaintext, &mut normalized)?;
+            let key = cache
+                .keys
+                .get(at)
+                .map(|(_, _, _, k)| k)
+                .ok_or(Error::Internal("index key cache"))?;
+            let token = blind_index::token(key, &normalized, spec.bits);
+            out.insert(name.clone(), Bytes::from(token));
+        }
+        zeroize::Zeroize::zeroize(&mut normalized);
+        Ok(out)
+    }
+}

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::decrypt_cache::CachedKey;
 use super::error::Error;
+use super::index::{RecordTokens, TokenKeys};
 use super::master_key::MasterKey;
 use super::named_key::NamedKey;
 use crate::primitives::context::{self, Context};
@@ -138,6 +139,22 @@ impl NamedKey {
         record: &[u8],
         ctx: &Context,
     ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
+        let (out, master, _) = self
+            .rewrap_indexed(record, ctx, &[], &mut TokenKeys::default())
+            .await?;
+        Ok((out, master))
+    }
+
+    /// [`NamedKey::rewrap`], with the tokens of `indexes` of the record's
+    /// plaintext under the version that now wraps it, computed from the
+    /// plaintext opened here (which never leaves this function).
+    pub async fn rewrap_indexed(
+        &self,
+        record: &[u8],
+        ctx: &Context,
+        indexes: &[String],
+        cache: &mut TokenKeys,
+    ) -> Result<(Vec<u8>, Arc<MasterKey>, RecordTokens), Error> {
         let ctx_len = context::validate(ctx, self.limits.context)?;
         let parsed = self.parse(record, Kind::Record)?;
         let current = self.versions.current();
@@ -156,9 +173,15 @@ impl NamedKey {
             parsed.tag,
             &mut scratch,
         )?;
+        let tokens = if indexes.is_empty() {
+            RecordTokens::new()
+        } else {
+            let scope = |e: &str| ctx.get(e).map(String::as_str);
+            self.write_tokens(indexes, &current, scope, &scratch, cache)?
+        };
         drop(scratch);
         if old.version == current.version {
-            return Ok((record.to_vec(), current));
+            return Ok((record.to_vec(), current, tokens));
         }
         let wrapped = wrap::wrap(
             &current.kek,
@@ -177,7 +200,7 @@ impl NamedKey {
             &wrapped,
         );
         out.extend_from_slice(payload);
-        Ok((out, current))
+        Ok((out, current, tokens))
     }
 
     async fn open_key(&self, parsed: &Parsed<'_>) -> Result<Arc<CachedKey>, Error> {

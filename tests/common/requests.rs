@@ -28,6 +28,7 @@ pub fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// An EncryptRequest for `key` ("" for the default key).
 pub fn enc(key: &str, pt: impl AsRef<[u8]>, c: &[(&str, &str)]) -> pb::EncryptRequest {
     pb::EncryptRequest {
+        indexes: Vec::new(),
         key: key.into(),
         plaintext: Bytes::copy_from_slice(pt.as_ref()),
         context: ctx(c),
@@ -50,6 +51,7 @@ pub fn batch(key: &str, from: usize, n: usize) -> pb::EncryptBatchRequest {
         key: key.into(),
         items: (from..from + n)
             .map(|i| pb::EncryptItem {
+                indexes: Vec::new(),
                 plaintext: Bytes::from(format!("record-{i}")),
                 context: ctx(&[("row", &i.to_string())]),
             })

@@ -103,6 +103,7 @@ pub async fn run_call(server: &Server, call: &Call) -> Code {
         ),
         Call::Encrypt { key, pt, ctx } => code_of(
             c.encrypt(pb::EncryptRequest {
+                indexes: Vec::new(),
                 key: key.clone(),
                 plaintext: Bytes::from(pt.clone()),
                 context: ctx.clone(),
@@ -111,6 +112,7 @@ pub async fn run_call(server: &Server, call: &Call) -> Code {
         ),
         Call::Rewrap { ct, ctx } => code_of(
             c.rewrap(pb::RewrapRequest {
+                indexes: Vec::new(),
                 key: String::new(),
                 ciphertext: Bytes::from(ct.clone()),
                 context: ctx.clone(),
