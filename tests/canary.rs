@@ -157,6 +157,16 @@ async fn canaries_appear_nowhere() {
         .into_inner();
     let token = hex::encode(&tokens.results[0].tokens[0].token);
     assert_eq!(tokens.results[0].tokens, tokens.results[1].tokens);
+    // The same token returned on write.
+    let written = c
+        .encrypt(pb::EncryptRequest {
+            indexes: vec!["email".into()],
+            ..enc("", CANARY, &pairs)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hex::encode(&written.index_tokens["email"]), token);
     let status = admin
         .key_status(pb::KeyStatusRequest::default())
         .await
