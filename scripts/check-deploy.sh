@@ -20,7 +20,10 @@ for f in sorted(glob.glob("deploy/kubernetes/*.yaml")) + ["deploy/prometheus/ale
         loaded = [d for d in yaml.safe_load_all(fh) if d]
     docs.append((f, loaded))
     print("parsed", f, len(loaded), "documents")
-registered = set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', open("src/ops/metrics.rs").read()))
+source = open("src/ops/metrics.rs").read()
+# Metrics registered directly, and those a collector encodes at scrape time.
+registered = set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', source))
+registered |= set(re.findall(r'encode_descriptor\(\s*"([a-z_]+)"', source))
 rules = docs[-1][1][0]["groups"][0]["rules"]
 for r in rules:
     for name in re.findall(r"envelope_[a-z_]+", r["expr"]):

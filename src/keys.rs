@@ -15,6 +15,8 @@
 //!   context, a row entry per record), [`client_keys`] (GenerateDataKey,
 //!   UnwrapDataKey), [`index`] (ComputeIndex: blind-index tokens for every
 //!   version that may still hold records).
+//! - [`usage`]: records opened per master-key version and when each was
+//!   last read (the server's view of re-encryption debt).
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
 //!   the Admin API and the Lambda function.
 //! - [`error`]: what a key operation can fail with, rolled up from the
@@ -37,6 +39,7 @@ pub mod open;
 pub mod rotation;
 pub mod seal;
 pub mod source;
+pub mod usage;
 mod versions;
 
 pub use data_key::{DataKeyLimits, MAX_RECORDS_CEILING};

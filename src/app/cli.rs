@@ -187,6 +187,7 @@ pub async fn status(target: &Target, key: &str) -> anyhow::Result<()> {
                 "versions": k.versions.iter().map(|v| serde_json::json!({
                     "version": v.version, "stages": v.stages,
                     "created_at": v.created_at, "age_seconds": v.age_seconds,
+                    "records_opened": v.records_opened, "last_read": v.last_read,
                 })).collect::<Vec<_>>(),
                 "cache": {
                     "data_keys_generated": cache.data_keys_generated,

@@ -49,13 +49,23 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
             .cmp(&a.master.created)
             .then_with(|| a.master.version.as_str().cmp(b.master.version.as_str()))
     });
+    let uses = key.version_use();
     let versions: Vec<pb::MasterKeyVersion> = loaded
         .into_iter()
-        .map(|l| pb::MasterKeyVersion {
-            version: l.master.version.as_str().to_owned(),
-            stages: l.stages.clone(),
-            created_at: rfc3339(l.master.created),
-            age_seconds: age(l.master.created, now),
+        .map(|l| {
+            let version = l.master.version.as_str();
+            let used = uses.iter().find(|u| u.version == version);
+            pb::MasterKeyVersion {
+                version: version.to_owned(),
+                stages: l.stages.clone(),
+                created_at: rfc3339(l.master.created),
+                age_seconds: age(l.master.created, now),
+                records_opened: used.map_or(0, |u| u.opened),
+                last_read: rfc3339(
+                    used.and_then(|u| u.last_read)
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+                ),
+            }
         })
         .collect();
     let f = key.figures();

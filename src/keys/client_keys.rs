@@ -50,6 +50,9 @@ impl NamedKey {
             parsed.wrapped,
             &self.wrap_aad(&master, Kind::DataKey, Some(&ctx_enc)),
         )?;
+        self.usage
+            .of(master.version.as_str())
+            .record(1, super::usage::now());
         Ok((key, master))
     }
 }

@@ -18,6 +18,8 @@ pub struct CachedKey {
     pub(super) version: Arc<str>,
     /// When that version was created, if known.
     pub(super) created: Option<OffsetDateTime>,
+    /// That version's read counters.
+    pub(super) usage: Arc<super::usage::VersionUse>,
 }
 
 /// Counts evictions for the metrics.

@@ -39,6 +39,8 @@ pub struct NamedKey {
     pub(super) data_keys_generated: AtomicU64,
     pub(super) cache: DecryptCache,
     rotation_failures: AtomicU64,
+    /// Records opened per master-key version.
+    pub(super) usage: super::usage::Usage,
 }
 
 impl std::fmt::Debug for NamedKey {
@@ -84,9 +86,15 @@ impl NamedKey {
             data_keys_generated: AtomicU64::new(0),
             cache: DecryptCache::new(limits.decrypt_cache_entries),
             rotation_failures: AtomicU64::new(0),
+            usage: Default::default(),
             source,
             limits,
         })
+    }
+
+    /// Records opened per master-key version, and when each was last read.
+    pub fn version_use(&self) -> Vec<super::usage::UseFigures> {
+        self.usage.figures()
     }
 
     /// The key name.

@@ -14,6 +14,7 @@ use super::error::Error;
 use super::index::{RecordTokens, TokenKeys};
 use super::master_key::MasterKey;
 use super::named_key::NamedKey;
+use super::usage;
 use crate::primitives::context::{self, Context};
 use crate::primitives::crypto::AeadKey;
 use crate::primitives::record::{self, Kind, Parsed};
@@ -48,6 +49,7 @@ impl NamedKey {
         cached
             .key
             .open(parsed.nonce, &aad, parsed.ciphertext, parsed.tag, &mut out)?;
+        cached.usage.record(1, usage::now());
         Ok((out, cached.version.clone()))
     }
 
@@ -88,6 +90,7 @@ impl NamedKey {
         let prefix = aad.len();
         let mut last: Option<(&[u8], Arc<CachedKey>)> = None;
         let mut results = Vec::with_capacity(records.len());
+        let now = usage::now();
         for (i, record) in records.enumerate() {
             let r = async {
                 aad.truncate(prefix);
@@ -120,6 +123,7 @@ impl NamedKey {
                     out.truncate(start);
                     return Err(e.into());
                 }
+                cached.usage.record(1, now);
                 Ok((start..end, cached.version.clone()))
             }
             .await;
@@ -173,6 +177,7 @@ impl NamedKey {
             parsed.tag,
             &mut scratch,
         )?;
+        self.usage.of(old.version.as_str()).record(1, usage::now());
         let tokens = if indexes.is_empty() {
             RecordTokens::new()
         } else {
@@ -217,6 +222,7 @@ impl NamedKey {
             key: Arc::new(AeadKey::new(&key)?),
             version: master.version.as_str().into(),
             created: master.created,
+            usage: self.usage.of(master.version.as_str()),
         });
         self.cache
             .insert(Bytes::copy_from_slice(parsed.wrap_slot), cached.clone());

@@ -292,6 +292,7 @@ impl NamedKey {
                 key: key.clone(),
                 version: master.version.as_str().into(),
                 created: master.created,
+                usage: self.usage.of(master.version.as_str()),
             }),
         );
         self.data_keys_generated.fetch_add(1, Ordering::Relaxed);

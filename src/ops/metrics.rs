@@ -18,6 +18,9 @@ use crate::keys::Keyring;
 
 type Labels = Vec<(&'static str, String)>;
 
+mod key_counters;
+use key_counters::KeyCounters;
+
 /// A label value that costs no allocation on the request path: a static
 /// string, or a key name shared with the keyring. Equal text is one series
 /// whichever form it came in.
@@ -309,68 +312,6 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-/// Per-key counts that the keyring keeps as atomics, exported as counters
-/// at scrape time (no metrics work on the request path).
-#[derive(Debug)]
-struct KeyCounters(Arc<arc_swap::ArcSwapOption<Keyring>>);
-
-type Pick = fn(&crate::keys::CacheFigures) -> u64;
-
-const KEY_COUNTERS: [(&str, &str, Pick); 5] = [
-    (
-        "key_refresh_failures",
-        "Failed refreshes from the secret store, per key",
-        |f| f.refresh_failures,
-    ),
-    (
-        "data_key_cache_hits",
-        "Decryption data-key cache hits, per key",
-        |f| f.hits,
-    ),
-    (
-        "data_key_cache_misses",
-        "Decryption data-key cache misses, per key",
-        |f| f.misses,
-    ),
-    (
-        "data_key_cache_evictions",
-        "Decryption data-key cache evictions, per key",
-        |f| f.evictions,
-    ),
-    (
-        "data_keys_generated",
-        "Data keys generated for encryption, per key",
-        |f| f.data_keys_generated,
-    ),
-];
-
-impl prometheus_client::collector::Collector for KeyCounters {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        let Some(keyring) = self.0.load_full() else {
-            return Ok(());
-        };
-        let figures: Vec<(String, crate::keys::CacheFigures)> = keyring
-            .all()
-            .map(|k| (k.name().to_owned(), k.figures()))
-            .collect();
-        for (name, help, pick) in KEY_COUNTERS {
-            let counter_type =
-                prometheus_client::metrics::counter::ConstCounter::new(0u64).metric_type();
-            let mut family = encoder.encode_descriptor(name, help, None, counter_type)?;
-            for (key, f) in &figures {
-                let labels: Labels = vec![("key", key.clone())];
-                let metric = family.encode_family(&labels)?;
-                prometheus_client::metrics::counter::ConstCounter::new(pick(f)).encode(metric)?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,94 @@
+//! Re-encryption debt as the server sees it: every record and data-key blob
+//! opened is counted under the master-key version that wrapped it, with the
+//! time of the last read, in /metrics and KeyStatus (docs/OPERATIONS.md).
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::Server;
+use common::process::http_get;
+use common::requests::{CTX, dec, enc, key_status, rotate};
+use envelope::pb;
+
+fn opened(server: &Server, version: &str) -> f64 {
+    let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let series = format!("envelope_records_opened_total{{key=\"default\",version=\"{version}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn reads_are_counted_per_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let mut c = server.client().await;
+    let a = c.encrypt(enc("", "a", CTX)).await.unwrap().into_inner();
+    let v1 = a.key_version.clone();
+    // Sealing is not reading.
+    assert_eq!(opened(&server, &v1), 0.0);
+    for _ in 0..2 {
+        c.decrypt(dec("", &a.ciphertext, CTX)).await.unwrap();
+    }
+    assert_eq!(opened(&server, &v1), 2.0);
+    let v2 = rotate(&server, "default").await.current_version;
+    // A batch counts each record; a failed open counts nothing.
+    let batch = pb::DecryptBatchRequest {
+        key: String::new(),
+        items: vec![
+            pb::DecryptItem {
+                ciphertext: a.ciphertext.clone(),
+                context: common::ctx(CTX),
+            },
+            pb::DecryptItem {
+                ciphertext: a.ciphertext.clone(),
+                context: common::ctx(&[("table", "other")]),
+            },
+        ],
+    };
+    c.decrypt_batch(batch).await.unwrap();
+    assert_eq!(opened(&server, &v1), 3.0);
+    // Rewrap reads the old version; the rewrapped record reads the new one.
+    let moved = c
+        .rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: a.ciphertext.clone(),
+            context: common::ctx(CTX),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened(&server, &v1), 4.0);
+    c.decrypt(dec("", &moved.ciphertext, CTX)).await.unwrap();
+    assert_eq!(opened(&server, &v2), 1.0);
+    // Data-key blobs too.
+    let blob = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.unwrap_data_key(pb::UnwrapDataKeyRequest {
+        key: String::new(),
+        wrapped_key: blob.wrapped_key,
+        context: Default::default(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(opened(&server, &v2), 2.0);
+    // KeyStatus says the same, with the last read's time.
+    let info = key_status(&server).await;
+    let old = info.versions.iter().find(|v| v.version == v1).unwrap();
+    assert_eq!(old.records_opened, 4);
+    assert!(old.last_read.ends_with('Z'), "{}", old.last_read);
+    let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(text.contains(&format!(
+        "envelope_version_last_read_timestamp_seconds{{key=\"default\",version=\"{v1}\"}}"
+    )));
+}
