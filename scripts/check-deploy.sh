@@ -20,7 +20,7 @@ for f in sorted(glob.glob("deploy/kubernetes/*.yaml")) + ["deploy/prometheus/ale
         loaded = [d for d in yaml.safe_load_all(fh) if d]
     docs.append((f, loaded))
     print("parsed", f, len(loaded), "documents")
-source = open("src/ops/metrics.rs").read()
+source = "".join(open(f).read() for f in ["src/ops/metrics.rs"] + sorted(glob.glob("src/ops/metrics/*.rs")))
 # Metrics registered directly, and those a collector encodes at scrape time.
 registered = set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', source))
 registered |= set(re.findall(r'encode_descriptor\(\s*"([a-z_]+)"', source))
