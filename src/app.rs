@@ -10,6 +10,8 @@
 //!   ([`column_cli`]: their line-per-value column mode);
 //!   [`direct`]: the commands that act on the backends with no server.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
+//! - [`migrate`]: `envelope migrate`, a PostgreSQL column moved to the
+//!   current master-key version through the server.
 //!
 //! Imports: every layer below.
 
@@ -19,5 +21,6 @@ pub mod column_cli;
 pub mod config;
 pub mod direct;
 pub mod lambda;
+pub mod migrate;
 pub mod server;
 pub mod startup;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use envelope::app::args::{Args, Command};
 use envelope::app::config::{Overrides, Settings};
-use envelope::app::{cli, column_cli, direct, server, startup};
+use envelope::app::{cli, column_cli, direct, migrate, server, startup};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             index,
             context,
         } => column_cli::index(&target, &key, &index, &context).await,
+        Command::Migrate(a) => migrate::run(&a).await,
         Command::Status { target, key } => cli::status(&target, &key).await,
         Command::Rotate {
             target,

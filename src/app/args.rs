@@ -120,6 +120,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Move an encrypted column of a PostgreSQL table to the key's current
+    /// master-key version in place, through the server (docs/ROTATION.md).
+    Migrate(super::migrate::MigrateArgs),
 }
 
 /// What `encrypt` and `decrypt` take.

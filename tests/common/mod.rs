@@ -18,6 +18,7 @@ pub mod aws_config;
 pub mod cli;
 pub mod moto;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod requests;
 

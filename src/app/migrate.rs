@@ -1,0 +1,289 @@
+//! `envelope migrate`: moves an encrypted `bytea` column of a PostgreSQL
+//! table to the key's current master-key version in place, through the
+//! server (RewrapBatch: the plaintext never leaves it).
+//!
+//! - Keyset pagination by an integer id column; one transaction per batch.
+//! - A row is updated only if its value is still the one read (no lost
+//!   concurrent writes); rows already under the current version are skipped
+//!   from their record header, with no RPC.
+//! - A checkpoint row per (table, column, key) in `envelope_migrate_checkpoint`,
+//!   written in each batch's transaction: a killed run resumes from the last
+//!   committed batch, and a second run finds nothing left to do.
+//! - `--dry-run` counts the records per master-key version (the column's
+//!   re-encryption debt) without writing.
+//! - The password never comes from the command line: the URL (from
+//!   `--database-url` or `DATABASE_URL`) may omit it, and `PGPASSWORD` fills it.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+
+use super::cli::{Target, connect, parse_context, status_err};
+use crate::pb;
+use crate::primitives::record::{self, Kind, VersionId};
+
+/// What `envelope migrate` takes.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The server.
+    #[command(flatten)]
+    pub target: Target,
+    /// PostgreSQL URL without a password (default: `DATABASE_URL`); the
+    /// password comes from `PGPASSWORD`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// Its integer primary-key column.
+    #[arg(long)]
+    pub id_column: String,
+    /// The `bytea` column of records.
+    #[arg(long)]
+    pub column: String,
+    /// Key name.
+    #[arg(long, default_value = "default")]
+    pub key: String,
+    /// Encryption context every record shares, key=value; repeat for more.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Each row's id is bound into its context under this name (as the
+    /// column API does).
+    #[arg(long, value_name = "NAME")]
+    pub row_field: Option<String>,
+    /// Rows per batch (one RewrapBatch and one transaction).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Count records per master-key version; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A SQL identifier, checked and quoted: letters, digits and `_` only.
+fn ident(name: &str, what: &str) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        bail!("--{what} {name:?} must be a plain SQL identifier (letters, digits, '_')");
+    }
+    Ok(format!("\"{name}\""))
+}
+
+async fn database(args: &MigrateArgs) -> anyhow::Result<tokio_postgres::Client> {
+    let url = match &args.database_url {
+        Some(u) => u.clone(),
+        None => std::env::var("DATABASE_URL")
+            .context("no --database-url and no DATABASE_URL in the environment")?,
+    };
+    let mut config: tokio_postgres::Config = url.parse().context("the database URL")?;
+    // Names the migrator's session, so its writes can be told apart.
+    config.application_name("envelope migrate");
+    if config.get_password().is_none()
+        && let Ok(p) = std::env::var("PGPASSWORD")
+    {
+        config.password(p);
+    }
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("PostgreSQL connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The master-key version a record names, from its header alone.
+fn version_of(value: &[u8]) -> Option<String> {
+    let parsed = record::parse(value, Kind::Record).ok()?;
+    VersionId::from_raw(parsed.version_raw)
+        .ok()
+        .map(|v| v.as_str().to_owned())
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+struct Summary {
+    scanned: u64,
+    rewrapped: u64,
+    already_current: u64,
+    changed_meanwhile: u64,
+    failed: u64,
+    before: BTreeMap<String, u64>,
+}
+
+/// Runs `envelope migrate`.
+pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.batch > 10_000 {
+        bail!("--batch must be between 1 and 10,000");
+    }
+    let table = ident(&args.table, "table")?;
+    let id = ident(&args.id_column, "id-column")?;
+    let column = ident(&args.column, "column")?;
+    let context = parse_context(&args.context)?;
+    let db = database(args).await?;
+    let select = format!(
+        "SELECT {id}::bigint, {column} FROM {table} WHERE {id} > $1::bigint AND {column} IS NOT NULL \
+         ORDER BY {id} LIMIT $2::bigint"
+    );
+    let limit = i64::try_from(args.batch).unwrap_or(1000);
+    if args.dry_run {
+        return dry_run(&db, &select, limit).await;
+    }
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS envelope_migrate_checkpoint (\
+         tbl text NOT NULL, col text NOT NULL, key text NOT NULL, last_id bigint NOT NULL, \
+         updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, col, key))",
+    )
+    .await
+    .context("creating envelope_migrate_checkpoint")?;
+    let mut last: i64 = db
+        .query_opt(
+            "SELECT last_id FROM envelope_migrate_checkpoint WHERE tbl = $1 AND col = $2 AND key = $3",
+            &[&args.table, &args.column, &args.key],
+        )
+        .await?
+        .map_or(i64::MIN, |r| r.get(0));
+    if last != i64::MIN {
+        eprintln!("resuming after {} = {last}", args.id_column);
+    }
+    let mut grpc = pb::envelope_client::EnvelopeClient::new(connect(&args.target).await?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut current: Option<String> = None;
+    let mut sum = Summary::default();
+    let mut db = db;
+    loop {
+        let rows = db.query(&select, &[&last, &limit]).await?;
+        let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            break;
+        };
+        let mut todo: Vec<(i64, Vec<u8>)> = Vec::new();
+        for r in &rows {
+            let (row_id, value): (i64, Vec<u8>) = (r.get(0), r.get(1));
+            sum.scanned += 1;
+            let version = version_of(&value).unwrap_or_else(|| "unreadable".to_owned());
+            *sum.before.entry(version.clone()).or_default() += 1;
+            if current.as_deref() == Some(version.as_str()) {
+                sum.already_current += 1;
+            } else {
+                todo.push((row_id, value));
+            }
+        }
+        let items = todo
+            .iter()
+            .map(|(row_id, value)| {
+                let mut ctx = context.clone();
+                if let Some(f) = &args.row_field {
+                    ctx.insert(f.clone(), row_id.to_string());
+                }
+                pb::RewrapItem {
+                    ciphertext: Bytes::copy_from_slice(value),
+                    context: ctx,
+                    indexes: Vec::new(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let results = if items.is_empty() {
+            Vec::new()
+        } else {
+            grpc.rewrap_batch(pb::RewrapBatchRequest {
+                key: args.key.clone(),
+                items,
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .results
+        };
+        let tx = db.transaction().await?;
+        let update =
+            format!("UPDATE {table} SET {column} = $1 WHERE {id} = $2::bigint AND {column} = $3");
+        for ((row_id, old), result) in todo.iter().zip(&results) {
+            match &result.result {
+                Some(pb::rewrap_result::Result::Ciphertext(new)) => {
+                    current.get_or_insert_with(|| result.key_version.clone());
+                    if new.as_ref() == old.as_slice() {
+                        sum.already_current += 1;
+                        continue;
+                    }
+                    let n = tx
+                        .execute(update.as_str(), &[&new.as_ref(), &row_id, &old.as_slice()])
+                        .await?;
+                    if n == 1 {
+                        sum.rewrapped += 1;
+                    } else {
+                        sum.changed_meanwhile += 1;
+                    }
+                }
+                Some(pb::rewrap_result::Result::Error(e)) => {
+                    sum.failed += 1;
+                    eprintln!("{} = {row_id}: {}", args.id_column, e.message);
+                }
+                None => sum.failed += 1,
+            }
+        }
+        tx.execute(
+            "INSERT INTO envelope_migrate_checkpoint (tbl, col, key, last_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tbl, col, key) DO UPDATE SET last_id = EXCLUDED.last_id, updated_at = now()",
+            &[&args.table, &args.column, &args.key, &end],
+        )
+        .await?;
+        tx.commit().await?;
+        last = end;
+        eprintln!(
+            "{}: up to {} = {end}, {} rewrapped so far",
+            args.table, args.id_column, sum.rewrapped
+        );
+    }
+    println!(
+        "scanned {}, rewrapped {}, already current {}, changed meanwhile {}, failed {}",
+        sum.scanned, sum.rewrapped, sum.already_current, sum.changed_meanwhile, sum.failed
+    );
+    for (v, n) in &sum.before {
+        println!("before: {n} records under {v}");
+    }
+    if sum.failed > 0 {
+        bail!(
+            "{} records could not be rewrapped (left unchanged)",
+            sum.failed
+        );
+    }
+    // Done: the next run starts over (and finds everything current).
+    db.execute(
+        "DELETE FROM envelope_migrate_checkpoint WHERE tbl = $1 AND col = $2 AND key = $3",
+        &[&args.table, &args.column, &args.key],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts the records per master-key version, from their headers.
+async fn dry_run(db: &tokio_postgres::Client, select: &str, limit: i64) -> anyhow::Result<()> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last = i64::MIN;
+    loop {
+        let rows = db.query(select, &[&last, &limit]).await?;
+        let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            break;
+        };
+        for r in &rows {
+            let value: Vec<u8> = r.get(1);
+            let v = version_of(&value).unwrap_or_else(|| "unreadable".to_owned());
+            *counts.entry(v).or_default() += 1;
+        }
+        last = end;
+    }
+    for (v, n) in &counts {
+        println!("{n} records under {v}");
+    }
+    if counts.is_empty() {
+        println!("0 records");
+    }
+    Ok(())
+}
