@@ -3,7 +3,8 @@
 //! throughout, the migrator killed part-way and resumed; at the end every
 //! row decrypts to what was last written, every row is under the current
 //! version, dry-run reports no debt for the old one, and no row was written
-//! twice by the migrator.
+//! twice by the migrator, and the index column holds each row's token
+//! under the current version.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
@@ -44,6 +45,10 @@ fn migrate(server: &Server, pg: &Postgres, extra: &[&str]) -> Command {
         "column=email",
         "--row-field",
         "id",
+        "--index",
+        "email",
+        "--index-column",
+        "email_idx",
     ])
     .args(extra)
     .env("DATABASE_URL", &pg.url);
@@ -73,7 +78,7 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
     let pg = Postgres::start();
     let db = pg.client().await;
     db.batch_execute(
-        "CREATE TABLE users (id bigint PRIMARY KEY, email bytea);
+        "CREATE TABLE users (id bigint PRIMARY KEY, email bytea, email_idx bytea);
          CREATE TABLE migrator_writes (id bigint);
          CREATE FUNCTION count_migrator() RETURNS trigger AS $$
          BEGIN
@@ -88,7 +93,18 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), None);
+    // An index on the key, and a policy whose index quota lets the bulk
+    // writes and lookups through.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[allow]]\nanonymous = true\nkeys = [\"*\"]\noperations = [\"encrypt\", \"decrypt\", \"rewrap\", \"index\", \"admin\"]\nindex_tokens_per_second = 100000000\nindex_tokens_per_day = 100000000000\n",
+    )
+    .unwrap();
+    let config = format!(
+        "policy_file = \"{}/policy.toml\"\n[[keys]]\nname = \"default\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 32\n",
+        dir.path().display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
     let mut c = server.client().await;
 
     // The column, sealed with each row's id bound into its context.
@@ -101,7 +117,7 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
                 plaintexts: chunk.iter().map(|i| Bytes::from(value(*i, 0))).collect(),
                 row_field: "id".into(),
                 row_values: chunk.iter().map(i64::to_string).collect(),
-                indexes: Vec::new(),
+                indexes: vec!["email".into()],
             })
             .await
             .unwrap()
@@ -109,9 +125,14 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
         v1 = sealed.key_version.clone();
         let tx_ids: Vec<i64> = chunk.to_vec();
         let records: Vec<Vec<u8>> = sealed.ciphertexts.iter().map(|b| b.to_vec()).collect();
+        let tokens: Vec<Vec<u8>> = sealed.index_tokens["email"]
+            .tokens
+            .iter()
+            .map(|b| b.to_vec())
+            .collect();
         db.execute(
-            "INSERT INTO users SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-            &[&tx_ids, &records],
+            "INSERT INTO users SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])",
+            &[&tx_ids, &records, &tokens],
         )
         .await
         .unwrap();
@@ -140,17 +161,20 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
                 let v = value(id, writes);
                 let row = id.to_string();
                 let rec = client
-                    .encrypt(common::requests::enc(
-                        "",
-                        &v,
-                        &[SHARED, &[("id", row.as_str())]].concat(),
-                    ))
+                    .encrypt(pb::EncryptRequest {
+                        indexes: vec!["email".into()],
+                        ..common::requests::enc("", &v, &[SHARED, &[("id", row.as_str())]].concat())
+                    })
                     .await
                     .unwrap()
                     .into_inner();
                 db.execute(
-                    "UPDATE users SET email = $1 WHERE id = $2",
-                    &[&rec.ciphertext.as_ref(), &id],
+                    "UPDATE users SET email = $1, email_idx = $3 WHERE id = $2",
+                    &[
+                        &rec.ciphertext.as_ref(),
+                        &id,
+                        &rec.index_tokens["email"].as_ref(),
+                    ],
                 )
                 .await
                 .unwrap();
@@ -236,6 +260,34 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
         assert!(opened.errors.is_empty(), "{:?}", opened.errors);
         for (id, p) in ids.iter().zip(&opened.plaintexts) {
             assert_eq!(p.as_ref(), expected[id].as_bytes(), "row {id}");
+        }
+    }
+    // A lookup by the current version's token finds every row.
+    let idx: HashMap<i64, Vec<u8>> = db
+        .query("SELECT id, email_idx FROM users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ids: Vec<i64> = (1..=ROWS).collect();
+    for chunk in ids.chunks(1000) {
+        let tokens = c
+            .compute_index(pb::ComputeIndexRequest {
+                key: String::new(),
+                index: "email".into(),
+                values: chunk
+                    .iter()
+                    .map(|i| Bytes::from(expected[i].clone()))
+                    .collect(),
+                context: Default::default(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (id, t) in chunk.iter().zip(&tokens.results) {
+            assert_eq!(t.tokens[0].key_version, v2);
+            assert_eq!(t.tokens[0].token.to_vec(), idx[id], "row {id}");
         }
     }
     // No row was written twice by the migrator, and it left nothing behind.

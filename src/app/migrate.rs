@@ -52,6 +52,16 @@ pub struct MigrateArgs {
     /// column API does).
     #[arg(long, value_name = "NAME")]
     pub row_field: Option<String>,
+    /// A blind index of the key whose token column is rewritten with the
+    /// record, to the new version's token, in the same update.
+    #[arg(long, requires = "index_column")]
+    pub index: Option<String>,
+    /// The `bytea` column holding that index's tokens.
+    #[arg(long, requires = "index")]
+    pub index_column: Option<String>,
+    /// At most this many rows a second (0: as fast as it goes).
+    #[arg(long, default_value_t = 0)]
+    pub max_rate: u64,
     /// Rows per batch (one RewrapBatch and one transaction).
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
@@ -125,6 +135,11 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let table = ident(&args.table, "table")?;
     let id = ident(&args.id_column, "id-column")?;
     let column = ident(&args.column, "column")?;
+    let index_column = args
+        .index_column
+        .as_deref()
+        .map(|c| ident(c, "index-column"))
+        .transpose()?;
     let context = parse_context(&args.context)?;
     let db = database(args).await?;
     let select = format!(
@@ -157,6 +172,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         .max_encoding_message_size(64 << 20);
     let mut current: Option<String> = None;
     let mut sum = Summary::default();
+    let started = std::time::Instant::now();
     let mut db = db;
     loop {
         let rows = db.query(&select, &[&last, &limit]).await?;
@@ -185,7 +201,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 pb::RewrapItem {
                     ciphertext: Bytes::copy_from_slice(value),
                     context: ctx,
-                    indexes: Vec::new(),
+                    indexes: args.index.iter().cloned().collect(),
                 }
             })
             .collect::<Vec<_>>();
@@ -202,8 +218,14 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
             .results
         };
         let tx = db.transaction().await?;
-        let update =
-            format!("UPDATE {table} SET {column} = $1 WHERE {id} = $2::bigint AND {column} = $3");
+        let update = match &index_column {
+            Some(ic) => format!(
+                "UPDATE {table} SET {column} = $1, {ic} = $4 WHERE {id} = $2::bigint AND {column} = $3"
+            ),
+            None => format!(
+                "UPDATE {table} SET {column} = $1 WHERE {id} = $2::bigint AND {column} = $3"
+            ),
+        };
         for ((row_id, old), result) in todo.iter().zip(&results) {
             match &result.result {
                 Some(pb::rewrap_result::Result::Ciphertext(new)) => {
@@ -212,9 +234,24 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                         sum.already_current += 1;
                         continue;
                     }
-                    let n = tx
-                        .execute(update.as_str(), &[&new.as_ref(), &row_id, &old.as_slice()])
-                        .await?;
+                    let n = match &args.index {
+                        Some(name) => {
+                            let token = result
+                                .index_tokens
+                                .get(name)
+                                .map(|t| t.to_vec())
+                                .context("the server returned no index token")?;
+                            tx.execute(
+                                update.as_str(),
+                                &[&new.as_ref(), &row_id, &old.as_slice(), &token],
+                            )
+                            .await?
+                        }
+                        None => {
+                            tx.execute(update.as_str(), &[&new.as_ref(), &row_id, &old.as_slice()])
+                                .await?
+                        }
+                    };
                     if n == 1 {
                         sum.rewrapped += 1;
                     } else {
@@ -236,14 +273,27 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         .await?;
         tx.commit().await?;
         last = end;
+        if args.max_rate > 0 {
+            // Ahead of the allowed pace: wait until the rows scanned so far are due.
+            let due = std::time::Duration::from_secs_f64(sum.scanned as f64 / args.max_rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         eprintln!(
             "{}: up to {} = {end}, {} rewrapped so far",
             args.table, args.id_column, sum.rewrapped
         );
     }
+    let secs = started.elapsed().as_secs_f64();
     println!(
-        "scanned {}, rewrapped {}, already current {}, changed meanwhile {}, failed {}",
-        sum.scanned, sum.rewrapped, sum.already_current, sum.changed_meanwhile, sum.failed
+        "scanned {}, rewrapped {}, already current {}, changed meanwhile {}, failed {} in {secs:.1} s ({:.0} rows/s)",
+        sum.scanned,
+        sum.rewrapped,
+        sum.already_current,
+        sum.changed_meanwhile,
+        sum.failed,
+        sum.scanned as f64 / secs.max(1e-9)
     );
     for (v, n) in &sum.before {
         println!("before: {n} records under {v}");
