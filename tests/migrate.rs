@@ -20,7 +20,7 @@ use common::requests::{ctx, rotate};
 use common::{BIN, Server};
 use envelope::pb;
 
-const ROWS: i64 = 20_000;
+const ROWS: i64 = 100_000;
 const SHARED: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
 
 fn value(id: i64, generation: u32) -> String {

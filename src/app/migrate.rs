@@ -217,15 +217,9 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
             .into_inner()
             .results
         };
-        let tx = db.transaction().await?;
-        let update = match &index_column {
-            Some(ic) => format!(
-                "UPDATE {table} SET {column} = $1, {ic} = $4 WHERE {id} = $2::bigint AND {column} = $3"
-            ),
-            None => format!(
-                "UPDATE {table} SET {column} = $1 WHERE {id} = $2::bigint AND {column} = $3"
-            ),
-        };
+        // The rows to write: id, the value read, its replacement (and token).
+        let (mut ids, mut olds, mut news, mut tokens) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((row_id, old), result) in todo.iter().zip(&results) {
             match &result.result {
                 Some(pb::rewrap_result::Result::Ciphertext(new)) => {
@@ -234,29 +228,16 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                         sum.already_current += 1;
                         continue;
                     }
-                    let n = match &args.index {
-                        Some(name) => {
-                            let token = result
-                                .index_tokens
-                                .get(name)
-                                .map(|t| t.to_vec())
-                                .context("the server returned no index token")?;
-                            tx.execute(
-                                update.as_str(),
-                                &[&new.as_ref(), &row_id, &old.as_slice(), &token],
-                            )
-                            .await?
-                        }
-                        None => {
-                            tx.execute(update.as_str(), &[&new.as_ref(), &row_id, &old.as_slice()])
-                                .await?
-                        }
-                    };
-                    if n == 1 {
-                        sum.rewrapped += 1;
-                    } else {
-                        sum.changed_meanwhile += 1;
+                    if let Some(name) = &args.index {
+                        let token = result
+                            .index_tokens
+                            .get(name)
+                            .context("the server returned no index token")?;
+                        tokens.push(token.to_vec());
                     }
+                    ids.push(*row_id);
+                    olds.push(old.clone());
+                    news.push(new.to_vec());
                 }
                 Some(pb::rewrap_result::Result::Error(e)) => {
                     sum.failed += 1;
@@ -264,6 +245,37 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 }
                 None => sum.failed += 1,
             }
+        }
+        let tx = db.transaction().await?;
+        if !ids.is_empty() {
+            // One statement for the batch; a row changed since it was read
+            // does not match and is left alone.
+            let n = match &index_column {
+                Some(ic) => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} AS t SET {column} = v.new, {ic} = v.token \
+                             FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[]) AS v(id, old, new, token) \
+                             WHERE t.{id} = v.id AND t.{column} = v.old"
+                        ),
+                        &[&ids, &olds, &news, &tokens],
+                    )
+                    .await?
+                }
+                None => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} AS t SET {column} = v.new \
+                             FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS v(id, old, new) \
+                             WHERE t.{id} = v.id AND t.{column} = v.old"
+                        ),
+                        &[&ids, &olds, &news],
+                    )
+                    .await?
+                }
+            };
+            sum.rewrapped += n;
+            sum.changed_meanwhile += (ids.len() as u64).saturating_sub(n);
         }
         tx.execute(
             "INSERT INTO envelope_migrate_checkpoint (tbl, col, key, last_id) VALUES ($1, $2, $3, $4) \
