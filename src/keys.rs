@@ -14,7 +14,8 @@
 //!   batches, Rewrap), [`column`] (EncryptColumn, DecryptColumn: one shared
 //!   context, a row entry per record), [`client_keys`] (GenerateDataKey,
 //!   UnwrapDataKey), [`index`] (ComputeIndex: blind-index tokens for every
-//!   version that may still hold records).
+//!   version that may still hold records), [`reencrypt`] (ReencryptBatch,
+//!   ReencryptColumn: opened and sealed again under the current version).
 //! - [`usage`]: records opened per master-key version and when each was
 //!   last read (the server's view of re-encryption debt).
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod master_key;
 pub mod named_key;
 pub mod open;
+pub mod reencrypt;
 pub mod rotation;
 pub mod seal;
 pub mod source;

@@ -142,6 +142,18 @@ impl pb::envelope_server::Envelope for Echo {
         });
         Ok(Response::new(Box::pin(s)))
     }
+    async fn reencrypt_batch(
+        &self,
+        _: Request<pb::ReencryptBatchRequest>,
+    ) -> Result<Response<pb::ReencryptBatchResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn reencrypt_column(
+        &self,
+        _: Request<pb::ReencryptColumnRequest>,
+    ) -> Result<Response<pb::ReencryptColumnResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
     async fn compute_index(
         &self,
         _: Request<pb::ComputeIndexRequest>,

@@ -1,6 +1,7 @@
 //! `envelope migrate`: moves an encrypted `bytea` column of a PostgreSQL
 //! table to the key's current master-key version in place, through the
-//! server (RewrapBatch: the plaintext never leaves it).
+//! server (RewrapBatch, or ReencryptBatch with `--reencrypt`: the plaintext
+//! never leaves it).
 //!
 //! - Keyset pagination by an integer id column; one transaction per batch.
 //! - A row is updated only if its value is still the one read (no lost
@@ -65,6 +66,11 @@ pub struct MigrateArgs {
     /// Rows per batch (one RewrapBatch and one transaction).
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Re-encrypt (ReencryptBatch: a new data key under the current version)
+    /// instead of rewrapping: after a compromise, rewrapping keeps the data
+    /// key that whoever holds the old version can unwrap.
+    #[arg(long)]
+    pub reencrypt: bool,
     /// Count records per master-key version; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -205,17 +211,21 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 }
             })
             .collect::<Vec<_>>();
+        let key = args.key.clone();
         let results = if items.is_empty() {
             Vec::new()
+        } else if args.reencrypt {
+            grpc.reencrypt_batch(pb::ReencryptBatchRequest { key, items })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .results
         } else {
-            grpc.rewrap_batch(pb::RewrapBatchRequest {
-                key: args.key.clone(),
-                items,
-            })
-            .await
-            .map_err(status_err)?
-            .into_inner()
-            .results
+            grpc.rewrap_batch(pb::RewrapBatchRequest { key, items })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .results
         };
         // The rows to write: id, the value read, its replacement (and token).
         let (mut ids, mut olds, mut news, mut tokens) =

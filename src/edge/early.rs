@@ -29,6 +29,8 @@ pub fn method(path: &str) -> Option<(&'static str, Operation)> {
             "DecryptColumnStream" => ("DecryptColumnStream", Operation::Decrypt),
             "Rewrap" => ("Rewrap", Operation::Rewrap),
             "RewrapBatch" => ("RewrapBatch", Operation::Rewrap),
+            "ReencryptBatch" => ("ReencryptBatch", Operation::Rewrap),
+            "ReencryptColumn" => ("ReencryptColumn", Operation::Rewrap),
             "GenerateDataKey" => ("GenerateDataKey", Operation::GenerateDataKey),
             "UnwrapDataKey" => ("UnwrapDataKey", Operation::UnwrapDataKey),
             "ComputeIndex" => ("ComputeIndex", Operation::Index),

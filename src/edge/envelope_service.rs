@@ -367,6 +367,20 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         self.gate.run(req, "Rewrap", Operation::Rewrap, f).await
     }
 
+    async fn reencrypt_batch(
+        &self,
+        req: Request<pb::ReencryptBatchRequest>,
+    ) -> Result<Response<pb::ReencryptBatchResponse>, Status> {
+        self.batch(req, "ReencryptBatch", Operation::Rewrap).await
+    }
+
+    async fn reencrypt_column(
+        &self,
+        req: Request<pb::ReencryptColumnRequest>,
+    ) -> Result<Response<pb::ReencryptColumnResponse>, Status> {
+        self.batch(req, "ReencryptColumn", Operation::Rewrap).await
+    }
+
     async fn rewrap_batch(
         &self,
         req: Request<pb::RewrapBatchRequest>,

@@ -63,6 +63,7 @@ subject! {
     pb::EncryptBatchRequest => items,
     pb::DecryptBatchRequest => items,
     pb::RewrapBatchRequest => items,
+    pb::ReencryptBatchRequest => items,
     pb::KeyStatusRequest => none,
     pb::RefreshKeysRequest => none,
 }
@@ -92,7 +93,11 @@ macro_rules! column_subject {
     )*};
 }
 
-column_subject!(pb::EncryptColumnRequest, pb::DecryptColumnRequest);
+column_subject!(
+    pb::EncryptColumnRequest,
+    pb::DecryptColumnRequest,
+    pb::ReencryptColumnRequest
+);
 
 /// A column stream message: its column's subject (a message without one
 /// names the default key and is refused when it runs).

@@ -76,23 +76,25 @@ impl NamedKey {
     /// entry, back to back into one buffer, all under one master-key
     /// version. A bad item (too large, a row value over the context limit)
     /// fails alone; rows that do not fit the items fail the column.
-    pub async fn encrypt_column(
+    pub async fn encrypt_column<P: AsRef<[u8]>>(
         &self,
         shared: &Context,
         rows: Rows<'_>,
-        plaintexts: &[Bytes],
+        plaintexts: &[P],
     ) -> Result<SealedColumn, Error> {
         let column = rows.context(shared, plaintexts.len(), self)?;
         let capacity = plaintexts
             .iter()
-            .map(|p| p.len().min(self.limits.max_plaintext_bytes) + RECORD_OVERHEAD_UUID)
+            .map(|p| p.as_ref().len().min(self.limits.max_plaintext_bytes) + RECORD_OVERHEAD_UUID)
             .sum();
         let mut batch = SealBatch::pinned(self, capacity);
         let mut results = Vec::with_capacity(plaintexts.len());
         for (i, plaintext) in plaintexts.iter().enumerate() {
             let row = rows.value(i);
             let r = batch
-                .seal_with(plaintext, |aad| Ok(column.encode_row_into(row, aad)?))
+                .seal_with(plaintext.as_ref(), |aad| {
+                    Ok(column.encode_row_into(row, aad)?)
+                })
                 .await;
             results.push(r);
         }
