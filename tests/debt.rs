@@ -1,7 +1,7 @@
 //! Re-encryption debt as the server sees it: every record and data-key blob
 //! opened is counted under the master-key version that wrapped it, with the
 //! time of the last read, in /metrics and KeyStatus (docs/OPERATIONS.md).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 
@@ -91,4 +91,78 @@ async fn reads_are_counted_per_version() {
     assert!(text.contains(&format!(
         "envelope_version_last_read_timestamp_seconds{{key=\"default\",version=\"{v1}\"}}"
     )));
+}
+
+fn wraps(server: &Server, version: &str) -> f64 {
+    let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let series = format!("envelope_data_key_wraps_total{{key=\"default\",version=\"{version}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// A bulk rewrap wraps each distinct data key once, and every wrap is
+/// counted against the version's budget.
+#[tokio::test]
+async fn a_bulk_rewrap_wraps_each_data_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let mut c = server.client().await;
+    let records: Vec<_> = {
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.push(
+                c.encrypt(enc("", format!("v{i}"), CTX))
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+        }
+        out
+    };
+    // One data key sealed all five, one wrap under the first version.
+    assert_eq!(wraps(&server, &records[0].key_version), 1.0);
+    let v2 = rotate(&server, "default").await.current_version;
+    let before = wraps(&server, &v2);
+    let out = c
+        .rewrap_batch(pb::RewrapBatchRequest {
+            key: String::new(),
+            items: records
+                .iter()
+                .map(|r| pb::RewrapItem {
+                    ciphertext: r.ciphertext.clone(),
+                    context: common::ctx(CTX),
+                    indexes: Vec::new(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        wraps(&server, &v2),
+        before + 1.0,
+        "five records, one data key, one wrap"
+    );
+    let headers: Vec<Vec<u8>> = out
+        .results
+        .iter()
+        .map(|r| match &r.result {
+            Some(pb::rewrap_result::Result::Ciphertext(ct)) => ct[..83].to_vec(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(headers.windows(2).all(|w| w[0] == w[1]));
+    for (i, r) in out.results.iter().enumerate() {
+        if let Some(pb::rewrap_result::Result::Ciphertext(ct)) = &r.result {
+            let d = c.decrypt(dec("", ct, CTX)).await.unwrap().into_inner();
+            assert_eq!(d.plaintext.as_ref(), format!("v{i}").as_bytes());
+        }
+    }
+    let info = key_status(&server).await;
+    let v = info.versions.iter().find(|v| v.version == v2).unwrap();
+    assert_eq!(v.data_key_wraps as f64, before + 1.0);
 }

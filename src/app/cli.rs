@@ -188,6 +188,7 @@ pub async fn status(target: &Target, key: &str) -> anyhow::Result<()> {
                     "version": v.version, "stages": v.stages,
                     "created_at": v.created_at, "age_seconds": v.age_seconds,
                     "records_opened": v.records_opened, "last_read": v.last_read,
+                    "data_key_wraps": v.data_key_wraps,
                 })).collect::<Vec<_>>(),
                 "cache": {
                     "data_keys_generated": cache.data_keys_generated,

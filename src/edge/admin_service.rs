@@ -61,6 +61,7 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
                 created_at: rfc3339(l.master.created),
                 age_seconds: age(l.master.created, now),
                 records_opened: used.map_or(0, |u| u.opened),
+                data_key_wraps: used.map_or(0, |u| u.wraps),
                 last_read: rfc3339(
                     used.and_then(|u| u.last_read)
                         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),

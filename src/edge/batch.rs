@@ -216,7 +216,7 @@ impl BatchCall for pb::RewrapBatchRequest {
 
     async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
         let mut out = Results::with_capacity(self.items.len());
-        let mut cache = TokenKeys::default();
+        let mut cache = crate::keys::open::RewrapCache::default();
         for item in &self.items {
             let rewrapped = key
                 .rewrap_indexed(&item.ciphertext, &item.context, &item.indexes, &mut cache)

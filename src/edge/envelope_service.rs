@@ -352,7 +352,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         let charge = self.charge(&req);
         let f = |key: Arc<NamedKey>, req: pb::RewrapRequest| async move {
             charge.take(key.name(), req.indexes.len())?;
-            let mut cache = TokenKeys::default();
+            let mut cache = crate::keys::open::RewrapCache::default();
             let (ciphertext, master, index_tokens) = key
                 .rewrap_indexed(&req.ciphertext, &req.context, &req.indexes, &mut cache)
                 .await?;

@@ -231,6 +231,7 @@ impl NamedKey {
             &generated.plaintext,
             &self.wrap_aad(master, kind, ctx),
         )?;
+        self.usage.of(master.version.as_str()).wrapped();
         Ok((generated.plaintext, wrapped))
     }
 }

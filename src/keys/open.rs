@@ -16,9 +16,27 @@ use super::master_key::MasterKey;
 use super::named_key::NamedKey;
 use super::usage;
 use crate::primitives::context::{self, Context};
-use crate::primitives::crypto::AeadKey;
+use crate::primitives::crypto::{AeadKey, KeyBytes};
+use crate::primitives::record::WRAPPED_LEN;
 use crate::primitives::record::{self, Kind, Parsed};
 use crate::primitives::wrap;
+
+/// What one Rewrap call (or batch) keeps between its records: index keys,
+/// and each data key already rewrapped (its old wrap, the version, the key,
+/// its new wrap), so records of one data key cost one unwrap and one wrap.
+/// Bounded by [`RewrapCache::MAX`]; the keys are wiped on drop.
+#[derive(Debug, Default)]
+pub struct RewrapCache {
+    /// Index keys derived so far.
+    pub tokens: TokenKeys,
+    #[allow(clippy::type_complexity)]
+    wraps: Vec<(Box<[u8]>, Arc<str>, KeyBytes, [u8; WRAPPED_LEN])>,
+}
+
+impl RewrapCache {
+    /// Most data keys kept.
+    pub const MAX: usize = 256;
+}
 
 /// A master-key version id, shared.
 pub type Version = Arc<str>;
@@ -144,7 +162,7 @@ impl NamedKey {
         ctx: &Context,
     ) -> Result<(Vec<u8>, Arc<MasterKey>), Error> {
         let (out, master, _) = self
-            .rewrap_indexed(record, ctx, &[], &mut TokenKeys::default())
+            .rewrap_indexed(record, ctx, &[], &mut RewrapCache::default())
             .await?;
         Ok((out, master))
     }
@@ -157,20 +175,37 @@ impl NamedKey {
         record: &[u8],
         ctx: &Context,
         indexes: &[String],
-        cache: &mut TokenKeys,
+        cache: &mut RewrapCache,
     ) -> Result<(Vec<u8>, Arc<MasterKey>, RecordTokens), Error> {
         let ctx_len = context::validate(ctx, self.limits.context)?;
         let parsed = self.parse(record, Kind::Record)?;
         let current = self.versions.current();
         let old = self.master_for(parsed.version_raw).await?;
         self.check_retired(old.version.as_str(), old.created)?;
-        let dk = wrap::unwrap(
-            &old.kek,
-            parsed.wrapped,
-            &self.wrap_aad(&old, Kind::Record, None),
-        )?;
+        let RewrapCache {
+            tokens: token_keys,
+            wraps,
+        } = cache;
+        // Records of one data key share its wrap: unwrapped and wrapped
+        // again once per call.
+        let hit = wraps.iter().position(|(slot, v, _, _)| {
+            **slot == *parsed.wrap_slot && **v == *current.version.as_str()
+        });
+        let fresh;
+        let (dk, rewrapped): (&KeyBytes, Option<[u8; WRAPPED_LEN]>) =
+            match hit.and_then(|i| wraps.get(i)) {
+                Some((_, _, dk, w)) => (dk, Some(*w)),
+                None => {
+                    fresh = wrap::unwrap(
+                        &old.kek,
+                        parsed.wrapped,
+                        &self.wrap_aad(&old, Kind::Record, None),
+                    )?;
+                    (&fresh, None)
+                }
+            };
         let mut scratch = Zeroizing::new(vec![0u8; parsed.ciphertext.len()]);
-        AeadKey::new(&dk)?.open(
+        AeadKey::new(dk)?.open(
             parsed.nonce,
             &self.payload_aad(ctx, ctx_len),
             parsed.ciphertext,
@@ -182,17 +217,33 @@ impl NamedKey {
             RecordTokens::new()
         } else {
             let scope = |e: &str| ctx.get(e).map(String::as_str);
-            self.write_tokens(indexes, &current, scope, &scratch, cache)?
+            self.write_tokens(indexes, &current, scope, &scratch, token_keys)?
         };
         drop(scratch);
         if old.version == current.version {
             return Ok((record.to_vec(), current, tokens));
         }
-        let wrapped = wrap::wrap(
-            &current.kek,
-            &dk,
-            &self.wrap_aad(&current, Kind::Record, None),
-        )?;
+        let wrapped = match rewrapped {
+            Some(w) => w,
+            None => {
+                let w = wrap::wrap(
+                    &current.kek,
+                    dk,
+                    &self.wrap_aad(&current, Kind::Record, None),
+                )?;
+                self.usage.of(current.version.as_str()).wrapped();
+                if wraps.len() < RewrapCache::MAX {
+                    let dk = KeyBytes::from_slice(dk.expose())?;
+                    wraps.push((
+                        parsed.wrap_slot.into(),
+                        current.version.as_str().into(),
+                        dk,
+                        w,
+                    ));
+                }
+                w
+            }
+        };
         let payload = record
             .get(parsed.header_len..)
             .ok_or(Error::Internal("record header"))?;

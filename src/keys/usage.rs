@@ -12,12 +12,18 @@ use std::sync::{Arc, Mutex};
 /// Most versions tracked per key name; a store holds far fewer.
 pub const MAX_TRACKED: usize = 1024;
 
-/// One version's reads.
+/// How many data keys one KEK may wrap: AES-GCM with random 96-bit nonces
+/// stays within NIST SP 800-38D's bound of 2^32 invocations per key.
+pub const WRAP_BUDGET: u64 = 1 << 32;
+
+/// One version's reads, and the data keys it wrapped.
 #[derive(Debug, Default)]
 pub struct VersionUse {
     opened: AtomicU64,
     /// Unix seconds of the last read; 0 for never.
     last_read: AtomicI64,
+    /// Data keys wrapped under the version by this process.
+    wraps: AtomicU64,
 }
 
 impl VersionUse {
@@ -25,6 +31,11 @@ impl VersionUse {
     pub fn record(&self, n: u64, now: i64) {
         self.opened.fetch_add(n, Ordering::Relaxed);
         self.last_read.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts one data key wrapped under the version.
+    pub fn wrapped(&self) {
+        self.wraps.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -43,6 +54,8 @@ pub struct UseFigures {
     pub opened: u64,
     /// Unix seconds of the last read, if any.
     pub last_read: Option<i64>,
+    /// Data keys wrapped under it since start (against [`WRAP_BUDGET`]).
+    pub wraps: u64,
 }
 
 impl Usage {
@@ -73,6 +86,7 @@ impl Usage {
                 version: v.to_string(),
                 opened: u.opened.load(Ordering::Relaxed),
                 last_read: Some(u.last_read.load(Ordering::Relaxed)).filter(|t| *t > 0),
+                wraps: u.wraps.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by(|a, b| a.version.cmp(&b.version));
@@ -101,12 +115,14 @@ mod tests {
                 UseFigures {
                     version: "v1".into(),
                     opened: 4,
-                    last_read: Some(100)
+                    last_read: Some(100),
+                    wraps: 0,
                 },
                 UseFigures {
                     version: "v2".into(),
                     opened: 2,
-                    last_read: Some(200)
+                    last_read: Some(200),
+                    wraps: 0,
                 },
             ]
         );

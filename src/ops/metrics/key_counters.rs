@@ -85,6 +85,19 @@ impl prometheus_client::collector::Collector for KeyCounters {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "data_key_wraps",
+            "Data keys wrapped under each master-key version by this process (budget: 2^32 per version)",
+            None,
+            counter_type,
+        )?;
+        for (key, versions) in &uses {
+            for v in versions.iter().filter(|v| v.wraps > 0) {
+                let labels: Labels = vec![("key", key.clone()), ("version", v.version.clone())];
+                prometheus_client::metrics::counter::ConstCounter::new(v.wraps)
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
         let gauge_type = prometheus_client::metrics::gauge::ConstGauge::new(0i64).metric_type();
         let mut family = encoder.encode_descriptor(
             "version_last_read_timestamp_seconds",
