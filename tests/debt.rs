@@ -10,12 +10,21 @@ use common::process::http_get;
 use common::requests::{CTX, dec, enc, key_status, rotate};
 use envelope::pb;
 
-fn opened(server: &Server, version: &str) -> f64 {
+/// A per-version series of the default key from /metrics (0 when absent).
+fn per_version(server: &Server, name: &str, version: &str) -> f64 {
     let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
-    let series = format!("envelope_records_opened_total{{key=\"default\",version=\"{version}\"}} ");
+    let series = format!("{name}{{key=\"default\",version=\"{version}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn opened(server: &Server, version: &str) -> f64 {
+    per_version(server, "envelope_records_opened_total", version)
+}
+
+fn wraps(server: &Server, version: &str) -> f64 {
+    per_version(server, "envelope_data_key_wraps_total", version)
 }
 
 #[tokio::test]
@@ -91,14 +100,6 @@ async fn reads_are_counted_per_version() {
     assert!(text.contains(&format!(
         "envelope_version_last_read_timestamp_seconds{{key=\"default\",version=\"{v1}\"}}"
     )));
-}
-
-fn wraps(server: &Server, version: &str) -> f64 {
-    let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
-    let series = format!("envelope_data_key_wraps_total{{key=\"default\",version=\"{version}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// A bulk rewrap wraps each distinct data key once, and every wrap is
