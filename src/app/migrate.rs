@@ -179,6 +179,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let mut current: Option<String> = None;
     let mut sum = Summary::default();
     let started = std::time::Instant::now();
+    let progress = Progress::start(&db, &table, &id, &column, last).await?;
     let mut db = db;
     loop {
         let rows = db.query(&select, &[&last, &limit]).await?;
@@ -302,11 +303,15 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(wait).await;
             }
         }
-        eprintln!(
-            "{}: up to {} = {end}, {} rewrapped so far",
-            args.table, args.id_column, sum.rewrapped
+        progress.batch(
+            rows.len() as u64,
+            &format!(
+                "{}: up to {} = {end}, {} rewrapped so far",
+                args.table, args.id_column, sum.rewrapped
+            ),
         );
     }
+    progress.finish();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "scanned {}, rewrapped {}, already current {}, changed meanwhile {}, failed {} in {secs:.1} s ({:.0} rows/s)",
@@ -333,6 +338,55 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Progress: a bar with rate and ETA on a terminal, plain lines otherwise
+/// (one per batch, so logs and tests can follow a run).
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// Counts the rows left (after `last`) for the bar's length.
+    async fn start(
+        db: &tokio_postgres::Client,
+        table: &str,
+        id: &str,
+        column: &str,
+        last: i64,
+    ) -> anyhow::Result<Self> {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Ok(Self(None));
+        }
+        let total: i64 = db
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {table} WHERE {id} > $1::bigint AND {column} IS NOT NULL"
+                ),
+                &[&last],
+            )
+            .await?
+            .get(0);
+        let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows, {per_sec}, ETA {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Ok(Self(Some(bar)))
+    }
+
+    fn batch(&self, rows: u64, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.inc(rows),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Counts the records per master-key version, from their headers.
