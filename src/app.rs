@@ -11,7 +11,8 @@
 //!   [`direct`]: the commands that act on the backends with no server.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //! - [`migrate`]: `envelope migrate`, a PostgreSQL column moved to the
-//!   current master-key version through the server.
+//!   current master-key version through the server; [`pgpass`]: libpq's
+//!   password file, for it.
 //!
 //! Imports: every layer below.
 
@@ -22,5 +23,6 @@ pub mod config;
 pub mod direct;
 pub mod lambda;
 pub mod migrate;
+pub mod pgpass;
 pub mod server;
 pub mod startup;

@@ -13,7 +13,8 @@
 //! - `--dry-run` counts the records per master-key version (the column's
 //!   re-encryption debt) without writing.
 //! - The password never comes from the command line: the URL (from
-//!   `--database-url` or `DATABASE_URL`) may omit it, and `PGPASSWORD` fills it.
+//!   `--database-url` or `DATABASE_URL`) may omit it, and `PGPASSWORD` or the
+//!   password file (`PGPASSFILE` or `~/.pgpass`, see [`super::pgpass`]) fills it.
 
 use std::collections::BTreeMap;
 
@@ -97,10 +98,12 @@ async fn database(args: &MigrateArgs) -> anyhow::Result<tokio_postgres::Client> 
     let mut config: tokio_postgres::Config = url.parse().context("the database URL")?;
     // Names the migrator's session, so its writes can be told apart.
     config.application_name("envelope migrate");
-    if config.get_password().is_none()
-        && let Ok(p) = std::env::var("PGPASSWORD")
-    {
-        config.password(p);
+    if config.get_password().is_none() {
+        if let Ok(p) = std::env::var("PGPASSWORD") {
+            config.password(p);
+        } else if let Some(p) = pgpass_for(&config) {
+            config.password(p);
+        }
     }
     let (client, conn) = config
         .connect(tokio_postgres::NoTls)
@@ -112,6 +115,19 @@ async fn database(args: &MigrateArgs) -> anyhow::Result<tokio_postgres::Client> 
         }
     });
     Ok(client)
+}
+
+/// The password file's entry for `config`'s first host, if any.
+fn pgpass_for(config: &tokio_postgres::Config) -> Option<String> {
+    let host = match config.get_hosts().first()? {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user()?;
+    let database = config.get_dbname().unwrap_or(user);
+    super::pgpass::lookup(&super::pgpass::default_path()?, &host, port, database, user)
 }
 
 /// The master-key version a record names, from its header alone.

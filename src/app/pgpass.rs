@@ -1,0 +1,103 @@
+//! libpq's password file for `envelope migrate`: `~/.pgpass`, or the file
+//! `PGPASSFILE` names. Lines are `host:port:database:user:password`; `*`
+//! matches anything, `\:` and `\\` escape; the first matching line wins.
+//! As libpq does, a file that its group or others can read is ignored.
+
+use std::path::{Path, PathBuf};
+
+/// Where the password file is: `PGPASSFILE`, else `~/.pgpass`.
+pub fn default_path() -> Option<PathBuf> {
+    std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))
+}
+
+/// The password for a connection, from the file at `path`.
+pub fn lookup(path: &Path, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "ignoring {}: it must not be readable by group or others (chmod 600)",
+                path.display()
+            );
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let port = port.to_string();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(fields)
+        .find(|f| {
+            [host, port.as_str(), database, user]
+                .iter()
+                .zip(f)
+                .all(|(want, pattern)| pattern == "*" || pattern == want)
+        })
+        .and_then(|mut f| f.pop())
+}
+
+/// A line's five fields, unescaped; `None` if it does not have five.
+fn fields(line: &str) -> Option<Vec<String>> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(next), Some(last)) = (chars.next(), out.last_mut()) {
+                    last.push(next);
+                }
+            }
+            ':' if out.len() < 5 => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    (out.len() == 5).then_some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_matching_line_wins_with_wildcards_and_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgpass");
+        std::fs::write(
+            &path,
+            "# comment\n\
+             db.internal:5432:app:migrator:s3cr\\:et\n\
+             *:*:*:migrator:fallback\n\
+             short:line\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let get = |host, port, db, user| lookup(&path, host, port, db, user);
+        assert_eq!(
+            get("db.internal", 5432, "app", "migrator").as_deref(),
+            Some("s3cr:et")
+        );
+        assert_eq!(
+            get("db.internal", 5433, "app", "migrator").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(get("db.internal", 5432, "app", "other"), None);
+        // Readable by others: ignored, as libpq ignores it.
+        #[cfg(unix)]
+        {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            assert_eq!(get("db.internal", 5432, "app", "migrator"), None);
+        }
+    }
+}
