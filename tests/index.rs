@@ -374,6 +374,11 @@ keys = ["pii"]
 operations = ["encrypt", "index"]
 index_tokens_per_second = 10
 index_tokens_per_day = 15
+
+[[allow]]
+anonymous = true
+keys = ["other"]
+operations = ["encrypt"]
 "#;
 
 #[tokio::test]
@@ -435,6 +440,24 @@ async fn the_index_operation_is_its_own_and_metered() {
     assert!(c.encrypt(write(Vec::new())).await.is_ok());
     let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
     assert!(metrics.contains("envelope_refused_calls_total{reason=\"index_quota\"} 3"));
+    // Nor get them on write without an `index` grant on the key: that would
+    // be the same oracle.
+    let no_grant = c
+        .encrypt(pb::EncryptRequest {
+            key: "other".into(),
+            ..write(vec!["email".into()])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_grant.code(), Code::PermissionDenied);
+    assert!(
+        c.encrypt(pb::EncryptRequest {
+            key: "other".into(),
+            ..write(Vec::new())
+        })
+        .await
+        .is_ok()
+    );
     // A caller without the index operation cannot compute tokens at all.
     let other = compute(&server, "other", "email", &["a@x.com"], &[])
         .await

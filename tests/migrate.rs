@@ -320,11 +320,13 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
     assert!(summary.contains("rewrapped 0,"), "{summary}");
 }
 
-/// `--reencrypt` seals every record again under a new data key of the
-/// current version: the payloads change (a rewrap would keep them), every
-/// row still decrypts, and dry-run reports no debt.
-#[tokio::test]
-async fn reencrypt_mode_gives_every_record_a_new_data_key() {
+/// A server with an `email` index and a PostgreSQL `users` table of `n`
+/// rows sealed as a column with row ids; `tamper` changes records before
+/// they are stored. Returns the pieces and the records as stored.
+async fn small_table(
+    n: i64,
+    tamper: impl FnOnce(&mut [Vec<u8>]),
+) -> (Postgres, tempfile::TempDir, Server, Vec<Vec<u8>>) {
     let pg = Postgres::start();
     let db = pg.client().await;
     db.batch_execute("CREATE TABLE users (id bigint PRIMARY KEY, email bytea, email_idx bytea)")
@@ -333,9 +335,10 @@ async fn reencrypt_mode_gives_every_record_a_new_data_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[[keys]]\nname = \"default\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 32\n";
     let server = Server::start(&dir.path().join("data"), Some(config));
-    let mut c = server.client().await;
-    let ids: Vec<i64> = (1..=1000).collect();
-    let sealed = c
+    let ids: Vec<i64> = (1..=n).collect();
+    let sealed = server
+        .client()
+        .await
         .encrypt_column(pb::EncryptColumnRequest {
             key: String::new(),
             context: ctx(SHARED),
@@ -347,16 +350,38 @@ async fn reencrypt_mode_gives_every_record_a_new_data_key() {
         .await
         .unwrap()
         .into_inner();
-    let before: Vec<Vec<u8>> = sealed.ciphertexts.iter().map(|b| b.to_vec()).collect();
+    let mut records: Vec<Vec<u8>> = sealed.ciphertexts.iter().map(|b| b.to_vec()).collect();
+    tamper(&mut records);
     let empty: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
     db.execute(
         "INSERT INTO users SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])",
-        &[&ids, &before, &empty],
+        &[&ids, &records, &empty],
     )
     .await
     .unwrap();
+    (pg, dir, server, records)
+}
+
+/// `--reencrypt` seals every record again under a new data key of the
+/// current version: the payloads change (a rewrap would keep them), every
+/// row still decrypts, and dry-run reports no debt.
+#[tokio::test]
+async fn reencrypt_mode_gives_every_record_a_new_data_key() {
+    let (pg, _dir, server, before) = small_table(1000, |_| {}).await;
+    let db = pg.client().await;
+    let mut c = server.client().await;
     let v2 = rotate(&server, "default").await.current_version;
-    let out = migrate(&server, &pg, &["--reencrypt"]).output().unwrap();
+    // A rewrap first: the records then name the current version but keep
+    // their data keys, which --reencrypt must still replace.
+    let out = migrate(&server, &pg, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = migrate(&server, &pg, &["--reencrypt", "--batch", "100"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -382,4 +407,35 @@ async fn reencrypt_mode_gives_every_record_a_new_data_key() {
     }
     let opened = open_rows(&mut c, &rows).await;
     assert_eq!(opened[41], (42, Bytes::from(value(42, 0))));
+}
+
+/// A row that fails holds the checkpoint before it: the run fails, and the
+/// next one goes back to that row rather than past it.
+#[tokio::test]
+async fn a_failed_row_is_retried_not_skipped() {
+    // Row 50's record is tampered with: it will not rewrap.
+    let (pg, _dir, server, records) = small_table(100, |r| *r[49].last_mut().unwrap() ^= 1).await;
+    let db = pg.client().await;
+    let mut good_50 = records[49].clone();
+    *good_50.last_mut().unwrap() ^= 1;
+    let v2 = rotate(&server, "default").await.current_version;
+    let out = migrate(&server, &pg, &["--batch", "10"]).output().unwrap();
+    assert!(!out.status.success());
+    let checkpoint: i64 = db
+        .query_one("SELECT last_id FROM envelope_migrate_checkpoint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(checkpoint, 49, "never past the failed row");
+    // Repaired, the next run picks it up and finishes.
+    db.execute("UPDATE users SET email = $1 WHERE id = 50", &[&good_50])
+        .await
+        .unwrap();
+    let out = migrate(&server, &pg, &["--batch", "10"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(debt(&server, &pg), HashMap::from([(v2, 100)]));
 }

@@ -21,6 +21,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 
+mod progress;
+
+use progress::Progress;
+
 use super::cli::{Target, connect, parse_context, status_err};
 use crate::pb;
 use crate::primitives::record::{self, Kind, VersionId};
@@ -193,6 +197,8 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let mut current: Option<String> = None;
+    // A failed row holds the checkpoint before it, so a rerun retries it.
+    let mut first_failure: Option<i64> = None;
     let mut sum = Summary::default();
     let started = std::time::Instant::now();
     let progress = Progress::start(&db, &table, &id, &column, last).await?;
@@ -208,7 +214,9 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
             sum.scanned += 1;
             let version = version_of(&value).unwrap_or_else(|| "unreadable".to_owned());
             *sum.before.entry(version.clone()).or_default() += 1;
-            if current.as_deref() == Some(version.as_str()) {
+            // Re-encryption skips nothing: a record rewrapped earlier names
+            // the current version but still holds its old data key.
+            if !args.reencrypt && current.as_deref() == Some(version.as_str()) {
                 sum.already_current += 1;
             } else {
                 todo.push((row_id, value));
@@ -247,6 +255,13 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         // The rows to write: id, the value read, its replacement (and token).
         let (mut ids, mut olds, mut news, mut tokens) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if results.len() != todo.len() {
+            bail!(
+                "the server answered {} results for {} records; nothing of this batch was written",
+                results.len(),
+                todo.len()
+            );
+        }
         for ((row_id, old), result) in todo.iter().zip(&results) {
             match &result.result {
                 Some(pb::rewrap_result::Result::Ciphertext(new)) => {
@@ -268,9 +283,13 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 }
                 Some(pb::rewrap_result::Result::Error(e)) => {
                     sum.failed += 1;
+                    first_failure.get_or_insert(*row_id);
                     eprintln!("{} = {row_id}: {}", args.id_column, e.message);
                 }
-                None => sum.failed += 1,
+                None => {
+                    sum.failed += 1;
+                    first_failure.get_or_insert(*row_id);
+                }
             }
         }
         let tx = db.transaction().await?;
@@ -307,7 +326,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         tx.execute(
             "INSERT INTO envelope_migrate_checkpoint (tbl, col, key, last_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tbl, col, key) DO UPDATE SET last_id = EXCLUDED.last_id, updated_at = now()",
-            &[&args.table, &args.column, &args.key, &end],
+            &[&args.table, &args.column, &args.key, &checkpoint_at(end, first_failure)],
         )
         .await?;
         tx.commit().await?;
@@ -356,53 +375,10 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Progress: a bar with rate and ETA on a terminal, plain lines otherwise
-/// (one per batch, so logs and tests can follow a run).
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    /// Counts the rows left (after `last`) for the bar's length.
-    async fn start(
-        db: &tokio_postgres::Client,
-        table: &str,
-        id: &str,
-        column: &str,
-        last: i64,
-    ) -> anyhow::Result<Self> {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Ok(Self(None));
-        }
-        let total: i64 = db
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM {table} WHERE {id} > $1::bigint AND {column} IS NOT NULL"
-                ),
-                &[&last],
-            )
-            .await?
-            .get(0);
-        let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} rows, {per_sec}, ETA {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        Ok(Self(Some(bar)))
-    }
-
-    fn batch(&self, rows: u64, line: &str) {
-        match &self.0 {
-            Some(bar) => bar.inc(rows),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
+/// Where a batch ending at `end` leaves the checkpoint: never past a row
+/// that failed, so a later run goes back to it.
+fn checkpoint_at(end: i64, first_failure: Option<i64>) -> i64 {
+    first_failure.map_or(end, |f| end.min(f.saturating_sub(1)))
 }
 
 /// Counts the records per master-key version, from their headers.

@@ -35,31 +35,38 @@ pub fn lookup(path: &Path, host: &str, port: u16, database: &str, user: &str) ->
             [host, port.as_str(), database, user]
                 .iter()
                 .zip(f)
-                .all(|(want, pattern)| pattern == "*" || pattern == want)
+                .all(|(want, field)| field.as_deref().is_none_or(|v| v == *want))
         })
-        .and_then(|mut f| f.pop())
+        .and_then(|mut f| f.pop().flatten())
 }
 
-/// A line's five fields, unescaped; `None` if it does not have five.
-fn fields(line: &str) -> Option<Vec<String>> {
-    let mut out = vec![String::new()];
+/// A line's five fields, unescaped, a bare `*` as `None` (a wildcard; an
+/// escaped `\*` is a literal star); `None` if it does not have five.
+fn fields(line: &str) -> Option<Vec<Option<String>>> {
+    let mut out = vec![(String::new(), false)];
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let (Some(next), Some(last)) = (chars.next(), out.last_mut()) {
-                    last.push(next);
-                }
+        if c == ':' && out.len() < 5 {
+            out.push((String::new(), false));
+            continue;
+        }
+        let (field, escaped) = out.last_mut()?;
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                field.push(next);
+                *escaped = true;
             }
-            ':' if out.len() < 5 => out.push(String::new()),
-            c => {
-                if let Some(last) = out.last_mut() {
-                    last.push(c);
-                }
-            }
+        } else {
+            field.push(c);
         }
     }
-    (out.len() == 5).then_some(out)
+    (out.len() == 5).then(|| {
+        // The password (the fifth field) is never a pattern.
+        out.into_iter()
+            .enumerate()
+            .map(|(i, (f, escaped))| (i == 4 || escaped || f != "*").then_some(f))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -75,6 +82,7 @@ mod tests {
             &path,
             "# comment\n\
              db.internal:5432:app:migrator:s3cr\\:et\n\
+             \\*:*:*:starry:literal\n\
              *:*:*:migrator:fallback\n\
              short:line\n",
         )
@@ -92,6 +100,9 @@ mod tests {
             Some("fallback")
         );
         assert_eq!(get("db.internal", 5432, "app", "other"), None);
+        // An escaped star is a literal host name, not a wildcard.
+        assert_eq!(get("db.internal", 5432, "app", "starry"), None);
+        assert_eq!(get("*", 5432, "app", "starry").as_deref(), Some("literal"));
         // Readable by others: ignored, as libpq ignores it.
         #[cfg(unix)]
         {

@@ -162,7 +162,7 @@ impl Policy {
 
     /// The index-token quota of `caller` on `key`: the most generous of the
     /// matching `index` grants (each defaulting to [`IndexQuota::DEFAULT`]).
-    pub fn index_quota(&self, caller: Option<&str>, key: &str) -> IndexQuota {
+    pub fn index_quota(&self, caller: Option<&str>, key: &str) -> Option<IndexQuota> {
         self.matching(caller, Operation::Index, key)
             .map(|(_, g)| IndexQuota {
                 per_second: g
@@ -176,7 +176,6 @@ impl Policy {
                 per_second: a.per_second.max(b.per_second),
                 per_day: a.per_day.max(b.per_day),
             })
-            .unwrap_or(IndexQuota::DEFAULT)
     }
 
     /// Whether `caller` may do `op` with `key` (in some context).
@@ -307,11 +306,16 @@ impl Authorizer {
 
     /// The index-token quota of `identity` on `key` under the current policy
     /// ([`IndexQuota::DEFAULT`] without a policy file).
-    pub fn index_quota(&self, identity: Option<&str>, key: &str) -> IndexQuota {
-        self.policy
-            .load()
-            .as_ref()
-            .map_or(IndexQuota::DEFAULT, |p| p.index_quota(identity, key))
+    /// `None` when a policy gives the caller no `index` grant on `key`: tokens
+    /// on write need one too, or they would be an oracle without it.
+    pub fn index_quota(&self, identity: Option<&str>, key: &str) -> Option<IndexQuota> {
+        match self.policy.load().as_ref() {
+            Some(p) => p.index_quota(identity, key),
+            None => match self.default {
+                Default::Allow => Some(IndexQuota::DEFAULT),
+                Default::Deny => None,
+            },
+        }
     }
 
     /// Re-reads the policy file if it changed; a malformed one is refused

@@ -152,7 +152,10 @@ impl Charge {
             return Ok(());
         }
         let identity = self.identity.as_deref();
-        let quota = self.authz.index_quota(identity, key);
+        let Some(quota) = self.authz.index_quota(identity, key) else {
+            crate::ops::metrics::get().refused("index_not_granted");
+            return Err(crate::keys::Error::IndexNotGranted);
+        };
         if self.meter.take(identity, quota, n as u64) {
             Ok(())
         } else {

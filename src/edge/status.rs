@@ -42,6 +42,7 @@ pub fn code(e: &CallError) -> Code {
 fn key_code(e: &Error) -> Code {
     match e {
         Error::UnknownKey(_) | Error::UnknownIndex { .. } => Code::NotFound,
+        Error::IndexNotGranted => Code::PermissionDenied,
         Error::Format(_)
         | Error::Context(_)
         | Error::WrongKey(_)
@@ -98,6 +99,7 @@ fn key_message(e: &Error) -> String {
         | Error::Retired { .. }
         | Error::FetchThrottled(_)
         | Error::IndexQuota
+        | Error::IndexNotGranted
         | Error::NoCurrent(_) => e.to_string(),
         Error::Rotation(
             RotationError::UnknownStep(_)

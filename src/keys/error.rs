@@ -54,6 +54,9 @@ pub enum Error {
         /// The missing entry.
         entry: String,
     },
+    /// Index tokens were asked for by a caller with no `index` grant.
+    #[error("index tokens need an `index` grant on this key; this caller has none")]
+    IndexNotGranted,
     /// The caller has used its blind-index token quota.
     #[error("the index-token quota of this caller is used up (per second or per day); retry later")]
     IndexQuota,

@@ -103,7 +103,8 @@ impl NamedKey {
                 Ok((Arc::<str>::from(m.version.as_str()), key))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let mut normalized = Vec::with_capacity(64);
+        // Normalized values are plaintext: wiped when the call ends.
+        let mut normalized = zeroize::Zeroizing::new(Vec::with_capacity(64));
         Ok(values
             .iter()
             .map(|v| {
@@ -151,7 +152,7 @@ impl NamedKey {
         cache: &mut TokenKeys,
     ) -> Result<RecordTokens, Error> {
         let mut out = RecordTokens::new();
-        let mut normalized = Vec::new();
+        let mut normalized = zeroize::Zeroizing::new(Vec::new());
         for name in indexes {
             let spec = self.index_spec(name)?;
             let mut values = Vec::with_capacity(spec.scope.len());
@@ -191,7 +192,6 @@ impl NamedKey {
             let token = blind_index::token(key, &normalized, spec.bits);
             out.insert(name.clone(), Bytes::from(token));
         }
-        zeroize::Zeroize::zeroize(&mut normalized);
         Ok(out)
     }
 }
