@@ -390,6 +390,22 @@ async fn the_index_operation_is_its_own_and_metered() {
         dir.path().display()
     );
     let server = Server::start(&dir.path().join("data"), Some(&config));
+    // Calls refused for their context or scope take nothing from the
+    // quota (the burst of 10 is still whole below).
+    let bad_context = compute(&server, "pii", "email", &["a@x.com"], &[("", "x")])
+        .await
+        .unwrap_err();
+    assert_eq!(bad_context.code(), Code::InvalidArgument);
+    let no_scope = server
+        .client()
+        .await
+        .encrypt(pb::EncryptRequest {
+            indexes: vec!["tenant_email".into()],
+            ..common::requests::enc("pii", "a@x.com", &[])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_scope.code(), Code::InvalidArgument);
     // Tokens without decrypt.
     let values = ["a@x.com"; 10];
     assert_eq!(

@@ -183,9 +183,8 @@ impl pb::envelope_server::Envelope for EnvelopeService {
     ) -> Result<Response<pb::EncryptResponse>, Status> {
         let charge = self.charge(&req);
         let f = |key: Arc<NamedKey>, req: pb::EncryptRequest| async move {
-            for name in &req.indexes {
-                key.index_spec(name)?;
-            }
+            // A refused call takes no quota: everything checked first.
+            key.check_index_request(&req.indexes, &req.context)?;
             charge.take(key.name(), req.indexes.len())?;
             let (ciphertext, master) = key.encrypt(&req.plaintext, &req.context).await?;
             let mut cache = TokenKeys::default();
@@ -300,12 +299,9 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     max,
                 });
             }
-            // Unknown index and scope first: a refused call takes no quota.
-            let spec = key.index_spec(&req.index)?;
+            // Unknown index, context and scope first: a refused call takes no quota.
+            key.check_index_request(std::slice::from_ref(&req.index), &req.context)?;
             let versions = key.index_versions().await?;
-            if let Some(m) = versions.first() {
-                key.index_key(m, spec, &req.context)?;
-            }
             charge.take(key.name(), req.values.len() * versions.len())?;
             let computed = key.compute_index(&req.index, &req.context, &req.values, &versions)?;
             let mut failed = 0;
@@ -351,6 +347,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
     ) -> Result<Response<pb::RewrapResponse>, Status> {
         let charge = self.charge(&req);
         let f = |key: Arc<NamedKey>, req: pb::RewrapRequest| async move {
+            key.check_index_request(&req.indexes, &req.context)?;
             charge.take(key.name(), req.indexes.len())?;
             let mut cache = crate::keys::open::RewrapCache::default();
             let (ciphertext, master, index_tokens) = key

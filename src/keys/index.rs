@@ -34,6 +34,26 @@ impl NamedKey {
             })
     }
 
+    /// Checks a call that asks for tokens of `indexes` under `ctx` before
+    /// any is charged or computed: the context within its limits, each index
+    /// configured, and each index's scope entries present.
+    pub fn check_index_request(&self, indexes: &[String], ctx: &Context) -> Result<(), Error> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        crate::primitives::context::validate(ctx, self.limits.context)?;
+        for name in indexes {
+            let spec = self.index_spec(name)?;
+            if let Some(entry) = spec.scope.iter().find(|e| !ctx.contains_key(*e)) {
+                return Err(Error::ScopeMissing {
+                    index: spec.name.clone(),
+                    entry: entry.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The versions that may still hold records, current first, then the
     /// others newest first.
     pub async fn index_versions(&self) -> Result<Vec<Arc<MasterKey>>, Error> {
