@@ -9,16 +9,21 @@ use std::path::Path;
 /// temporary file and a rename so that readers never see half a file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    write_temp(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes `bytes` to `tmp` (mode 0600) and syncs it, before it is moved
+/// into place.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
+    let mut f = opts.open(tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    f.sync_all()
 }
 
 /// Writes `bytes` to `path` only if `path` does not exist yet (a hard link
@@ -26,14 +31,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// no concurrent creator is overwritten). Returns whether it was written.
 pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     let tmp = path.with_extension(format!("new{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
+    write_temp(&tmp, bytes)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {

@@ -15,7 +15,6 @@ mod reencrypt;
 use super::gate::{Done, HasSubject};
 use super::status::item_error;
 use crate::keys::index::{RecordTokens, TokenKeys};
-use crate::keys::master_key::MasterKey;
 use crate::keys::{Error, NamedKey};
 use crate::pb::{self, decrypt_result, encrypt_result, rewrap_result};
 
@@ -164,8 +163,7 @@ impl BatchCall for pb::EncryptBatchRequest {
                     .versions
                     .get(v)
                     .ok_or(Error::Internal("batch version"))?;
-                let tokens = tokens_of(
-                    &key,
+                let tokens = key.context_tokens(
                     &item.indexes,
                     master,
                     &item.context,
@@ -231,28 +229,6 @@ impl BatchCall for pb::RewrapBatchRequest {
         let (results, done) = out.finish(true);
         Ok((pb::RewrapBatchResponse { results }, done))
     }
-}
-
-/// The tokens of `indexes` of a record just sealed under `master`, its
-/// scope from `ctx` (none asked: none computed).
-pub(super) fn tokens_of(
-    key: &NamedKey,
-    indexes: &[String],
-    master: &MasterKey,
-    ctx: &std::collections::BTreeMap<String, String>,
-    plaintext: &[u8],
-    cache: &mut TokenKeys,
-) -> Result<RecordTokens, Error> {
-    if indexes.is_empty() {
-        return Ok(RecordTokens::new());
-    }
-    key.write_tokens(
-        indexes,
-        master,
-        |e| ctx.get(e).map(String::as_str),
-        plaintext,
-        cache,
-    )
 }
 
 /// A buffer of secret bytes (plaintext, key bytes) handed to a response:

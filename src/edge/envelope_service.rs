@@ -188,8 +188,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
             charge.take(key.name(), req.indexes.len())?;
             let (ciphertext, master) = key.encrypt(&req.plaintext, &req.context).await?;
             let mut cache = TokenKeys::default();
-            let index_tokens = batch::tokens_of(
-                &key,
+            let index_tokens = key.context_tokens(
                 &req.indexes,
                 &master,
                 &req.context,

@@ -159,6 +159,23 @@ impl TokenKeys {
 pub type RecordTokens = std::collections::BTreeMap<String, Bytes>;
 
 impl NamedKey {
+    /// [`NamedKey::write_tokens`] with the scope taken from the record's
+    /// context; none asked, none computed.
+    pub fn context_tokens(
+        &self,
+        indexes: &[String],
+        master: &MasterKey,
+        ctx: &Context,
+        plaintext: &[u8],
+        cache: &mut TokenKeys,
+    ) -> Result<RecordTokens, Error> {
+        if indexes.is_empty() {
+            return Ok(RecordTokens::new());
+        }
+        let scope = |e: &str| ctx.get(e).map(String::as_str);
+        self.write_tokens(indexes, master, scope, plaintext, cache)
+    }
+
     /// The tokens of `plaintext` for `indexes` under `master` (the version
     /// that wrote the record); `scope(entry)` gives a scope entry's value
     /// from the record's context. An unknown index, a missing scope entry

@@ -213,12 +213,7 @@ impl NamedKey {
             &mut scratch,
         )?;
         self.usage.of(old.version.as_str()).record(1, usage::now());
-        let tokens = if indexes.is_empty() {
-            RecordTokens::new()
-        } else {
-            let scope = |e: &str| ctx.get(e).map(String::as_str);
-            self.write_tokens(indexes, &current, scope, &scratch, token_keys)?
-        };
+        let tokens = self.context_tokens(indexes, &current, ctx, &scratch, token_keys)?;
         drop(scratch);
         if old.version == current.version {
             return Ok((record.to_vec(), current, tokens));

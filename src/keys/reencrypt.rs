@@ -70,12 +70,8 @@ impl NamedKey {
                     .ok_or(Error::Internal("batch version"))
                     .and_then(|master| {
                         let indexes = get(item).2;
-                        let tokens = if indexes.is_empty() {
-                            RecordTokens::new()
-                        } else {
-                            let scope = |e: &str| ctx.get(e).map(String::as_str);
-                            self.write_tokens(indexes, &master, scope, plaintext, &mut cache)?
-                        };
+                        let tokens =
+                            self.context_tokens(indexes, &master, ctx, plaintext, &mut cache)?;
                         Ok((sealed.records.slice(range.clone()), master, tokens))
                     }),
                 Err(_) => Err(Error::Internal("sealing failed after opening")),
