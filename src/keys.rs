@@ -18,6 +18,8 @@
 //!   ReencryptColumn: opened and sealed again under the current version).
 //! - [`usage`]: records opened per master-key version and when each was
 //!   last read (the server's view of re-encryption debt).
+//! - [`compromise`]: a version marked compromised, and what each use of
+//!   its records may still do.
 //! - [`rotation`]: Secrets Manager's four rotation steps, shared by the CLI,
 //!   the Admin API and the Lambda function.
 //! - [`error`]: what a key operation can fail with, rolled up from the
@@ -27,6 +29,7 @@
 
 pub mod client_keys;
 pub mod column;
+pub mod compromise;
 pub mod data_key;
 pub mod decrypt_cache;
 pub mod error;

@@ -60,6 +60,12 @@ async fn main() -> anyhow::Result<()> {
         } => column_cli::index(&target, &key, &index, &context).await,
         Command::Migrate(a) => migrate::run(&a).await,
         Command::Status { target, key } => cli::status(&target, &key).await,
+        Command::Compromise {
+            target,
+            key,
+            version,
+            reason,
+        } => cli::compromise(&target, &key, &version, &reason).await,
         Command::Rotate {
             target,
             key,

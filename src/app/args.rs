@@ -98,6 +98,23 @@ pub enum Command {
         #[arg(long, requires = "step")]
         token: Option<String>,
     },
+    /// Mark a master-key version compromised: no replica encrypts under it
+    /// again, Decrypt refuses its records (re-encrypt them with `migrate`),
+    /// and the key rotates at once if it is current (docs/ROTATION.md).
+    Compromise {
+        /// The server.
+        #[command(flatten)]
+        target: super::cli::Target,
+        /// Key name.
+        #[arg(long)]
+        key: String,
+        /// The compromised version id.
+        #[arg(long)]
+        version: String,
+        /// Why (goes to the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Rewrap a file of records (one base64 record per line) to the key's
     /// current master-key version through RewrapBatch; reports counts.
     Rewrap {

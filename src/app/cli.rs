@@ -184,11 +184,13 @@ pub async fn status(target: &Target, key: &str) -> anyhow::Result<()> {
                 "refresh_failures": k.refresh_failures,
                 "rotation_failures": k.rotation_failures,
                 "pinned_versions": k.pinned_versions,
+                "compromised_versions": k.compromised_versions,
+                "allow_compromised_decrypts": k.allow_compromised_decrypts,
                 "versions": k.versions.iter().map(|v| serde_json::json!({
                     "version": v.version, "stages": v.stages,
                     "created_at": v.created_at, "age_seconds": v.age_seconds,
                     "records_opened": v.records_opened, "last_read": v.last_read,
-                    "data_key_wraps": v.data_key_wraps,
+                    "data_key_wraps": v.data_key_wraps, "compromised": v.compromised,
                 })).collect::<Vec<_>>(),
                 "cache": {
                     "data_keys_generated": cache.data_keys_generated,
@@ -219,6 +221,32 @@ pub async fn rotate(target: &Target, key: &str) -> anyhow::Result<()> {
     println!(
         "previous_version: {}\ncurrent_version: {}",
         resp.previous_version, resp.current_version
+    );
+    Ok(())
+}
+
+/// `envelope compromise`: marks a master-key version compromised on the
+/// server (MarkCompromised).
+pub async fn compromise(
+    target: &Target,
+    key: &str,
+    version: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let resp = pb::admin_client::AdminClient::new(connect(target).await?)
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: key.to_owned(),
+            version: version.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!(
+        "compromised_version: {version}\ncurrent_version: {}\n\
+         next: add {version:?} to compromised_versions of key {key:?} in the configuration, \
+         then re-encrypt its records (envelope migrate; docs/ROTATION.md)",
+        resp.current_version
     );
     Ok(())
 }

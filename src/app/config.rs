@@ -210,6 +210,9 @@ impl Settings {
             negative_cache_ttl: l
                 .missing_version_ttl_secs
                 .map_or(defaults.negative_cache_ttl, Duration::from_secs),
+            compromised_window: l
+                .compromised_window_secs
+                .map_or(defaults.compromised_window, Duration::from_secs),
         };
         let max_request_bytes = l.max_request_bytes.unwrap_or(4 * 1024 * 1024);
         let keys = if file.keys.is_empty() {
@@ -222,6 +225,8 @@ impl Settings {
                 allow_unwrapped_master_keys: false,
                 unwrapped_versions: Vec::new(),
                 indexes: Vec::new(),
+                compromised_versions: Vec::new(),
+                allow_compromised_decrypts: false,
             }]
         } else {
             file.keys

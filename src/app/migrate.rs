@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 
+mod db;
 mod progress;
 
+use db::database;
 use progress::Progress;
 
 use super::cli::{Target, connect, parse_context, status_err};
@@ -36,9 +38,15 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub target: Target,
     /// PostgreSQL URL without a password (default: `DATABASE_URL`); the
-    /// password comes from `PGPASSWORD`.
+    /// password comes from `PGPASSWORD` or the password file. `sslmode`
+    /// (disable, prefer, require, verify-ca, verify-full) is honoured, and
+    /// a server certificate is always verified (against `--db-ca-file`,
+    /// `PGSSLROOTCERT`, or the system's roots).
     #[arg(long)]
     pub database_url: Option<String>,
+    /// PEM file of the CA(s) that sign the PostgreSQL server's certificate.
+    #[arg(long, env = "PGSSLROOTCERT", value_name = "PEM")]
+    pub db_ca_file: Option<std::path::PathBuf>,
     /// The table.
     #[arg(long)]
     pub table: String,
@@ -93,47 +101,6 @@ fn ident(name: &str, what: &str) -> anyhow::Result<String> {
     Ok(format!("\"{name}\""))
 }
 
-async fn database(args: &MigrateArgs) -> anyhow::Result<tokio_postgres::Client> {
-    let url = match &args.database_url {
-        Some(u) => u.clone(),
-        None => std::env::var("DATABASE_URL")
-            .context("no --database-url and no DATABASE_URL in the environment")?,
-    };
-    let mut config: tokio_postgres::Config = url.parse().context("the database URL")?;
-    // Names the migrator's session, so its writes can be told apart.
-    config.application_name("envelope migrate");
-    if config.get_password().is_none() {
-        if let Ok(p) = std::env::var("PGPASSWORD") {
-            config.password(p);
-        } else if let Some(p) = pgpass_for(&config) {
-            config.password(p);
-        }
-    }
-    let (client, conn) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            eprintln!("PostgreSQL connection: {e}");
-        }
-    });
-    Ok(client)
-}
-
-/// The password file's entry for `config`'s first host, if any.
-fn pgpass_for(config: &tokio_postgres::Config) -> Option<String> {
-    let host = match config.get_hosts().first()? {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        #[cfg(unix)]
-        tokio_postgres::config::Host::Unix(_) => "localhost".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user()?;
-    let database = config.get_dbname().unwrap_or(user);
-    super::pgpass::lookup(&super::pgpass::default_path()?, &host, port, database, user)
-}
-
 /// The master-key version a record names, from its header alone.
 fn version_of(value: &[u8]) -> Option<String> {
     let parsed = record::parse(value, Kind::Record).ok()?;
@@ -147,6 +114,9 @@ fn version_of(value: &[u8]) -> Option<String> {
 struct Summary {
     scanned: u64,
     rewrapped: u64,
+    /// Of the rewritten records, those re-encrypted because a rewrap was
+    /// refused (a compromised version).
+    reencrypted: u64,
     already_current: u64,
     changed_meanwhile: u64,
     failed: u64,
@@ -246,11 +216,47 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .results
         } else {
-            grpc.rewrap_batch(pb::RewrapBatchRequest { key, items })
+            let mut results = grpc
+                .rewrap_batch(pb::RewrapBatchRequest {
+                    key: key.clone(),
+                    items: items.clone(),
+                })
                 .await
                 .map_err(status_err)?
                 .into_inner()
-                .results
+                .results;
+            // Records under a compromised version (or a retired one, which
+            // fails again) are refused a rewrap: re-encrypt them instead.
+            let refused: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    matches!(&r.result, Some(pb::rewrap_result::Result::Error(e))
+                        if e.code == tonic::Code::FailedPrecondition as i32)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if !refused.is_empty() {
+                let items = refused
+                    .iter()
+                    .filter_map(|&i| items.get(i).cloned())
+                    .collect();
+                let again = grpc
+                    .reencrypt_batch(pb::ReencryptBatchRequest { key, items })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner()
+                    .results;
+                for (&i, r) in refused.iter().zip(again) {
+                    if matches!(r.result, Some(pb::rewrap_result::Result::Ciphertext(_))) {
+                        sum.reencrypted += 1;
+                    }
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = r;
+                    }
+                }
+            }
+            results
         };
         // The rows to write: id, the value read, its replacement (and token).
         let (mut ids, mut olds, mut news, mut tokens) =
@@ -348,8 +354,19 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     }
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
+    let verb = if args.reencrypt {
+        "re-encrypted"
+    } else {
+        "rewrapped"
+    };
+    let refused = match sum.reencrypted {
+        0 => String::new(),
+        n => format!(
+            " (of them {n} re-encrypted: a rewrap was refused, as for a compromised version)"
+        ),
+    };
     println!(
-        "scanned {}, rewrapped {}, already current {}, changed meanwhile {}, failed {} in {secs:.1} s ({:.0} rows/s)",
+        "scanned {}, {verb} {}{refused}, already current {}, changed meanwhile {}, failed {} in {secs:.1} s ({:.0} rows/s)",
         sum.scanned,
         sum.rewrapped,
         sum.already_current,

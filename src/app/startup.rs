@@ -269,6 +269,8 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
                 unwrapped: k.unwrapped(),
             },
             min_version: k.min_decryption_version.clone(),
+            compromised: k.compromised_versions.clone(),
+            allow_compromised_decrypts: k.allow_compromised_decrypts,
             indexes: k
                 .indexes
                 .iter()

@@ -30,6 +30,20 @@ pub fn pin_label(version: &str) -> String {
     format!("{PIN_PREFIX}{version}")
 }
 
+/// The prefix of the staging label that marks a version compromised
+/// (`envelope-compromised-<version id>`, written by `Admin/MarkCompromised`):
+/// every replica reads it at its next refresh and never encrypts under the
+/// version again, nor decrypts its records except to re-encrypt them. A
+/// writer of the secret could remove the label, so the key's
+/// `compromised_versions` setting says the same where the secret's writers
+/// cannot reach (docs/ROTATION.md, "A compromised version").
+pub const COMPROMISED_PREFIX: &str = "envelope-compromised-";
+
+/// The compromise label of `version`.
+pub fn compromised_label(version: &str) -> String {
+    format!("{COMPROMISED_PREFIX}{version}")
+}
+
 /// One version of a secret, without its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {

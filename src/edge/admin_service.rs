@@ -66,6 +66,7 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
                     used.and_then(|u| u.last_read)
                         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
                 ),
+                compromised: set.compromised.iter().any(|v| v == version),
             }
         })
         .collect();
@@ -80,6 +81,8 @@ pub fn key_info(key: &NamedKey) -> pb::KeyInfo {
         refresh_failures: f.refresh_failures,
         pinned_versions: set.pinned.clone(),
         rotation_failures: f.rotation_failures,
+        compromised_versions: set.compromised.clone(),
+        allow_compromised_decrypts: key.allows_compromised_decrypts(),
         cache: Some(pb::CacheStats {
             data_keys_generated: f.data_keys_generated,
             active_data_key_records: f.active_records,
@@ -153,10 +156,7 @@ impl pb::admin_server::Admin for AdminService {
                     let failed = matches!(rotated, Err(Error::Rotation(_)));
                     crate::ops::metrics::get().rotation(key.name(), !failed);
                     let (previous_version, current_version) = rotated?;
-                    let done = Done {
-                        version: current_version.clone(),
-                        batch: None,
-                    };
+                    let done = Done::version(&current_version);
                     Ok((
                         pb::RotateMasterKeyResponse {
                             previous_version,
@@ -164,6 +164,35 @@ impl pb::admin_server::Admin for AdminService {
                         },
                         done,
                     ))
+                },
+            )
+            .await
+    }
+
+    async fn mark_compromised(
+        &self,
+        req: Request<pb::MarkCompromisedRequest>,
+    ) -> Result<Response<pb::MarkCompromisedResponse>, Status> {
+        self.gate
+            .run(
+                req,
+                "MarkCompromised",
+                Operation::Admin,
+                |key: Arc<NamedKey>, req: pb::MarkCompromisedRequest| async move {
+                    let reason = req.reason.trim();
+                    if reason.is_empty()
+                        || reason.chars().count() > 512
+                        || reason.chars().any(char::is_control)
+                    {
+                        return Err(Error::BadReason);
+                    }
+                    let current_version = key.mark_compromised(&req.version).await?;
+                    let done = Done {
+                        version: req.version.clone(),
+                        reason: Some(reason.to_owned()),
+                        ..Done::default()
+                    };
+                    Ok((pb::MarkCompromisedResponse { current_version }, done))
                 },
             )
             .await

@@ -75,8 +75,15 @@ pub struct Event<'a> {
     /// Microseconds from request to response.
     pub latency_us: u64,
     /// `KeyRefresh` lines only: why the master-key version was refused.
+    /// `MarkCompromised` lines: the operator's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// Records the call opened under compromised versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compromised_records: Option<u64>,
+    /// What became of them: re-encrypted, or decrypted in a migration window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compromised: Option<&'a str>,
 }
 
 /// The audit log handle; cheap to clone. The last clone dropped flushes
@@ -223,6 +230,8 @@ impl AuditLog {
             context_keys: Vec::new(),
             latency_us: 0,
             reason: Some(reason),
+            compromised_records: None,
+            compromised: None,
         })
         .await;
     }

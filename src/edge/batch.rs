@@ -135,6 +135,7 @@ impl<R: ItemResult> Results<R> {
                 String::new()
             },
             batch: Some((self.results.len(), self.failed)),
+            ..Done::default()
         };
         (self.results, done)
     }
@@ -197,6 +198,7 @@ impl BatchCall for pb::DecryptBatchRequest {
             out.push(r.map(|(range, v)| (plaintexts.slice(range), v, RecordTokens::new())));
         }
         let (results, done) = out.finish(false);
+        let done = done.flag(opened.compromised, super::gate::DECRYPTED);
         Ok((pb::DecryptBatchResponse { results }, done))
     }
 }

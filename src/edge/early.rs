@@ -43,6 +43,7 @@ pub fn method(path: &str) -> Option<(&'static str, Operation)> {
             "KeyStatus" => Some(("KeyStatus", Operation::Admin)),
             "RefreshKeys" => Some(("RefreshKeys", Operation::Admin)),
             "RotateMasterKey" => Some(("RotateMasterKey", Operation::Admin)),
+            "MarkCompromised" => Some(("MarkCompromised", Operation::Admin)),
             _ => None,
         },
         _ => None,

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::Operation;
 use super::batch::{self, BatchCall, secret_bytes};
 use super::gate::Charge;
-use super::gate::{Done, Gate};
+use super::gate::{DECRYPTED, Done, Gate};
 use super::stream_pool::{Slot, StreamPool};
 use super::tls::PeerInfo;
 use crate::keys::index::TokenKeys;
@@ -216,7 +216,8 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                 plaintext: secret_bytes(plaintext),
                 key_version: version.to_string(),
             };
-            Ok((resp, Done::version(&version)))
+            let flagged = u64::from(key.is_compromised(&version));
+            Ok((resp, Done::version(&version).flag(flagged, DECRYPTED)))
         };
         self.gate.run(req, "Decrypt", Operation::Decrypt, f).await
     }
@@ -332,6 +333,7 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                     .map(|m| m.version.as_str().to_owned())
                     .unwrap_or_default(),
                 batch: Some((results.len(), failed)),
+                ..Done::default()
             };
             Ok((pb::ComputeIndexResponse { results }, done))
         };
@@ -414,7 +416,8 @@ impl pb::envelope_server::Envelope for EnvelopeService {
                 plaintext_key: secret_bytes(plaintext.expose().to_vec()),
                 key_version: version.to_owned(),
             };
-            Ok((resp, Done::version(version)))
+            let flagged = u64::from(key.is_compromised(version));
+            Ok((resp, Done::version(version).flag(flagged, DECRYPTED)))
         };
         let op = Operation::UnwrapDataKey;
         self.gate.run(req, "UnwrapDataKey", op, f).await

@@ -10,6 +10,10 @@ use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
 
+mod done;
+
+pub use done::{DECRYPTED, Done, REENCRYPTED};
+
 use super::audit::{AuditLog, Event, Timestamp};
 use super::authz::{Authorizer, Denied, Operation, Scope};
 use super::index_quota::IndexMeter;
@@ -71,25 +75,6 @@ pub struct Gate {
     pub audit: Option<AuditLog>,
     /// What each caller has used of its blind-index quota.
     pub index_meter: Arc<IndexMeter>,
-}
-
-/// What a finished call reports for its audit line.
-#[derive(Debug, Default)]
-pub struct Done {
-    /// The master-key version used.
-    pub version: String,
-    /// (items, failed items) for a batch.
-    pub batch: Option<(usize, usize)>,
-}
-
-impl Done {
-    /// A unary call that used `version`.
-    pub fn version(version: &str) -> Self {
-        Self {
-            version: version.to_owned(),
-            batch: None,
-        }
-    }
 }
 
 /// What a handler is given once the caller is authorized: the key (or
@@ -251,18 +236,24 @@ impl Gate {
                 }
             },
         };
-        let (outcome, code, version, batch) = match &result {
+        let (outcome, code, version, batch, done) = match &result {
             Ok((_, done)) => {
                 let partial = done.batch.is_some_and(|(_, failed)| failed > 0);
                 let outcome = if partial { "partial" } else { "ok" };
-                (outcome, Code::Ok, done.version.as_str(), done.batch)
+                (
+                    outcome,
+                    Code::Ok,
+                    done.version.as_str(),
+                    done.batch,
+                    Some(done),
+                )
             }
             Err(e) => {
                 let outcome = match e {
                     CallError::Denied(_) => "denied",
                     CallError::Key(_) | CallError::AuditUnavailable => "error",
                 };
-                (outcome, super::status::code(e), "", None)
+                (outcome, super::status::code(e), "", None, None)
             }
         };
         let denied = match &result {
@@ -283,6 +274,8 @@ impl Gate {
             code,
             version,
             batch,
+            compromised: done.and_then(|d| d.compromised),
+            reason: done.and_then(|d| d.reason.as_deref()),
             denied,
         })
         .await;
@@ -339,6 +332,8 @@ impl Gate {
             code,
             version: "",
             batch: None,
+            compromised: None,
+            reason: None,
             denied,
         })
         .await;
@@ -380,7 +375,9 @@ impl Gate {
                 failed_items: r.batch.map(|(_, f)| f),
                 context_keys: r.context_keys.iter().map(String::as_str).collect(),
                 latency_us: u64::try_from(r.start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                reason: None,
+                reason: r.reason,
+                compromised_records: r.compromised.map(|(n, _)| n),
+                compromised: r.compromised.map(|(_, what)| what),
             };
             // A refusal made because the log cannot be written must not wait
             // for it: its line is queued if there is room, else counted.
@@ -419,6 +416,8 @@ struct Record<'a> {
     code: Code,
     version: &'a str,
     batch: Option<(usize, usize)>,
+    compromised: Option<(u64, &'static str)>,
+    reason: Option<&'a str>,
     denied: Option<&'a Denied>,
 }
 

@@ -49,10 +49,13 @@ fn key_code(e: &Error) -> Code {
         | Error::Unauthentic
         | Error::TooLarge { .. }
         | Error::Column(_)
+        | Error::BadReason
         | Error::ScopeMissing { .. }
         | Error::Index(_)
         | Error::BatchTooLarge { .. } => Code::InvalidArgument,
-        Error::VersionNotFound { .. } | Error::Retired { .. } => Code::FailedPrecondition,
+        Error::VersionNotFound { .. } | Error::Retired { .. } | Error::Compromised { .. } => {
+            Code::FailedPrecondition
+        }
         Error::NoCurrent(_) | Error::Store(_) | Error::Kms(_) | Error::MasterKey(_) => {
             Code::Unavailable
         }
@@ -94,9 +97,11 @@ fn key_message(e: &Error) -> String {
         | Error::Unauthentic
         | Error::TooLarge { .. }
         | Error::Column(_)
+        | Error::BadReason
         | Error::BatchTooLarge { .. }
         | Error::VersionNotFound { .. }
         | Error::Retired { .. }
+        | Error::Compromised { .. }
         | Error::FetchThrottled(_)
         | Error::IndexQuota
         | Error::IndexNotGranted

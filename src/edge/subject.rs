@@ -122,25 +122,31 @@ column_stream_subject!(
     pb::DecryptColumnStreamRequest
 );
 
-impl HasSubject for pb::RotateMasterKeyRequest {
-    fn subject(&self) -> Subject<'_> {
-        // Rotation names one key; empty means the default key, not every key.
-        let key = if self.key.is_empty() {
-            DEFAULT_KEY
-        } else {
-            &self.key
-        };
-        Subject {
-            key,
-            context: None,
-            index: None,
-        }
-    }
+/// Admin calls that act on one key: empty means the default key, not every key.
+macro_rules! one_key_subject {
+    ($($t:ty),*) => {$(
+        impl HasSubject for $t {
+            fn subject(&self) -> Subject<'_> {
+                let key = if self.key.is_empty() {
+                    DEFAULT_KEY
+                } else {
+                    &self.key
+                };
+                Subject {
+                    key,
+                    context: None,
+                    index: None,
+                }
+            }
 
-    fn all_contexts(&self, _: &mut dyn FnMut(&BTreeMap<String, String>) -> bool) -> bool {
-        true
-    }
+            fn all_contexts(&self, _: &mut dyn FnMut(&BTreeMap<String, String>) -> bool) -> bool {
+                true
+            }
+        }
+    )*};
 }
+
+one_key_subject!(pb::RotateMasterKeyRequest, pb::MarkCompromisedRequest);
 
 impl HasSubject for pb::ComputeIndexRequest {
     fn subject(&self) -> Subject<'_> {

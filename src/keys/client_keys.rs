@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::compromise::Use;
 use super::error::Error;
 use super::master_key::MasterKey;
 use super::named_key::NamedKey;
@@ -44,15 +45,17 @@ impl NamedKey {
         let ctx_enc = self.encode_context(ctx)?;
         let parsed = self.parse(blob, Kind::DataKey)?;
         let master = self.master_for(parsed.version_raw).await?;
-        self.check_retired(master.version.as_str(), master.created)?;
+        let compromised = self.check_use(master.version.as_str(), master.created, Use::Open)?;
         let key = wrap::unwrap(
             &master.kek,
             parsed.wrapped,
             &self.wrap_aad(&master, Kind::DataKey, Some(&ctx_enc)),
         )?;
-        self.usage
-            .of(master.version.as_str())
-            .record(1, super::usage::now());
+        let used = self.usage.of(master.version.as_str());
+        used.record(1, super::usage::now());
+        if compromised {
+            used.compromised(super::usage::Outcome::Decrypted, 1);
+        }
         Ok((key, master))
     }
 }

@@ -69,6 +69,9 @@ pub struct SealedColumn {
     /// The one master-key version every record names (none if no record
     /// was sealed).
     pub version: Option<Arc<MasterKey>>,
+    /// Records opened under compromised versions to be sealed again here
+    /// (re-encryption only).
+    pub compromised: u64,
 }
 
 impl NamedKey {
@@ -103,6 +106,7 @@ impl NamedKey {
             records: Bytes::from(std::mem::take(&mut batch.out)),
             results,
             version,
+            compromised: 0,
         })
     }
 
@@ -114,9 +118,21 @@ impl NamedKey {
         rows: Rows<'_>,
         records: &[Bytes],
     ) -> Result<Opened, Error> {
+        self.open_column(super::compromise::Use::Open, shared, rows, records)
+            .await
+    }
+
+    /// [`Self::decrypt_column`] for `usage`.
+    pub(super) async fn open_column(
+        &self,
+        usage: super::compromise::Use,
+        shared: &Context,
+        rows: Rows<'_>,
+        records: &[Bytes],
+    ) -> Result<Opened, Error> {
         let column = rows.context(shared, records.len(), self)?;
         let opened = self
-            .open_each(records.iter().map(|r| r.as_ref()), |i, aad| {
+            .open_each(usage, records.iter().map(|r| r.as_ref()), |i, aad| {
                 Ok(column.encode_row_into(rows.value(i), aad)?)
             })
             .await;

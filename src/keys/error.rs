@@ -92,6 +92,19 @@ pub enum Error {
         /// Version id.
         version: String,
     },
+    /// The record's version is marked compromised, and this use of it is refused.
+    #[error("master-key version {version} of key {key:?} is marked compromised: {refused}")]
+    Compromised {
+        /// Key name.
+        key: String,
+        /// Version id.
+        version: String,
+        /// What is refused and what to do instead.
+        refused: &'static str,
+    },
+    /// A MarkCompromised reason that is empty, too long or not printable.
+    #[error("the reason must be 1 to 512 printable characters (it goes to the audit log)")]
+    BadReason,
     /// Too many on-demand version fetches for this key just now.
     #[error("too many lookups of unknown master-key versions for key {0:?}; retry later")]
     FetchThrottled(String),

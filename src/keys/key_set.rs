@@ -10,7 +10,9 @@ use super::error::Error;
 use super::limits::Limits;
 use super::master_key::{MasterKey, MasterKeyError};
 use super::source::KeySource;
-use crate::backends::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, PIN_PREFIX, VersionInfo};
+use crate::backends::store::{
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, COMPROMISED_PREFIX, PIN_PREFIX, VersionInfo,
+};
 use crate::primitives::record::VersionId;
 
 /// The stages whose versions are loaded at every refresh.
@@ -39,6 +41,12 @@ pub struct KeySet {
     /// Records under versions created before this instant are refused
     /// (the key's `min_decryption_version`).
     pub retired_before: Option<OffsetDateTime>,
+    /// Versions marked compromised, sorted: by a label in the store, by
+    /// configuration, or in an earlier snapshot of this process (a removed
+    /// label does not unmark a version).
+    pub compromised: Vec<String>,
+    /// Whether AWSCURRENT is among them (nothing is encrypted then).
+    pub current_compromised: bool,
 }
 
 impl Loaded {
@@ -60,6 +68,8 @@ impl KeySet {
             loaded_at: self.loaded_at,
             pinned: self.pinned.clone(),
             retired_before: self.retired_before,
+            compromised: self.compromised.clone(),
+            current_compromised: self.current_compromised,
         }
     }
 }
@@ -95,6 +105,18 @@ pub(super) async fn read_set(
         .filter(|i| i.stages.iter().any(|s| s.starts_with(PIN_PREFIX)))
         .map(|i| i.id.clone())
         .collect();
+    // A label marks the version it names, whichever version carries it
+    // (failing closed if a label was moved).
+    let mut compromised: Vec<String> = infos
+        .iter()
+        .flat_map(|i| i.stages.iter())
+        .filter_map(|s| s.strip_prefix(COMPROMISED_PREFIX))
+        .map(str::to_owned)
+        .chain(source.compromised.iter().cloned())
+        .chain(old.into_iter().flat_map(|o| o.compromised.iter().cloned()))
+        .collect();
+    compromised.sort();
+    compromised.dedup();
     let mut versions: HashMap<Box<[u8]>, Loaded> = HashMap::new();
     let mut current = None;
     for info in infos
@@ -225,11 +247,19 @@ pub(super) async fn read_set(
             ),
         }));
     }
+    // A compromised AWSCURRENT (a rotation not yet done, or a writer moving
+    // the stage back to it) still serves reads; encryption is refused.
+    let current_compromised = compromised.iter().any(|v| v == current.version.as_str());
+    if current_compromised {
+        tracing::error!(key = %name, version = %current.version.as_str(), "AWSCURRENT is marked compromised: encryption is refused until a rotation makes another version current");
+    }
     Ok(KeySet {
         versions,
         current,
         loaded_at: OffsetDateTime::now_utc(),
         pinned,
         retired_before,
+        compromised,
+        current_compromised,
     })
 }

@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_loaded_versions: usize,
     /// How long a version the store did not have is remembered as missing.
     pub negative_cache_ttl: Duration,
+    /// The window of the gauge of records under compromised versions that
+    /// the server is still asked to open (it shows one to two windows).
+    pub compromised_window: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             decrypt_cache_entries: 10_000,
             max_loaded_versions: 32,
             negative_cache_ttl: Duration::from_secs(30),
+            compromised_window: Duration::from_secs(60),
         }
     }
 }

@@ -86,7 +86,7 @@ impl NamedKey {
             data_keys_generated: AtomicU64::new(0),
             cache: DecryptCache::new(limits.decrypt_cache_entries),
             rotation_failures: AtomicU64::new(0),
-            usage: Default::default(),
+            usage: super::usage::Usage::new(limits.compromised_window),
             source,
             limits,
         })

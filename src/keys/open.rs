@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
+use super::compromise::Use;
 use super::decrypt_cache::CachedKey;
 use super::error::Error;
 use super::index::{RecordTokens, TokenKeys};
@@ -49,6 +50,9 @@ pub struct Opened {
     /// Per item: its plaintext's range and the version that wrapped its
     /// data key, or why it failed.
     pub results: Vec<Result<(Range<usize>, Version), Error>>,
+    /// Records opened under versions marked compromised (only where the
+    /// use allows it: re-encryption, or a key's migration window).
+    pub compromised: u64,
 }
 
 impl NamedKey {
@@ -61,13 +65,16 @@ impl NamedKey {
         let ctx_len = context::validate(ctx, self.limits.context)?;
         let parsed = self.parse(record, Kind::Record)?;
         let cached = self.open_key(&parsed).await?;
-        self.check_retired(&cached.version, cached.created)?;
+        let compromised = self.check_use(&cached.version, cached.created, Use::Open)?;
         let aad = self.payload_aad(ctx, ctx_len);
         let mut out = vec![0u8; parsed.ciphertext.len()];
         cached
             .key
             .open(parsed.nonce, &aad, parsed.ciphertext, parsed.tag, &mut out)?;
         cached.usage.record(1, usage::now());
+        if compromised {
+            cached.usage.compromised(usage::Outcome::Decrypted, 1);
+        }
         Ok((out, cached.version.clone()))
     }
 
@@ -79,8 +86,18 @@ impl NamedKey {
         items: &[T],
         get: impl Fn(&T) -> (&[u8], &Context),
     ) -> Opened {
+        self.open_many(Use::Open, items, get).await
+    }
+
+    /// [`Self::decrypt_many`] for `usage`.
+    pub(super) async fn open_many<T>(
+        &self,
+        usage: Use,
+        items: &[T],
+        get: impl Fn(&T) -> (&[u8], &Context),
+    ) -> Opened {
         let limits = self.limits.context;
-        self.open_each(items.iter().map(|t| get(t).0), |i, aad| {
+        self.open_each(usage, items.iter().map(|t| get(t).0), |i, aad| {
             let ctx = items
                 .get(i)
                 .map(|t| get(t).1)
@@ -92,10 +109,11 @@ impl NamedKey {
         .await
     }
 
-    /// Opens `records` in order; `encode(i, aad)` appends record i's context
-    /// encoding (after the key name's prefix) or refuses it.
+    /// Opens `records` in order for `usage`; `encode(i, aad)` appends
+    /// record i's context encoding (after the key name's prefix) or refuses it.
     pub(super) async fn open_each<'r>(
         &self,
+        usage: Use,
         records: impl ExactSizeIterator<Item = &'r [u8]> + Clone,
         mut encode: impl FnMut(usize, &mut Vec<u8>) -> Result<(), Error>,
     ) -> Opened {
@@ -106,21 +124,28 @@ impl NamedKey {
         let mut aad = Vec::with_capacity(64);
         record::payload_aad_prefix(&mut aad, &self.source.name);
         let prefix = aad.len();
-        let mut last: Option<(&[u8], Arc<CachedKey>)> = None;
+        let mut last: Option<(&[u8], Arc<CachedKey>, bool)> = None;
         let mut results = Vec::with_capacity(records.len());
         let now = usage::now();
+        let mut compromised = 0;
+        let outcome = match usage {
+            Use::Reencrypt => usage::Outcome::Reencrypted,
+            _ => usage::Outcome::Decrypted,
+        };
         for (i, record) in records.enumerate() {
             let r = async {
                 aad.truncate(prefix);
                 encode(i, &mut aad)?;
                 let parsed = self.parse(record, Kind::Record)?;
-                let cached = match &last {
-                    Some((slot, key)) if *slot == parsed.wrap_slot => key.clone(),
+                let (cached, flagged) = match &last {
+                    Some((slot, key, flagged)) if *slot == parsed.wrap_slot => {
+                        (key.clone(), *flagged)
+                    }
                     _ => {
                         let key = self.open_key(&parsed).await?;
-                        self.check_retired(&key.version, key.created)?;
-                        last = Some((parsed.wrap_slot, key.clone()));
-                        key
+                        let flagged = self.check_use(&key.version, key.created, usage)?;
+                        last = Some((parsed.wrap_slot, key.clone(), flagged));
+                        (key, flagged)
                     }
                 };
                 let start = out.len();
@@ -142,6 +167,10 @@ impl NamedKey {
                     return Err(e.into());
                 }
                 cached.usage.record(1, now);
+                if flagged {
+                    cached.usage.compromised(outcome, 1);
+                    compromised += 1;
+                }
                 Ok((start..end, cached.version.clone()))
             }
             .await;
@@ -150,6 +179,7 @@ impl NamedKey {
         Opened {
             plaintexts: out,
             results,
+            compromised,
         }
     }
 
@@ -181,7 +211,7 @@ impl NamedKey {
         let parsed = self.parse(record, Kind::Record)?;
         let current = self.versions.current();
         let old = self.master_for(parsed.version_raw).await?;
-        self.check_retired(old.version.as_str(), old.created)?;
+        self.check_use(old.version.as_str(), old.created, Use::Rewrap)?;
         let RewrapCache {
             tokens: token_keys,
             wraps,

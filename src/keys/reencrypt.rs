@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::column::{Rows, SealedColumn};
+use super::compromise::Use;
 use super::error::Error;
 use super::index::{RecordTokens, TokenKeys};
 use super::master_key::MasterKey;
@@ -21,19 +22,21 @@ pub type Reencrypted = (Bytes, Arc<MasterKey>, RecordTokens);
 impl NamedKey {
     /// Re-encrypts each item's record (`get` gives the record, its context
     /// and the indexes whose tokens to return), in order; one failing item
-    /// never fails the others.
+    /// never fails the others. Also returns how many records were under a
+    /// compromised version.
     pub async fn reencrypt_many<T>(
         &self,
         items: &[T],
         get: impl Fn(&T) -> (&[u8], &Context, &[String]),
-    ) -> Vec<Result<Reencrypted, Error>> {
+    ) -> (Vec<Result<Reencrypted, Error>>, u64) {
         let opened = self
-            .decrypt_many(items, |t| {
+            .open_many(Use::Reencrypt, items, |t| {
                 let (record, ctx, _) = get(t);
                 (record, ctx)
             })
             .await;
         // The items that opened, with their plaintexts in the wiped buffer.
+        let compromised = opened.compromised;
         let mut to_seal: Vec<(&[u8], &Context)> = Vec::new();
         let mut slots: Vec<Option<usize>> = Vec::with_capacity(items.len());
         let mut results: Vec<Result<Reencrypted, Error>> = Vec::with_capacity(items.len());
@@ -77,7 +80,7 @@ impl NamedKey {
                 Err(_) => Err(Error::Internal("sealing failed after opening")),
             };
         }
-        results
+        (results, compromised)
     }
 
     /// Re-encrypts a column: opened under `shared` merged with each row's
@@ -88,7 +91,10 @@ impl NamedKey {
         rows: Rows<'_>,
         records: &[Bytes],
     ) -> Result<SealedColumn, Error> {
-        let opened = self.decrypt_column(shared, rows, records).await?;
+        let opened = self
+            .open_column(Use::Reencrypt, shared, rows, records)
+            .await?;
+        let compromised = opened.compromised;
         let mut plaintexts: Vec<&[u8]> = Vec::new();
         let mut row_values: Vec<String> = Vec::new();
         let mut slots: Vec<Result<usize, Error>> = Vec::with_capacity(records.len());
@@ -114,6 +120,7 @@ impl NamedKey {
             values: &row_values,
         };
         let mut sealed = self.encrypt_column(shared, rows, &plaintexts).await?;
+        sealed.compromised = compromised;
         let mut sealed_results = std::mem::take(&mut sealed.results).into_iter();
         sealed.results = slots
             .into_iter()

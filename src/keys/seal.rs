@@ -235,8 +235,6 @@ impl NamedKey {
             return Ok(claimed);
         }
         let current = self.versions.current();
-        // Never seal under a version the key refuses to open.
-        self.check_retired(current.version.as_str(), current.created)?;
         let dk = Arc::new(self.new_data_key(current).await?);
         self.active.store(Some(dk.clone()));
         let nonce = dk
@@ -276,6 +274,13 @@ impl NamedKey {
     }
 
     async fn new_data_key(&self, master: Arc<MasterKey>) -> Result<DataKey, Error> {
+        // Never seal under a version the key refuses to open, nor under a
+        // compromised one (a pinned batch included).
+        self.check_use(
+            master.version.as_str(),
+            master.created,
+            super::compromise::Use::Seal,
+        )?;
         let (plaintext, wrapped) = self
             .new_wrapped_key(&master, Kind::Record, None, "record-data-key")
             .await?;

@@ -27,6 +27,12 @@ pub struct KeySource {
     pub min_version: Option<String>,
     /// The key's blind indexes.
     pub indexes: Vec<crate::primitives::blind_index::IndexSpec>,
+    /// Versions marked compromised by configuration (beside the secret's
+    /// compromise labels, which a writer of the secret could remove).
+    pub compromised: Vec<String>,
+    /// Let Decrypt open records under compromised versions (a migration
+    /// window; each such call is audited and counted).
+    pub allow_compromised_decrypts: bool,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -55,6 +61,8 @@ impl KeySource {
             kdf: KdfParams::default(),
             min_version: None,
             indexes: Vec::new(),
+            compromised: Vec::new(),
+            allow_compromised_decrypts: false,
         }
     }
 

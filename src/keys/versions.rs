@@ -66,9 +66,16 @@ impl Versions {
         self.state.load().current.clone()
     }
 
-    /// Whether `version` is the AWSCURRENT version, without a reference count.
+    /// Whether `version` is the AWSCURRENT version and may encrypt (is not
+    /// marked compromised), without a reference count.
     pub(super) fn is_current(&self, version: &VersionId) -> bool {
-        self.state.load().current.version == *version
+        let set = self.state.load();
+        set.current.version == *version && !set.current_compromised
+    }
+
+    /// Whether `version` is marked compromised.
+    pub(super) fn is_compromised(&self, version: &str) -> bool {
+        self.state.load().compromised.iter().any(|v| v == version)
     }
 
     /// Failed refreshes since start.

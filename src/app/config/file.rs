@@ -108,6 +108,14 @@ pub struct KeyConfig {
     /// Blind indexes of this key (docs/SEARCH.md).
     #[serde(default)]
     pub indexes: Vec<IndexConfig>,
+    /// Versions known to be compromised (beside the secret's
+    /// `envelope-compromised-<id>` labels, which a writer could remove).
+    #[serde(default)]
+    pub compromised_versions: Vec<String>,
+    /// Let Decrypt open records under compromised versions for a migration
+    /// window (each such call audited and counted).
+    #[serde(default)]
+    pub allow_compromised_decrypts: bool,
 }
 
 /// One `[[keys.indexes]]` entry.
@@ -166,6 +174,7 @@ pub(super) struct LimitsConfig {
     pub(super) decrypt_cache_entries: Option<usize>,
     pub(super) max_loaded_versions: Option<usize>,
     pub(super) missing_version_ttl_secs: Option<u64>,
+    pub(super) compromised_window_secs: Option<u64>,
     pub(super) max_concurrent_requests: Option<usize>,
     pub(super) request_timeout_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,

@@ -133,6 +133,12 @@ impl Settings {
         if self.request_timeout.is_zero() {
             return Err(invalid("limits.request_timeout_secs", "must be positive"));
         }
+        if !(1..=86_400).contains(&self.limits.compromised_window.as_secs()) {
+            return Err(invalid(
+                "limits.compromised_window_secs",
+                "must be between 1 and 86,400",
+            ));
+        }
         if let Some(a) = &self.aws {
             if a.kms_key_id.as_deref().is_none_or(str::is_empty) {
                 return Err(invalid(
@@ -160,6 +166,21 @@ impl Settings {
                         "{v:?} is not a version id (a UUID, or 1-64 printable ASCII characters)"
                     ),
                 ));
+            }
+            if let Some(v) = k
+                .compromised_versions
+                .iter()
+                .find(|v| crate::primitives::record::VersionId::new(v).is_err())
+            {
+                return Err(invalid(
+                    "keys.compromised_versions",
+                    format!(
+                        "{v:?} is not a version id (a UUID, or 1-64 printable ASCII characters)"
+                    ),
+                ));
+            }
+            if k.compromised_versions.len() > 100 {
+                return Err(invalid("keys.compromised_versions", "at most 100 versions"));
             }
             if k.kdf_iterations.is_some_and(|i| {
                 !(crate::primitives::crypto::PBKDF2_MIN_ITERATIONS..=10_000_000).contains(&i)

@@ -55,6 +55,8 @@ fn a_full_queue_makes_callers_wait_and_loses_nothing() {
                             context_keys: keys.iter().map(String::as_str).collect(),
                             latency_us: 1,
                             reason: None,
+                            compromised_records: None,
+                            compromised: None,
                         })
                         .await;
                     }

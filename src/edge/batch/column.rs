@@ -30,6 +30,7 @@ pub(super) fn sealed_outputs(
     let done = Done {
         version: key_version.clone(),
         batch: Some((ciphertexts.len(), errors.len())),
+        ..Done::default()
     };
     (ciphertexts, key_version, errors, done)
 }
@@ -150,7 +151,9 @@ impl BatchCall for pb::DecryptColumnRequest {
         let done = Done {
             version: String::new(),
             batch: Some((plaintexts.len(), errors.len())),
-        };
+            ..Done::default()
+        }
+        .flag(opened.compromised, crate::edge::gate::DECRYPTED);
         Ok((pb::DecryptColumnResponse { plaintexts, errors }, done))
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::column::sealed_outputs;
 use super::{BatchCall, Results};
-use crate::edge::gate::Done;
+use crate::edge::gate::{Done, REENCRYPTED};
 use crate::keys::{Error, NamedKey};
 use crate::pb;
 
@@ -21,7 +21,7 @@ impl BatchCall for pb::ReencryptBatchRequest {
     }
 
     async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
-        let done = key
+        let (done, compromised) = key
             .reencrypt_many(&self.items, |i| (&i.ciphertext, &i.context, &i.indexes))
             .await;
         let mut out = Results::with_capacity(self.items.len());
@@ -31,6 +31,7 @@ impl BatchCall for pb::ReencryptBatchRequest {
             }));
         }
         let (results, done) = out.finish(true);
+        let done = done.flag(compromised, REENCRYPTED);
         Ok((pb::ReencryptBatchResponse { results }, done))
     }
 }
@@ -50,7 +51,9 @@ impl BatchCall for pb::ReencryptColumnRequest {
         let sealed = key
             .reencrypt_column(&self.context, rows, &self.ciphertexts)
             .await?;
+        let compromised = sealed.compromised;
         let (ciphertexts, key_version, errors, done) = sealed_outputs(sealed);
+        let done = done.flag(compromised, REENCRYPTED);
         let resp = pb::ReencryptColumnResponse {
             ciphertexts,
             key_version,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Labels;
 use crate::keys::Keyring;
+use crate::keys::usage::Outcome;
 
 /// Per-key counts that the keyring keeps as atomics, exported as counters
 /// at scrape time (no metrics work on the request path).
@@ -98,7 +99,59 @@ impl prometheus_client::collector::Collector for KeyCounters {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "compromised_records",
+            "Records under compromised master-key versions the server was asked to open, per key, version and outcome (refused, decrypted, reencrypted)",
+            None,
+            counter_type,
+        )?;
+        let outcomes = [Outcome::Refused, Outcome::Decrypted, Outcome::Reencrypted];
+        for (key, versions) in &uses {
+            for v in versions
+                .iter()
+                .filter(|v| v.compromised.iter().any(|n| *n > 0))
+            {
+                for (outcome, n) in outcomes.iter().zip(v.compromised) {
+                    let labels: Labels = vec![
+                        ("key", key.clone()),
+                        ("version", v.version.clone()),
+                        ("outcome", outcome.label().to_owned()),
+                    ];
+                    prometheus_client::metrics::counter::ConstCounter::new(n)
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         let gauge_type = prometheus_client::metrics::gauge::ConstGauge::new(0i64).metric_type();
+        let mut family = encoder.encode_descriptor(
+            "compromised_records_recent",
+            "Records under compromised master-key versions the server was asked to open in the last one to two limits.compromised_window_secs windows, per key and version",
+            None,
+            gauge_type,
+        )?;
+        for (key, versions) in &uses {
+            for v in versions
+                .iter()
+                .filter(|v| v.compromised.iter().any(|n| *n > 0))
+            {
+                let labels: Labels = vec![("key", key.clone()), ("version", v.version.clone())];
+                let n = i64::try_from(v.compromised_recent).unwrap_or(i64::MAX);
+                prometheus_client::metrics::gauge::ConstGauge::new(n)
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "compromised_versions",
+            "Master-key versions marked compromised, per key",
+            None,
+            gauge_type,
+        )?;
+        for k in keyring.all() {
+            let labels: Labels = vec![("key", k.name().to_owned())];
+            let n = i64::try_from(k.snapshot().compromised.len()).unwrap_or(i64::MAX);
+            prometheus_client::metrics::gauge::ConstGauge::new(n)
+                .encode(family.encode_family(&labels)?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "version_last_read_timestamp_seconds",
             "When a master-key version last opened a record or blob (Unix time), per key and version",

@@ -1,0 +1,146 @@
+//! A compromised version on one in-process key over a local store: what
+//! each use of its records may still do, and that nothing seals under it.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use super::super::*;
+use crate::backends::store::{AWSCURRENT, compromised_label};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn is_compromised_refusal(e: &Error, version: &str) -> bool {
+    matches!(e, Error::Compromised { version: v, .. } if v == version)
+}
+
+/// Marking a current version rotates at once; records under it are
+/// refused by Decrypt, Rewrap and UnwrapDataKey, re-encrypted under a new
+/// data key of the new version, and nothing seals under it again.
+#[test]
+fn a_compromised_version_is_only_reencrypted_and_never_sealed_under() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let store = source.store.clone();
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let ctx = BTreeMap::from([("t".to_owned(), "u".to_owned())]);
+        let (old_ct, v) = key.encrypt(b"secret", &ctx).await.unwrap();
+        let v = v.version.as_str().to_owned();
+        let (_, blob, _) = key.generate_data_key(&ctx).await.unwrap();
+
+        let current = key.mark_compromised(&v).await.unwrap();
+        assert_ne!(current, v, "a compromised AWSCURRENT rotates at once");
+        let labels = store.describe("k").await.unwrap();
+        let marked = labels.iter().find(|i| i.id == v).unwrap();
+        assert!(marked.has(&compromised_label(&v)), "{marked:?}");
+        assert!(!marked.has(AWSCURRENT));
+        assert_eq!(key.compromised_versions(), vec![v.clone()]);
+
+        let e = key.decrypt(&old_ct, &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        let e = key.rewrap(&old_ct, &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        let e = key.unwrap_data_key(&blob, &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        let opened = key.decrypt_many(&[(&old_ct, &ctx)], |(c, x)| (c, x)).await;
+        assert!(is_compromised_refusal(
+            opened.results[0].as_ref().unwrap_err(),
+            &v
+        ));
+
+        let (done, flagged) = key
+            .reencrypt_many(&[(&old_ct, &ctx)], |(c, x)| (c.as_slice(), *x, &[]))
+            .await;
+        assert_eq!(flagged, 1);
+        let (new_ct, master, _) = done.into_iter().next().unwrap().unwrap();
+        assert_eq!(master.version.as_str(), current);
+        // A new data key: the wrapped key in the header differs, not only its version.
+        let (old_p, new_p) = (
+            crate::primitives::record::parse(&old_ct, crate::primitives::record::Kind::Record)
+                .unwrap(),
+            crate::primitives::record::parse(&new_ct, crate::primitives::record::Kind::Record)
+                .unwrap(),
+        );
+        assert_ne!(old_p.wrapped, new_p.wrapped);
+        assert_eq!(key.decrypt(&new_ct, &ctx).await.unwrap().0, b"secret");
+
+        let counts = key
+            .version_use()
+            .into_iter()
+            .find(|u| u.version == v)
+            .unwrap();
+        // Refused: Decrypt, Rewrap, UnwrapDataKey, DecryptBatch; re-encrypted: one.
+        assert_eq!(counts.compromised, [4, 0, 1]);
+        assert_eq!(counts.compromised_recent, 5);
+
+        // A writer moves AWSCURRENT back to the compromised version: this
+        // replica keeps the new one (no rollback), and a fresh replica
+        // that knows the mark from configuration alone refuses to encrypt.
+        store
+            .update_stage("k", &compromised_label(&v), None, Some(&v))
+            .await
+            .unwrap();
+        store
+            .update_stage("k", AWSCURRENT, Some(&v), Some(&current))
+            .await
+            .unwrap();
+        assert!(key.refresh().await.is_err());
+        let (_, m) = key.encrypt(b"x", &ctx).await.unwrap();
+        assert_eq!(m.version.as_str(), current);
+        assert!(key.is_compromised(&v), "a removed label does not unmark");
+        let mut source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        source.compromised = vec![v.clone()];
+        let restarted = NamedKey::load(source, Limits::default()).await.unwrap();
+        let e = restarted.encrypt(b"x", &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        let e = restarted.decrypt(&old_ct, &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        assert_eq!(restarted.decrypt(&new_ct, &ctx).await.unwrap().0, b"secret");
+    });
+}
+
+/// A key that allows decrypts for a migration window opens the records
+/// and counts each one as decrypted.
+#[test]
+fn a_migration_window_allows_decrypts_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let ctx = BTreeMap::new();
+        let (ct, v) = key.encrypt(b"kept", &ctx).await.unwrap();
+        let v = v.version.as_str().to_owned();
+        key.rotate().await.unwrap();
+        // Not current: marked without a rotation.
+        let current = key.snapshot().current.version.as_str().to_owned();
+        assert_eq!(key.mark_compromised(&v).await.unwrap(), current);
+        let mut source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        source.allow_compromised_decrypts = true;
+        let window = NamedKey::load(source, Limits::default()).await.unwrap();
+        assert!(window.is_compromised(&v), "the label alone marks it");
+        assert_eq!(window.decrypt(&ct, &ctx).await.unwrap().0, b"kept");
+        let opened = window.decrypt_many(&[(&ct, &ctx)], |(c, x)| (c, x)).await;
+        assert_eq!(opened.compromised, 1);
+        let e = window.rewrap(&ct, &ctx).await.unwrap_err();
+        assert!(
+            is_compromised_refusal(&e, &v),
+            "rewrap is refused even then: {e}"
+        );
+        let counts = window
+            .version_use()
+            .into_iter()
+            .find(|u| u.version == v)
+            .unwrap();
+        assert_eq!(counts.compromised, [1, 2, 0]);
+        // An unknown version cannot be marked.
+        assert!(matches!(
+            key.mark_compromised("no-such-version").await,
+            Err(Error::VersionNotFound { .. })
+        ));
+    });
+}
