@@ -53,8 +53,33 @@ fn run_as(program: &Path, args: &[&str]) -> std::process::Output {
     cmd.args(args).output().expect("run a PostgreSQL program")
 }
 
+/// Makes `path` the server's own, readable by it alone (as PostgreSQL
+/// requires of its key file).
+fn own(path: &Path) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown {} to postgres", path.display());
+    }
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A server that takes TLS connections only (`hostssl` in pg_hba.conf)
+    /// with this certificate chain and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> Postgres {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
@@ -90,10 +115,34 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
             dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            own(&cert_path);
+            own(&key_path);
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_path.display(),
+                key_path.display()
+            ));
+            // TCP connections must use TLS; the socket in the directory stays plain.
+            let hba = data.join("pg_hba.conf");
+            let conf = std::fs::read_to_string(&hba).unwrap();
+            let conf: String = conf
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, conf).unwrap();
+        }
         let log = dir.path().join("log");
         let out = run_as(
             &bin.join("pg_ctl"),
@@ -121,9 +170,31 @@ impl Postgres {
         }
     }
 
-    /// A client connected to it.
+    /// A client connected to it (over TCP; see [`Self::socket_client`]
+    /// for a server started with [`Self::start_tls`]).
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+        Self::connect(&self.url).await
+    }
+
+    /// A client connected through the server's Unix socket.
+    pub async fn socket_client(&self) -> tokio_postgres::Client {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let conf = format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            self.dir.path().display()
+        );
+        Self::connect(&conf).await
+    }
+
+    async fn connect(conf: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(conf, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(async move {
