@@ -22,6 +22,7 @@ impl NamedKey {
     ) -> Result<(KeyBytes, Vec<u8>, Arc<MasterKey>), Error> {
         let ctx_enc = self.encode_context(ctx)?;
         let current = self.versions.current();
+        self.check_use(current.version.as_str(), current.created, Use::Seal)?;
         let (plaintext, wrapped) = self
             .new_wrapped_key(&current, Kind::DataKey, Some(&ctx_enc), "client-data-key")
             .await?;

@@ -98,6 +98,8 @@ fn a_compromised_version_is_only_reencrypted_and_never_sealed_under() {
         let restarted = NamedKey::load(source, Limits::default()).await.unwrap();
         let e = restarted.encrypt(b"x", &ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
+        let e = restarted.generate_data_key(&ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
         let e = restarted.decrypt(&old_ct, &ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
         assert_eq!(restarted.decrypt(&new_ct, &ctx).await.unwrap().0, b"secret");
