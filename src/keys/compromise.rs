@@ -68,6 +68,13 @@ impl NamedKey {
         })
     }
 
+    /// Refuses when AWSCURRENT may not seal (compromised or retired).
+    pub(super) fn check_sealable(&self) -> Result<(), Error> {
+        let current = self.versions.current();
+        self.check_use(current.version.as_str(), current.created, Use::Seal)
+            .map(|_| ())
+    }
+
     /// Versions marked compromised (labels, configuration, and marks this
     /// process has seen), sorted.
     pub fn compromised_versions(&self) -> Vec<String> {
@@ -112,16 +119,25 @@ impl NamedKey {
                 .await?;
         }
         if info.has(AWSPENDING) {
-            // A rotation in flight must not finish onto it.
+            // A rotation in flight must not finish onto it (finishSecret
+            // also refuses a marked version).
             store
                 .update_stage(secret, AWSPENDING, None, Some(version))
                 .await?;
         }
         tracing::warn!(key = %self.source.name, version, "master-key version marked compromised");
-        if info.has(AWSCURRENT) {
+        // This replica stops sealing under it now, not at its next refresh.
+        let refreshed = self.refresh().await;
+        // Read again: a rotation that finished meanwhile may have moved AWSCURRENT.
+        let now_current = store
+            .describe(secret)
+            .await?
+            .iter()
+            .any(|i| i.id == version && i.has(AWSCURRENT));
+        if now_current {
             self.rotate().await?;
         } else {
-            self.refresh().await?;
+            refreshed?;
         }
         Ok(self.versions.current().version.as_str().to_owned())
     }

@@ -212,6 +212,8 @@ impl NamedKey {
         let current = self.versions.current();
         let old = self.master_for(parsed.version_raw).await?;
         self.check_use(old.version.as_str(), old.created, Use::Rewrap)?;
+        // Never move a record onto a compromised (or retired) AWSCURRENT.
+        self.check_use(current.version.as_str(), current.created, Use::Seal)?;
         let RewrapCache {
             tokens: token_keys,
             wraps,

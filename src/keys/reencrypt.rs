@@ -29,6 +29,15 @@ impl NamedKey {
         items: &[T],
         get: impl Fn(&T) -> (&[u8], &Context, &[String]),
     ) -> (Vec<Result<Reencrypted, Error>>, u64) {
+        // Refused before anything is opened (or counted as re-encrypted)
+        // when nothing can be sealed now: a compromised AWSCURRENT.
+        if self.check_sealable().is_err() {
+            let refused = |_: &T| match self.check_sealable() {
+                Err(e) => Err(e),
+                Ok(()) => Err(Error::Internal("sealable")),
+            };
+            return (items.iter().map(refused).collect(), 0);
+        }
         let opened = self
             .open_many(Use::Reencrypt, items, |t| {
                 let (record, ctx, _) = get(t);
@@ -91,6 +100,7 @@ impl NamedKey {
         rows: Rows<'_>,
         records: &[Bytes],
     ) -> Result<SealedColumn, Error> {
+        self.check_sealable()?;
         let opened = self
             .open_column(Use::Reencrypt, shared, rows, records)
             .await?;

@@ -178,9 +178,17 @@ impl Rotator<'_> {
     }
 
     async fn pending(&self, token: &str) -> Result<VersionInfo, RotationError> {
-        let v = self
-            .versions()
-            .await?
+        let versions = self.versions().await?;
+        // A version marked compromised is never tested good nor promoted.
+        let label = crate::backends::store::compromised_label(token);
+        if versions.iter().any(|v| v.has(&label)) {
+            return Err(RotationError::TestFailed {
+                secret: self.secret_id.to_owned(),
+                token: token.to_owned(),
+                reason: "the version is marked compromised".into(),
+            });
+        }
+        let v = versions
             .into_iter()
             .find(|v| v.id == token)
             .ok_or_else(|| RotationError::NoSuchToken {

@@ -100,6 +100,14 @@ fn a_compromised_version_is_only_reencrypted_and_never_sealed_under() {
         assert!(is_compromised_refusal(&e, &v), "{e}");
         let e = restarted.generate_data_key(&ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
+        // Nor is a good record moved onto it, by rewrap or re-encryption.
+        let e = restarted.rewrap(&new_ct, &ctx).await.unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
+        let (done, _) = restarted
+            .reencrypt_many(&[(&new_ct, &ctx)], |(c, x)| (&c[..], *x, &[]))
+            .await;
+        let e = done.into_iter().next().unwrap().unwrap_err();
+        assert!(is_compromised_refusal(&e, &v), "{e}");
         let e = restarted.decrypt(&old_ct, &ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
         assert_eq!(restarted.decrypt(&new_ct, &ctx).await.unwrap().0, b"secret");
