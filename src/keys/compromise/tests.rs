@@ -154,3 +154,35 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
         ));
     });
 }
+
+/// A pending version that carries the compromise label is neither tested
+/// good nor promoted, whichever entry point runs the steps.
+#[test]
+fn a_marked_pending_version_is_never_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let (store, kms) = (source.store.clone(), source.kms.clone());
+        let rotator = crate::keys::rotation::Rotator {
+            store: store.as_ref(),
+            kms: kms.as_ref(),
+            key_name: "k",
+            secret_id: "k",
+        };
+        let token = "0f8e2c7a-9d41-4b3e-a6f5-1c2d3e4f5a6b";
+        rotator.create_secret(token).await.unwrap();
+        store
+            .update_stage("k", &compromised_label(token), Some(token), None)
+            .await
+            .unwrap();
+        for r in [
+            rotator.test_secret(token).await,
+            rotator.finish_secret(token).await,
+        ] {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("marked compromised"), "{e}");
+        }
+        let current = store.get_stage("k", AWSCURRENT).await.unwrap().info.id;
+        assert_ne!(current, token);
+    });
+}
