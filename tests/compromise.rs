@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use common::moto::{TEST_ENV, kms_key, moto};
 use common::postgres::Postgres;
 use common::process::http_get;
 use common::requests::{ctx, dec, enc};
-use common::{BIN, Server, run};
+use common::{Server, run};
 use envelope::pb;
 use envelope::primitives::record::{self, Kind};
 use tonic::Code;
@@ -57,28 +56,9 @@ fn series(server: &Server, name: &str, version: &str, outcome: Option<&str>) -> 
 }
 
 fn migrate(server: &Server, pg: &Postgres, extra: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args([
-            "migrate",
-            "--addr",
-            &server.addr,
-            "--key",
-            "pii",
-            "--table",
-            "users",
-            "--id-column",
-            "id",
-            "--column",
-            "email",
-            "--context",
-            "table=users",
-            "--context",
-            "column=email",
-            "--row-field",
-            "id",
-        ])
+    common::cli::migrate_users(&server.addr, &pg.url)
+        .args(["--key", "pii", "--row-field", "id"])
         .args(extra)
-        .env("DATABASE_URL", &pg.url)
         .output()
         .unwrap()
 }

@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::Server;
 use common::postgres::Postgres;
 use common::requests::{ctx, rotate};
-use common::{BIN, Server};
 use envelope::pb;
 
 const ROWS: i64 = 100_000;
@@ -28,21 +28,8 @@ fn value(id: i64, generation: u32) -> String {
 }
 
 fn migrate(server: &Server, pg: &Postgres, extra: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = common::cli::migrate_users(&server.addr, &pg.url);
     c.args([
-        "migrate",
-        "--addr",
-        &server.addr,
-        "--table",
-        "users",
-        "--id-column",
-        "id",
-        "--column",
-        "email",
-        "--context",
-        "table=users",
-        "--context",
-        "column=email",
         "--row-field",
         "id",
         "--index",
@@ -50,8 +37,7 @@ fn migrate(server: &Server, pg: &Postgres, extra: &[&str]) -> Command {
         "--index-column",
         "email_idx",
     ])
-    .args(extra)
-    .env("DATABASE_URL", &pg.url);
+    .args(extra);
     c
 }
 

@@ -5,36 +5,18 @@
 
 mod common;
 
-use std::process::Command;
-
 use bytes::Bytes;
+use common::Server;
 use common::pki::Ca;
 use common::postgres::Postgres;
 use common::requests::{ctx, rotate};
-use common::{BIN, Server};
 use envelope::pb;
 
 const SHARED: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
 
 fn migrate(server: &Server, url: &str, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args([
-            "migrate",
-            "--addr",
-            &server.addr,
-            "--table",
-            "users",
-            "--id-column",
-            "id",
-            "--column",
-            "email",
-            "--context",
-            "table=users",
-            "--context",
-            "column=email",
-        ])
+    let out = common::cli::migrate_users(&server.addr, url)
         .args(extra)
-        .env("DATABASE_URL", url)
         .env_remove("PGSSLROOTCERT")
         .envs(env.iter().copied())
         .output()

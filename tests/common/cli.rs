@@ -42,3 +42,27 @@ pub fn run_stdin(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `envelope migrate` of the tests' `users.email` column (context
+/// `table=users, column=email`) through the server at `addr`, on the
+/// database at `url`; callers add their own flags.
+pub fn migrate_users(addr: &str, url: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "migrate",
+        "--addr",
+        addr,
+        "--table",
+        "users",
+        "--id-column",
+        "id",
+        "--column",
+        "email",
+        "--context",
+        "table=users",
+        "--context",
+        "column=email",
+    ])
+    .env("DATABASE_URL", url);
+    c
+}
