@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-const SECRET_MESSAGES: [&str; 16] = [
+const SECRET_MESSAGES: [&str; 18] = [
     ".envelope.v1.EncryptRequest",
     ".envelope.v1.EncryptItem",
     ".envelope.v1.EncryptBatchRequest",
+    ".envelope.v1.EncryptStreamRequest",
+    ".envelope.v1.DecryptStreamResponse",
     ".envelope.v1.DecryptResponse",
     ".envelope.v1.DecryptResult",
     ".envelope.v1.DecryptBatchResponse",

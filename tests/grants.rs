@@ -89,7 +89,9 @@ async fn context_grants_and_the_unwrap_split() {
         },
     ];
     let mut out = c
-        .encrypt_stream(tokio_stream::iter(messages))
+        .encrypt_stream(tokio_stream::iter(
+            messages.into_iter().map(pb::EncryptStreamRequest::from),
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -21,7 +21,9 @@ async fn streams_answer_batches_in_order() {
     let mut c = server.client().await;
     let requests: Vec<_> = (0..5).map(|m| batch("", m * 100, 100)).collect();
     let mut responses = c
-        .encrypt_stream(tokio_stream::iter(requests))
+        .encrypt_stream(tokio_stream::iter(
+            requests.into_iter().map(pb::EncryptStreamRequest::from),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -56,7 +58,9 @@ async fn streams_answer_batches_in_order() {
         },
     ];
     let mut responses = c
-        .decrypt_stream(tokio_stream::iter(requests))
+        .decrypt_stream(tokio_stream::iter(
+            requests.into_iter().map(pb::DecryptStreamRequest::from),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -75,6 +79,36 @@ async fn streams_answer_batches_in_order() {
     assert_eq!(i, 500);
 }
 
+/// A client built from the API before the stream messages had names of
+/// their own sends EncryptBatchRequest on EncryptStream and reads
+/// EncryptBatchResponse: the bytes are the same, so it is served as before.
+#[tokio::test]
+async fn a_client_sending_batch_messages_on_a_stream_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let codec =
+        tonic_prost::ProstCodec::<pb::EncryptBatchRequest, pb::EncryptBatchResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/envelope.v1.Envelope/EncryptStream");
+    let requests = tokio_stream::iter(vec![batch("", 0, 2), batch("", 2, 3)]);
+    let mut responses = grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sizes = Vec::new();
+    while let Some(r) = responses.message().await.unwrap() {
+        assert!(
+            r.results
+                .iter()
+                .all(|x| matches!(x.result, Some(pb::encrypt_result::Result::Ciphertext(_))))
+        );
+        sizes.push(r.results.len());
+    }
+    assert_eq!(sizes, vec![2, 3]);
+}
+
 #[tokio::test]
 async fn a_refused_message_ends_the_stream_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +116,9 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
     let mut c = server.client().await;
     let requests = vec![batch("", 0, 3), batch("nope", 3, 3), batch("", 6, 3)];
     let mut responses = c
-        .encrypt_stream(tokio_stream::iter(requests))
+        .encrypt_stream(tokio_stream::iter(
+            requests.into_iter().map(pb::EncryptStreamRequest::from),
+        ))
         .await
         .unwrap()
         .into_inner();

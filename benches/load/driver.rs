@@ -173,8 +173,8 @@ pub trait StreamCall: Clone + Send + 'static {
     fn items(r: &Self::Resp) -> u64;
 }
 
-impl StreamCall for pb::EncryptBatchRequest {
-    type Resp = pb::EncryptBatchResponse;
+impl StreamCall for pb::EncryptStreamRequest {
+    type Resp = pb::EncryptStreamResponse;
     async fn open(
         mut client: pb::envelope_client::EnvelopeClient<Channel>,
         rx: tokio::sync::mpsc::Receiver<Self>,
@@ -187,8 +187,8 @@ impl StreamCall for pb::EncryptBatchRequest {
     }
 }
 
-impl StreamCall for pb::DecryptBatchRequest {
-    type Resp = pb::DecryptBatchResponse;
+impl StreamCall for pb::DecryptStreamRequest {
+    type Resp = pb::DecryptStreamResponse;
     async fn open(
         mut client: pb::envelope_client::EnvelopeClient<Channel>,
         rx: tokio::sync::mpsc::Receiver<Self>,

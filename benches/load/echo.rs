@@ -80,13 +80,15 @@ impl pb::envelope_server::Envelope for Echo {
     ) -> Result<Response<pb::EncryptBatchResponse>, Status> {
         Ok(Response::new(echo_batch(r.into_inner())))
     }
-    type EncryptStreamStream = Stream<pb::EncryptBatchResponse>;
+    type EncryptStreamStream = Stream<pb::EncryptStreamResponse>;
     async fn encrypt_stream(
         &self,
-        r: Request<Streaming<pb::EncryptBatchRequest>>,
+        r: Request<Streaming<pb::EncryptStreamRequest>>,
     ) -> Result<Response<Self::EncryptStreamStream>, Status> {
         use tokio_stream::StreamExt;
-        let s = r.into_inner().map(|m| m.map(echo_batch));
+        let s = r
+            .into_inner()
+            .map(|m| m.map(|m| echo_batch(m.into()).into()));
         Ok(Response::new(Box::pin(s)))
     }
     async fn decrypt_batch(
@@ -95,13 +97,15 @@ impl pb::envelope_server::Envelope for Echo {
     ) -> Result<Response<pb::DecryptBatchResponse>, Status> {
         Ok(Response::new(echo_decrypt_batch(r.into_inner())))
     }
-    type DecryptStreamStream = Stream<pb::DecryptBatchResponse>;
+    type DecryptStreamStream = Stream<pb::DecryptStreamResponse>;
     async fn decrypt_stream(
         &self,
-        r: Request<Streaming<pb::DecryptBatchRequest>>,
+        r: Request<Streaming<pb::DecryptStreamRequest>>,
     ) -> Result<Response<Self::DecryptStreamStream>, Status> {
         use tokio_stream::StreamExt;
-        let s = r.into_inner().map(|m| m.map(echo_decrypt_batch));
+        let s = r
+            .into_inner()
+            .map(|m| m.map(|m| echo_decrypt_batch(m.into()).into()));
         Ok(Response::new(Box::pin(s)))
     }
     async fn encrypt_column(

@@ -213,7 +213,8 @@ impl Run {
                 encrypt_batch(ch, b.clone())
             })
             .await;
-            self.stream_pair("EncryptStream", size, crypto, batch.clone())
+            let message: pb::EncryptStreamRequest = batch.clone().into();
+            self.stream_pair("EncryptStream", size, crypto, message)
                 .await;
 
             // Decrypt the records of one batch, over and over.
@@ -229,7 +230,9 @@ impl Run {
                 decrypt_batch(ch, dd.clone())
             })
             .await;
-            self.stream_pair("DecryptStream", size, crypto, d).await;
+            let message: pb::DecryptStreamRequest = d.into();
+            self.stream_pair("DecryptStream", size, crypto, message)
+                .await;
         }
     }
 

@@ -203,6 +203,53 @@ impl BatchCall for pb::DecryptBatchRequest {
     }
 }
 
+/// The batch messages and their stream twins have the same fields (and the
+/// same bytes on the wire): each converts into the other by moving them.
+macro_rules! twins {
+    ($($a:ty, $b:ty => $($field:ident),+;)*) => {$(
+        impl From<$a> for $b {
+            fn from(m: $a) -> Self {
+                Self { $($field: m.$field),+ }
+            }
+        }
+        impl From<$b> for $a {
+            fn from(m: $b) -> Self {
+                Self { $($field: m.$field),+ }
+            }
+        }
+    )*};
+}
+
+twins! {
+    pb::EncryptStreamRequest, pb::EncryptBatchRequest => key, items;
+    pb::EncryptStreamResponse, pb::EncryptBatchResponse => results;
+    pb::DecryptStreamRequest, pb::DecryptBatchRequest => key, items;
+    pb::DecryptStreamResponse, pb::DecryptBatchResponse => results;
+}
+
+/// A batch stream message: run as the batch it is field for field.
+macro_rules! batch_stream {
+    ($($req:ty => $batch:ty, $resp:ty;)*) => {$(
+        impl BatchCall for $req {
+            type Response = $resp;
+
+            fn len(&self) -> usize {
+                self.items.len()
+            }
+
+            async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
+                let (resp, done) = <$batch>::from(self).run(key).await?;
+                Ok((resp.into(), done))
+            }
+        }
+    )*};
+}
+
+batch_stream! {
+    pb::EncryptStreamRequest => pb::EncryptBatchRequest, pb::EncryptStreamResponse;
+    pb::DecryptStreamRequest => pb::DecryptBatchRequest, pb::DecryptStreamResponse;
+}
+
 impl BatchCall for pb::RewrapBatchRequest {
     type Response = pb::RewrapBatchResponse;
 

@@ -229,11 +229,11 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         self.batch(req, "EncryptBatch", Operation::Encrypt).await
     }
 
-    type EncryptStreamStream = ResponseStream<pb::EncryptBatchResponse>;
+    type EncryptStreamStream = ResponseStream<pb::EncryptStreamResponse>;
 
     async fn encrypt_stream(
         &self,
-        req: Request<Streaming<pb::EncryptBatchRequest>>,
+        req: Request<Streaming<pb::EncryptStreamRequest>>,
     ) -> Result<Response<Self::EncryptStreamStream>, Status> {
         self.stream(req, "EncryptStream", Operation::Encrypt)
     }
@@ -245,11 +245,11 @@ impl pb::envelope_server::Envelope for EnvelopeService {
         self.batch(req, "DecryptBatch", Operation::Decrypt).await
     }
 
-    type DecryptStreamStream = ResponseStream<pb::DecryptBatchResponse>;
+    type DecryptStreamStream = ResponseStream<pb::DecryptStreamResponse>;
 
     async fn decrypt_stream(
         &self,
-        req: Request<Streaming<pb::DecryptBatchRequest>>,
+        req: Request<Streaming<pb::DecryptStreamRequest>>,
     ) -> Result<Response<Self::DecryptStreamStream>, Status> {
         self.stream(req, "DecryptStream", Operation::Decrypt)
     }

@@ -45,13 +45,28 @@ impl fmt::Debug for pb::EncryptItem {
     }
 }
 
-impl fmt::Debug for pb::EncryptBatchRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EncryptBatchRequest")
-            .field("key", &self.key)
-            .field("items", &self.items)
-            .finish()
-    }
+/// The batch messages and their stream twins: the same fields.
+macro_rules! items_debug {
+    ($($t:ty => $name:literal, $field:ident;)*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                items_debug!(@struct self, f, $name, $field)
+            }
+        }
+    )*};
+    (@struct $s:ident, $f:ident, $name:literal, items) => {
+        $f.debug_struct($name).field("key", &$s.key).field("items", &$s.items).finish()
+    };
+    (@struct $s:ident, $f:ident, $name:literal, results) => {
+        $f.debug_struct($name).field("results", &$s.results).finish()
+    };
+}
+
+items_debug! {
+    pb::EncryptBatchRequest => "EncryptBatchRequest", items;
+    pb::EncryptStreamRequest => "EncryptStreamRequest", items;
+    pb::DecryptBatchResponse => "DecryptBatchResponse", results;
+    pb::DecryptStreamResponse => "DecryptStreamResponse", results;
 }
 
 impl fmt::Debug for pb::DecryptResponse {
@@ -80,14 +95,6 @@ impl fmt::Debug for pb::DecryptResult {
         f.debug_struct("DecryptResult")
             .field("result", &self.result)
             .field("key_version", &self.key_version)
-            .finish()
-    }
-}
-
-impl fmt::Debug for pb::DecryptBatchResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecryptBatchResponse")
-            .field("results", &self.results)
             .finish()
     }
 }

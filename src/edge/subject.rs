@@ -62,6 +62,8 @@ subject! {
     pb::UnwrapDataKeyRequest => context,
     pb::EncryptBatchRequest => items,
     pb::DecryptBatchRequest => items,
+    pb::EncryptStreamRequest => items,
+    pb::DecryptStreamRequest => items,
     pb::RewrapBatchRequest => items,
     pb::ReencryptBatchRequest => items,
     pb::KeyStatusRequest => none,
