@@ -1,0 +1,161 @@
+"""What every Python caller of Envelope needs: a channel with mTLS, a gRPC
+service config (per-method deadlines, retries of UNAVAILABLE only,
+round-robin over the replicas), and the client-side data-key pattern for
+large files. Stubs come from generate.py (./gen).
+
+docs/CLIENTS.md explains the choices.
+"""
+
+import json
+import os
+import struct
+from typing import BinaryIO, Mapping, Optional
+
+import grpc
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from envelope.v1 import envelope_pb2 as pb
+from envelope.v1 import envelope_pb2_grpc as rpc
+
+# Deadlines per method, and retries for UNAVAILABLE only: a replica that is
+# down or draining. INVALID_ARGUMENT (a tampered record, a wrong context),
+# PERMISSION_DENIED and FAILED_PRECONDITION are answers, not accidents, and
+# are never retried. Retrying an Encrypt that may have run is harmless: it
+# makes a second record that nobody stores.
+_RETRY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = {
+    # Spread calls over every address the name resolves to (the pods of a
+    # headless Kubernetes Service): gRPC otherwise keeps one connection.
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {"name": [{"service": "envelope.v1.Envelope"}], "timeout": "2s", "retryPolicy": _RETRY},
+        {
+            "name": [
+                {"service": "envelope.v1.Envelope", "method": m}
+                for m in ("EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn",
+                          "RewrapBatch", "ReencryptBatch", "ReencryptColumn")
+            ],
+            "timeout": "30s",
+            "retryPolicy": _RETRY,
+        },
+        # Streams: a long deadline and no retry (a stream that broke
+        # midway is resent by the application, from its last answer).
+        {
+            "name": [
+                {"service": "envelope.v1.Envelope", "method": m}
+                for m in ("EncryptStream", "DecryptStream", "EncryptColumnStream",
+                          "DecryptColumnStream")
+            ],
+            "timeout": "3600s",
+        },
+        {"name": [{"service": "envelope.v1.Admin"}], "timeout": "60s"},
+    ],
+}
+
+# A headless Service's name, for example:
+KUBERNETES_TARGET = "dns:///envelope-headless.envelope.svc.cluster.local:50051"
+
+
+def connect(
+    target: str,
+    *,
+    ca: Optional[bytes] = None,
+    cert: Optional[bytes] = None,
+    key: Optional[bytes] = None,
+    server_name: Optional[str] = None,
+    authority: Optional[str] = None,
+) -> grpc.Channel:
+    """A channel to `target` ("host:port", or "dns:///name:port" for every
+    replica behind a name). With `ca`, TLS; with `cert` and `key` too, mTLS:
+    the certificate's SPIFFE URI (or CN) is the identity the server's policy
+    grants. `authority` names the service in each call's :authority header:
+    needed for a target that lists addresses ("ipv4:a:1,b:2"), whose default
+    authority (the list, commas and all) the server refuses as malformed."""
+    options = [
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.enable_retries", 1),
+        # Records may be up to 4 MiB; batches and columns larger.
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
+    if authority:
+        options.append(("grpc.default_authority", authority))
+    if ca is None:
+        return grpc.insecure_channel(target, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(target, creds, options=options)
+
+
+def envelope_stub(channel: grpc.Channel) -> rpc.EnvelopeStub:
+    """The Envelope service on `channel`."""
+    return rpc.EnvelopeStub(channel)
+
+
+# Large files: one GenerateDataKey, then AES-256-GCM here, chunk by chunk;
+# only the wrapped key is stored with the file. The format below is this
+# example's own: a magic, the wrapped key, then chunks, each sealed with a
+# nonce of (random prefix, chunk number) and its number and a last-chunk flag
+# as associated data, so chunks cannot be reordered, dropped or cut short.
+MAGIC = b"EQS1"
+CHUNK = 1 << 20
+
+
+def _aad(context: Mapping[str, str], n: int, last: bool) -> bytes:
+    ctx = json.dumps(dict(sorted(context.items())), separators=(",", ":")).encode()
+    return MAGIC + struct.pack(">IB", n, last) + ctx
+
+
+def encrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
+                 src: BinaryIO, dst: BinaryIO) -> str:
+    """Encrypts `src` into `dst` under a fresh data key; returns its master-key version."""
+    dk = stub.GenerateDataKey(pb.GenerateDataKeyRequest(key=key, context=context))
+    aead = AESGCM(dk.plaintext_key)
+    prefix = os.urandom(8)
+    dst.write(MAGIC + struct.pack(">H", len(dk.wrapped_key)) + dk.wrapped_key + prefix)
+    n = 0
+    chunk = src.read(CHUNK)
+    while True:
+        following = src.read(CHUNK)
+        last = not following
+        sealed = aead.encrypt(prefix + struct.pack(">I", n), chunk, _aad(context, n, last))
+        dst.write(struct.pack(">I", len(sealed)) + sealed)
+        if last:
+            return dk.key_version
+        chunk, n = following, n + 1
+
+
+def decrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
+                 src: BinaryIO, dst: BinaryIO) -> None:
+    """Decrypts what encrypt_file wrote; raises on any change to it."""
+    if src.read(4) != MAGIC:
+        raise ValueError("not an encrypted file")
+    (size,) = struct.unpack(">H", src.read(2))
+    wrapped = src.read(size)
+    prefix = src.read(8)
+    dk = stub.UnwrapDataKey(pb.UnwrapDataKeyRequest(key=key, wrapped_key=wrapped, context=context))
+    aead = AESGCM(dk.plaintext_key)
+    n = 0
+    while True:
+        head = src.read(4)
+        if len(head) != 4:
+            raise ValueError("the file is cut short")
+        (length,) = struct.unpack(">I", head)
+        sealed = src.read(length)
+        nonce = prefix + struct.pack(">I", n)
+        try:
+            dst.write(aead.decrypt(nonce, sealed, _aad(context, n, False)))
+        except InvalidTag:
+            # Not a middle chunk: it must be the last one (or it was changed).
+            dst.write(aead.decrypt(nonce, sealed, _aad(context, n, True)))
+            if src.read(1):
+                raise ValueError("data after the last chunk")
+            return
+        n += 1

@@ -1,0 +1,118 @@
+"""The Python quickstart against real Envelope servers on loopback."""
+
+import io
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from conftest import HERE, INDEX, Server
+from envelope_client import connect, decrypt_file, encrypt_file, envelope_stub
+from envelope.v1 import envelope_pb2 as pb
+
+
+def readme_code() -> str:
+    text = (HERE / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, "README.md holds one python block: the quickstart"
+    return blocks[0]
+
+
+def test_the_readme_quickstart_runs_as_written(server, tmp_path):
+    script = tmp_path / "quickstart.py"
+    script.write_text(readme_code())
+    env = dict(os.environ, ENVELOPE_ADDR=server.addr,
+               PYTHONPATH=os.pathsep.join([str(HERE / "gen"), str(HERE)]))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for step in ("record:", "batch: 100 records", "column: 1000 rows", "index: token", "file:"):
+        assert step in out.stdout, out.stdout
+    assert server.audit("GenerateDataKey") and server.audit("UnwrapDataKey")
+
+
+def test_a_changed_file_is_refused(server):
+    stub = envelope_stub(connect(server.addr))
+    data = os.urandom((1 << 20) + 100)
+    stored = io.BytesIO()
+    encrypt_file(stub, "default", {"file": "a"}, io.BytesIO(data), stored)
+    blob = stored.getvalue()
+    flipped = bytearray(blob)
+    flipped[-5] ^= 1
+    # Without the last chunk (the first one is then taken for a middle one).
+    first_len = int.from_bytes(blob[4 + 2 + (blob[4] << 8 | blob[5]) + 8:][:4], "big")
+    cut = blob[: 4 + 2 + (blob[4] << 8 | blob[5]) + 8 + 4 + first_len]
+    for bad, ctx in ((bytes(flipped), {"file": "a"}), (cut, {"file": "a"}), (blob, {"file": "b"})):
+        with pytest.raises(Exception):
+            decrypt_file(stub, "default", ctx, io.BytesIO(bad), io.BytesIO())
+
+
+def test_a_tampered_record_is_not_retried(server):
+    stub = envelope_stub(connect(server.addr))
+    sealed = stub.Encrypt(pb.EncryptRequest(plaintext=b"x", context={"a": "b"})).ciphertext
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Decrypt(pb.DecryptRequest(ciphertext=sealed[:-1] + bytes([sealed[-1] ^ 1]), context={"a": "b"}))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(server.audit("Decrypt")) == 1, "INVALID_ARGUMENT is an answer: sent once"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_round_robin_spreads_calls_and_skips_a_dead_replica(tmp_path):
+    a, b = Server(tmp_path, name="a"), Server(tmp_path, name="b")
+    try:
+        dead = f"127.0.0.1:{free_port()}"
+        target = "ipv4:" + ",".join([a.addr, dead, b.addr])
+        stub = envelope_stub(connect(target, authority="envelope"))
+        # Until both replicas are connected, round-robin uses the one that is.
+        for i in range(20):
+            stub.Encrypt(pb.EncryptRequest(plaintext=b"warm-up"))
+        before = (len(a.audit("Encrypt")), len(b.audit("Encrypt")))
+        for i in range(40):
+            stub.Encrypt(pb.EncryptRequest(plaintext=b"%d" % i))
+        seen = (len(a.audit("Encrypt")) - before[0], len(b.audit("Encrypt")) - before[1])
+        assert sum(seen) == 40 and min(seen) >= 10, seen
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_mtls_identity_meets_the_policy(tmp_path):
+    from pki import issue_pki
+    pki = issue_pki(tmp_path)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[allow]]\ncallers = ["py-client"]\nkeys = ["*"]\noperations = ["encrypt", "decrypt"]\n')
+    config = (f'policy_file = "{policy}"\n[tls]\ncert = "{pki["server.crt"]}"\nkey = "{pki["server.key"]}"\n'
+              f'client_ca = "{pki["ca.crt"]}"\n' + INDEX)
+    s = Server(tmp_path, config=config)
+    try:
+        read = lambda n: pathlib.Path(pki[n]).read_bytes()
+        channel = connect(s.addr, ca=read("ca.crt"), cert=read("client.crt"), key=read("client.key"),
+                          server_name="localhost")
+        # Connected before the first call's 2 s deadline starts: now and then
+        # (about 1 run in 15 here) the first TLS handshake to a fresh server
+        # stalls until the server's 5 s handshake timeout closes it and the
+        # client reconnects. Noted in the session note; not understood yet.
+        grpc.channel_ready_future(channel).result(timeout=20)
+        stub = envelope_stub(channel)
+        sealed = stub.Encrypt(pb.EncryptRequest(plaintext=b"over mTLS"))
+        assert stub.Decrypt(pb.DecryptRequest(ciphertext=sealed.ciphertext)).plaintext == b"over mTLS"
+        assert s.audit("Encrypt")[0]["caller"] == "py-client"
+        # TLS without a client certificate: no identity, no grant.
+        anonymous = envelope_stub(connect(s.addr, ca=read("ca.crt"), server_name="localhost"))
+        with pytest.raises(grpc.RpcError) as e:
+            anonymous.Encrypt(pb.EncryptRequest(plaintext=b"x"))
+        # The handshake fails (certificate required); the client retries it as
+        # UNAVAILABLE until its deadline, so either code may end the call.
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert len(s.audit("Encrypt")) == 1, "the server served none of the anonymous attempts"
+    finally:
+        s.stop()
