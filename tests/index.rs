@@ -466,6 +466,28 @@ async fn the_index_operation_is_its_own_and_metered() {
         .await
         .unwrap_err();
     assert_eq!(no_grant.code(), Code::PermissionDenied);
+    // The same through EncryptStream: each message is charged and checked
+    // as the batch it is.
+    let stream_item = |key: &str| pb::EncryptStreamRequest {
+        key: key.into(),
+        items: vec![pb::EncryptItem {
+            plaintext: Bytes::from_static(b"e@x.com"),
+            context: Default::default(),
+            indexes: vec!["email".into()],
+        }],
+    };
+    for (key, code) in [
+        ("pii", Code::ResourceExhausted),
+        ("other", Code::PermissionDenied),
+    ] {
+        let mut answers = c
+            .encrypt_stream(tokio_stream::iter(vec![stream_item(key)]))
+            .await
+            .unwrap()
+            .into_inner();
+        let end = answers.message().await.unwrap_err();
+        assert_eq!(end.code(), code, "EncryptStream on {key}: {end:?}");
+    }
     assert!(
         c.encrypt(pb::EncryptRequest {
             key: "other".into(),

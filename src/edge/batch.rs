@@ -229,12 +229,19 @@ twins! {
 
 /// A batch stream message: run as the batch it is field for field.
 macro_rules! batch_stream {
-    ($($req:ty => $batch:ty, $resp:ty;)*) => {$(
+    ($($req:ty => $batch:ty, $resp:ty, tokens($m:ident) $tokens:expr;)*) => {$(
         impl BatchCall for $req {
             type Response = $resp;
 
             fn len(&self) -> usize {
                 self.items.len()
+            }
+
+            // The batch's own count: the grant check and the quota charge
+            // see a stream message exactly as the batch it is.
+            fn index_tokens(&self) -> usize {
+                let $m = self;
+                $tokens
             }
 
             async fn run(self, key: Arc<NamedKey>) -> Result<(Self::Response, Done), Error> {
@@ -246,8 +253,10 @@ macro_rules! batch_stream {
 }
 
 batch_stream! {
-    pb::EncryptStreamRequest => pb::EncryptBatchRequest, pb::EncryptStreamResponse;
-    pb::DecryptStreamRequest => pb::DecryptBatchRequest, pb::DecryptStreamResponse;
+    pb::EncryptStreamRequest => pb::EncryptBatchRequest, pb::EncryptStreamResponse,
+        tokens(m) m.items.iter().map(|i| i.indexes.len()).sum();
+    pb::DecryptStreamRequest => pb::DecryptBatchRequest, pb::DecryptStreamResponse,
+        tokens(_m) 0;
 }
 
 impl BatchCall for pb::RewrapBatchRequest {
