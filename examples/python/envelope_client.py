@@ -100,48 +100,46 @@ def envelope_stub(channel: grpc.Channel) -> rpc.EnvelopeStub:
 
 
 # Large files: one GenerateDataKey, then AES-256-GCM here, chunk by chunk;
-# only the wrapped key is stored with the file. The format below is this
-# example's own: a magic, the wrapped key, then chunks, each sealed with a
-# nonce of (random prefix, chunk number) and its number and a last-chunk flag
-# as associated data, so chunks cannot be reordered, dropped or cut short.
+# only the wrapped key is stored with the file. The format is this example's
+# own, shared with the TypeScript quickstart (examples/file-format-vector.json
+# pins it for both): a magic, the wrapped key, an 8-byte random nonce prefix,
+# then chunks, each sealed with the nonce (prefix, chunk number) and, as
+# associated data, its number, a last-chunk flag and the context, so chunks
+# cannot be reordered, dropped, cut short or moved to another context.
 MAGIC = b"EQS1"
 CHUNK = 1 << 20
 
 
 def _aad(context: Mapping[str, str], n: int, last: bool) -> bytes:
-    ctx = json.dumps(dict(sorted(context.items())), separators=(",", ":")).encode()
-    return MAGIC + struct.pack(">IB", n, last) + ctx
+    """MAGIC, n (u32), last (u8), then each entry sorted by the UTF-8 bytes of
+    its key: key and value, each a u32 length and its UTF-8 bytes."""
+    out = [MAGIC, struct.pack(">IB", n, last)]
+    for k, v in sorted((k.encode(), v.encode()) for k, v in context.items()):
+        out += [struct.pack(">I", len(k)), k, struct.pack(">I", len(v)), v]
+    return b"".join(out)
 
 
-def encrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
-                 src: BinaryIO, dst: BinaryIO) -> str:
-    """Encrypts `src` into `dst` under a fresh data key; returns its master-key version."""
-    dk = stub.GenerateDataKey(pb.GenerateDataKeyRequest(key=key, context=context))
-    aead = AESGCM(dk.plaintext_key)
-    prefix = os.urandom(8)
-    dst.write(MAGIC + struct.pack(">H", len(dk.wrapped_key)) + dk.wrapped_key + prefix)
+def write_chunks(data_key: bytes, prefix: bytes, context: Mapping[str, str], src: BinaryIO,
+                 dst: BinaryIO, chunk: int = CHUNK) -> None:
+    """Seals `src` chunk by chunk into `dst` (the body of the file format)."""
+    aead = AESGCM(data_key)
     n = 0
-    chunk = src.read(CHUNK)
+    part = src.read(chunk)
     while True:
-        following = src.read(CHUNK)
+        following = src.read(chunk)
         last = not following
-        sealed = aead.encrypt(prefix + struct.pack(">I", n), chunk, _aad(context, n, last))
+        sealed = aead.encrypt(prefix + struct.pack(">I", n), part, _aad(context, n, last))
         dst.write(struct.pack(">I", len(sealed)) + sealed)
         if last:
-            return dk.key_version
-        chunk, n = following, n + 1
+            return
+        part, n = following, n + 1
 
 
-def decrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
-                 src: BinaryIO, dst: BinaryIO) -> None:
-    """Decrypts what encrypt_file wrote; raises on any change to it."""
-    if src.read(4) != MAGIC:
-        raise ValueError("not an encrypted file")
-    (size,) = struct.unpack(">H", src.read(2))
-    wrapped = src.read(size)
-    prefix = src.read(8)
-    dk = stub.UnwrapDataKey(pb.UnwrapDataKeyRequest(key=key, wrapped_key=wrapped, context=context))
-    aead = AESGCM(dk.plaintext_key)
+def read_chunks(data_key: bytes, prefix: bytes, context: Mapping[str, str], src: BinaryIO,
+                dst: BinaryIO) -> None:
+    """Opens what write_chunks wrote. Chunks are written to `dst` as they
+    open: on any exception, discard everything written to `dst`."""
+    aead = AESGCM(data_key)
     n = 0
     while True:
         head = src.read(4)
@@ -159,3 +157,28 @@ def decrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
                 raise ValueError("data after the last chunk")
             return
         n += 1
+
+
+def encrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
+                 src: BinaryIO, dst: BinaryIO) -> str:
+    """Encrypts `src` into `dst` under a fresh data key; returns its
+    master-key version. (Python cannot wipe the key's bytes: they go when
+    the response is collected.)"""
+    dk = stub.GenerateDataKey(pb.GenerateDataKeyRequest(key=key, context=context))
+    prefix = os.urandom(8)
+    dst.write(MAGIC + struct.pack(">H", len(dk.wrapped_key)) + dk.wrapped_key + prefix)
+    write_chunks(dk.plaintext_key, prefix, context, src, dst)
+    return dk.key_version
+
+
+def decrypt_file(stub: rpc.EnvelopeStub, key: str, context: Mapping[str, str],
+                 src: BinaryIO, dst: BinaryIO) -> None:
+    """Decrypts what encrypt_file wrote; raises on any change to it, and then
+    whatever was written to `dst` must be discarded."""
+    if src.read(4) != MAGIC:
+        raise ValueError("not an encrypted file")
+    (size,) = struct.unpack(">H", src.read(2))
+    wrapped = src.read(size)
+    prefix = src.read(8)
+    dk = stub.UnwrapDataKey(pb.UnwrapDataKeyRequest(key=key, wrapped_key=wrapped, context=context))
+    read_chunks(dk.plaintext_key, prefix, context, src, dst)

@@ -253,6 +253,26 @@ mod tests {
             "{out}"
         );
         let canary = || Bytes::from_static(b"CANARY-pt");
+        // The stream twins of the batch messages.
+        let streams = format!(
+            "{:?} {:?}",
+            pb::EncryptStreamRequest {
+                key: "k".into(),
+                items: vec![pb::EncryptItem {
+                    plaintext: canary(),
+                    context: ctx.clone(),
+                    indexes: Vec::new(),
+                }],
+            },
+            pb::DecryptStreamResponse {
+                results: vec![pb::DecryptResult {
+                    result: Some(pb::decrypt_result::Result::Plaintext(canary())),
+                    key_version: "v".into(),
+                }],
+            },
+        );
+        assert!(!streams.contains("CANARY"), "{streams}");
+        assert!(streams.contains("EncryptStreamRequest"), "{streams}");
         let column = format!(
             "{:?} {:?} {:?}",
             pb::EncryptColumnStreamRequest {

@@ -116,3 +116,16 @@ def test_mtls_identity_meets_the_policy(tmp_path):
         assert len(s.audit("Encrypt")) == 1, "the server served none of the anonymous attempts"
     finally:
         s.stop()
+
+
+def test_the_file_format_matches_the_shared_vector():
+    import json
+    from envelope_client import read_chunks, write_chunks
+    v = json.loads((HERE.parent / "file-format-vector.json").read_text(encoding="utf-8"))
+    key, prefix = bytes.fromhex(v["key"]), bytes.fromhex(v["prefix"])
+    out = io.BytesIO()
+    write_chunks(key, prefix, v["context"], io.BytesIO(bytes.fromhex(v["plaintext"])), out, chunk=v["chunk"])
+    assert out.getvalue().hex() == v["sealed"]
+    back = io.BytesIO()
+    read_chunks(key, prefix, v["context"], io.BytesIO(bytes.fromhex(v["sealed"])), back)
+    assert back.getvalue().hex() == v["plaintext"]

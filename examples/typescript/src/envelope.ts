@@ -84,19 +84,32 @@ export function call<Req, Res>(client: EnvelopeClient, method: Unary<Req, Res>, 
 }
 
 // Large files: one GenerateDataKey, then AES-256-GCM here, chunk by chunk;
-// only the wrapped key is stored with the file. The same format as the
-// Python quickstart: a magic, the wrapped key, a random nonce prefix, then
-// chunks sealed with (prefix, chunk number) as nonce and the number, a
-// last-chunk flag and the context as associated data.
+// only the wrapped key is stored with the file. The format is the Python
+// quickstart's (examples/file-format-vector.json pins it for both): a magic,
+// the wrapped key, an 8-byte random nonce prefix, then chunks sealed with the
+// nonce (prefix, chunk number) and, as associated data, the number, a
+// last-chunk flag and the context.
 const MAGIC = Buffer.from("EQS1");
 export const CHUNK = 1 << 20;
 
+/** MAGIC, n (u32), last (u8), then each entry sorted by the UTF-8 bytes of
+ * its key: key and value, each a u32 length and its UTF-8 bytes. */
 function aad(context: Record<string, string>, n: number, last: boolean): Buffer {
-  const sorted = Object.fromEntries(Object.entries(context).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const head = Buffer.alloc(5);
   head.writeUInt32BE(n, 0);
   head.writeUInt8(last ? 1 : 0, 4);
-  return Buffer.concat([MAGIC, head, Buffer.from(JSON.stringify(sorted))]);
+  const parts = [MAGIC, head];
+  const entries = Object.entries(context).map(([k, v]) => [Buffer.from(k), Buffer.from(v)]);
+  // By UTF-8 bytes, not JavaScript's UTF-16 order.
+  entries.sort(([a], [b]) => Buffer.compare(a, b));
+  for (const [k, v] of entries) {
+    for (const b of [k, v]) {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(b.length);
+      parts.push(len, b);
+    }
+  }
+  return Buffer.concat(parts);
 }
 
 function nonce(prefix: Buffer, n: number): Buffer {
@@ -106,26 +119,56 @@ function nonce(prefix: Buffer, n: number): Buffer {
   return b;
 }
 
-/** Encrypts `data` under a fresh data key; returns the stored bytes and the key's master-key version. */
-export async function encryptFile(client: EnvelopeClient, key: string, context: Record<string, string>,
-  data: Buffer): Promise<{ sealed: Buffer; keyVersion: string }> {
-  const dk = await call(client, client.generateDataKey, GenerateDataKeyRequest.fromPartial({ key, context }));
-  const prefix = crypto.randomBytes(8);
-  const size = Buffer.alloc(2);
-  size.writeUInt16BE(dk.wrappedKey.length);
-  const parts = [MAGIC, size, dk.wrappedKey, prefix];
-  const count = Math.max(1, Math.ceil(data.length / CHUNK));
+/** Seals `data` chunk by chunk: the body of the file format. */
+export function sealChunks(dataKey: Buffer, prefix: Buffer, context: Record<string, string>, data: Buffer,
+  chunk = CHUNK): Buffer {
+  const parts: Buffer[] = [];
+  const count = Math.max(1, Math.ceil(data.length / chunk));
   for (let n = 0; n < count; n++) {
-    const cipher = crypto.createCipheriv("aes-256-gcm", dk.plaintextKey, nonce(prefix, n));
+    const cipher = crypto.createCipheriv("aes-256-gcm", dataKey, nonce(prefix, n));
     cipher.setAAD(aad(context, n, n === count - 1));
-    const body = Buffer.concat([cipher.update(data.subarray(n * CHUNK, (n + 1) * CHUNK)), cipher.final(),
+    const body = Buffer.concat([cipher.update(data.subarray(n * chunk, (n + 1) * chunk)), cipher.final(),
       cipher.getAuthTag()]);
     const len = Buffer.alloc(4);
     len.writeUInt32BE(body.length);
     parts.push(len, body);
   }
-  dk.plaintextKey.fill(0);
-  return { sealed: Buffer.concat(parts), keyVersion: dk.keyVersion };
+  return Buffer.concat(parts);
+}
+
+/** Opens what sealChunks sealed; throws on any change to it. */
+export function openChunks(dataKey: Buffer, prefix: Buffer, context: Record<string, string>, body: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (let n = 0; ; n++) {
+    if (at + 4 > body.length) throw new Error("the file is cut short");
+    const len = body.readUInt32BE(at);
+    const sealed = body.subarray(at + 4, at + 4 + len);
+    at += 4 + len;
+    if (sealed.length < 16 || sealed.length !== len) throw new Error("the file is cut short");
+    const last = at >= body.length;
+    const decipher = crypto.createDecipheriv("aes-256-gcm", dataKey, nonce(prefix, n));
+    decipher.setAAD(aad(context, n, last));
+    decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+    out.push(decipher.update(sealed.subarray(0, sealed.length - 16)), decipher.final());
+    if (last) return Buffer.concat(out);
+  }
+}
+
+/** Encrypts `data` under a fresh data key; returns the stored bytes and the key's master-key version.
+ * The key's copy decoded here is wiped; grpc-js's receive buffer is not ours to wipe. */
+export async function encryptFile(client: EnvelopeClient, key: string, context: Record<string, string>,
+  data: Buffer): Promise<{ sealed: Buffer; keyVersion: string }> {
+  const dk = await call(client, client.generateDataKey, GenerateDataKeyRequest.fromPartial({ key, context }));
+  try {
+    const prefix = crypto.randomBytes(8);
+    const size = Buffer.alloc(2);
+    size.writeUInt16BE(dk.wrappedKey.length);
+    const body = sealChunks(dk.plaintextKey, prefix, context, data);
+    return { sealed: Buffer.concat([MAGIC, size, dk.wrappedKey, prefix, body]), keyVersion: dk.keyVersion };
+  } finally {
+    dk.plaintextKey.fill(0);
+  }
 }
 
 /** Decrypts what encryptFile stored; throws on any change to it. */
@@ -136,22 +179,8 @@ export async function decryptFile(client: EnvelopeClient, key: string, context: 
   const wrappedKey = sealed.subarray(6, 6 + size);
   const prefix = sealed.subarray(6 + size, 14 + size);
   const dk = await call(client, client.unwrapDataKey, UnwrapDataKeyRequest.fromPartial({ key, wrappedKey, context }));
-  const out: Buffer[] = [];
-  let at = 14 + size;
   try {
-    for (let n = 0; ; n++) {
-      if (at + 4 > sealed.length) throw new Error("the file is cut short");
-      const len = sealed.readUInt32BE(at);
-      const body = sealed.subarray(at + 4, at + 4 + len);
-      at += 4 + len;
-      const last = at >= sealed.length;
-      if (body.length < 16) throw new Error("the file is cut short");
-      const decipher = crypto.createDecipheriv("aes-256-gcm", dk.plaintextKey, nonce(prefix, n));
-      decipher.setAAD(aad(context, n, last));
-      decipher.setAuthTag(body.subarray(body.length - 16));
-      out.push(decipher.update(body.subarray(0, body.length - 16)), decipher.final());
-      if (last) return Buffer.concat(out);
-    }
+    return openChunks(dk.plaintextKey, prefix, context, sealed.subarray(14 + size));
   } finally {
     dk.plaintextKey.fill(0);
   }

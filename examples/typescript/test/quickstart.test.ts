@@ -9,7 +9,7 @@ import { test } from "node:test";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { call, connect, decryptFile, encryptFile } from "../src/envelope";
+import { call, connect, decryptFile, encryptFile, openChunks, sealChunks } from "../src/envelope";
 import { main } from "../src/quickstart";
 import * as pb from "../gen/envelope/v1/envelope";
 import { INDEX, Server } from "./server";
@@ -139,4 +139,12 @@ test("an mTLS identity meets the policy", async () => {
     client.close();
     s.stop();
   }
+});
+
+test("the file format matches the shared vector", () => {
+  const v = JSON.parse(fs.readFileSync(path.join(root, "..", "file-format-vector.json"), "utf8"));
+  const hex = (s: string) => Buffer.from(s, "hex");
+  const sealed = sealChunks(hex(v.key), hex(v.prefix), v.context, hex(v.plaintext), v.chunk);
+  assert.equal(sealed.toString("hex"), v.sealed);
+  assert.equal(openChunks(hex(v.key), hex(v.prefix), v.context, hex(v.sealed)).toString("hex"), v.plaintext);
 });
