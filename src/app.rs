@@ -21,6 +21,7 @@ pub mod cli;
 pub mod column_cli;
 pub mod config;
 pub mod direct;
+pub mod fuzz_checks;
 pub mod lambda;
 pub mod migrate;
 pub mod pgpass;

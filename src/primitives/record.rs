@@ -183,6 +183,21 @@ fn take<'a>(input: &mut &'a [u8], n: usize, field: &'static str) -> Result<&'a [
     Ok(head)
 }
 
+/// Whether `id` is a text version id in its canonical encoding: printable
+/// ASCII, and not a canonical UUID (which takes the 16-byte form).
+fn canonical_text_id(id: &[u8]) -> bool {
+    if !id.iter().all(u8::is_ascii_graphic) {
+        return false;
+    }
+    match uuid::Uuid::try_parse_ascii(id) {
+        Ok(u) => {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            u.hyphenated().encode_lower(&mut buf).as_bytes() != id
+        }
+        Err(_) => true,
+    }
+}
+
 /// Parses `input`, which must be of kind `expect`. Total: every input gives
 /// a value or an error, never a panic.
 pub fn parse(input: &[u8], expect: Kind) -> Result<Parsed<'_>, FormatError> {
@@ -220,7 +235,12 @@ pub fn parse(input: &[u8], expect: Kind) -> Result<Parsed<'_>, FormatError> {
         }
         _ => return Err(FormatError::BadVersionId),
     };
-    take(&mut rest, id_len, "version id")?;
+    let id = take(&mut rest, id_len, "version id")?;
+    // Only the one canonical encoding of a text id (what VersionId::from_raw
+    // reads back), so every record accepted here names a readable version.
+    if form == [FORM_TEXT] && !canonical_text_id(id) {
+        return Err(FormatError::BadVersionId);
+    }
     let version_end = input.len() - rest.len();
     let wrapped = take(&mut rest, WRAPPED_LEN, "wrapped data key")?;
     let header_len = input.len() - rest.len();
