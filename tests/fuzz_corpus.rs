@@ -12,13 +12,14 @@ use envelope::app::fuzz_checks;
 /// A target's property check.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 6] = [
+const TARGETS: [(&str, Check); 7] = [
     ("record", fuzz_checks::record),
     ("version_id", fuzz_checks::version_id),
     ("context", fuzz_checks::context),
     ("policy", fuzz_checks::policy),
     ("config", fuzz_checks::config),
     ("secret", fuzz_checks::secret),
+    ("request", fuzz_checks::request),
 ];
 
 fn replay(dir: &Path, check: Check, keep: impl Fn(&str) -> bool) -> usize {

@@ -13,6 +13,10 @@
 
 use std::collections::BTreeMap;
 
+mod request;
+
+pub use request::request;
+
 use crate::primitives::context::{self, ContextLimits};
 use crate::primitives::record::{self, Kind, VersionId};
 
