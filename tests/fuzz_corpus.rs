@@ -1,32 +1,27 @@
 //! The fuzz targets' seed corpus and every past finding, replayed through
-//! the same property checks (src/app/fuzz_checks.rs) in `cargo test`: a
-//! parser change that breaks a promise a fuzzer once tested fails here,
-//! without a fuzzer. The corpus is `fuzz/corpus/<target>/seed-*`; findings
-//! are `fuzz/regressions/<target>/*` (docs/SECURITY.md, "Fuzzing").
+//! the same property checks and allocation bounds (src/app/fuzz_checks.rs)
+//! in `cargo test`: a parser change that breaks a promise a fuzzer once
+//! tested fails here, without a fuzzer. The corpus is
+//! `fuzz/corpus/<target>/seed-*`; findings are `fuzz/regressions/<target>/*`
+//! (docs/SECURITY.md, "Fuzzing"). With `ENVELOPE_FUZZ_REPLAY=all` it
+//! replays a local fuzzing run's whole corpus too, and prints the most
+//! bytes each target held.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
 
-use envelope::app::fuzz_checks;
+use envelope::app::fuzz_checks::{self, Target};
 
-/// A target's property check.
-type Check = fn(&[u8]);
+#[global_allocator]
+static ALLOC: fuzz_checks::Counting = fuzz_checks::Counting;
 
-const TARGETS: [(&str, Check); 7] = [
-    ("record", fuzz_checks::record),
-    ("version_id", fuzz_checks::version_id),
-    ("context", fuzz_checks::context),
-    ("policy", fuzz_checks::policy),
-    ("config", fuzz_checks::config),
-    ("secret", fuzz_checks::secret),
-    ("request", fuzz_checks::request),
-];
-
-fn replay(dir: &Path, check: Check, keep: impl Fn(&str) -> bool) -> usize {
+/// Replays the files of `dir` that `keep` selects; returns how many, and
+/// the (bytes held, input length) nearest the target's bound.
+fn replay(dir: &Path, t: &Target, keep: impl Fn(&str) -> bool) -> (usize, (usize, usize)) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return (0, (0, 0));
     };
-    let mut n = 0;
+    let (mut n, mut most) = (0, (0, 0));
     for e in entries {
         let path = e.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -34,23 +29,39 @@ fn replay(dir: &Path, check: Check, keep: impl Fn(&str) -> bool) -> usize {
             continue;
         }
         let data = std::fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| check(&data)).is_err() {
-            panic!("{} breaks its target's properties", path.display());
+        match std::panic::catch_unwind(|| t.run(&data)) {
+            Ok(held) => {
+                let bound = |len: usize| t.base + t.per_byte * len;
+                if held * bound(most.1) >= most.0 * bound(data.len()) {
+                    most = (held, data.len());
+                }
+            }
+            Err(_) => panic!("{} breaks its target's properties", path.display()),
         }
         n += 1;
     }
-    n
+    (n, most)
 }
 
 #[test]
 fn the_seed_corpus_and_past_findings_hold() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let all = std::env::var("ENVELOPE_FUZZ_REPLAY").as_deref() == Ok("all");
     let mut seeds = 0;
-    for (target, check) in TARGETS {
-        seeds += replay(&root.join("corpus").join(target), check, |n| {
-            n.starts_with("seed-")
+    for t in &fuzz_checks::TARGETS {
+        let (n, most) = replay(&root.join("corpus").join(t.name), t, |n| {
+            all || n.starts_with("seed-")
         });
-        replay(&root.join("regressions").join(target), check, |_| true);
+        assert!(n > 0, "{} has no seeds", t.name);
+        seeds += n;
+        replay(&root.join("regressions").join(t.name), t, |_| true);
+        println!(
+            "{}: {n} inputs; nearest its bound: held {} of {} bytes (a {}-byte input)",
+            t.name,
+            most.0,
+            t.base + t.per_byte * most.1,
+            most.1
+        );
     }
-    assert!(seeds >= TARGETS.len(), "every target has seeds: {seeds}");
+    assert!(seeds >= fuzz_checks::TARGETS.len());
 }

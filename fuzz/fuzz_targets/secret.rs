@@ -1,4 +1,12 @@
-//! Fuzz target: see envelope::app::fuzz_checks::secret for the properties.
+//! Fuzz target: see envelope::app::fuzz_checks::secret for the properties; the
+//! counting allocator holds it to the target's allocation bound.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| envelope::app::fuzz_checks::secret(data));
+use envelope::app::fuzz_checks::{Counting, SECRET};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    SECRET.run(data);
+});

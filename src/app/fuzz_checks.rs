@@ -13,12 +13,97 @@
 
 use std::collections::BTreeMap;
 
+mod alloc;
 mod request;
 
+pub use alloc::{Counting, counting, peak_of};
 pub use request::request;
 
 use crate::primitives::context::{self, ContextLimits};
 use crate::primitives::record::{self, Kind, VersionId};
+
+/// A fuzz target: its name (its directory under `fuzz/`), its property
+/// check, and its allocation bound: while checking an input of `n` bytes
+/// it may hold at most `base + per_byte * n` bytes at once.
+pub struct Target {
+    /// The target's name.
+    pub name: &'static str,
+    /// The property check.
+    pub check: fn(&[u8]),
+    /// Bytes allowed whatever the input.
+    pub base: usize,
+    /// Bytes allowed per input byte.
+    pub per_byte: usize,
+    /// Builds what every input shares (a runtime, a keyring) before any
+    /// input is measured.
+    warm: fn(),
+}
+
+const KIB: usize = 1024;
+
+// Bounds: about twice the most any input of a local long run held
+// (`ENVELOPE_FUZZ_REPLAY=all cargo test --test fuzz_corpus -- --nocapture`
+// prints it). TOML documents hold ~150-300 bytes per input byte (tokens,
+// spans, an error's copy of the source); a super-linear path still crosses
+// a linear bound within the 4 KiB inputs libFuzzer tries. Each fuzz target
+// names its own constant, so that its binary links (and libFuzzer scans the
+// coverage of) only its own parser.
+
+/// The record and data-key blob target.
+pub const RECORD: Target = target("record", record, 4 * KIB, 4, || ());
+/// The version id target.
+pub const VERSION_ID: Target = target("version_id", version_id, 4 * KIB, 4, || ());
+/// The context target.
+pub const CONTEXT: Target = target("context", context, 16 * KIB, 32, || ());
+/// The policy file target.
+pub const POLICY: Target = target("policy", policy, 64 * KIB, 512, || ());
+/// The configuration file target.
+pub const CONFIG: Target = target("config", config, 128 * KIB, 512, || ());
+/// The master-key secret target.
+pub const SECRET: Target = target("secret", secret, 32 * KIB, 8, secret_warm);
+/// The in-process gRPC request target.
+pub const REQUEST: Target = target("request", request, 128 * KIB, 128, request::warm);
+
+/// Every fuzz target, in the order `scripts/fuzz` runs them.
+pub const TARGETS: [Target; 7] = [RECORD, VERSION_ID, CONTEXT, POLICY, CONFIG, SECRET, REQUEST];
+
+const fn target(
+    name: &'static str,
+    check: fn(&[u8]),
+    base: usize,
+    per_byte: usize,
+    warm: fn(),
+) -> Target {
+    Target {
+        name,
+        check,
+        base,
+        per_byte,
+        warm,
+    }
+}
+
+impl Target {
+    /// Runs the check on `data` and asserts the allocation bound; returns
+    /// the most bytes held at once. Needs [`Counting`] as the global
+    /// allocator.
+    pub fn run(&self, data: &[u8]) -> usize {
+        thread_local!(static WARM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if !WARM.with(|w| w.replace(true)) {
+            assert!(counting(), "the fuzz checks need alloc::Counting installed");
+        }
+        (self.warm)();
+        let held = peak_of(|| (self.check)(data));
+        let bound = self.base + self.per_byte * data.len();
+        assert!(
+            held <= bound,
+            "{}: held {held} bytes at once for a {}-byte input (bound {bound})",
+            self.name,
+            data.len()
+        );
+        held
+    }
+}
 
 /// A record or data-key blob: `parse` is total; what it accepts re-encodes
 /// to the same header bytes, its parts tile the input, and the version id
@@ -102,8 +187,13 @@ pub fn context(data: &[u8]) {
 }
 
 fn context_of(bytes: &[u8]) -> BTreeMap<String, String> {
+    // One entry past the limit is enough to see it refused; building maps
+    // of thousands of entries only slowed the target (sorting them was
+    // most of its time) without reaching any other branch.
+    let most = 2 * (ContextLimits::default().max_entries + 1);
     let parts: Vec<String> = bytes
         .split(|&x| x == 0)
+        .take(most)
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
     parts
@@ -192,6 +282,10 @@ pub fn secret(data: &[u8]) {
             );
         }
     }
+}
+
+fn secret_warm() {
+    secret_env();
 }
 
 fn secret_env() -> &'static (

@@ -69,6 +69,11 @@ pub fn request(data: &[u8]) {
     }
 }
 
+/// Builds the shared runtime and service.
+pub(super) fn warm() {
+    env();
+}
+
 fn env() -> &'static (tokio::runtime::Runtime, EnvelopeService) {
     static ENV: OnceLock<(tokio::runtime::Runtime, EnvelopeService)> = OnceLock::new();
     ENV.get_or_init(|| {
