@@ -27,6 +27,7 @@ use envelope::app::lambda::{RotationEvent, handle};
 use envelope::app::startup::Backends;
 use envelope::backends::kms::aws_kms::AwsKms;
 use envelope::backends::store::secrets_manager::AwsStore;
+use envelope::pb;
 use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "customers"), ("column", "tax_id")];
@@ -36,6 +37,71 @@ struct Record {
     ciphertext: Bytes,
     plaintext: String,
     version: String,
+}
+
+/// What the load has seen so far, for the rotations to wait on instead of
+/// sleeping.
+#[derive(Default)]
+struct Seen {
+    /// Versions in the order records were first sealed under them.
+    order: Vec<String>,
+    /// The version each replica sealed its latest record under.
+    current_on: [String; 3],
+    /// Decrypts of a record sealed under a version newer than the one the
+    /// decrypting replica last sealed under: the dual-key window at work.
+    newer_than_own: u64,
+}
+
+impl Seen {
+    fn rank(&self, v: &str) -> Option<usize> {
+        self.order.iter().position(|o| o == v)
+    }
+}
+
+/// Waits (at most 60 s, else fails with `what`) until `done` holds of the
+/// load's view.
+async fn wait_for(seen: &std::sync::Mutex<Seen>, what: &str, done: impl Fn(&Seen) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done(&seen.lock().unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every version's stages, and the value of `token`'s version if it exists:
+/// what a replayed rotation step must leave as it found it.
+async fn snapshot(secret: &str, token: &str) -> (Vec<(String, Vec<String>)>, Option<String>) {
+    let d = moto()
+        .secrets()
+        .describe_secret()
+        .secret_id(secret)
+        .send()
+        .await
+        .unwrap();
+    let mut stages: Vec<(String, Vec<String>)> = d
+        .version_ids_to_stages()
+        .unwrap()
+        .iter()
+        .map(|(v, s)| {
+            let mut s = s.clone();
+            s.sort();
+            (v.clone(), s)
+        })
+        .collect();
+    stages.sort();
+    let value = moto()
+        .secrets()
+        .get_secret_value()
+        .secret_id(secret)
+        .version_id(token)
+        .send()
+        .await
+        .ok()
+        .and_then(|v| v.secret_string().map(str::to_owned));
+    (stages, value)
 }
 
 /// This test's config: key "pii" on `secret`, refreshed every `refresh` seconds.
@@ -78,9 +144,15 @@ async fn lambda_rotation(backends: &Backends, secret: &str, replay: bool) -> Str
             .unwrap_or_else(|e| panic!("{step}: {e}"));
         if replay {
             // Secrets Manager retries steps; a replay changes nothing.
+            let before = snapshot(secret, &token).await;
             handle(&event, backends)
                 .await
                 .unwrap_or_else(|e| panic!("replayed {step}: {e}"));
+            assert_eq!(
+                snapshot(secret, &token).await,
+                before,
+                "replaying {step} changed the secret"
+            );
         }
     }
     token
@@ -155,8 +227,10 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
 
     // The client: encrypt on replica i, decrypt on replica i+1, continuously.
     let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
     let load = {
         let stop = stop.clone();
+        let seen = seen.clone();
         let mut clients = clients.clone();
         tokio::spawn(async move {
             let mut records = Vec::new();
@@ -174,11 +248,23 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
                 match enc {
                     Ok(e) => {
                         let e = e.into_inner();
+                        let newer = {
+                            let mut s = seen.lock().unwrap();
+                            if s.rank(&e.key_version).is_none() {
+                                s.order.push(e.key_version.clone());
+                            }
+                            s.current_on[i % 3] = e.key_version.clone();
+                            s.rank(&e.key_version) > s.rank(&s.current_on[(i + 1) % 3])
+                        };
                         let dec = clients[(i + 1) % 3]
                             .decrypt(dec("pii", &e.ciphertext, CTX))
                             .await;
                         match dec {
-                            Ok(d) if d.get_ref().plaintext.as_ref() == plaintext.as_bytes() => {}
+                            Ok(d) if d.get_ref().plaintext.as_ref() == plaintext.as_bytes() => {
+                                if newer {
+                                    seen.lock().unwrap().newer_than_own += 1;
+                                }
+                            }
                             Ok(_) => failures.push(format!("record {i}: wrong plaintext")),
                             Err(s) => failures.push(format!(
                                 "decrypt {i} ({}) on replica {}: {s:?}",
@@ -212,7 +298,12 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     };
     let mut versions = vec![v0.clone()];
     for n in 0..5 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The next rotation once records are being sealed under this one.
+        let now = versions.last().unwrap().clone();
+        wait_for(&seen, &format!("records under {now}"), |s| {
+            s.rank(&now).is_some()
+        })
+        .await;
         let v = match n {
             0 => cli_rotation(&cfg_path, false),
             1 => lambda_rotation(&backends, &secret, true).await,
@@ -245,7 +336,11 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
         }
     }
     // Let the slowest replica catch up, with the load still running.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let latest = versions.last().unwrap().clone();
+    wait_for(&seen, "every replica to seal under the last version", |s| {
+        s.current_on.iter().all(|v| *v == latest)
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (records, failures) = load.await.unwrap();
     let mut by_version = std::collections::BTreeMap::new();
@@ -270,18 +365,47 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
         "the load generator made only {} records",
         records.len()
     );
-    assert!(
-        by_version.len() >= 4,
-        "records spread over too few versions: {by_version:?}"
+    // Every version, the first and the five rotations' (the failed one
+    // never became current), sealed records.
+    assert_eq!(
+        by_version.keys().collect::<std::collections::BTreeSet<_>>(),
+        versions.iter().collect(),
+        "records per version: {by_version:?}"
     );
+    let newer = seen.lock().unwrap().newer_than_own;
+    eprintln!("{newer} decrypts of a record newer than the decrypting replica's own version");
+    assert!(newer > 0, "no replica decrypted a record from ahead of it");
 
     // Every record made during the test decrypts at the end, on every replica.
-    for (i, r) in records.iter().enumerate().step_by(7) {
-        let d = clients[i % 3]
-            .decrypt(dec("pii", &r.ciphertext, CTX))
-            .await
-            .unwrap();
-        assert_eq!(d.get_ref().plaintext.as_ref(), r.plaintext.as_bytes());
+    for c in &mut clients {
+        for chunk in records.chunks(1000) {
+            let items = chunk
+                .iter()
+                .map(|r| pb::DecryptItem {
+                    ciphertext: r.ciphertext.clone(),
+                    context: common::ctx(CTX),
+                })
+                .collect();
+            let got = c
+                .decrypt_batch(pb::DecryptBatchRequest {
+                    key: "pii".into(),
+                    items,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .results;
+            assert_eq!(got.len(), chunk.len());
+            for (r, d) in chunk.iter().zip(got) {
+                assert_eq!(
+                    d.result,
+                    Some(pb::decrypt_result::Result::Plaintext(Bytes::from(
+                        r.plaintext.clone()
+                    )))
+                );
+                assert_eq!(d.key_version, r.version);
+            }
+        }
     }
 
     // Migrate: rewrap every record to the current version with the CLI.
@@ -309,7 +433,6 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     );
     assert!(ok, "{err}");
     eprintln!("{}", out.trim());
-    let latest = versions.last().unwrap().clone();
     let already = records.iter().filter(|r| r.version == latest).count();
     assert_eq!(
         out.trim(),
@@ -348,7 +471,9 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
             assert!(s.message().contains("retired"), "{}", s.message());
             refused += 1;
         } else {
-            assert!(old.is_ok());
+            let old = old.unwrap().into_inner();
+            assert_eq!(old.plaintext.as_ref(), r.plaintext.as_bytes());
+            assert_eq!(old.key_version, r.version);
         }
     }
     eprintln!(

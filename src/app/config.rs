@@ -5,6 +5,7 @@
 
 mod file;
 mod validate;
+pub(crate) use validate::log_filter;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -27,6 +27,10 @@ use crate::ops::health;
 use crate::pb::admin_server::AdminServer;
 use crate::pb::envelope_server::EnvelopeServer;
 
+/// After the last call in flight has finished, how long the drain waits for
+/// the server to write the answers out and close its connections.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves on `listener` until `shutdown` resolves, then drains: new
 /// connections are refused and the requests already running may finish,
 /// up to `drain_timeout`. Idle keep-alive connections do not hold it up.
@@ -70,14 +74,38 @@ pub async fn run(
         }
     };
     let drain = settings.drain_timeout;
-    let served = tokio::select! {
-        r = serve(listener, keyring, security, settings, signal) => r,
-        () = async {
-            stopping.notified().await;
-            if tokio::time::timeout(drain, gate::idle()).await.is_err() {
-                tracing::warn!(?drain, in_flight = gate::in_flight(), "drain bound reached; exiting with requests still in flight");
+    let serving = serve(listener, keyring, security, settings, signal);
+    tokio::pin!(serving);
+    let stopped = tokio::select! {
+        r = &mut serving => Some(r),
+        () = stopping.notified() => None,
+    };
+    let served = match stopped {
+        Some(r) => r,
+        None => {
+            let deadline = tokio::time::Instant::now() + drain;
+            if tokio::time::timeout_at(deadline, gate::idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    ?drain,
+                    in_flight = gate::in_flight(),
+                    "drain bound reached; exiting with requests still in flight"
+                );
+                Ok(())
+            } else {
+                // The handlers are done, but their answers may still sit in
+                // the connections' buffers: exiting now would cut them. The
+                // server's own graceful shutdown writes them and closes each
+                // connection; a peer that keeps an idle connection open
+                // past that holds the exit for FLUSH_GRACE at most.
+                let until = deadline.min(tokio::time::Instant::now() + FLUSH_GRACE);
+                tokio::time::timeout_at(until, &mut serving)
+                    .await
+                    .unwrap_or(Ok(()))
             }
-        } => Ok(()),
+        }
     };
     if let Some(task) = operator {
         task.abort();

@@ -69,7 +69,7 @@ fn self_test(vectors: &self_test::Vectors) -> Result<(), ServeError> {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = super::config::log_filter(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,26 +1,18 @@
 //! Running the `envelope` binary to completion, as a user at a shell would:
 //! arguments, environment and stdin in; exit status, stdout and stderr out.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use super::process::BIN;
+use super::process::{BIN, output_within};
+
+/// How long one CLI command may take before the test fails.
+pub const CLI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs the binary with `stdin` (or /dev/null) to completion.
 fn output(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).envs(env.iter().copied());
-    let Some(input) = stdin else {
-        return cmd.stdin(Stdio::null()).output().expect("run envelope");
-    };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    output_within(&mut cmd, stdin, CLI_TIMEOUT)
 }
 
 /// Runs the binary with no stdin: (success, stdout, stderr).

@@ -78,8 +78,10 @@ impl Server {
             metrics,
         } = spawn_listening(&mut cmd, Some(out_file)).unwrap_or_else(|mut child| {
             let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "server did not start: {}",
+                "server did not start within {:?}: {}",
+                process::START_TIMEOUT,
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         });
@@ -113,13 +115,18 @@ impl Server {
     }
 
     pub async fn channel(&self) -> Channel {
+        let endpoint = Channel::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5));
         for _ in 0..50 {
-            if let Ok(ch) = Channel::from_shared(self.url()).unwrap().connect().await {
+            if let Ok(Ok(ch)) =
+                tokio::time::timeout(Duration::from_secs(10), endpoint.connect()).await
+            {
                 return ch;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("cannot connect to {}", self.addr);
+        panic!("cannot connect to {}: {}", self.addr, self.logs());
     }
 
     pub async fn client(&self) -> EnvelopeClient<Channel> {

@@ -50,11 +50,14 @@ fn moto_binary() -> String {
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Port 0: the server binds a free port itself and prints it, so no
+        // other process can take it between a probe and the bind.
+        let log = std::env::temp_dir().join(format!("envelope-moto-{}.log", std::process::id()));
         let script = format!(
-            "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+            "'{}' -H 127.0.0.1 -p 0 >'{log}' 2>&1 & m=$!; \
              while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
             moto_binary(),
+            log = log.display(),
             parent = std::process::id()
         );
         let child = Command::new("bash")
@@ -62,10 +65,23 @@ pub fn moto() -> &'static Moto {
             .stdin(Stdio::null())
             .spawn()
             .expect("start moto watchdog");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on {addr}");
+        let addr: SocketAddr = loop {
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(port) = out
+                .split("Running on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                break format!("127.0.0.1:{port}").parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "moto_server did not start: {out}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Ready when it answers HTTP, not merely accepts connections.
+        while super::process::try_http_get(&addr.to_string(), "/").is_none() {
+            assert!(Instant::now() < deadline, "moto_server on {addr} does not answer");
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto { _child: child, addr }
@@ -150,19 +166,29 @@ pub async fn create_envelope_secret(secret: &str, kms_key: &str, name: &str, ver
 
 /// A TCP proxy to moto on its own thread and runtime, so it outlives any
 /// one test's runtime. It counts requests per `X-Amz-Target` and, while
-/// "down", drops every connection.
+/// "down", reads each new connection's request (for up to 1 s), counts it
+/// as refused, and drops the connection unanswered.
 pub struct Proxy {
     pub addr: SocketAddr,
     down: Arc<AtomicBool>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
+    refused: Arc<Mutex<HashMap<String, u64>>>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
     pub fn start(upstream: SocketAddr) -> Proxy {
         let down = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(HashMap::new()));
+        let refused = Arc::new(Mutex::new(HashMap::new()));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (tx, rx) = std::sync::mpsc::channel();
-        let (d, c) = (down.clone(), counts.clone());
+        let (d, c, r, w) = (
+            down.clone(),
+            counts.clone(),
+            refused.clone(),
+            delay_ms.clone(),
+        );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -176,10 +202,10 @@ impl Proxy {
                         continue;
                     };
                     if d.load(Ordering::SeqCst) {
-                        drop(client);
+                        tokio::spawn(refuse(client, r.clone()));
                         continue;
                     }
-                    tokio::spawn(forward(client, upstream, d.clone(), c.clone()));
+                    tokio::spawn(forward(client, upstream, d.clone(), c.clone(), w.clone()));
                 }
             });
         });
@@ -187,6 +213,8 @@ impl Proxy {
             addr: rx.recv().unwrap(),
             down,
             counts,
+            refused,
+            delay_ms,
         }
     }
 
@@ -197,6 +225,23 @@ impl Proxy {
     /// Drops every connection (existing ones within 50 ms) until `set_down(false)`.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Holds each request for `delay` (after counting it) before passing it
+    /// on: a slow AWS API.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Requests for an `X-Amz-Target` read and left unanswered while down.
+    pub fn refused(&self, target: &str) -> u64 {
+        self.refused
+            .lock()
+            .unwrap()
+            .get(target)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests seen for an `X-Amz-Target` such as `secretsmanager.GetSecretValue`.
@@ -215,6 +260,7 @@ async fn forward(
     upstream: SocketAddr,
     down: Arc<AtomicBool>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
@@ -237,6 +283,10 @@ async fn forward(
             }
             pending.extend_from_slice(&buf[..n]);
             count_requests(&mut pending, &counts);
+            let delay = delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if sw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
@@ -260,6 +310,24 @@ async fn forward(
     tokio::select! {
         _ = up => {}
         _ = back => {}
+    }
+}
+
+/// Reads what a client sends on a connection made while the proxy is down
+/// (for up to 1 s), counts its requests as refused, and drops it.
+async fn refuse(mut client: TcpStream, refused: Arc<Mutex<HashMap<String, u64>>>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, client.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        count_requests(&mut pending, &refused);
+        if pending.is_empty() {
+            break;
+        }
     }
 }
 

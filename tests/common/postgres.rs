@@ -50,7 +50,8 @@ fn run_as(program: &Path, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(program)
     };
-    cmd.args(args).output().expect("run a PostgreSQL program")
+    cmd.args(args);
+    super::process::output_within(&mut cmd, None, std::time::Duration::from_secs(120))
 }
 
 /// Makes `path` the server's own, readable by it alone (as PostgreSQL

@@ -22,41 +22,52 @@ pub struct Listening {
     pub metrics: Option<String>,
 }
 
+/// How long a process may take to print its "listening on" line.
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Spawns `cmd` with stdout piped and reads stdout up to its "listening on
 /// ADDR" line. A thread then keeps reading stdout, so the process never
 /// blocks on a full pipe, writing the lines to `rest` (or nowhere).
-/// If stdout ends before that line, returns the child, still running or not.
+/// If stdout ends before that line, or it does not come within
+/// [`START_TIMEOUT`], returns the child, still running or not.
 pub fn spawn_listening(cmd: &mut Command, rest: Option<std::fs::File>) -> Result<Listening, Child> {
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut metrics = None;
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(m) = line.strip_prefix("metrics on ") {
-                    metrics = Some(m.trim().to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut metrics = None;
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(m) = line.strip_prefix("metrics on ") {
+                        metrics = Some(m.trim().to_owned());
+                    }
+                    if let Some(a) = line.strip_prefix("listening on ") {
+                        break a.trim().to_owned();
+                    }
                 }
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    break a.trim().to_owned();
+                _ => return drop(tx.send(None)),
+            }
+        };
+        let _ = tx.send(Some((addr, metrics)));
+        match rest {
+            Some(mut file) => {
+                for line in lines.map_while(Result::ok) {
+                    let _ = writeln!(file, "{line}");
                 }
             }
-            _ => return Err(child),
+            None => for _ in lines {},
         }
-    };
-    std::thread::spawn(move || match rest {
-        Some(mut file) => {
-            for line in lines.map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-            }
-        }
-        None => for _ in lines {},
     });
-    Ok(Listening {
-        child,
-        addr,
-        metrics,
-    })
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Some((addr, metrics))) => Ok(Listening {
+            child,
+            addr,
+            metrics,
+        }),
+        _ => Err(child),
+    }
 }
 
 /// An Envelope client on `ch` that sends and takes messages up to 64 MiB.
@@ -66,25 +77,104 @@ pub fn envelope_client(ch: Channel) -> EnvelopeClient<Channel> {
         .max_encoding_message_size(64 << 20)
 }
 
-/// A plain HTTP/1.1 GET on loopback: (status code, body).
+/// A plain HTTP/1.1 GET on loopback: (status code, body). Fails the test
+/// if there is no answer within [`HTTP_TIMEOUT`].
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
+}
+
+/// How long [`http_get`] waits to connect, and for each read and write.
+pub const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// As [`http_get`], or `None` when there is no complete answer in time.
+pub fn try_http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let sock: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, HTTP_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(HTTP_TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT)).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
+}
+
+/// Runs `cmd` to completion with `stdin` (or /dev/null) and its output
+/// captured, killing it and failing the test with what it printed if it
+/// takes longer than `limit`.
+pub fn output_within(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
+        let input = input.to_vec();
+        // A writer thread: a child that stops reading must not block us.
+        std::thread::spawn(move || {
+            let _ = w.write_all(&input);
+        });
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&out.join().unwrap_or_default()),
+                String::from_utf8_lossy(&err.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }

@@ -1,0 +1,148 @@
+//! SIGTERM with a call in flight (docs/OPERATIONS.md, "Shutdown and
+//! drain"): the server finishes it, writes its audit line and exits 0; past
+//! `drain_timeout_secs` it exits 0 anyway and says so. The call is held in
+//! flight for real: a Decrypt of a record under a version the replica has
+//! not loaded, fetched on demand through a proxy that delays the AWS API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::aws_config::{Timeouts, aws_config, secret_key};
+use common::moto::{
+    Proxy, TEST_ENV, create_envelope_secret, envelope_doc, kms_key, moto, unique, uuid,
+};
+use common::requests::{CTX, decrypt, round_trip};
+
+/// Attempts long enough for the delayed API.
+const PATIENT: Timeouts = Timeouts {
+    connect_secs: 2,
+    attempt_secs: 15,
+    operation_secs: 30,
+    max_attempts: Some(1),
+};
+
+/// A replica on `proxy` that has loaded only the first version, and a
+/// record sealed under a second version (by another replica, on moto
+/// directly) that the first replica can open only by fetching it.
+async fn setup(dir: &std::path::Path, drain_secs: u64) -> (Server, Proxy, bytes::Bytes) {
+    let key = kms_key().await;
+    let secret = unique("envelope/drain");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    let keys = secret_key("default", &secret);
+    let top = format!("refresh_interval_secs = 3600\ndrain_timeout_secs = {drain_secs}\n");
+    let cfg = aws_config(&proxy.url(), &key, PATIENT, &top, &keys);
+    let replica = Server::start_with(&dir.join("a"), Some(&cfg), TEST_ENV);
+    let v2 = uuid();
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&v2)
+        .secret_string(envelope_doc(&key, "default", &v2).await)
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let direct = aws_config(&moto().url(), &key, PATIENT, "", &keys);
+    let other = Server::start_with(&dir.join("b"), Some(&direct), TEST_ENV);
+    let record = round_trip(&other, "", "in flight at SIGTERM").await;
+    assert_eq!(record.key_version, v2);
+    (replica, proxy, record.ciphertext)
+}
+
+/// Starts the Decrypt and returns once the replica is fetching the version
+/// (the proxy has its GetSecretValue): the call is then in flight.
+async fn decrypt_in_flight(
+    replica: &Server,
+    proxy: &Proxy,
+    record: bytes::Bytes,
+    delay: Duration,
+) -> tokio::task::JoinHandle<Result<envelope::pb::DecryptResponse, tonic::Status>> {
+    let client = replica.client().await;
+    let before = proxy.count("secretsmanager.GetSecretValue");
+    proxy.set_delay(delay);
+    let call = tokio::spawn(async move { decrypt(&client, "", &record, CTX).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.count("secretsmanager.GetSecretValue") == before {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never fetched the version"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call
+}
+
+fn sigterm(server: &Server) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut replica, proxy, record) = setup(dir.path(), 20).await;
+    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(2)).await;
+    sigterm(&replica);
+    // The call is still waiting on the slow API: the server must too.
+    assert_eq!(
+        replica.wait_exit(Duration::from_millis(500)),
+        None,
+        "exited with a call in flight: {}",
+        replica.logs()
+    );
+    let answer = call
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the call in flight is answered: {e:?} {}", replica.logs()));
+    assert_eq!(answer.plaintext.as_ref(), b"in flight at SIGTERM");
+    let code = replica
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits once drained");
+    assert_eq!(code, Some(0));
+    let logs = replica.logs();
+    assert!(
+        logs.contains("shutting down") && logs.contains("stopped"),
+        "{logs}"
+    );
+    assert!(!logs.contains("drain bound reached"), "{logs}");
+    let audit = replica.audit_with(&["\"rpc\":\"Decrypt\""]).await;
+    assert_eq!(
+        audit.matches("\"rpc\":\"Decrypt\"").count(),
+        1,
+        "the drained call's audit line: {audit}"
+    );
+}
+
+#[tokio::test]
+async fn past_the_drain_bound_it_exits_zero_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut replica, proxy, record) = setup(dir.path(), 1).await;
+    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(10)).await;
+    sigterm(&replica);
+    let code = replica
+        .wait_exit(Duration::from_secs(8))
+        .expect("exits at the drain bound, before the call ends");
+    assert_eq!(code, Some(0));
+    let logs = replica.logs();
+    assert!(
+        logs.contains("drain bound reached; exiting with requests still in flight")
+            && logs.contains("in_flight=1"),
+        "{logs}"
+    );
+    // The cut call fails on the client; nothing was answered.
+    assert!(call.await.unwrap().is_err());
+}
