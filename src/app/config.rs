@@ -385,24 +385,51 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        for bad in [
-            "[[keys]]\nname = \"../x\"\n",
-            "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"a\"\n",
-            "[data_keys]\nmax_records = 0\n",
-            "[data_keys]\nmax_records = 8589934592\n",
-            "unknown = 1\n",
-            "log_level = \"[[[\"\n",
-            "mode = \"aws\"\n",
-            "[aws]\nregion = \"us-east-1\"\n",
-            "max_staleness_secs = 1\n",
+        // Each refused for its own reason, named in the message: a test that
+        // took any error (a TOML typo in the case itself) proved nothing.
+        for (bad, why) in [
+            (
+                "[[keys]]\nname = \"../x\"\n",
+                "invalid setting keys.name: \"../x\" must be",
+            ),
+            (
+                "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"a\"\n",
+                "keys.name: \"a\" is listed twice",
+            ),
+            (
+                "[data_keys]\nmax_records = 0\n",
+                "data_keys.max_records: must be between 1 and 2^32",
+            ),
+            (
+                "[data_keys]\nmax_records = 8589934592\n",
+                "data_keys.max_records: must be between 1 and 2^32",
+            ),
+            ("unknown = 1\n", "unknown field `unknown`"),
+            (
+                "log_level = \"[[[\"\n",
+                "invalid setting log_level: \"[[[\" is not a tracing filter",
+            ),
+            (
+                "mode = \"aws\"\n",
+                "invalid setting tls: AWS mode serves only over TLS",
+            ),
+            (
+                "[aws]\nregion = \"us-east-1\"\n",
+                "invalid setting aws: an [aws] section needs mode = \"aws\"",
+            ),
+            (
+                "max_staleness_secs = 1\n",
+                "max_staleness_secs: must be at least refresh_interval_secs",
+            ),
         ] {
-            let parsed: Result<FileConfig, _> = toml::from_str(bad);
-            if let Ok(f) = parsed {
-                assert!(
-                    Settings::from_file(f, Overrides::default()).is_err(),
-                    "{bad}"
-                );
-            }
+            let got = match toml::from_str::<FileConfig>(bad) {
+                Err(e) => e.to_string(),
+                Ok(f) => match Settings::from_file(f, Overrides::default()) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => panic!("accepted: {bad}"),
+                },
+            };
+            assert!(got.contains(why), "{bad:?}: {got}");
         }
     }
 }
