@@ -22,12 +22,15 @@ use envelope::pb;
 use prost::Message;
 use tonic::Code;
 
+/// Hostile requests in the table (docs/SECURITY.md, "Hostile input").
+const HOSTILE_CASES: usize = 49;
+
 #[tokio::test]
 async fn hostile_requests_get_their_documented_codes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = "[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n";
-    let server = Server::start(&data, Some(keys));
+    let mut server = Server::start(&data, Some(keys));
     let mut c = server.client().await;
     let good = encrypt(&c, "", b"123.456.789-09", CTX).await.unwrap();
     let ct = good.ciphertext.to_vec();
@@ -92,11 +95,6 @@ async fn hostile_requests_get_their_documented_codes() {
 
     let cases: Vec<(&str, Call, Code)> = vec![
         ("empty ciphertext", dec(vec![]), Code::InvalidArgument),
-        (
-            "truncated in format version",
-            dec(ct[..0].to_vec()),
-            Code::InvalidArgument,
-        ),
         (
             "truncated in kind",
             dec(ct[..1].to_vec()),
@@ -421,6 +419,12 @@ async fn hostile_requests_get_their_documented_codes() {
             Code::InvalidArgument,
         ),
     ];
+    // No input counted twice.
+    for (i, (name, call, _)) in cases.iter().enumerate() {
+        for (other, c, _) in &cases[i + 1..] {
+            assert!(call != c, "{name} and {other} send the same request");
+        }
+    }
     let mut table = String::new();
     let mut wrong = Vec::new();
     for (name, call, want) in &cases {
@@ -430,9 +434,32 @@ async fn hostile_requests_get_their_documented_codes() {
             wrong.push(format!("{name}: want {want:?}, got {got:?}"));
         }
     }
-    eprintln!("{} hostile requests:\n{table}", cases.len());
+    let hostile = cases
+        .iter()
+        .filter(|(_, _, want)| *want != Code::Ok)
+        .count();
+    eprintln!(
+        "{hostile} hostile requests and {} controls:\n{table}",
+        cases.len() - hostile
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
-    assert!(cases.len() >= 30);
+    // The count docs/SECURITY.md gives ("Hostile input"); the two
+    // controls (accepted on purpose) are not among them.
+    assert_eq!((hostile, cases.len() - hostile), (HOSTILE_CASES, 2));
+    // The same server, after all of it: alive and serving.
+    assert!(!server.exited(), "the server exited: {}", server.logs());
+    assert_eq!(
+        run_call(
+            &server,
+            &Call::Encrypt {
+                key: String::new(),
+                pt: b"still serving".to_vec(),
+                ctx: ctx(&[])
+            }
+        )
+        .await,
+        Code::Ok
+    );
 
     // Retired: a server whose minimum decryption version is the new one
     // refuses the record made before the rotation.
@@ -448,17 +475,4 @@ async fn hostile_requests_get_their_documented_codes() {
         "retired version"
     );
     assert_eq!(run_call(&server, &dec(after_ct.clone())).await, Code::Ok);
-    // Still serving after all of it.
-    assert_eq!(
-        run_call(
-            &server,
-            &Call::Encrypt {
-                key: String::new(),
-                pt: b"ok".to_vec(),
-                ctx: ctx(&[])
-            }
-        )
-        .await,
-        Code::Ok
-    );
 }

@@ -106,6 +106,11 @@ impl Server {
         None
     }
 
+    /// Whether the process has exited (by now, without waiting).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -58,6 +58,7 @@ async fn raw(server: &Server, path: &'static str, body: Bytes) -> Result<Bytes, 
     .map(|r| r.into_inner())
 }
 
+#[derive(Debug, PartialEq)]
 pub enum Call {
     Decrypt {
         key: String,
