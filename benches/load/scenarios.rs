@@ -361,5 +361,11 @@ impl Run {
         let audited = std::fs::read_to_string(&audit).map_or(0, |s| s.lines().count());
         println!("Audit lines written: {audited} for {calls} calls");
         report.write(out_dir);
+        // docs/AUDIT.md promises one line per call: a run that shows
+        // otherwise fails, with its report written.
+        if u64::try_from(audited).ok() != Some(calls) {
+            eprintln!("FAILED: {audited} audit lines for {calls} calls");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,0 +1,131 @@
+//! One audit line per call (docs/AUDIT.md): a known mix of calls that
+//! succeed, fail, are denied, are batches and stream messages writes
+//! exactly one line each, with the right RPC, code and item counts; counted
+//! after SIGTERM, which writes every queued line.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use common::Server;
+use common::requests::{CTX, batch, dec, enc};
+use envelope::pb;
+
+#[tokio::test]
+async fn every_call_writes_exactly_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[allow]]\nanonymous = true\nkeys = [\"default\", \"nope\"]\noperations = [\"encrypt\", \"decrypt\"]\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "policy_file = \"{}\"\n[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n",
+        policy.display()
+    );
+    let mut server = Server::start(&dir.path().join("data"), Some(&cfg));
+    let mut c = server.client().await;
+    let mut good = Vec::new();
+    for i in 0..5 {
+        let e = c.encrypt(enc("", format!("v{i}"), CTX)).await.unwrap();
+        good.push(e.into_inner().ciphertext);
+    }
+    for _ in 0..3 {
+        c.decrypt(dec("", b"not a record", CTX)).await.unwrap_err();
+    }
+    for _ in 0..2 {
+        c.encrypt(enc("pii", b"x", CTX)).await.unwrap_err();
+    }
+    c.encrypt(enc("nope", b"x", CTX)).await.unwrap_err();
+    c.encrypt_batch(batch("", 0, 4)).await.unwrap();
+    let items = vec![
+        (good[0].clone(), common::ctx(CTX)),
+        (good[1].clone(), common::ctx(CTX)),
+        (Bytes::from_static(b"garbage"), common::ctx(CTX)),
+    ];
+    c.decrypt_batch(pb::DecryptBatchRequest {
+        key: String::new(),
+        items: items
+            .into_iter()
+            .map(|(ciphertext, context)| pb::DecryptItem {
+                ciphertext,
+                context,
+            })
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let messages: Vec<pb::EncryptStreamRequest> = (0..3)
+        .map(|i| {
+            let b = batch("", i * 2, 2);
+            pb::EncryptStreamRequest {
+                key: b.key,
+                items: b.items,
+            }
+        })
+        .collect();
+    let mut answers = c
+        .encrypt_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answered = 0;
+    while answers.message().await.unwrap().is_some() {
+        answered += 1;
+    }
+    assert_eq!(answered, 3);
+
+    // SIGTERM: the writer flushes every queued line before the exit.
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(
+        server.wait_exit(std::time::Duration::from_secs(30)),
+        Some(Some(0))
+    );
+    let want: BTreeMap<(String, String, Option<u64>, Option<u64>), usize> = [
+        (("Encrypt", "OK", None, None), 5),
+        (("Decrypt", "INVALID_ARGUMENT", None, None), 3),
+        (("Encrypt", "PERMISSION_DENIED", None, None), 2),
+        (("Encrypt", "NOT_FOUND", None, None), 1),
+        (("EncryptBatch", "OK", Some(4), Some(0)), 1),
+        (("DecryptBatch", "OK", Some(3), Some(1)), 1),
+        (("EncryptStream", "OK", Some(2), Some(0)), 3),
+    ]
+    .into_iter()
+    .map(|((rpc, code, items, failed), n)| ((rpc.to_owned(), code.to_owned(), items, failed), n))
+    .collect();
+    let expected: usize = want.values().sum();
+    // The test's reader copies the closed pipe to a file: let it finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut audit = server.stdout();
+    while audit.lines().count() < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        audit = server.stdout();
+    }
+    let mut got: BTreeMap<(String, String, Option<u64>, Option<u64>), usize> = BTreeMap::new();
+    for line in audit.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let key = (
+            v["rpc"].as_str().unwrap().to_owned(),
+            v["code"].as_str().unwrap().to_owned(),
+            v["items"].as_u64(),
+            v["failed_items"].as_u64(),
+        );
+        *got.entry(key).or_default() += 1;
+    }
+    assert_eq!(got, want, "{audit}");
+    assert_eq!(audit.lines().count(), expected);
+}
