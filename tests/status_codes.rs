@@ -1,0 +1,288 @@
+//! Every error a caller can reach over gRPC, with its status code and its
+//! exact message (src/edge/status.rs maps them; docs/API.md lists them):
+//! local mode here, the secret store and KMS failing in AWS mode below,
+//! where the message must carry none of the detail the server log gets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use bytes::Bytes;
+use common::Server;
+use common::requests::{CTX, ctx, dec, enc};
+use envelope::pb;
+use tonic::Code;
+
+const POLICY: &str = r#"
+[[allow]]
+anonymous = true
+keys = ["default", "nope", "noindex"]
+operations = ["encrypt", "decrypt", "rewrap", "generate_data_key", "unwrap_data_key", "admin"]
+
+[[allow]]
+anonymous = true
+keys = ["default"]
+operations = ["index"]
+index_tokens_per_second = 2
+index_tokens_per_day = 1000
+
+[[allow]]
+anonymous = true
+keys = ["scoped"]
+operations = ["encrypt"]
+context = { tenant = "a" }
+"#;
+
+const KEYS: &str = r#"
+[limits]
+max_plaintext_bytes = 1024
+max_batch_items = 10
+
+[[keys]]
+name = "default"
+[[keys.indexes]]
+name = "email"
+normalize = "email"
+bits = 64
+[[keys.indexes]]
+name = "tenant_email"
+normalize = "email"
+bits = 64
+scope = ["tenant"]
+
+[[keys]]
+name = "noindex"
+[[keys.indexes]]
+name = "email"
+normalize = "email"
+bits = 64
+
+[[keys]]
+name = "scoped"
+
+[[keys]]
+name = "pii"
+"#;
+
+/// A call's outcome as the caller sees it: code and message.
+fn outcome<T>(r: Result<T, tonic::Status>) -> (Code, String) {
+    match r {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(s) => (s.code(), s.message().to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn each_reachable_error_has_its_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let cfg = format!("policy_file = \"{}\"\n{KEYS}", policy.display());
+    let server = Server::start(&dir.path().join("data"), Some(&cfg));
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+    let good = c.encrypt(enc("", b"x", CTX)).await.unwrap().into_inner();
+    let ct = good.ciphertext.to_vec();
+    let other_key = c
+        .encrypt(enc("noindex", b"x", CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let v = &good.key_version;
+    let unknown_version = {
+        let mut r = ct.clone();
+        r[7..23].copy_from_slice(&[0x42; 16]);
+        r
+    };
+    let index =
+        |key: &str, index: &str, value: &str, context: &[(&str, &str)]| pb::ComputeIndexRequest {
+            key: key.into(),
+            index: index.into(),
+            values: vec![Bytes::from(value.to_owned())],
+            context: ctx(context),
+        };
+
+    let mut got = Vec::new();
+    let mut case = |name: &'static str, r: (Code, String)| got.push((name, r));
+    case(
+        "unknown key",
+        outcome(c.encrypt(enc("nope", b"x", CTX)).await),
+    );
+    case(
+        "key not granted",
+        outcome(c.encrypt(enc("pii", b"x", CTX)).await),
+    );
+    case(
+        "context outside the grant",
+        outcome(c.encrypt(enc("scoped", b"x", &[("tenant", "b")])).await),
+    );
+    case(
+        "unknown index",
+        outcome(c.compute_index(index("", "phone", "a@b.c", CTX)).await),
+    );
+    case(
+        "index without an index grant",
+        outcome(
+            c.encrypt(pb::EncryptRequest {
+                indexes: vec!["email".into()],
+                ..enc("noindex", b"a@b.c", CTX)
+            })
+            .await,
+        ),
+    );
+    case(
+        "index scope missing",
+        outcome(
+            c.compute_index(index("", "tenant_email", "a@b.c", CTX))
+                .await,
+        ),
+    );
+    case(
+        "malformed record",
+        outcome(c.decrypt(dec("", b"garbage", CTX)).await),
+    );
+    case(
+        "bad context",
+        outcome(c.encrypt(enc("", b"x", &[("", "v")])).await),
+    );
+    case(
+        "another key's record",
+        outcome(c.decrypt(dec("", &other_key, CTX)).await),
+    );
+    case(
+        "wrong context",
+        outcome(c.decrypt(dec("", &ct, &[("table", "x")])).await),
+    );
+    case(
+        "plaintext over the limit",
+        outcome(c.encrypt(enc("", vec![0u8; 1025], CTX)).await),
+    );
+    case(
+        "batch over the limit",
+        outcome(c.encrypt_batch(common::requests::batch("", 0, 11)).await),
+    );
+    case(
+        "column with mismatched row ids",
+        outcome(
+            c.encrypt_column(pb::EncryptColumnRequest {
+                indexes: Vec::new(),
+                key: String::new(),
+                context: ctx(CTX),
+                plaintexts: vec![Bytes::from_static(b"a")],
+                row_field: "row".into(),
+                row_values: vec!["1".into(), "2".into()],
+            })
+            .await,
+        ),
+    );
+    case(
+        "unknown master-key version",
+        outcome(c.decrypt(dec("", &unknown_version, CTX)).await),
+    );
+    case(
+        "compromise without a reason",
+        outcome(
+            admin
+                .mark_compromised(pb::MarkCompromisedRequest {
+                    key: String::new(),
+                    version: v.clone(),
+                    reason: String::new(),
+                })
+                .await,
+        ),
+    );
+    // Quota: 2 tokens per second; each value makes one token per version.
+    let mut last = (Code::Ok, String::new());
+    for _ in 0..5 {
+        last = outcome(c.compute_index(index("", "email", "a@b.c", CTX)).await);
+    }
+    case("index quota used up", last);
+
+    for (name, (code, message)) in &got {
+        eprintln!("| {name} | {code:?} | {message} |");
+    }
+    let want: Vec<(&str, Code, String)> = vec![
+        ("unknown key", Code::NotFound, "unknown key name \"nope\"".into()),
+        (
+            "key not granted",
+            Code::PermissionDenied,
+            "caller \"anonymous\" may not encrypt with key \"pii\"".into(),
+        ),
+        (
+            "context outside the grant",
+            Code::PermissionDenied,
+            "caller \"anonymous\" may encrypt with key \"scoped\" only in the contexts its grants name; this request (or one of its items) carries another".into(),
+        ),
+        ("unknown index", Code::NotFound, "key \"default\" has no index \"phone\"".into()),
+        (
+            "index without an index grant",
+            Code::PermissionDenied,
+            "index tokens need an `index` grant on this key; this caller has none".into(),
+        ),
+        (
+            "index scope missing",
+            Code::InvalidArgument,
+            "index \"tenant_email\" needs the context entry \"tenant\" (its scope)".into(),
+        ),
+        (
+            "malformed record",
+            Code::InvalidArgument,
+            "malformed ciphertext: unsupported format version 103".into(),
+        ),
+        (
+            "bad context",
+            Code::InvalidArgument,
+            "invalid encryption context: encryption context has an entry with an empty key".into(),
+        ),
+        (
+            "another key's record",
+            Code::InvalidArgument,
+            "the ciphertext was not produced under key \"default\"".into(),
+        ),
+        (
+            "wrong context",
+            Code::InvalidArgument,
+            "decryption failed: the ciphertext was modified or the encryption context does not match".into(),
+        ),
+        (
+            "plaintext over the limit",
+            Code::InvalidArgument,
+            "plaintext of 1025 bytes is over the limit of 1024 bytes".into(),
+        ),
+        (
+            "batch over the limit",
+            Code::InvalidArgument,
+            "batch of 11 items is over the limit of 10 items".into(),
+        ),
+        (
+            "column with mismatched row ids",
+            Code::InvalidArgument,
+            "invalid column request: row_values must have exactly one entry per item when row_field is set".into(),
+        ),
+        (
+            "unknown master-key version",
+            Code::FailedPrecondition,
+            "master-key version 42424242-4242-4242-4242-424242424242 of key \"default\" is not available in the secret store".into(),
+        ),
+        (
+            "compromise without a reason",
+            Code::InvalidArgument,
+            "the reason must be 1 to 512 printable characters (it goes to the audit log)".into(),
+        ),
+        (
+            "index quota used up",
+            Code::ResourceExhausted,
+            "the index-token quota of this caller is used up (per second or per day); retry later".into(),
+        ),
+    ];
+    assert_eq!(got.len(), want.len());
+    for ((name, (code, message)), (wname, wcode, wmessage)) in got.iter().zip(&want) {
+        assert_eq!(name, wname);
+        assert_eq!((code, message), (wcode, wmessage), "{name}");
+    }
+}
