@@ -286,3 +286,84 @@ async fn each_reachable_error_has_its_code_and_message() {
         assert_eq!((code, message), (wcode, wmessage), "{name}");
     }
 }
+
+/// The secret store and KMS failing under a call: UNAVAILABLE, with a
+/// fixed message that names neither the secret, the KMS key nor the
+/// endpoint (the server log has those).
+#[tokio::test]
+async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
+    use common::aws_config::{FAIL_FAST, aws_config, secret_key};
+    use common::moto::{Proxy, TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/status");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    let cfg = aws_config(
+        &proxy.url(),
+        &key,
+        FAIL_FAST,
+        "refresh_interval_secs = 3600\n",
+        &secret_key("default", &secret),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let mut c = server.client().await;
+    let record = c.encrypt(enc("", b"x", CTX)).await.unwrap().into_inner();
+    let mut unknown = record.ciphertext.to_vec();
+    unknown[7..23].copy_from_slice(&[0x42; 16]);
+    let port = proxy.addr.port().to_string();
+    let secret_detail = [
+        secret.as_str(),
+        key.as_str(),
+        port.as_str(),
+        "127.0.0.1",
+        "arn:",
+    ];
+
+    // The AWS APIs unreachable: a version fetched on demand (the store), a
+    // data key for the caller (KMS GenerateDataKey), a rotation.
+    proxy.set_down(true);
+    let store = outcome(c.decrypt(dec("", &unknown, CTX)).await);
+    let kms = outcome(
+        c.generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(CTX),
+        })
+        .await,
+    );
+    let rotation = outcome(
+        server
+            .admin()
+            .await
+            .rotate_master_key(pb::RotateMasterKeyRequest::default())
+            .await,
+    );
+    for (name, got, want) in [
+        (
+            "store",
+            &store,
+            "the secret store is unavailable for this key; details are in the server log",
+        ),
+        (
+            "kms",
+            &kms,
+            "KMS is unavailable for this key; details are in the server log",
+        ),
+        (
+            "rotation",
+            &rotation,
+            "rotation failed on the secret store or KMS; details are in the server log",
+        ),
+    ] {
+        assert_eq!(got, &(Code::Unavailable, want.to_owned()), "{name}");
+        for d in secret_detail {
+            assert!(!got.1.contains(d), "{name}: {d} in {}", got.1);
+        }
+    }
+    // The operator gets the detail.
+    let logs = server.logs();
+    assert!(
+        logs.contains(&secret) && logs.contains(&port),
+        "the secret and the endpoint in the log: {logs}"
+    );
+}
