@@ -186,21 +186,174 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_match_the_documented_table() {
-        let code = |e: Error| code(&CallError::Key(e));
-        assert_eq!(code(Error::UnknownKey("x".into())), Code::NotFound);
-        assert_eq!(code(Error::Unauthentic), Code::InvalidArgument);
-        assert_eq!(
-            code(Error::VersionNotFound {
-                key: "k".into(),
-                version: "v".into()
-            }),
-            Code::FailedPrecondition
-        );
-        assert_eq!(code(Error::NoCurrent("k".into())), Code::Unavailable);
-        assert_eq!(
-            message(&CallError::Key(Error::Internal("secret detail"))),
-            "internal error; see the server log"
-        );
+    fn every_error_has_its_code_and_message() {
+        use crate::backends::kms::KmsError;
+        use crate::backends::store::StoreError;
+        use crate::keys::master_key::MasterKeyError;
+        // Detail that must never reach a caller: an ARN and a file path.
+        const ARN: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:x";
+        let store = || StoreError::SecretNotFound { secret: ARN.into() };
+        let kms = || KmsError::AccessDenied(ARN.into());
+        let master = || MasterKeyError::Malformed {
+            secret: ARN.into(),
+            version: "v".into(),
+            reason: "/etc/envelope/key".into(),
+        };
+        let kv = || ("k".to_owned(), "v".to_owned());
+        // (error, code, the fixed message; None: the error's own text, which
+        // names only key names, versions, sizes and limits).
+        let fixed = |m: &str| Some(m.to_owned());
+        let rotation_failed =
+            "rotation failed on the secret store or KMS; details are in the server log";
+        let table: Vec<(CallError, Code, Option<String>)> = vec![
+            (Denied::Unauthenticated.into(), Code::Unauthenticated, None),
+            (
+                Denied::PermissionDenied {
+                    caller: "c".into(),
+                    op: "encrypt",
+                    key: "k".into(),
+                }
+                .into(),
+                Code::PermissionDenied,
+                None,
+            ),
+            (
+                CallError::AuditUnavailable,
+                Code::Unavailable,
+                fixed(
+                    "the audit log cannot be written; calls are refused until it can (audit.on_failure = \"refuse\"); retry later",
+                ),
+            ),
+            (Error::UnknownKey("k".into()).into(), Code::NotFound, None),
+            (
+                Error::UnknownIndex {
+                    key: "k".into(),
+                    index: "i".into(),
+                }
+                .into(),
+                Code::NotFound,
+                None,
+            ),
+            (Error::IndexNotGranted.into(), Code::PermissionDenied, None),
+            (Error::Unauthentic.into(), Code::InvalidArgument, None),
+            (
+                Error::WrongKey("k".into()).into(),
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                Error::TooLarge { got: 2, max: 1 }.into(),
+                Code::InvalidArgument,
+                None,
+            ),
+            (Error::Column("c").into(), Code::InvalidArgument, None),
+            (Error::BadReason.into(), Code::InvalidArgument, None),
+            (
+                Error::ScopeMissing {
+                    index: "i".into(),
+                    entry: "e".into(),
+                }
+                .into(),
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                Error::BatchTooLarge { got: 2, max: 1 }.into(),
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                Error::VersionNotFound {
+                    key: kv().0,
+                    version: kv().1,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                None,
+            ),
+            (
+                Error::Retired {
+                    key: kv().0,
+                    version: kv().1,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                None,
+            ),
+            (
+                Error::Compromised {
+                    key: kv().0,
+                    version: kv().1,
+                    refused: "r",
+                }
+                .into(),
+                Code::FailedPrecondition,
+                None,
+            ),
+            (
+                Error::FetchThrottled("k".into()).into(),
+                Code::ResourceExhausted,
+                None,
+            ),
+            (Error::IndexQuota.into(), Code::ResourceExhausted, None),
+            (Error::NoCurrent("k".into()).into(), Code::Unavailable, None),
+            (
+                Error::Store(store()).into(),
+                Code::Unavailable,
+                fixed(
+                    "the secret store is unavailable for this key; details are in the server log",
+                ),
+            ),
+            (
+                Error::Kms(kms()).into(),
+                Code::Unavailable,
+                fixed("KMS is unavailable for this key; details are in the server log"),
+            ),
+            (
+                Error::MasterKey(master()).into(),
+                Code::Unavailable,
+                fixed("a master-key version could not be loaded; details are in the server log"),
+            ),
+            (
+                Error::Rotation(RotationError::UnknownStep("s".into())).into(),
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                Error::Rotation(RotationError::NoCurrent("k".into())).into(),
+                Code::FailedPrecondition,
+                None,
+            ),
+            (
+                Error::Rotation(RotationError::Store(store())).into(),
+                Code::Unavailable,
+                fixed(rotation_failed),
+            ),
+            (
+                Error::Rotation(RotationError::Kms(kms())).into(),
+                Code::Unavailable,
+                fixed(rotation_failed),
+            ),
+            (
+                Error::Rotation(RotationError::MasterKey(master())).into(),
+                Code::Unavailable,
+                fixed(rotation_failed),
+            ),
+            (
+                Error::Internal("secret detail").into(),
+                Code::Internal,
+                fixed("internal error; see the server log"),
+            ),
+        ];
+        for (e, want_code, want_message) in table {
+            let shown = e.to_string();
+            assert_eq!(code(&e), want_code, "{shown}");
+            let m = message(&e);
+            assert_eq!(m, want_message.unwrap_or(shown), "{e:?}");
+            assert!(
+                !m.contains("arn:") && !m.contains("/etc/") && !m.contains("secret detail"),
+                "{m}"
+            );
+        }
     }
 }
