@@ -18,59 +18,88 @@ ADDR=$(sed -n 's/^listening on //p' "$work/out")
 
 passed=0
 failed=0
-check() { # name, command output, expected substring
-  if grep -q -- "$3" <<<"$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1: expected '$3' in:"; echo "$2"; fi
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+# expect NAME ACTUAL WANTED: exact equality.
+expect() {
+  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else fail "$1: expected '$3', got '$2'"; fi
 }
-g() { "$GRPCURL" -plaintext "$@" 2>&1 || true; }
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+# ok NAME GRPCURL-ARGS...: the call must succeed; prints its JSON answer.
+ok() {
+  local name=$1 out
+  shift
+  if out=$("$GRPCURL" -plaintext "$@" 2>&1); then printf '%s' "$out"; else fail "$name: $out" >&2; echo '{}'; fi
+}
+# refused NAME CODE GRPCURL-ARGS...: the call must fail with status CODE.
+refused() {
+  local name=$1 code=$2 out
+  shift 2
+  if out=$("$GRPCURL" -plaintext "$@" 2>&1); then
+    fail "$name: succeeded: $out"
+  else
+    expect "$name" "$(sed -n 's/^ *Code: //p' <<<"$out")" "$code"
+  fi
+}
+# field PYTHON-SUBSCRIPT < JSON: one field of a JSON answer ('' if absent).
+field() { python3 -c "import json,sys
+try: print(json.load(sys.stdin)$1)
+except (KeyError, IndexError, TypeError): print('')"; }
 
-out=$(g "$ADDR" list)
-for s in envelope.v1.Envelope envelope.v1.Admin grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection; do
-  check "list $s" "$out" "$s"
-done
-check describe "$(g "$ADDR" describe envelope.v1.Envelope)" "rpc Rewrap"
-check health "$(g "$ADDR" grpc.health.v1.Health/Check)" '"status": "SERVING"'
+services=$(ok list "$ADDR" list | sort | tr '\n' ' ')
+expect list "$services" "envelope.v1.Admin envelope.v1.Envelope grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection "
+described=$(ok describe "$ADDR" describe envelope.v1.Envelope)
+expect describe "$(grep -c '^  rpc Rewrap ( .envelope.v1.RewrapRequest ) returns ( .envelope.v1.RewrapResponse );' <<<"$described")" 1
+expect health "$(ok health "$ADDR" grpc.health.v1.Health/Check | field "['status']")" SERVING
 
 # "alice@example.com" in base64, as grpcurl's JSON wants for bytes fields.
 PT=$(printf 'alice@example.com' | base64)
-enc=$(g -d "{\"key\":\"default\",\"plaintext\":\"$PT\",\"context\":{\"table\":\"users\",\"column\":\"email\"}}" "$ADDR" envelope.v1.Envelope/Encrypt)
-check encrypt "$enc" '"keyVersion"'
-CT=$(json "['ciphertext']" <<<"$enc")
-dec=$(g -d "{\"ciphertext\":\"$CT\",\"context\":{\"table\":\"users\",\"column\":\"email\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)
-check decrypt "$dec" "\"plaintext\": \"$PT\""
-check wrong-context "$(g -d "{\"ciphertext\":\"$CT\",\"context\":{\"table\":\"orders\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "InvalidArgument"
-check unknown-key "$(g -d "{\"key\":\"nope\",\"plaintext\":\"$PT\"}" "$ADDR" envelope.v1.Envelope/Encrypt)" "NotFound"
+CTX='"context":{"table":"users","column":"email"}'
+enc=$(ok encrypt -d "{\"key\":\"default\",\"plaintext\":\"$PT\",$CTX}" "$ADDR" envelope.v1.Envelope/Encrypt)
+V1=$(field "['keyVersion']" <<<"$enc")
+expect encrypt-version-is-a-uuid "$(grep -cE '^[0-9a-f-]{36}$' <<<"$V1")" 1
+CT=$(field "['ciphertext']" <<<"$enc")
+expect decrypt "$(ok decrypt -d "{\"ciphertext\":\"$CT\",$CTX}" "$ADDR" envelope.v1.Envelope/Decrypt | field "['plaintext']")" "$PT"
+refused wrong-context InvalidArgument -d "{\"ciphertext\":\"$CT\",\"context\":{\"table\":\"orders\"}}" "$ADDR" envelope.v1.Envelope/Decrypt
+refused unknown-key NotFound -d "{\"key\":\"nope\",\"plaintext\":\"$PT\"}" "$ADDR" envelope.v1.Envelope/Encrypt
 
-batch=$(g -d "{\"items\":[{\"plaintext\":\"$PT\",\"context\":{\"row\":\"1\"}},{\"plaintext\":\"$PT\",\"context\":{\"\":\"bad\"}}]}" "$ADDR" envelope.v1.Envelope/EncryptBatch)
-check encrypt-batch "$batch" '"ciphertext"'
-check encrypt-batch-error "$batch" '"code": 3'
-BCT=$(json "['results'][0]['ciphertext']" <<<"$batch")
-check decrypt-batch "$(g -d "{\"items\":[{\"ciphertext\":\"$BCT\",\"context\":{\"row\":\"1\"}},{\"ciphertext\":\"AAAA\"}]}" "$ADDR" envelope.v1.Envelope/DecryptBatch)" "\"plaintext\": \"$PT\""
+batch=$(ok encrypt-batch -d "{\"items\":[{\"plaintext\":\"$PT\",\"context\":{\"row\":\"1\"}},{\"plaintext\":\"$PT\",\"context\":{\"\":\"bad\"}}]}" "$ADDR" envelope.v1.Envelope/EncryptBatch)
+expect encrypt-batch-ok "$(field "['results'][0]['keyVersion']" <<<"$batch")" "$V1"
+expect encrypt-batch-error "$(field "['results'][1]['error']['code']" <<<"$batch")" 3
+BCT=$(field "['results'][0]['ciphertext']" <<<"$batch")
+dbatch=$(ok decrypt-batch -d "{\"items\":[{\"ciphertext\":\"$BCT\",\"context\":{\"row\":\"1\"}},{\"ciphertext\":\"AAAA\"}]}" "$ADDR" envelope.v1.Envelope/DecryptBatch)
+expect decrypt-batch "$(field "['results'][0]['plaintext']" <<<"$dbatch")" "$PT"
+expect decrypt-batch-garbage "$(field "['results'][1]['error']['code']" <<<"$dbatch")" 3
 
 PT2=$(printf 'bob@example.com' | base64)
 COL='"context":{"table":"users","column":"email"},"rowField":"id","rowValues":["17","18"]'
-col=$(g -d "{$COL,\"plaintexts\":[\"$PT\",\"$PT2\"]}" "$ADDR" envelope.v1.Envelope/EncryptColumn)
-check encrypt-column "$col" '"keyVersion"'
-C17=$(json "['ciphertexts'][0]" <<<"$col")
-C18=$(json "['ciphertexts'][1]" <<<"$col")
-check decrypt-column "$(g -d "{$COL,\"ciphertexts\":[\"$C17\",\"$C18\"]}" "$ADDR" envelope.v1.Envelope/DecryptColumn)" "\"$PT2\""
-check column-record-unary "$(g -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"17\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "\"plaintext\": \"$PT\""
-check column-record-moved "$(g -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"18\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "InvalidArgument"
+col=$(ok encrypt-column -d "{$COL,\"plaintexts\":[\"$PT\",\"$PT2\"]}" "$ADDR" envelope.v1.Envelope/EncryptColumn)
+expect encrypt-column "$(field "['keyVersion']" <<<"$col")" "$V1"
+C17=$(field "['ciphertexts'][0]" <<<"$col")
+C18=$(field "['ciphertexts'][1]" <<<"$col")
+dcol=$(ok decrypt-column -d "{$COL,\"ciphertexts\":[\"$C17\",\"$C18\"]}" "$ADDR" envelope.v1.Envelope/DecryptColumn)
+expect decrypt-column "$(field "['plaintexts']" <<<"$dcol")" "['$PT', '$PT2']"
+expect column-record-unary "$(ok column-record-unary -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"17\"}}" "$ADDR" envelope.v1.Envelope/Decrypt | field "['plaintext']")" "$PT"
+refused column-record-moved InvalidArgument -d "{\"ciphertext\":\"$C17\",\"context\":{\"table\":\"users\",\"column\":\"email\",\"id\":\"18\"}}" "$ADDR" envelope.v1.Envelope/Decrypt
 
-gdk=$(g -d '{"context":{"object":"invoice-42.pdf"}}' "$ADDR" envelope.v1.Envelope/GenerateDataKey)
-check generate-data-key "$gdk" '"wrappedKey"'
-WK=$(json "['wrappedKey']" <<<"$gdk")
-PK=$(json "['plaintextKey']" <<<"$gdk")
-check unwrap-data-key "$(g -d "{\"wrappedKey\":\"$WK\",\"context\":{\"object\":\"invoice-42.pdf\"}}" "$ADDR" envelope.v1.Envelope/UnwrapDataKey)" "\"plaintextKey\": \"$PK\""
+gdk=$(ok generate-data-key -d '{"context":{"object":"invoice-42.pdf"}}' "$ADDR" envelope.v1.Envelope/GenerateDataKey)
+WK=$(field "['wrappedKey']" <<<"$gdk")
+PK=$(field "['plaintextKey']" <<<"$gdk")
+expect generate-data-key-32-bytes "$(base64 -d <<<"$PK" | wc -c)" 32
+expect unwrap-data-key "$(ok unwrap-data-key -d "{\"wrappedKey\":\"$WK\",\"context\":{\"object\":\"invoice-42.pdf\"}}" "$ADDR" envelope.v1.Envelope/UnwrapDataKey | field "['plaintextKey']")" "$PK"
 
-rot=$(g -d '{"key":"default"}' "$ADDR" envelope.v1.Admin/RotateMasterKey)
-check rotate "$rot" '"currentVersion"'
-NEW=$(json "['currentVersion']" <<<"$rot")
-rw=$(g -d "{\"ciphertext\":\"$CT\",\"context\":{\"table\":\"users\",\"column\":\"email\"}}" "$ADDR" envelope.v1.Envelope/Rewrap)
-check rewrap "$rw" "\"keyVersion\": \"$NEW\""
-check decrypt-old "$(g -d "{\"ciphertext\":\"$CT\",\"context\":{\"table\":\"users\",\"column\":\"email\"}}" "$ADDR" envelope.v1.Envelope/Decrypt)" "\"plaintext\": \"$PT\""
-check key-status "$(g "$ADDR" envelope.v1.Admin/KeyStatus)" '"AWSPREVIOUS"'
-check refresh "$(g "$ADDR" envelope.v1.Admin/RefreshKeys)" '"default"'
+rot=$(ok rotate -d '{"key":"default"}' "$ADDR" envelope.v1.Admin/RotateMasterKey)
+expect rotate-previous "$(field "['previousVersion']" <<<"$rot")" "$V1"
+NEW=$(field "['currentVersion']" <<<"$rot")
+[ -n "$NEW" ] && [ "$NEW" != "$V1" ] && passed=$((passed + 1)) || fail "rotate: new version '$NEW'"
+rw=$(ok rewrap -d "{\"ciphertext\":\"$CT\",$CTX}" "$ADDR" envelope.v1.Envelope/Rewrap)
+expect rewrap "$(field "['keyVersion']" <<<"$rw")" "$NEW"
+RW=$(field "['ciphertext']" <<<"$rw")
+expect decrypt-rewrapped "$(ok decrypt-rewrapped -d "{\"ciphertext\":\"$RW\",$CTX}" "$ADDR" envelope.v1.Envelope/Decrypt | field "['plaintext']")" "$PT"
+expect decrypt-old "$(ok decrypt-old -d "{\"ciphertext\":\"$CT\",$CTX}" "$ADDR" envelope.v1.Envelope/Decrypt | field "['plaintext']")" "$PT"
+stages=$(ok key-status "$ADDR" envelope.v1.Admin/KeyStatus | python3 -c "import json,sys
+k=json.load(sys.stdin)['keys'][0]
+print(sorted((v['version'], [s for s in v.get('stages', []) if s.startswith('AWS')]) for v in k['versions']) == sorted([('$V1', ['AWSPREVIOUS']), ('$NEW', ['AWSCURRENT'])]))")
+expect key-status "$stages" True
+expect refresh "$(ok refresh "$ADDR" envelope.v1.Admin/RefreshKeys | field "['refreshed']")" "['default']"
 
 echo "walkthrough: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
