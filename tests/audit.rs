@@ -110,9 +110,16 @@ async fn every_call_writes_exactly_one_line() {
     // The test's reader copies the closed pipe to a file: let it finish.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut audit = server.stdout();
-    while audit.lines().count() < expected && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        audit = server.stdout();
+    // Until the copy is complete: the same length twice, 300 ms apart.
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let again = server.stdout();
+        if (again == audit && again.lines().count() >= expected)
+            || std::time::Instant::now() >= deadline
+        {
+            break;
+        }
+        audit = again;
     }
     let mut got: BTreeMap<(String, String, Option<u64>, Option<u64>), usize> = BTreeMap::new();
     for line in audit.lines() {

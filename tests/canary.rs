@@ -316,8 +316,11 @@ async fn canaries_appear_nowhere() {
     secrets.push(dk.wrapped_key.to_vec());
     let mut needles = vec![token, CANARY.to_lowercase(), CANARY_CTX.to_lowercase()];
     for s in &secrets {
-        needles.push(base64::engine::general_purpose::STANDARD.encode(s));
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        needles.push(STANDARD_NO_PAD.encode(s));
+        needles.push(URL_SAFE_NO_PAD.encode(s));
         needles.push(hex::encode(s));
+        needles.push(hex::encode_upper(s));
         needles.push(String::from_utf8_lossy(s).into_owned());
     }
     assert!(records.len() >= 6, "records: {}", records.len());

@@ -133,8 +133,10 @@ async fn past_the_drain_bound_it_exits_zero_and_says_so() {
     let (mut replica, proxy, record) = setup(dir.path(), 1).await;
     let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(10)).await;
     sigterm(&replica);
+    // The bound is 1 s and the call is held 10 s: the exit comes at the
+    // bound (with room for a loaded machine), long before the call ends.
     let code = replica
-        .wait_exit(Duration::from_secs(8))
+        .wait_exit(Duration::from_secs(5))
         .expect("exits at the drain bound, before the call ends");
     assert_eq!(code, Some(0));
     let logs = replica.logs();
@@ -143,6 +145,11 @@ async fn past_the_drain_bound_it_exits_zero_and_says_so() {
             && logs.contains("in_flight=1"),
         "{logs}"
     );
-    // The cut call fails on the client; nothing was answered.
+    // The cut call fails on the client; nothing was answered or audited.
     assert!(call.await.unwrap().is_err());
+    assert!(
+        !replica.stdout().contains("\"rpc\":\"Decrypt\""),
+        "{}",
+        replica.stdout()
+    );
 }

@@ -82,30 +82,7 @@ pub async fn run(
     };
     let served = match stopped {
         Some(r) => r,
-        None => {
-            let deadline = tokio::time::Instant::now() + drain;
-            if tokio::time::timeout_at(deadline, gate::idle())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    ?drain,
-                    in_flight = gate::in_flight(),
-                    "drain bound reached; exiting with requests still in flight"
-                );
-                Ok(())
-            } else {
-                // The handlers are done, but their answers may still sit in
-                // the connections' buffers: exiting now would cut them. The
-                // server's own graceful shutdown writes them and closes each
-                // connection; a peer that keeps an idle connection open
-                // past that holds the exit for FLUSH_GRACE at most.
-                let until = deadline.min(tokio::time::Instant::now() + FLUSH_GRACE);
-                tokio::time::timeout_at(until, &mut serving)
-                    .await
-                    .unwrap_or(Ok(()))
-            }
-        }
+        None => drain_within(&mut serving, tokio::time::Instant::now() + drain, drain).await,
     };
     if let Some(task) = operator {
         task.abort();
@@ -137,6 +114,48 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
+    }
+}
+
+/// Waits, until `deadline`, for the calls in flight to finish and then for
+/// `serving` (the server's own graceful shutdown) to write their answers
+/// and close the connections. A call that enters meanwhile (a stream's next
+/// message, a body still being read) is waited for too. Exiting with calls
+/// still running is logged.
+async fn drain_within(
+    serving: &mut std::pin::Pin<&mut impl Future<Output = Result<(), ServeError>>>,
+    deadline: tokio::time::Instant,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    loop {
+        if tokio::time::timeout_at(deadline, gate::idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?drain,
+                in_flight = gate::in_flight(),
+                "drain bound reached; exiting with requests still in flight"
+            );
+            return Ok(());
+        }
+        // The handlers are done, but their answers may still sit in the
+        // connections' buffers: exiting now would cut them. A peer that
+        // keeps an idle connection open holds the exit FLUSH_GRACE at most.
+        let until = deadline.min(tokio::time::Instant::now() + FLUSH_GRACE);
+        match tokio::time::timeout_at(until, serving.as_mut()).await {
+            Ok(r) => return r,
+            Err(_) if gate::in_flight() > 0 && tokio::time::Instant::now() < deadline => continue,
+            Err(_) if gate::in_flight() > 0 => {
+                tracing::warn!(
+                    ?drain,
+                    in_flight = gate::in_flight(),
+                    "drain bound reached; exiting with requests still in flight"
+                );
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub fn moto() -> &'static Moto {
         // Port 0: the server binds a free port itself and prints it, so no
         // other process can take it between a probe and the bind.
         let log = std::env::temp_dir().join(format!("envelope-moto-{}.log", std::process::id()));
+        // A file left by an earlier process of the same pid must not be read.
+        let _ = std::fs::remove_file(&log);
         let script = format!(
             "'{}' -H 127.0.0.1 -p 0 >'{log}' 2>&1 & m=$!; \
              while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
