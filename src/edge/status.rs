@@ -110,9 +110,13 @@ fn key_message(e: &Error) -> String {
             RotationError::UnknownStep(_)
             | RotationError::NoCurrent(_)
             | RotationError::NoSuchToken { .. }
-            | RotationError::NotPending { .. }
-            | RotationError::TestFailed { .. },
+            | RotationError::NotPending { .. },
         ) => e.to_string(),
+        // The reason can quote a master-key error (an ARN, a file path):
+        // the caller gets the secret and version, the log the reason.
+        Error::Rotation(RotationError::TestFailed { secret, token, .. }) => format!(
+            "testSecret failed for version {token} of secret {secret}; the reason is in the server log"
+        ),
         Error::Internal(_) => "internal error; see the server log".to_owned(),
         // Store and KMS errors can carry ARNs, account ids and file paths:
         // callers get the category, operators get the detail in the log.
@@ -159,6 +163,9 @@ fn log(e: &CallError, code: Code) {
     match code {
         Code::Internal => tracing::error!(request_id = id, error = %e, "internal failure"),
         Code::Unavailable => tracing::warn!(request_id = id, error = %e, "dependency failure"),
+        _ if matches!(e, CallError::Key(Error::Rotation(_))) => {
+            tracing::warn!(request_id = id, error = %e, ?code, "rotation refused");
+        }
         _ => tracing::debug!(error = %e, ?code, "request refused"),
     }
 }
@@ -323,6 +330,18 @@ mod tests {
                 Error::Rotation(RotationError::NoCurrent("k".into())).into(),
                 Code::FailedPrecondition,
                 None,
+            ),
+            (
+                Error::Rotation(RotationError::TestFailed {
+                    secret: "s".into(),
+                    token: "t".into(),
+                    reason: master().to_string(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                fixed(
+                    "testSecret failed for version t of secret s; the reason is in the server log",
+                ),
             ),
             (
                 Error::Rotation(RotationError::Store(store())).into(),
