@@ -117,6 +117,12 @@ async fn each_reachable_error_has_its_code_and_message() {
         "key not granted",
         outcome(c.encrypt(enc("pii", b"x", CTX)).await),
     );
+    // An ungranted caller learns nothing of which key names exist: an
+    // unconfigured name gets the same answer as a configured one.
+    case(
+        "unknown key, not granted",
+        outcome(c.encrypt(enc("ghost", b"x", CTX)).await),
+    );
     case(
         "context outside the grant",
         outcome(c.encrypt(enc("scoped", b"x", &[("tenant", "b")])).await),
@@ -216,6 +222,11 @@ async fn each_reachable_error_has_its_code_and_message() {
             "key not granted",
             Code::PermissionDenied,
             "caller \"anonymous\" may not encrypt with key \"pii\"".into(),
+        ),
+        (
+            "unknown key, not granted",
+            Code::PermissionDenied,
+            "caller \"anonymous\" may not encrypt with key \"ghost\"".into(),
         ),
         (
             "context outside the grant",
