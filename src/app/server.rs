@@ -33,7 +33,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves on `listener` until `shutdown` resolves, then drains: new
 /// connections are refused and the requests already running may finish,
-/// up to `drain_timeout`. Idle keep-alive connections do not hold it up.
+/// up to `drain_timeout`; an idle keep-alive connection holds it up for
+/// `FLUSH_GRACE` at most.
 /// Prints `metrics on ADDR` and then `listening on ADDR` on stdout once
 /// serving, for scripts and tests that start it on port 0.
 pub async fn run(
