@@ -324,10 +324,16 @@ fn validate_indexes(k: &super::KeyConfig) -> Result<(), ConfigError> {
 /// strings, not as regular expressions: a regex there compiles to a DFA
 /// whose size can grow exponentially with the pattern (the `config` fuzz
 /// target held 26 MB for a 104-byte setting), and a log filter needs none.
+///
+/// Each directive is trimmed first: tracing-subscriber 0.3.23 scans a
+/// trimmed directive but slices the untrimmed one with those offsets, which
+/// panics when whitespace comes before a multi-byte character (a `config`
+/// fuzz finding, kept in fuzz/regressions/config/).
 pub(crate) fn log_filter(
     level: &str,
 ) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let trimmed: Vec<&str> = level.split(',').map(str::trim).collect();
     tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
-        .parse(level)
+        .parse(trimmed.join(","))
 }
