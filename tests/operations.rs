@@ -254,3 +254,33 @@ async fn lock_memory_locks_touched_pages_or_fails_clearly() {
         }
     }
 }
+
+/// The tests' own process runner (tests/common/process.rs): a command past
+/// its limit fails the test with what it printed, and a command whose
+/// daemon keeps the pipe open after it exits does not hang the test.
+#[test]
+fn the_test_runner_bounds_every_command() {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    let mut slow = Command::new("bash");
+    slow.args(["-c", "echo begun; sleep 30"]);
+    let started = Instant::now();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        common::process::output_within(&mut slow, None, Duration::from_secs(1))
+    }))
+    .expect_err("a command past its limit fails");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("did not finish within 1s") && message.contains("begun"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The child exits at once; its background sleep holds stdout 30 s.
+    let mut daemon = Command::new("bash");
+    daemon.args(["-c", "sleep 30 & echo started"]);
+    let started = Instant::now();
+    let out = common::process::output_within(&mut daemon, None, Duration::from_secs(5));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    assert!(started.elapsed() < Duration::from_secs(25));
+}

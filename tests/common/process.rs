@@ -128,14 +128,24 @@ pub fn output_within(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Readers that share what they have read so far: a grandchild that keeps
+    // a pipe open (a daemon) must not keep the test waiting for its end.
     let drain = |r: Option<Box<dyn Read + Send>>| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let shared = buf.clone();
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+            let mut r = r;
+            let mut chunk = [0u8; 8192];
+            while let Some(Ok(n @ 1..)) = r.as_mut().map(|r| r.read(&mut chunk)) {
+                shared.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
-            buf
-        })
+            drop(done_tx);
+        });
+        move |until: std::time::Instant| {
+            let _ = done.recv_timeout(until.saturating_duration_since(std::time::Instant::now()));
+            std::mem::take(&mut *buf.lock().unwrap())
+        }
     };
     let out = drain(
         child
@@ -166,15 +176,21 @@ pub fn output_within(
             let _ = child.wait();
             panic!(
                 "{cmd:?} did not finish within {limit:?}; stdout: {}; stderr: {}",
-                String::from_utf8_lossy(&out.join().unwrap_or_default()),
-                String::from_utf8_lossy(&err.join().unwrap_or_default())
+                String::from_utf8_lossy(&out(
+                    std::time::Instant::now() + std::time::Duration::from_secs(1)
+                )),
+                String::from_utf8_lossy(&err(
+                    std::time::Instant::now() + std::time::Duration::from_secs(1)
+                ))
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     std::process::Output {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        // After the exit the pipes end at once, unless a daemon keeps them.
+        stdout: out(until),
+        stderr: err(until),
     }
 }
