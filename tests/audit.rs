@@ -84,12 +84,7 @@ async fn every_call_writes_exactly_one_line() {
     assert_eq!(answered, 3);
 
     // SIGTERM: the writer flushes every queued line before the exit.
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    server.sigterm();
     assert_eq!(
         server.wait_exit(std::time::Duration::from_secs(30)),
         Some(Some(0))

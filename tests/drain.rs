@@ -82,21 +82,12 @@ async fn decrypt_in_flight(
     call
 }
 
-fn sigterm(server: &Server) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[tokio::test]
 async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut replica, proxy, record) = setup(dir.path(), 20).await;
     let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(2)).await;
-    sigterm(&replica);
+    replica.sigterm();
     // The call is still waiting on the slow API: the server must too.
     assert_eq!(
         replica.wait_exit(Duration::from_millis(500)),
@@ -132,7 +123,7 @@ async fn past_the_drain_bound_it_exits_zero_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (mut replica, proxy, record) = setup(dir.path(), 1).await;
     let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(10)).await;
-    sigterm(&replica);
+    replica.sigterm();
     // The bound is 1 s and the call is held 10 s: the exit comes at the
     // bound (with room for a loaded machine), long before the call ends.
     let code = replica

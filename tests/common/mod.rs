@@ -106,6 +106,16 @@ impl Server {
         None
     }
 
+    /// Sends SIGTERM: the server drains and exits (docs/OPERATIONS.md).
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM {}", self.pid());
+    }
+
     /// Whether the process has exited (by now, without waiting).
     pub fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
