@@ -110,6 +110,21 @@ fn the_readme_commands_work_as_printed() {
         });
     assert_eq!(line, "listening on 127.0.0.1:50051");
     assert!(work.0.join("envelope-data/root.key").exists());
+    // As the README says: the data directory is private, and the log warns
+    // that local mode is for development.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(work.0.join("envelope-data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "envelope-data has mode {mode:o}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("WARN")
+            && logged.contains("LOCAL MODE")
+            && logged.contains("for development"),
+        "no local-mode warning in the log:\n{logged}"
+    );
 
     let out = bash(&cli, &work.0).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

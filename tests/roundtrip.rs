@@ -172,6 +172,17 @@ async fn batches_keep_order_and_isolate_bad_items() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None);
     let mut c = server.client().await;
+    // An empty batch is an empty answer, not an error.
+    let empty = c
+        .encrypt_batch(pb::EncryptBatchRequest::default())
+        .await
+        .unwrap();
+    assert!(empty.into_inner().results.is_empty());
+    let empty = c
+        .decrypt_batch(pb::DecryptBatchRequest::default())
+        .await
+        .unwrap();
+    assert!(empty.into_inner().results.is_empty());
     let items: Vec<pb::EncryptItem> = (0..5)
         .map(|i| pb::EncryptItem {
             indexes: Vec::new(),

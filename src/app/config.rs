@@ -410,6 +410,10 @@ mod tests {
                 "invalid setting log_level: \"[[[\" is not a tracing filter",
             ),
             (
+                "log_level = \"envelope[call{key=pii}]=debug\"\n",
+                "(field filters in braces are not accepted)",
+            ),
+            (
                 "mode = \"aws\"\n",
                 "invalid setting tls: AWS mode serves only over TLS",
             ),

@@ -342,3 +342,26 @@ fn jittered(interval: Duration) -> Duration {
         .map_or(0.5, |()| f64::from(u16::from_be_bytes(b)) / 65535.0);
     interval.mul_f64(0.9 + 0.2 * r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README and CONFIG.md: refreshes every `refresh_secs` ±10%, spread so
+    /// that replicas do not refresh in step.
+    #[test]
+    fn refreshes_are_jittered_by_ten_percent_either_way() {
+        let base = Duration::from_secs(300);
+        let draws: Vec<Duration> = (0..2000).map(|_| jittered(base)).collect();
+        let (lo, hi) = (base.mul_f64(0.9), base.mul_f64(1.1));
+        assert!(draws.iter().all(|d| (lo..=hi).contains(d)), "outside ±10%");
+        let min = draws.iter().min().copied().unwrap_or(base);
+        let max = draws.iter().max().copied().unwrap_or(base);
+        // 2,000 uniform draws reach the outer 2% at each end but for a
+        // chance of 0.98^2000 (< 1e-17).
+        assert!(
+            min < base.mul_f64(0.904) && max > base.mul_f64(1.096),
+            "{min:?}..{max:?}"
+        );
+    }
+}

@@ -70,7 +70,7 @@ fn self_test(vectors: &self_test::Vectors) -> Result<(), ServeError> {
 
 fn init_logging(level: &str, format: LogFormat) {
     let filter = super::config::log_filter(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
