@@ -9,6 +9,7 @@
 //! - [`cli`]: the client commands that speak gRPC to a server
 //!   ([`column_cli`]: their line-per-value column mode);
 //!   [`direct`]: the commands that act on the backends with no server.
+//! - [`report`]: what the binary prints when an error ends it.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //! - [`migrate`]: `envelope migrate`, a PostgreSQL column moved to the
 //!   current master-key version through the server; [`pgpass`]: libpq's
@@ -25,5 +26,6 @@ pub mod fuzz_checks;
 pub mod lambda;
 pub mod migrate;
 pub mod pgpass;
+pub mod report;
 pub mod server;
 pub mod startup;

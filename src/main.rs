@@ -15,20 +15,39 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let verbose = args.verbose;
+    let run = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match run {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A person reads this: a few lines, not the error's Debug form.
+            eprint!("{}", envelope::app::report::render(&e, verbose));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn settings(
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    verbose: bool,
 ) -> anyhow::Result<Settings> {
-    Ok(Settings::load(
-        config.as_deref(),
-        Overrides { listen, data_dir },
-    )?)
+    let mut settings = Settings::load(config.as_deref(), Overrides { listen, data_dir })?;
+    if verbose {
+        settings.log_level = "info,envelope=debug".into();
+    }
+    Ok(settings)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+async fn run(args: Args) -> anyhow::Result<()> {
+    let verbose = args.verbose;
+    let settings = |config, listen, data_dir| settings(config, listen, data_dir, verbose);
+    match args.command {
         Command::Serve {
             config,
             listen,

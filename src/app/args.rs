@@ -14,6 +14,10 @@ use clap::{Parser, Subcommand};
     long_about = None
 )]
 pub struct Args {
+    /// On failure, print every cause, and log the AWS SDK's full errors
+    /// (debug level for Envelope's own log lines).
+    #[arg(long, global = true)]
+    pub verbose: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -101,8 +101,11 @@ pub(super) fn client(ch: Channel) -> pb::envelope_client::EnvelopeClient<Channel
         .max_encoding_message_size(MAX_MESSAGE * 2)
 }
 
+/// The server's refusal as `CODE: message`, keeping the status in the chain
+/// for its fix (`report`).
 pub(super) fn status_err(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    let shown = format!("{:?}: {}", s.code(), s.message());
+    anyhow::Error::new(s).context(shown)
 }
 
 /// `envelope encrypt`: stdin plaintext → stdout ciphertext (base64 line with `--base64`).

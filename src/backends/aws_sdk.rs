@@ -82,12 +82,22 @@ pub async fn sdk_config(settings: &AwsSettings, region: Option<&str>) -> SdkConf
 }
 
 /// What kind of failure an SDK error is; each gets its own clear message.
+/// The messages are one line in plain words: the SDK's own error chain,
+/// which can run to kilobytes of Debug output, goes only to the debug log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The SDK's default provider chain found no credentials at all.
+    NoCredentials,
+    /// Credentials were found but are expired or not accepted.
+    BadCredentials(String),
     /// The caller's credentials may not do this.
     AccessDenied(String),
     /// The secret, version or key does not exist.
     NotFound(String),
+    /// The secret is scheduled for deletion.
+    Deleted(String),
+    /// The KMS key is disabled, pending deletion or pending import.
+    KeyState(String),
     /// The service throttled us.
     Throttled(String),
     /// KMS refused the ciphertext (wrong key, wrong encryption context, damaged).
@@ -96,7 +106,9 @@ pub enum Failure {
     Invalid(String),
     /// A conflicting request (e.g. a version id reused with another value).
     Conflict(String),
-    /// No answer, a timeout, or a service-side failure: worth a replica region.
+    /// No connection to the endpoint (refused, DNS, network).
+    Unreachable(String),
+    /// No answer in time, or a service-side failure: worth a replica region.
     Unavailable(String),
     /// Anything else the service refused.
     Other(String),
@@ -105,9 +117,23 @@ pub enum Failure {
 impl Failure {
     /// Whether another region might answer.
     pub fn regional(&self) -> bool {
-        matches!(self, Failure::Unavailable(_) | Failure::Throttled(_))
+        matches!(
+            self,
+            Failure::Unavailable(_) | Failure::Unreachable(_) | Failure::Throttled(_)
+        )
     }
 }
+
+/// Why [`Failure::NoCredentials`]: the sources the SDK's default chain
+/// tries, in its order.
+pub const NO_CREDENTIALS: &str = "the AWS SDK's default provider chain found no credentials \
+     (it tried environment variables, the shared config and credentials files, a web identity token, \
+     container credentials and the instance metadata service)";
+
+/// The longest service message kept in a [`Failure`]: AWS's messages are a
+/// sentence or two (an access denial names the identity, action and
+/// resource); anything longer is cut.
+const MESSAGE_MAX: usize = 400;
 
 /// Classifies an SDK error by its transport outcome and error code.
 pub fn classify<E, R>(err: &SdkError<E, R>) -> Failure
@@ -115,32 +141,42 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
+    tracing::debug!(error = %DisplayErrorContext(err), "AWS SDK error, in full");
     match err {
-        SdkError::DispatchFailure(_) => {
-            let detail = DisplayErrorContext(err).to_string();
+        SdkError::DispatchFailure(d) => {
             // The SDK reports a failed credential chain as a dispatch failure;
             // it is no regional outage, so it must not look like one.
-            if detail.contains("credentials") {
-                return Failure::AccessDenied(format!(
-                    "no usable AWS credentials from the SDK's default provider chain: {detail}"
-                ));
+            if DisplayErrorContext(err).to_string().contains("credentials") {
+                return Failure::NoCredentials;
             }
-            return Failure::Unavailable(detail);
+            return if d.is_timeout() {
+                Failure::Unreachable("no connection within aws.connect_timeout_secs".into())
+            } else if d.is_io() {
+                Failure::Unreachable("the connection failed (refused, DNS or network)".into())
+            } else {
+                Failure::Unreachable("the request could not be sent".into())
+            };
         }
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            return Failure::Unavailable(DisplayErrorContext(err).to_string());
+        SdkError::TimeoutError(_) => {
+            return Failure::Unavailable("no answer within the configured timeout".into());
+        }
+        SdkError::ResponseError(_) => {
+            return Failure::Unavailable("the service's answer could not be read".into());
         }
         _ => {}
     }
     let code = err.code().unwrap_or_default();
-    let message = format!("{code}: {}", err.message().unwrap_or("no message"));
+    let text = err.message().unwrap_or("no message");
+    let message = format!("{code}: {}", one_line(text));
     match code {
-        "AccessDeniedException"
-        | "AccessDenied"
+        "ExpiredTokenException"
+        | "ExpiredToken"
         | "UnrecognizedClientException"
         | "InvalidSignatureException"
-        | "ExpiredTokenException" => Failure::AccessDenied(message),
+        | "InvalidClientTokenId" => Failure::BadCredentials(message),
+        "AccessDeniedException" | "AccessDenied" => Failure::AccessDenied(message),
         "ResourceNotFoundException" | "NotFoundException" => Failure::NotFound(message),
+        "DisabledException" | "KMSInvalidStateException" => Failure::KeyState(message),
         "ThrottlingException"
         | "Throttling"
         | "TooManyRequestsException"
@@ -151,6 +187,13 @@ where
             Failure::InvalidCiphertext(message)
         }
         "ResourceExistsException" => Failure::Conflict(message),
+        // Secrets Manager's answers for a secret scheduled for deletion
+        // (AWS's wording, and moto's).
+        "InvalidRequestException"
+            if text.contains("marked for deletion") || text.contains("marked deleted") =>
+        {
+            Failure::Deleted(message)
+        }
         "InvalidParameterException" | "InvalidRequestException" | "ValidationException" => {
             Failure::Invalid(message)
         }
@@ -162,6 +205,20 @@ where
         | "KeyUnavailableException" => Failure::Unavailable(message),
         _ => Failure::Other(message),
     }
+}
+
+/// `text` on one line, at most [`MESSAGE_MAX`] bytes (cut at a character).
+fn one_line(text: &str) -> String {
+    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > MESSAGE_MAX {
+        let mut end = MESSAGE_MAX;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 /// The same secret id in another region: names are region-free, ARNs name
@@ -179,6 +236,51 @@ pub fn secret_id_in_region(secret_id: &str, region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The service answers moto cannot give (it enforces no key states and
+    /// no token expiry), classified from AWS's documented error codes.
+    #[test]
+    fn aws_error_codes_are_classified_for_their_fix() {
+        use aws_sdk_kms::error::ErrorMetadata;
+        use aws_sdk_kms::operation::decrypt::DecryptError;
+        let answer = |code: &str, message: &str| {
+            let meta = ErrorMetadata::builder().code(code).message(message).build();
+            classify(&SdkError::service_error(DecryptError::generic(meta), ()))
+        };
+        let disabled = "arn:aws:kms:us-east-1:111122223333:key/1234abcd is disabled.";
+        assert_eq!(
+            answer("DisabledException", disabled),
+            Failure::KeyState(format!("DisabledException: {disabled}"))
+        );
+        assert!(matches!(
+            answer("KMSInvalidStateException", "key is pending deletion"),
+            Failure::KeyState(_)
+        ));
+        assert!(matches!(
+            answer("ExpiredTokenException", "The security token included in the request is expired"),
+            Failure::BadCredentials(m) if m.contains("Expired")
+        ));
+        assert!(matches!(
+            answer(
+                "InvalidRequestException",
+                "You can't perform this operation on the secret because it was marked for deletion."
+            ),
+            Failure::Deleted(_)
+        ));
+        assert!(matches!(
+            answer("InvalidRequestException", "other"),
+            Failure::Invalid(_)
+        ));
+        // A long or multi-line message is kept to one bounded line.
+        let Failure::AccessDenied(m) = answer("AccessDeniedException", &"no\n".repeat(300)) else {
+            panic!("not access denied");
+        };
+        assert!(
+            !m.contains('\n') && m.len() <= MESSAGE_MAX + 40,
+            "{}",
+            m.len()
+        );
+    }
 
     #[test]
     fn arns_move_region_and_names_do_not() {

@@ -31,6 +31,12 @@ pub enum KmsError {
         "KMS could not decrypt the key blob (wrong KMS key, wrong encryption context, or damaged blob)"
     )]
     DecryptFailed,
+    /// No credentials, or credentials AWS does not accept (expired, unknown).
+    #[error("no usable AWS credentials for KMS: {0}")]
+    Credentials(String),
+    /// The KMS key is disabled, pending deletion or pending import.
+    #[error("KMS key cannot be used: {0}")]
+    KeyUnusable(String),
     /// The caller may not use the KMS key.
     #[error("KMS access denied: {0}")]
     AccessDenied(String),

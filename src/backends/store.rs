@@ -105,6 +105,20 @@ pub enum StoreError {
         /// What conflicts.
         reason: String,
     },
+    /// No credentials, or credentials AWS does not accept (expired, unknown).
+    #[error("no usable AWS credentials to reach secret {secret}: {reason}")]
+    Credentials {
+        /// Secret id.
+        secret: String,
+        /// Why: none found, or the service's answer.
+        reason: String,
+    },
+    /// The secret is scheduled for deletion.
+    #[error("secret {secret} is scheduled for deletion")]
+    ScheduledForDeletion {
+        /// Secret id.
+        secret: String,
+    },
     /// The caller may not read or write the secret.
     #[error("access denied to secret {secret}: {message}")]
     AccessDenied {

@@ -7,7 +7,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 
 use super::{GeneratedKey, Kms, KmsContext, KmsError};
-use crate::backends::aws_sdk::{Failure, classify};
+use crate::backends::aws_sdk::{Failure, NO_CREDENTIALS, classify};
 use crate::primitives::crypto::KeyBytes;
 
 /// KMS through the AWS SDK, with one KMS key (id, ARN or alias) for new
@@ -89,11 +89,18 @@ fn context(ctx: &KmsContext) -> Option<HashMap<String, String>> {
 
 fn error(key_id: &str, f: Failure) -> KmsError {
     match f {
+        Failure::NoCredentials => KmsError::Credentials(NO_CREDENTIALS.into()),
+        Failure::BadCredentials(m) => KmsError::Credentials(m),
         Failure::AccessDenied(m) => KmsError::AccessDenied(format!("KMS key {key_id}: {m}")),
+        Failure::KeyState(m) => KmsError::KeyUnusable(format!("KMS key {key_id}: {m}")),
+        Failure::Unreachable(m) => {
+            KmsError::Unavailable(format!("KMS key {key_id}: no connection to KMS: {m}"))
+        }
         Failure::NotFound(m) => KmsError::NotFound(format!("KMS key {key_id}: {m}")),
         Failure::Throttled(m) => KmsError::Throttled(format!("KMS key {key_id}: {m}")),
         Failure::InvalidCiphertext(_) => KmsError::DecryptFailed,
         Failure::Invalid(m)
+        | Failure::Deleted(m)
         | Failure::Conflict(m)
         | Failure::Unavailable(m)
         | Failure::Other(m) => KmsError::Unavailable(format!("KMS key {key_id}: {m}")),

@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{AWSCURRENT, SecretStore, SecretValue, StoreError, VersionInfo};
-use crate::backends::aws_sdk::{AwsSettings, Failure, classify, sdk_config, secret_id_in_region};
+use crate::backends::aws_sdk::{
+    AwsSettings, Failure, NO_CREDENTIALS, classify, sdk_config, secret_id_in_region,
+};
 
 type Client = aws_sdk_secretsmanager::Client;
 
@@ -127,7 +129,13 @@ impl AwsStore {
 fn store_error(secret: &str, version: Option<&str>, f: Failure) -> StoreError {
     let secret = secret.to_owned();
     match f {
+        Failure::NoCredentials => StoreError::Credentials {
+            secret,
+            reason: NO_CREDENTIALS.into(),
+        },
+        Failure::BadCredentials(reason) => StoreError::Credentials { secret, reason },
         Failure::AccessDenied(message) => StoreError::AccessDenied { secret, message },
+        Failure::Deleted(_) => StoreError::ScheduledForDeletion { secret },
         Failure::NotFound(_) => match version {
             Some(v) => StoreError::VersionNotFound {
                 secret,
@@ -143,7 +151,12 @@ fn store_error(secret: &str, version: Option<&str>, f: Failure) -> StoreError {
             version: version.unwrap_or_default().to_owned(),
         },
         Failure::Invalid(reason) => StoreError::Malformed { secret, reason },
+        Failure::Unreachable(reason) => StoreError::Unavailable {
+            secret,
+            reason: format!("no connection to Secrets Manager: {reason}"),
+        },
         Failure::InvalidCiphertext(reason)
+        | Failure::KeyState(reason)
         | Failure::Unavailable(reason)
         | Failure::Other(reason) => StoreError::Unavailable { secret, reason },
     }
