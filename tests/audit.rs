@@ -131,3 +131,68 @@ async fn every_call_writes_exactly_one_line() {
     assert_eq!(got, want, "{audit}");
     assert_eq!(audit.lines().count(), expected);
 }
+
+/// API.md, "Request id": the server makes each call's id, a UUIDv4 equal
+/// to its audit line's `request_id`, sent in the headers on success and in
+/// the trailers on error; a client's own `x-request-id` is not echoed.
+/// AUDIT.md: an audit file is created with mode 0600.
+#[tokio::test]
+async fn request_ids_are_the_servers_and_the_audit_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let cfg = format!("[audit]\noutput = \"{}\"\n", audit.display());
+    let server = Server::start(&dir.path().join("data"), Some(&cfg));
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "audit file mode {mode:o}");
+
+    let mut c = server.client().await;
+    fn with_own_id<T>(req: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(req);
+        req.metadata_mut()
+            .insert("x-request-id", "client-chosen-id".parse().unwrap());
+        req
+    }
+    let id_of = |m: &tonic::metadata::MetadataMap| {
+        m.get("x-request-id").unwrap().to_str().unwrap().to_owned()
+    };
+    let ok = c.encrypt(with_own_id(enc("", b"x", CTX))).await.unwrap();
+    let ok_id = id_of(ok.metadata());
+    let failed = c
+        .decrypt(with_own_id(dec("", b"not a record", CTX)))
+        .await
+        .unwrap_err();
+    let failed_id = id_of(failed.metadata());
+    for id in [&ok_id, &failed_id] {
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(parsed.get_version_num(), 4, "{id}");
+    }
+    assert_ne!(ok_id, failed_id);
+
+    // The audit lines, flushed within 10 ms of their call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&audit).unwrap();
+        if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id = |id: &str| lines.iter().find(|l| l["request_id"] == id).cloned();
+    assert_eq!(by_id(&ok_id).unwrap()["outcome"], "ok", "{lines:?}");
+    assert_eq!(
+        by_id(&failed_id).unwrap()["code"],
+        "INVALID_ARGUMENT",
+        "{lines:?}"
+    );
+    assert!(by_id("client-chosen-id").is_none());
+    assert!(
+        !std::fs::read_to_string(&audit)
+            .unwrap()
+            .contains("client-chosen-id")
+    );
+}

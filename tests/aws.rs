@@ -313,3 +313,48 @@ async fn malformed_shapes_and_foreign_kms_blobs_fail_fast_naming_the_secret_not_
         );
     }
 }
+
+/// SECURITY.md, "Decision", and CONFIG.md: AWS mode without a policy file
+/// denies every call and says so at start; plaintext is logged at ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_mode_without_a_policy_denies_every_call_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/no-policy");
+    common::moto::create_envelope_secret(&secret, &key, "pii", &uuid()).await;
+    let cfg = aws_config(
+        &moto().url(),
+        &key,
+        FAIL_FAST,
+        "",
+        &secret_key("pii", &secret),
+    );
+    let open = format!("policy_file = \"{}\"\n", common::open_policy());
+    assert!(cfg.contains(&open));
+    let cfg = cfg.replace(&open, "");
+    let server = Server::start_with(&dir.path().join("data"), Some(&cfg), TEST_ENV);
+    let logs = server.logs();
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("no policy_file: every Envelope and Admin call will be denied").contains(" WARN "),
+        "{logs}"
+    );
+    assert!(
+        line("INSECURE: serving plaintext gRPC").contains(" ERROR "),
+        "{logs}"
+    );
+    let denied = decrypt(&server, "pii", b"x", CTX).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let admin = server
+        .admin()
+        .await
+        .key_status(envelope::pb::KeyStatusRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(admin.code(), tonic::Code::PermissionDenied, "{admin:?}");
+}

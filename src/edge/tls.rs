@@ -226,3 +226,47 @@ fn stamps(s: &TlsSettings) -> Vec<Option<SystemTime>> {
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::identity_of;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    fn cert(cn: Option<&str>, uris: &[&str]) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap_or_default();
+        // Not rcgen's default CN.
+        p.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = cn {
+            p.distinguished_name.push(DnType::CommonName, cn);
+        }
+        for u in uris {
+            if let Ok(u) = (*u).try_into() {
+                p.subject_alt_names.push(SanType::URI(u));
+            }
+        }
+        let key = KeyPair::generate().ok();
+        key.and_then(|k| p.self_signed(&k).ok())
+            .map(|c| c.der().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// SECURITY.md, "Identity": the first SPIFFE URI SAN, else the first
+    /// CN; a CN that is empty or holds `://` gives none, so it cannot pass
+    /// for a SPIFFE ID.
+    #[test]
+    fn identities_come_from_spiffe_sans_or_plain_common_names() {
+        let spiffe = "spiffe://example.org/ns/pii/sa/app";
+        let id = |cn: Option<&str>, uris: &[&str]| identity_of(&cert(cn, uris));
+        assert_eq!(
+            id(Some("app"), &["https://x", spiffe]).as_deref(),
+            Some(spiffe)
+        );
+        assert_eq!(id(Some("app"), &["https://x"]).as_deref(), Some("app"));
+        assert_eq!(id(Some("app"), &[]).as_deref(), Some("app"));
+        assert_eq!(id(Some(spiffe), &[]), None);
+        assert_eq!(id(Some("x://y"), &[]), None);
+        assert_eq!(id(Some(""), &[]), None);
+        assert_eq!(id(None, &[]), None);
+        assert_eq!(identity_of(b"not a certificate"), None);
+    }
+}
