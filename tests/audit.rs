@@ -196,3 +196,42 @@ async fn request_ids_are_the_servers_and_the_audit_file_is_private() {
             .contains("client-chosen-id")
     );
 }
+
+/// AUDIT.md: key names and context keys are logged as sent but bounded (a
+/// key name cut to 128 characters, at most 64 context keys of at most 64
+/// characters, a cut string ending in `…`), and JSON-escaped, so a newline
+/// in a key name cannot start a line of its own.
+#[tokio::test]
+async fn hostile_names_stay_on_one_bounded_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let key = format!("evil\n{{\"rpc\":\"Forged\"}}\n{}", "k".repeat(300));
+    let pairs: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("{i:03}\n{}", "c".repeat(100)), "v".to_owned()))
+        .collect();
+    let context = pairs.iter().cloned().collect();
+    let req = pb::EncryptRequest {
+        indexes: Vec::new(),
+        key: key.clone(),
+        plaintext: Bytes::from_static(b"x"),
+        context,
+    };
+    c.encrypt(req).await.unwrap_err();
+    let audit = server.audit_with(&["evil"]).await;
+    assert!(!audit.contains("\"rpc\":\"Forged\""), "{audit}");
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let line = lines.iter().find(|l| l["rpc"] == "Encrypt").unwrap();
+    let logged = line["key"].as_str().unwrap();
+    let cut: String = key.chars().take(128).collect();
+    assert_eq!(logged, format!("{cut}…"));
+    let keys = line["context_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 64);
+    for (k, (sent, _)) in keys.iter().zip(&pairs) {
+        let want: String = sent.chars().take(64).collect();
+        assert_eq!(k.as_str().unwrap(), format!("{want}…"));
+    }
+}

@@ -429,3 +429,43 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
         }
     }
 }
+
+/// API.md, "Status codes": no compression is enabled, so a message
+/// compressed with any `grpc-encoding` (a decompression bomb's way in) is
+/// refused with UNIMPLEMENTED before it is read.
+#[tokio::test]
+async fn compressed_messages_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    for encoding in ["gzip", "deflate", "zstd"] {
+        let mut send = h2_connect(&server.addr).await.ready().await.unwrap();
+        let mut req = grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt");
+        req.headers_mut()
+            .insert("grpc-encoding", encoding.parse().unwrap());
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        // The compressed flag set, and 16 bytes said to be compressed.
+        let mut msg = vec![1u8];
+        msg.extend_from_slice(&16u32.to_be_bytes());
+        msg.extend_from_slice(&[0x1f; 16]);
+        body.send_data(Bytes::from(msg), true).unwrap();
+        let status = grpc_status(resp.await.unwrap()).await;
+        assert_eq!(status.as_deref(), Some("12"), "{encoding}: UNIMPLEMENTED");
+    }
+    // The control: the same frame uncompressed is read (and refused for
+    // what it says, not for its encoding).
+    let mut send = h2_connect(&server.addr).await.ready().await.unwrap();
+    let req = grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt");
+    let (resp, mut body) = send.send_request(req, false).unwrap();
+    let mut msg = vec![0u8];
+    msg.extend_from_slice(&16u32.to_be_bytes());
+    msg.extend_from_slice(&[0x1f; 16]);
+    body.send_data(Bytes::from(msg), true).unwrap();
+    let status = grpc_status(resp.await.unwrap()).await;
+    assert!(
+        status.is_some() && status.as_deref() != Some("12"),
+        "{status:?}"
+    );
+    // And the server still serves.
+    let client = server.client().await;
+    assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
+}
