@@ -74,12 +74,23 @@ fn key_code(e: &Error) -> Code {
     }
 }
 
+/// The longest message a caller sees, in characters. Messages quote what
+/// the caller sent (a key name, a caller identity); unbounded, a 60 KiB key
+/// name came back as a `grpc-message` header larger than a client accepts,
+/// and the call ended in an HTTP/2 protocol error instead of its status.
+/// Percent-encoded, 512 characters stay under 6 KiB.
+const MESSAGE_MAX_CHARS: usize = 512;
+
 /// The message a caller sees for `e`.
 pub fn message(e: &CallError) -> String {
-    match e {
+    let text = match e {
         CallError::Denied(d) => d.to_string(),
         CallError::Key(e) => key_message(e),
         CallError::AuditUnavailable => "the audit log cannot be written; calls are refused until it can (audit.on_failure = \"refuse\"); retry later".to_owned(),
+    };
+    match super::subject::bounded(&text, MESSAGE_MAX_CHARS) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
     }
 }
 
