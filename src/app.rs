@@ -9,6 +9,7 @@
 //! - [`cli`]: the client commands that speak gRPC to a server
 //!   ([`column_cli`]: their line-per-value column mode);
 //!   [`direct`]: the commands that act on the backends with no server.
+//! - [`doctor`]: `envelope doctor`, every check a deployment depends on.
 //! - [`report`]: what the binary prints when an error ends it.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //! - [`migrate`]: `envelope migrate`, a PostgreSQL column moved to the
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod column_cli;
 pub mod config;
 pub mod direct;
+pub mod doctor;
 pub mod fuzz_checks;
 pub mod lambda;
 pub mod migrate;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use envelope::app::args::{Args, Command};
 use envelope::app::config::{Overrides, Settings};
-use envelope::app::{cli, column_cli, direct, migrate, server, startup};
+use envelope::app::{cli, column_cli, direct, doctor, migrate, server, startup};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,6 +78,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             context,
         } => column_cli::index(&target, &key, &index, &context).await,
         Command::Migrate(a) => migrate::run(&a).await,
+        Command::Doctor {
+            config,
+            json,
+            role_arn,
+        } => {
+            // The report is the output; the log only for what breaks it.
+            let level = if verbose {
+                "info,envelope=debug"
+            } else {
+                "error"
+            };
+            startup::init_process(level, envelope::app::config::LogFormat::Text, false)?;
+            let checks = doctor::run(&config, role_arn.as_deref()).await;
+            let shown = if json {
+                doctor::json(&checks)
+            } else {
+                doctor::table(&checks)
+            };
+            println!("{}", shown.trim_end());
+            if doctor::failed(&checks) {
+                // The report has said what failed and what to do.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Status { target, key } => cli::status(&target, &key).await,
         Command::Compromise {
             target,

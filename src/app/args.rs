@@ -141,6 +141,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Check everything a deployment depends on, as this identity: the
+    /// configuration, TLS files, policy, each key's secret and KMS rights,
+    /// replica regions and the clock. Changes nothing; exit status 0 only
+    /// when no check failed (docs/OPERATIONS.md, "First deployment").
+    Doctor {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Check the rights of this IAM role, assumed from the identity the
+        /// SDK's default chain gives.
+        #[arg(long)]
+        role_arn: Option<String>,
+    },
     /// Move an encrypted column of a PostgreSQL table to the key's current
     /// master-key version in place, through the server (docs/ROTATION.md).
     Migrate(super::migrate::MigrateArgs),

@@ -41,7 +41,7 @@ pub fn render(err: &anyhow::Error, verbose: bool) -> String {
 }
 
 /// `text` on one line, at most [`LINE_MAX`] bytes.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if out.len() > LINE_MAX {
         let end = (0..=LINE_MAX)
@@ -245,7 +245,7 @@ fn kms_fix(e: &KmsError) -> Option<String> {
     })
 }
 
-fn credentials_fix(reason: &str) -> String {
+pub(crate) fn credentials_fix(reason: &str) -> String {
     if reason.contains("Expired") {
         "the credentials have expired: renew them (a new session, `aws sso login`); a pod's \
          web identity token is renewed by Kubernetes, so check its projected token volume"

@@ -38,6 +38,17 @@ impl Ca {
         self.issue(p)
     }
 
+    /// A server certificate for 127.0.0.1 that expired in 2021.
+    pub fn expired_server(&self) -> Issued {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(p)
+    }
+
     /// A client certificate with a CN and, optionally, a URI SAN.
     pub fn client(&self, cn: &str, uri: Option<&str>) -> Issued {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();

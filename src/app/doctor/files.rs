@@ -1,0 +1,240 @@
+//! The checks of local files: TLS material, the policy, and local mode's
+//! data directory and keys.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Check;
+use crate::app::config::{Mode, Settings};
+use crate::backends::store::StoreError;
+use crate::edge::authz::Policy;
+use crate::edge::tls::TlsSettings;
+
+/// A certificate this close to its end is a warning.
+const WARN_DAYS: i64 = 30;
+
+/// The server certificate (readable, in its validity period, days left),
+/// its key (matching), and the client CA bundle.
+pub(super) fn tls(tls: &TlsSettings) -> Vec<Check> {
+    let mut checks = vec![certificate(tls)];
+    checks.push(
+        match crate::edge::tls::server_config(tls, tls.client_ca.is_some()) {
+            Ok(_) => Check::ok(
+                "tls key",
+                format!("{}: matches the certificate", tls.key.display()),
+            ),
+            Err(e) => Check::failed("tls key", &e),
+        },
+    );
+    if let Some(ca) = &tls.client_ca {
+        checks.push(match std::fs::read(ca) {
+            Ok(pem) => {
+                let n = x509_parser::pem::Pem::iter_from_buffer(&pem)
+                    .filter(|p| p.as_ref().is_ok_and(|p| p.label == "CERTIFICATE"))
+                    .count();
+                if n == 0 {
+                    Check::fail(
+                        "tls client CA",
+                        format!("{}: no CERTIFICATE in it", ca.display()),
+                        "give tls.client_ca a PEM bundle of the CAs that sign client certificates",
+                    )
+                } else {
+                    Check::ok(
+                        "tls client CA",
+                        format!("{}: {n} CA certificate(s)", ca.display()),
+                    )
+                }
+            }
+            Err(e) => Check::fail(
+                "tls client CA",
+                format!("cannot read {}: {e}", ca.display()),
+                "check the path and that the service's user can read it",
+            ),
+        });
+    }
+    checks
+}
+
+fn certificate(tls: &TlsSettings) -> Check {
+    const NAME: &str = "tls certificate";
+    let path = tls.cert.display();
+    let pem = match std::fs::read(&tls.cert) {
+        Ok(p) => p,
+        Err(e) => {
+            return Check::fail(
+                NAME,
+                format!("cannot read {path}: {e}"),
+                "check tls.cert and that the service's user can read it",
+            );
+        }
+    };
+    let leaf = x509_parser::pem::Pem::iter_from_buffer(&pem)
+        .filter_map(Result::ok)
+        .find(|p| p.label == "CERTIFICATE");
+    let Some(leaf) = leaf else {
+        return Check::fail(
+            NAME,
+            format!("{path}: no CERTIFICATE in it"),
+            "give tls.cert a PEM certificate chain, leaf first",
+        );
+    };
+    let Ok(cert) = leaf.parse_x509() else {
+        return Check::fail(
+            NAME,
+            format!("{path}: the first certificate does not parse"),
+            "give tls.cert a PEM certificate chain, leaf first",
+        );
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let validity = cert.validity();
+    let (from, until) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let days_left = until.saturating_sub(now) / 86_400;
+    let subject = cert.subject().to_string();
+    let ends = validity.not_after.to_string();
+    if now > until {
+        Check::fail(
+            NAME,
+            format!("{path} ({subject}) expired on {ends}"),
+            "renew the certificate (cert-manager, or your CA); the server reloads tls.cert without a restart",
+        )
+    } else if now < from {
+        Check::fail(
+            NAME,
+            format!(
+                "{path} ({subject}) is not valid before {}",
+                validity.not_before
+            ),
+            "check this host's clock, or issue a certificate valid now",
+        )
+    } else if days_left < WARN_DAYS {
+        Check::warn(
+            NAME,
+            format!("{path} ({subject}) expires on {ends}: {days_left} days left"),
+            Some("renew it soon; the server reloads tls.cert without a restart".into()),
+        )
+    } else {
+        Check::ok(
+            NAME,
+            format!("{path} ({subject}), expires on {ends}: {days_left} days left"),
+        )
+    }
+}
+
+/// The policy file parses, with who may do what; no policy in AWS mode
+/// (or off loopback) denies every call.
+pub(super) fn policy(settings: &Settings) -> Check {
+    const NAME: &str = "policy";
+    let Some(path) = &settings.policy_file else {
+        let denies = settings.mode == Mode::Aws || !settings.listen.ip().is_loopback();
+        return if denies {
+            Check::fail(
+                NAME,
+                "no policy_file: every Envelope and Admin call will be denied",
+                "set policy_file to a policy that grants the callers (docs/CONFIG.md, \"Policy\")",
+            )
+        } else {
+            Check::ok(
+                NAME,
+                "no policy_file: local mode on loopback allows every call",
+            )
+        };
+    };
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read it: {e}"))
+        .and_then(|text| Policy::parse(&text));
+    match parsed {
+        Ok(p) => Check::ok(NAME, format!("{}: {}", path.display(), summary(&p))),
+        Err(why) => Check::fail(
+            NAME,
+            format!("{}: {why}", path.display()),
+            "correct the policy file; its format is in docs/CONFIG.md, \"Policy\"",
+        ),
+    }
+}
+
+/// Who may do what, on one line.
+fn summary(p: &Policy) -> String {
+    let grants: Vec<String> = p
+        .allow
+        .iter()
+        .map(|g| {
+            let mut who = g.callers.join(", ");
+            if g.anonymous {
+                who = if who.is_empty() {
+                    "anonymous".into()
+                } else {
+                    format!("{who}, anonymous")
+                };
+            }
+            let ops: Vec<&str> = g.operations.iter().map(|o| o.as_str()).collect();
+            let scoped = if g.context.is_empty() {
+                ""
+            } else {
+                " (context-scoped)"
+            };
+            format!(
+                "{who} may {} on {}{scoped}",
+                ops.join("/"),
+                g.keys.join(", ")
+            )
+        })
+        .collect();
+    let text = format!("{} grant(s): {}", grants.len(), grants.join("; "));
+    crate::app::report::one_line(&text)
+}
+
+/// Local mode: the data directory is private, and each key loads (or
+/// `serve` would create its first version).
+pub(super) async fn local_keys(settings: &Settings) -> Vec<Check> {
+    let dir = &settings.data_dir;
+    if !dir.join("root.key").exists() {
+        return vec![Check::warn(
+            "data directory",
+            format!(
+                "{}: no root.key yet; `serve` creates it and each key's first version",
+                dir.display()
+            ),
+            None,
+        )];
+    }
+    if let Err(why) = crate::backends::private_files::check_private(dir) {
+        return vec![Check::fail(
+            "data directory",
+            why,
+            format!("chmod 700 {}", dir.display()),
+        )];
+    }
+    let mut checks = vec![Check::ok(
+        "data directory",
+        format!("{}: private", dir.display()),
+    )];
+    let backends = match crate::app::startup::open_backends(settings).await {
+        Ok(b) => b,
+        Err(e) => {
+            checks.push(Check::failed("data directory", &e));
+            return checks;
+        }
+    };
+    for k in &settings.keys {
+        let mut one = settings.clone();
+        one.keys = vec![k.clone()];
+        let name = format!("key {}", k.name);
+        checks.push(
+            match crate::app::startup::load_keyring(&one, &backends).await {
+                Ok(_) => Check::ok(name, "loads"),
+                Err(crate::app::startup::ServeError::Key {
+                    source:
+                        crate::keys::Error::NoCurrent(_)
+                        | crate::keys::Error::Store(StoreError::SecretNotFound { .. }),
+                    ..
+                }) => Check::warn(name, "no version yet; `serve` creates the first", None),
+                Err(e) => Check::failed(name, &e),
+            },
+        );
+    }
+    checks
+}

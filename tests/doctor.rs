@@ -1,0 +1,307 @@
+//! `envelope doctor` against moto on loopback (docs/OPERATIONS.md, "First
+//! deployment"): a healthy setup passes every check and exits 0; each
+//! deliberately broken setup fails exactly the check it breaks, with a fix,
+//! and exits 1; `--json` gives the same checks to a machine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::aws_config::{FAIL_FAST, aws_config, secret_key};
+use common::moto::{TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+use common::pki::Ca;
+use common::run;
+
+/// A setup: a KMS key, the key "pii" on a secret made under it (also in
+/// us-west-2, the replica region), TLS files and a policy, in `dir`.
+struct Setup {
+    kms: String,
+    secret: String,
+    tls: String,
+}
+
+async fn setup(dir: &Path) -> Setup {
+    let kms = kms_key().await;
+    let secret = unique("envelope/doctor");
+    create_envelope_secret(&secret, &kms, "pii", &uuid()).await;
+    let west = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&moto().sdk_config())
+            .region(aws_config::Region::new("us-west-2"))
+            .build(),
+    );
+    west.create_secret()
+        .name(&secret)
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
+    let ca = Ca::new("doctor");
+    let server = ca.server(&["localhost"]);
+    std::fs::write(dir.join("server.crt"), &server.cert).unwrap();
+    std::fs::write(dir.join("server.key"), &server.key).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    let expired = ca.expired_server();
+    std::fs::write(dir.join("expired.crt"), &expired.cert).unwrap();
+    std::fs::write(dir.join("expired.key"), &expired.key).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[[allow]]\ncallers = [\"spiffe://example.org/app\"]\nkeys = [\"pii\"]\noperations = [\"encrypt\", \"decrypt\"]\n",
+    )
+    .unwrap();
+    let tls = format!(
+        "[tls]\ncert = \"{0}/server.crt\"\nkey = \"{0}/server.key\"\nclient_ca = \"{0}/ca.pem\"\n",
+        dir.display()
+    );
+    Setup { kms, secret, tls }
+}
+
+/// The config: AWS mode on moto (or `endpoint`), the policy, the TLS
+/// table, and one key on `secret`.
+fn config(dir: &Path, endpoint: &str, kms: &str, secret: &str, tls: &str) -> String {
+    let policy = format!("policy_file = \"{}/policy.toml\"\n", dir.display());
+    let cfg = aws_config(endpoint, kms, FAIL_FAST, "", &secret_key("pii", secret))
+        .replace("insecure_plaintext = true\n", "");
+    // The test helper's open policy is replaced by this setup's.
+    let cfg = cfg
+        .lines()
+        .filter(|l| !l.starts_with("policy_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = cfg.replacen("[aws]\n", "[aws]\nreplica_regions = [\"us-west-2\"]\n", 1);
+    format!("{policy}{cfg}\n{tls}")
+}
+
+/// Runs doctor on `cfg`: (exit status success, the checks from --json,
+/// the table).
+fn doctor(dir: &Path, cfg: &str) -> (bool, Vec<serde_json::Value>, String) {
+    let path = dir.join(format!("doctor-{}.toml", uuid()));
+    std::fs::write(&path, cfg).unwrap();
+    let path = path.to_str().unwrap();
+    let (ok, table, err) = run(&["doctor", "--config", path], TEST_ENV);
+    let (json_ok, json, _) = run(&["doctor", "--config", path, "--json"], TEST_ENV);
+    assert_eq!(ok, json_ok, "{table}\n{err}");
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{err}"));
+    (ok, checks, table)
+}
+
+/// The names of the failed checks.
+fn failed(checks: &[serde_json::Value]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["check"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn fix_of<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a str {
+    checks
+        .iter()
+        .find(|c| c["check"] == name)
+        .and_then(|c| c["fix"].as_str())
+        .unwrap_or_else(|| panic!("no fix for {name}: {checks:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = setup(d).await;
+    let url = moto().url();
+
+    // Healthy: every check passes.
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &s.secret, &s.tls));
+    assert!(ok, "{table}");
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "config",
+            "tls certificate",
+            "tls key",
+            "tls client CA",
+            "policy",
+            "aws identity",
+            "clock",
+            "key pii",
+            "generate pii",
+            "replica us-west-2"
+        ],
+        "{table}"
+    );
+    assert!(
+        failed(&checks).is_empty() && table.contains("every check passed"),
+        "{table}"
+    );
+    assert!(
+        table.contains("spiffe://example.org/app may encrypt/decrypt on pii"),
+        "{table}"
+    );
+    assert!(table.lines().all(|l| !l.starts_with('!')), "{table}");
+
+    // --role-arn checks a role's rights, assumed from this identity.
+    let path = d.join("healthy.toml");
+    std::fs::write(&path, config(d, &url, &s.kms, &s.secret, &s.tls)).unwrap();
+    let role = "arn:aws:iam::123456789012:role/envelope-prod";
+    let (ok, table, err) = run(
+        &[
+            "doctor",
+            "--config",
+            path.to_str().unwrap(),
+            "--role-arn",
+            role,
+        ],
+        TEST_ENV,
+    );
+    assert!(ok, "{table}\n{err}");
+    assert!(
+        table.contains("assumed-role/envelope-prod/envelope-doctor"),
+        "{table}"
+    );
+
+    // Each broken setup fails exactly its own checks, each with a fix.
+    let wrong_shape = unique("envelope/wrong-shape");
+    moto()
+        .secrets()
+        .create_secret()
+        .name(&wrong_shape)
+        .secret_string("hello")
+        .send()
+        .await
+        .unwrap();
+    let bad_tls = |cert: &str, key: &str| {
+        format!(
+            "[tls]\ncert = \"{0}/{cert}\"\nkey = \"{0}/{key}\"\nclient_ca = \"{0}/ca.pem\"\n",
+            d.display()
+        )
+    };
+    let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
+        (
+            "missing secret",
+            config(d, &url, &s.kms, &unique("envelope/missing"), &s.tls),
+            vec!["key pii", "replica us-west-2"],
+            "envelope init-keys",
+        ),
+        (
+            "secret of the wrong shape",
+            config(d, &url, &s.kms, &wrong_shape, &s.tls),
+            vec!["key pii", "replica us-west-2"],
+            "a shape Envelope reads",
+        ),
+        (
+            "KMS key that does not exist",
+            config(d, &url, &uuid(), &s.secret, &s.tls),
+            // KMS Decrypt names the configured key, so loading fails first.
+            vec!["key pii"],
+            "correct aws.kms_key_id",
+        ),
+        (
+            "new data keys under a KMS key that does not exist (old ones readable)",
+            config(d, &url, &uuid(), &s.secret, &s.tls).replacen(
+                "[aws]\n",
+                &format!("[aws]\nallowed_kms_keys = [\"{}\"]\n", s.kms),
+                1,
+            ),
+            vec!["generate pii"],
+            "correct aws.kms_key_id",
+        ),
+        (
+            "expired certificate",
+            config(
+                d,
+                &url,
+                &s.kms,
+                &s.secret,
+                &bad_tls("expired.crt", "expired.key"),
+            ),
+            vec!["tls certificate"],
+            "renew the certificate",
+        ),
+        (
+            "certificate with another certificate's key",
+            config(
+                d,
+                &url,
+                &s.kms,
+                &s.secret,
+                &bad_tls("server.crt", "expired.key"),
+            ),
+            vec!["tls key"],
+            "tls.cert and tls.key",
+        ),
+    ];
+    for (what, cfg, want, fix) in cases {
+        let (ok, checks, table) = doctor(d, &cfg);
+        assert!(!ok, "{what}: passed\n{table}");
+        assert_eq!(failed(&checks), want, "{what}\n{table}");
+        assert!(fix_of(&checks, want[0]).contains(fix), "{what}\n{table}");
+        assert!(table.contains(&format!("✗ {}", want[0])), "{what}\n{table}");
+    }
+
+    // A malformed policy.
+    std::fs::write(d.join("policy.toml"), "[[allow]\n").unwrap();
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &s.secret, &s.tls));
+    assert!(!ok);
+    assert_eq!(failed(&checks), ["policy"], "{table}");
+    assert!(
+        fix_of(&checks, "policy").contains("correct the policy file"),
+        "{table}"
+    );
+    std::fs::write(
+        d.join("policy.toml"),
+        "[[allow]]\ncallers = [\"app\"]\nkeys = [\"pii\"]\noperations = [\"encrypt\"]\n",
+    )
+    .unwrap();
+
+    // Nothing answers at the endpoint: every AWS check fails, no file check.
+    let (ok, checks, table) = doctor(
+        d,
+        &config(d, "http://127.0.0.1:1", &s.kms, &s.secret, &s.tls),
+    );
+    assert!(!ok);
+    assert_eq!(
+        failed(&checks),
+        ["aws identity", "key pii", "replica us-west-2"],
+        "{table}"
+    );
+    assert!(
+        fix_of(&checks, "key pii").contains("reaches the Secrets Manager endpoint"),
+        "{table}"
+    );
+}
+
+/// Local mode: a data directory `serve` has not made yet is a warning, a
+/// made one passes, and one others may read fails with its fix. Doctor
+/// creates nothing.
+#[test]
+fn doctor_checks_local_mode_and_creates_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = format!("data_dir = \"{}\"\n", data.display());
+    let (ok, checks, table) = doctor(dir.path(), &cfg);
+    assert!(ok, "{table}");
+    assert!(table.contains("! data directory"), "{table}");
+    assert!(!data.exists(), "doctor created the data directory");
+    drop(common::Server::start(&data, None));
+    let (ok, _, table) = doctor(dir.path(), &cfg);
+    assert!(ok && table.contains("✓ key default"), "{table}");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, checks2, table) = doctor(dir.path(), &cfg);
+    assert!(!ok);
+    assert_eq!(failed(&checks2), ["data directory"], "{table}");
+    assert!(
+        fix_of(&checks2, "data directory").starts_with("chmod 700"),
+        "{table}"
+    );
+    assert_eq!(checks.len(), 3);
+}
