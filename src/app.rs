@@ -10,6 +10,7 @@
 //!   ([`column_cli`]: their line-per-value column mode);
 //!   [`direct`]: the commands that act on the backends with no server.
 //! - [`doctor`]: `envelope doctor`, every check a deployment depends on.
+//! - [`progress`]: the progress report of `migrate` and `rewrap`.
 //! - [`report`]: what the binary prints when an error ends it.
 //! - [`lambda`]: the handler Secrets Manager invokes to rotate a key.
 //! - [`migrate`]: `envelope migrate`, a PostgreSQL column moved to the
@@ -28,6 +29,7 @@ pub mod fuzz_checks;
 pub mod lambda;
 pub mod migrate;
 pub mod pgpass;
+pub mod progress;
 pub mod report;
 pub mod server;
 pub mod startup;

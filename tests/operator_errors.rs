@@ -205,3 +205,71 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "docs/CONFIG.md",
     );
 }
+
+/// `envelope rewrap` off a terminal reports one plain line per batch (a bar
+/// with rate and ETA on a terminal), and writes every record.
+#[tokio::test]
+async fn rewrap_reports_progress_per_batch() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let records = c
+        .encrypt_batch(envelope::pb::EncryptBatchRequest {
+            key: String::new(),
+            items: (0..25)
+                .map(|i| envelope::pb::EncryptItem {
+                    indexes: Vec::new(),
+                    plaintext: format!("record-{i}").into_bytes().into(),
+                    context: common::ctx(&[("table", "users")]),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| match &r.result {
+            Some(envelope::pb::encrypt_result::Result::Ciphertext(ct)) => {
+                base64::engine::general_purpose::STANDARD.encode(ct)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let input = dir.path().join("records.b64");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = run(
+        &[
+            "rewrap",
+            "--addr",
+            &server.addr,
+            "--context",
+            "table=users",
+            "--batch",
+            "10",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let progress: Vec<&str> = err.lines().filter(|l| l.starts_with("rewrap: ")).collect();
+    assert_eq!(
+        progress,
+        [
+            "rewrap: 10 records so far",
+            "rewrap: 20 records so far",
+            "rewrap: 25 records so far"
+        ],
+        "{err}"
+    );
+    assert!(
+        out.contains("rewrap: 25 records, 0 rewrapped, 25 already current, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&input).unwrap().lines().count(), 25);
+}

@@ -324,6 +324,7 @@ pub async fn rewrap_file(
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
+    let progress = super::progress::Progress::of_lines(input, "records");
     let result = async {
         let mut counts = RewrapCounts::default();
         // Blank lines are kept (as blank lines) so output line N is input line N.
@@ -346,6 +347,7 @@ pub async fn rewrap_file(
                 let c =
                     rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
                 counts.add(c);
+                progress.batch(c.total, &format!("rewrap: {} records so far", counts.total));
                 chunk.clear();
                 records_in_chunk = 0;
             }
@@ -358,6 +360,7 @@ pub async fn rewrap_file(
         Ok::<_, anyhow::Error>(counts)
     }
     .await;
+    progress.finish();
     match result {
         Ok(counts) => {
             std::fs::rename(&tmp, output)

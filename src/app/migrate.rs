@@ -25,7 +25,6 @@ mod db;
 mod progress;
 
 use db::database;
-use progress::Progress;
 
 use super::cli::{Target, connect, parse_context, status_err};
 use crate::pb;
@@ -171,7 +170,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let mut first_failure: Option<i64> = None;
     let mut sum = Summary::default();
     let started = std::time::Instant::now();
-    let progress = Progress::start(&db, &table, &id, &column, last).await?;
+    let progress = progress::start(&db, &table, &id, &column, last).await?;
     let mut db = db;
     loop {
         let rows = db.query(&select, &[&last, &limit]).await?;
