@@ -148,6 +148,28 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
     );
     assert!(table.lines().all(|l| !l.starts_with('!')), "{table}");
 
+    // Doctor changes nothing: the secret's versions and stages are as they were.
+    let versions = || async {
+        let v = moto()
+            .secrets()
+            .list_secret_version_ids()
+            .secret_id(&s.secret)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<String> = v
+            .versions()
+            .iter()
+            .map(|v| format!("{:?} {:?}", v.version_id(), v.version_stages()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions().await;
+    let (ok, _, _) = doctor(d, &config(d, &url, &s.kms, &s.secret, &s.tls));
+    assert!(ok);
+    assert_eq!(versions().await, before);
+
     // --role-arn checks a role's rights, assumed from this identity.
     let path = d.join("healthy.toml");
     std::fs::write(&path, config(d, &url, &s.kms, &s.secret, &s.tls)).unwrap();
@@ -299,6 +321,17 @@ fn doctor_checks_local_mode_and_creates_nothing() {
     let (ok, checks2, table) = doctor(dir.path(), &cfg);
     assert!(!ok);
     assert_eq!(failed(&checks2), ["data directory"], "{table}");
+    // Nothing of the root key in any report.
+    use base64::Engine as _;
+    let root = std::fs::read(data.join("root.key")).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, _, table) = doctor(dir.path(), &cfg);
+    for needle in [
+        hex::encode(&root),
+        base64::engine::general_purpose::STANDARD.encode(&root),
+    ] {
+        assert!(!table.contains(&needle));
+    }
     assert!(
         fix_of(&checks2, "data directory").starts_with("chmod 700"),
         "{table}"

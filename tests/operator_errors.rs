@@ -196,6 +196,23 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "tls.cert and tls.key",
     );
 
+    // An expired certificate: every client would refuse it.
+    let expired = ca.expired_server();
+    std::fs::write(&cert, &expired.cert).unwrap();
+    std::fs::write(&key, &expired.key).unwrap();
+    fails(
+        &["serve", "--data-dir", data],
+        &format!(
+            "policy_file = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            common::open_policy(),
+            cert.display(),
+            key.display()
+        ),
+        &[],
+        "the certificate is valid only from",
+        "renew the certificate",
+    );
+
     // A setting out of range.
     fails(
         &["serve", "--data-dir", data],

@@ -105,6 +105,11 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
             TlsError::Read { .. } => "check the path and that the service's user can read it \
                                       (tls.cert, tls.key, tls.client_ca)"
                 .into(),
+            TlsError::Pem { what, .. } if what.contains("valid only") => {
+                "renew the certificate (cert-manager, or your CA); the server reloads tls.cert \
+                 without a restart"
+                    .into()
+            }
             _ => "check that tls.cert and tls.key hold a PEM certificate chain and \
                   its own private key"
                 .into(),

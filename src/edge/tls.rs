@@ -85,8 +85,20 @@ pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<Serve
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|_| pem_err(&s.cert, "not a PEM certificate chain"))?;
-    if certs.is_empty() {
+    let Some(leaf) = certs.first() else {
         return Err(pem_err(&s.cert, "no CERTIFICATE found"));
+    };
+    // Every client would refuse it: better a clear refusal here (at start,
+    // or a reload that keeps the previous files) than failed handshakes.
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf)
+        && !cert.validity().is_valid()
+    {
+        let v = cert.validity();
+        let why = format!(
+            "the certificate is valid only from {} to {}",
+            v.not_before, v.not_after
+        );
+        return Err(pem_err(&s.cert, &why));
     }
     let key_pem = zeroize::Zeroizing::new(read(&s.key)?);
     let key = PrivateKeyDer::from_pem_slice(&key_pem)

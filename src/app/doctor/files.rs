@@ -15,16 +15,19 @@ const WARN_DAYS: i64 = 30;
 /// The server certificate (readable, in its validity period, days left),
 /// its key (matching), and the client CA bundle.
 pub(super) fn tls(tls: &TlsSettings) -> Vec<Check> {
-    let mut checks = vec![certificate(tls)];
-    checks.push(
+    let cert = certificate(tls);
+    // The key is checked against a certificate the server would take.
+    let usable = cert.outcome != super::Outcome::Fail;
+    let mut checks = vec![cert];
+    checks.extend(usable.then(|| {
         match crate::edge::tls::server_config(tls, tls.client_ca.is_some()) {
             Ok(_) => Check::ok(
                 "tls key",
                 format!("{}: matches the certificate", tls.key.display()),
             ),
             Err(e) => Check::failed("tls key", &e),
-        },
-    );
+        }
+    }));
     if let Some(ca) = &tls.client_ca {
         checks.push(match std::fs::read(ca) {
             Ok(pem) => {
