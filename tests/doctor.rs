@@ -130,6 +130,7 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             "tls key",
             "tls client CA",
             "policy",
+            "region",
             "aws identity",
             "clock",
             "key pii",
@@ -235,6 +236,19 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             ),
             vec!["generate pii"],
             "correct aws.kms_key_id",
+        ),
+        (
+            "a KMS key ARN of another region",
+            config(
+                d,
+                &url,
+                &format!("arn:aws:kms:eu-west-1:123456789012:key/{}", s.kms),
+                &s.secret,
+                &s.tls,
+            ),
+            // Real KMS would refuse the key too; moto looks it up by id alone.
+            vec!["region"],
+            "set aws.region",
         ),
         (
             "expired certificate",

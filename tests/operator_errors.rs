@@ -183,14 +183,15 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
     let (cert, key) = (dir.path().join("a.pem"), dir.path().join("b.key"));
     std::fs::write(&cert, &a.cert).unwrap();
     std::fs::write(&key, &b.key).unwrap();
+    let tls = format!(
+        "policy_file = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        common::open_policy(),
+        cert.display(),
+        key.display()
+    );
     fails(
         &["serve", "--data-dir", data],
-        &format!(
-            "policy_file = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            common::open_policy(),
-            cert.display(),
-            key.display()
-        ),
+        &tls,
         &[],
         "TLS",
         "tls.cert and tls.key",
@@ -202,12 +203,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
     std::fs::write(&key, &expired.key).unwrap();
     fails(
         &["serve", "--data-dir", data],
-        &format!(
-            "policy_file = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            common::open_policy(),
-            cert.display(),
-            key.display()
-        ),
+        &tls,
         &[],
         "the certificate is valid only from",
         "renew the certificate",

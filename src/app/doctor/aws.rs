@@ -40,7 +40,8 @@ pub(super) async fn checks(
             )
             .build();
     }
-    let mut checks = identity_and_clock(&sdk, role_arn).await;
+    let mut checks = vec![region(settings, aws, &sdk)];
+    checks.extend(identity_and_clock(&sdk, role_arn).await);
     let backends = Backends {
         store: Arc::new(AwsStore::new(aws, &sdk).await),
         kms: Arc::new(
@@ -56,9 +57,46 @@ pub(super) async fn checks(
         checks.extend(key(settings, &backends, k).await);
     }
     for region in &aws.replica_regions {
-        checks.push(replica(aws, settings, region).await);
+        checks.push(replica(&sdk, settings, region).await);
     }
     checks
+}
+
+/// The region in use, and any ARN in the configuration that names another:
+/// a secret name is looked up in this region, but an ARN must be in it.
+fn region(settings: &Settings, aws: &AwsSettings, sdk: &aws_config::SdkConfig) -> Check {
+    let Some(ours) = sdk.region().map(ToString::to_string) else {
+        return Check::fail(
+            "region",
+            "no region: neither aws.region nor the SDK's region chain (AWS_REGION, the profile) gives one",
+            "set aws.region",
+        );
+    };
+    let arns = aws
+        .kms_key_id
+        .iter()
+        .cloned()
+        .chain(aws.allowed_kms_keys.iter().cloned())
+        .chain(
+            settings
+                .keys
+                .iter()
+                .flat_map(|k| std::iter::once(k.secret_id()).chain(k.salt_secret_id.clone())),
+        );
+    let elsewhere: Vec<String> = arns
+        .filter(|id| {
+            let parts: Vec<&str> = id.splitn(5, ':').collect();
+            matches!(parts.as_slice(), ["arn", _, _, r, _] if !r.is_empty() && *r != ours)
+        })
+        .collect();
+    match elsewhere.first() {
+        None => Check::ok("region", ours),
+        Some(id) => Check::fail(
+            "region",
+            format!("{id} names another region than {ours}, the one in use"),
+            "set aws.region to the region of the secrets and the KMS key, or name resources of this region",
+        ),
+    }
 }
 
 /// Captures the `Date` header of the answer.
@@ -218,7 +256,9 @@ async fn key(
 }
 
 /// A replica region answers DescribeSecret for the first key's secret.
-async fn replica(aws: &AwsSettings, settings: &Settings, region: &str) -> Check {
+/// With the primary's SDK configuration (its credentials, assumed role
+/// included, and endpoint) in `region`.
+async fn replica(sdk: &aws_config::SdkConfig, settings: &Settings, region: &str) -> Check {
     let name = format!("replica {region}");
     let Some(secret) = settings
         .keys
@@ -228,8 +268,10 @@ async fn replica(aws: &AwsSettings, settings: &Settings, region: &str) -> Check 
         return Check::ok(name, "no key to look up");
     };
     let secret = crate::backends::aws_sdk::secret_id_in_region(&secret, region);
-    let sdk = sdk_config(aws, Some(region)).await;
-    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let config = aws_sdk_secretsmanager::config::Builder::from(sdk)
+        .region(aws_config::Region::new(region.to_owned()))
+        .build();
+    let client = aws_sdk_secretsmanager::Client::from_conf(config);
     match client.describe_secret().secret_id(&secret).send().await {
         Ok(_) => Check::ok(name, format!("DescribeSecret {secret} answered")),
         Err(e) => {
