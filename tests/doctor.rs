@@ -238,6 +238,18 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             "correct aws.kms_key_id",
         ),
         (
+            "a client CA bundle with no certificate",
+            config(
+                d,
+                &url,
+                &s.kms,
+                &s.secret,
+                &s.tls.replace("/ca.pem", "/server.key"),
+            ),
+            vec!["tls client CA"],
+            "PEM bundle of the CAs",
+        ),
+        (
             "a KMS key ARN of another region",
             config(
                 d,

@@ -205,7 +205,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &["serve", "--data-dir", data],
         &tls,
         &[],
-        "the certificate is valid only from",
+        "the certificate expired on",
         "renew the certificate",
     );
 

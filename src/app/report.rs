@@ -105,7 +105,10 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
             TlsError::Read { .. } => "check the path and that the service's user can read it \
                                       (tls.cert, tls.key, tls.client_ca)"
                 .into(),
-            TlsError::Pem { what, .. } if what.contains("valid only") => {
+            TlsError::Pem { what, .. } if what.contains("is not valid before") => {
+                "check this host's clock, or issue a certificate valid now".into()
+            }
+            TlsError::Pem { what, .. } if what.contains("expired on") => {
                 "renew the certificate (cert-manager, or your CA); the server reloads tls.cert \
                  without a restart"
                     .into()

@@ -130,6 +130,10 @@ pub const NO_CREDENTIALS: &str = "the AWS SDK's default provider chain found no 
      (it tried environment variables, the shared config and credentials files, a web identity token, \
      container credentials and the instance metadata service)";
 
+/// Why [`Failure::BadCredentials`] when a provider of the chain failed.
+pub const PROVIDER_FAILED: &str = "a credential provider of the AWS SDK's chain failed (an assumed role or web \
+     identity refused, an expired SSO or profile token, or STS unreachable)";
+
 /// The longest service message kept in a [`Failure`]: AWS's messages are a
 /// sentence or two (an access denial names the identity, action and
 /// resource); anything longer is cut.
@@ -146,8 +150,18 @@ where
         SdkError::DispatchFailure(d) => {
             // The SDK reports a failed credential chain as a dispatch failure;
             // it is no regional outage, so it must not look like one.
-            if DisplayErrorContext(err).to_string().contains("credentials") {
-                return Failure::NoCredentials;
+            let detail = DisplayErrorContext(err).to_string();
+            if detail.contains("credential") {
+                // None found (the chain's end, or no instance metadata to
+                // ask), or a provider that failed on its own: a role or web
+                // identity refused, an expired token.
+                return if detail.contains("no credentials found in chain")
+                    || detail.contains("IMDS")
+                {
+                    Failure::NoCredentials
+                } else {
+                    Failure::BadCredentials(PROVIDER_FAILED.into())
+                };
             }
             return if d.is_timeout() {
                 Failure::Unreachable("no connection within aws.connect_timeout_secs".into())

@@ -94,10 +94,11 @@ pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<Serve
         && !cert.validity().is_valid()
     {
         let v = cert.validity();
-        let why = format!(
-            "the certificate is valid only from {} to {}",
-            v.not_before, v.not_after
-        );
+        let why = if v.not_before.timestamp() <= now_secs() {
+            format!("the certificate expired on {}", v.not_after)
+        } else {
+            format!("the certificate is not valid before {}", v.not_before)
+        };
         return Err(pem_err(&s.cert, &why));
     }
     let key_pem = zeroize::Zeroizing::new(read(&s.key)?);
@@ -145,6 +146,12 @@ pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<Serve
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The caller identity in a DER certificate: the first `spiffe://` URI SAN,

@@ -152,7 +152,15 @@ async fn identity_and_clock(sdk: &aws_config::SdkConfig, role_arn: Option<&str>)
     };
     let mut checks = vec![identity];
     let seen = date.lock().ok().and_then(|d| d.clone());
-    if let Some(theirs) = seen.and_then(|d| httpdate::parse_http_date(&d).ok()) {
+    let Some(theirs) = seen.and_then(|d| httpdate::parse_http_date(&d).ok()) else {
+        checks.push(Check::warn(
+            "clock",
+            "not checked: no Date header came back from AWS",
+            None,
+        ));
+        return checks;
+    };
+    {
         let ours = std::time::SystemTime::now();
         let offset = match ours.duration_since(theirs) {
             Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
@@ -276,10 +284,14 @@ async fn replica(sdk: &aws_config::SdkConfig, settings: &Settings, region: &str)
         Ok(_) => Check::ok(name, format!("DescribeSecret {secret} answered")),
         Err(e) => {
             let failure = classify(&e);
+            let fix = match failure {
+                Failure::NotFound(_) => "replicate the secret to this region (Secrets Manager replication), or remove the region from aws.replica_regions".to_owned(),
+                _ => failure_fix(&failure),
+            };
             Check::fail(
                 name,
                 format!("DescribeSecret {secret}: {}", failure_text(&failure)),
-                "replicate the secret to this region (Secrets Manager replication), or remove the region from aws.replica_regions",
+                fix,
             )
         }
     }

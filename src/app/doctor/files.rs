@@ -20,7 +20,12 @@ pub(super) fn tls(tls: &TlsSettings) -> Vec<Check> {
     let usable = cert.outcome != super::Outcome::Fail;
     let mut checks = vec![cert];
     checks.extend(usable.then(|| {
-        match crate::edge::tls::server_config(tls, tls.client_ca.is_some()) {
+        // Without the client CA, which has its own check below.
+        let own = TlsSettings {
+            client_ca: None,
+            ..tls.clone()
+        };
+        match crate::edge::tls::server_config(&own, false) {
             Ok(_) => Check::ok(
                 "tls key",
                 format!("{}: matches the certificate", tls.key.display()),
