@@ -437,30 +437,31 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
 async fn compressed_messages_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None);
+    // 16 bytes behind a frame header whose flag says compressed (1) or not.
+    let send = |encoding: Option<&'static str>, flag: u8| {
+        let addr = server.addr.clone();
+        async move {
+            let mut send = h2_connect(&addr).await.ready().await.unwrap();
+            let mut req = grpc_request(&addr, "/envelope.v1.Envelope/Encrypt");
+            if let Some(e) = encoding {
+                req.headers_mut()
+                    .insert("grpc-encoding", e.parse().unwrap());
+            }
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            let mut msg = vec![flag];
+            msg.extend_from_slice(&16u32.to_be_bytes());
+            msg.extend_from_slice(&[0x1f; 16]);
+            body.send_data(Bytes::from(msg), true).unwrap();
+            grpc_status(resp.await.unwrap()).await
+        }
+    };
     for encoding in ["gzip", "deflate", "zstd"] {
-        let mut send = h2_connect(&server.addr).await.ready().await.unwrap();
-        let mut req = grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt");
-        req.headers_mut()
-            .insert("grpc-encoding", encoding.parse().unwrap());
-        let (resp, mut body) = send.send_request(req, false).unwrap();
-        // The compressed flag set, and 16 bytes said to be compressed.
-        let mut msg = vec![1u8];
-        msg.extend_from_slice(&16u32.to_be_bytes());
-        msg.extend_from_slice(&[0x1f; 16]);
-        body.send_data(Bytes::from(msg), true).unwrap();
-        let status = grpc_status(resp.await.unwrap()).await;
+        let status = send(Some(encoding), 1).await;
         assert_eq!(status.as_deref(), Some("12"), "{encoding}: UNIMPLEMENTED");
     }
     // The control: the same frame uncompressed is read (and refused for
     // what it says, not for its encoding).
-    let mut send = h2_connect(&server.addr).await.ready().await.unwrap();
-    let req = grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt");
-    let (resp, mut body) = send.send_request(req, false).unwrap();
-    let mut msg = vec![0u8];
-    msg.extend_from_slice(&16u32.to_be_bytes());
-    msg.extend_from_slice(&[0x1f; 16]);
-    body.send_data(Bytes::from(msg), true).unwrap();
-    let status = grpc_status(resp.await.unwrap()).await;
+    let status = send(None, 0).await;
     assert!(
         status.is_some() && status.as_deref() != Some("12"),
         "{status:?}"

@@ -42,16 +42,7 @@ pub fn render(err: &anyhow::Error, verbose: bool) -> String {
 
 /// `text` on one line, at most [`LINE_MAX`] bytes.
 pub(crate) fn one_line(text: &str) -> String {
-    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > LINE_MAX {
-        let end = (0..=LINE_MAX)
-            .rev()
-            .find(|&i| out.is_char_boundary(i))
-            .unwrap_or(0);
-        out.truncate(end);
-        out.push('…');
-    }
-    out
+    crate::backends::aws_sdk::one_line(text, LINE_MAX)
 }
 
 /// What to do about `err`: the fix of the first error in its chain that has

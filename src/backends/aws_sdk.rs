@@ -181,7 +181,7 @@ where
     }
     let code = err.code().unwrap_or_default();
     let text = err.message().unwrap_or("no message");
-    let message = format!("{code}: {}", one_line(text));
+    let message = format!("{code}: {}", one_line(text, MESSAGE_MAX));
     match code {
         "ExpiredTokenException"
         | "ExpiredToken"
@@ -221,14 +221,14 @@ where
     }
 }
 
-/// `text` on one line, at most [`MESSAGE_MAX`] bytes (cut at a character).
-fn one_line(text: &str) -> String {
-    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > MESSAGE_MAX {
-        let mut end = MESSAGE_MAX;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
+/// `text` on one line, at most `max` bytes (cut at a character, then `…`).
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
         out.truncate(end);
         out.push('…');
     }
