@@ -14,7 +14,8 @@ mod common;
 use std::path::Path;
 
 use common::aws_config::{FAIL_FAST, aws_config, secret_key};
-use common::moto::{TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+use common::doctor::{failed, field};
+use common::moto::{TEST_ENV, create_envelope_secret, envelope_doc, kms_key, moto, unique, uuid};
 use common::pki::Ca;
 use common::run;
 
@@ -29,15 +30,14 @@ struct Setup {
 async fn setup(dir: &Path) -> Setup {
     let kms = kms_key().await;
     let secret = unique("envelope/doctor");
-    create_envelope_secret(&secret, &kms, "pii", &uuid()).await;
-    let west = aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::config::Builder::from(&moto().sdk_config())
-            .region(aws_config::Region::new("us-west-2"))
-            .build(),
-    );
-    west.create_secret()
+    let version = uuid();
+    create_envelope_secret(&secret, &kms, "pii", &version).await;
+    // The replica: the same version id, as Secrets Manager replication keeps it.
+    west()
+        .create_secret()
         .name(&secret)
-        .secret_string("{}")
+        .client_request_token(&version)
+        .secret_string(envelope_doc(&kms, "pii", &version).await)
         .send()
         .await
         .unwrap();
@@ -59,6 +59,31 @@ async fn setup(dir: &Path) -> Setup {
         dir.display()
     );
     Setup { kms, secret, tls }
+}
+
+/// Secrets Manager in us-west-2, the replica region, on moto.
+fn west() -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&moto().sdk_config())
+            .region(aws_config::Region::new("us-west-2"))
+            .build(),
+    )
+}
+
+/// The steps of key pii's checks, in order.
+const PII: [&str; 7] = [
+    "pii secret",
+    "pii stages",
+    "pii value",
+    "pii shape",
+    "pii decrypt",
+    "pii versions",
+    "pii generate",
+];
+
+/// The outcome of check `name`.
+fn outcome<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a str {
+    field(checks, name, "outcome")
 }
 
 /// The config: AWS mode on moto (or `endpoint`), the policy, the TLS
@@ -91,21 +116,8 @@ fn doctor(dir: &Path, cfg: &str) -> (bool, Vec<serde_json::Value>, String) {
     (ok, checks, table)
 }
 
-/// The names of the failed checks.
-fn failed(checks: &[serde_json::Value]) -> Vec<String> {
-    checks
-        .iter()
-        .filter(|c| c["outcome"] == "fail")
-        .map(|c| c["check"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn fix_of<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a str {
-    checks
-        .iter()
-        .find(|c| c["check"] == name)
-        .and_then(|c| c["fix"].as_str())
-        .unwrap_or_else(|| panic!("no fix for {name}: {checks:?}"))
+    field(checks, name, "fix")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,21 +134,22 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
         .iter()
         .map(|c| c["check"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "config",
-            "tls certificate",
-            "tls key",
-            "tls client CA",
-            "policy",
-            "region",
-            "aws identity",
-            "clock",
-            "key pii",
-            "generate pii",
-            "replica us-west-2"
-        ],
+    let mut want = vec![
+        "config",
+        "tls certificate",
+        "tls key",
+        "tls client CA",
+        "policy",
+        "region",
+        "aws identity",
+        "clock",
+    ];
+    want.extend(PII);
+    want.push("replica us-west-2");
+    assert_eq!(names, want, "{table}");
+    assert!(
+        table.contains("Envelope's document, wrapped by KMS key")
+            && table.contains("allow_unwrapped_master_keys not needed"),
         "{table}"
     );
     assert!(
@@ -211,20 +224,20 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
         (
             "missing secret",
             config(d, &url, &s.kms, &unique("envelope/missing"), &s.tls),
-            vec!["key pii", "replica us-west-2"],
+            vec!["pii secret", "replica us-west-2"],
             "envelope init-keys",
         ),
         (
             "secret of the wrong shape",
             config(d, &url, &s.kms, &wrong_shape, &s.tls),
-            vec!["key pii", "replica us-west-2"],
+            vec!["pii shape", "replica us-west-2"],
             "a shape Envelope reads",
         ),
         (
             "KMS key that does not exist",
             config(d, &url, &uuid(), &s.secret, &s.tls),
-            // KMS Decrypt names the configured key, so loading fails first.
-            vec!["key pii"],
+            // KMS Decrypt names the configured key, so unwrapping fails first.
+            vec!["pii decrypt"],
             "correct aws.kms_key_id",
         ),
         (
@@ -234,7 +247,7 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
                 &format!("[aws]\nallowed_kms_keys = [\"{}\"]\n", s.kms),
                 1,
             ),
-            vec!["generate pii"],
+            vec!["pii generate"],
             "correct aws.kms_key_id",
         ),
         (
@@ -293,7 +306,124 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
         assert_eq!(failed(&checks), want, "{what}\n{table}");
         assert!(fix_of(&checks, want[0]).contains(fix), "{what}\n{table}");
         assert!(table.contains(&format!("✗ {}", want[0])), "{what}\n{table}");
+        // A key step that failed skips the steps after it, and only those.
+        if let Some(at) = PII.iter().position(|p| *p == want[0]) {
+            for (i, step) in PII.iter().enumerate() {
+                let expected = match i.cmp(&at) {
+                    std::cmp::Ordering::Less => "ok",
+                    std::cmp::Ordering::Equal => "fail",
+                    std::cmp::Ordering::Greater => "skip",
+                };
+                assert_eq!(outcome(&checks, step), expected, "{what}: {step}\n{table}");
+            }
+            if let Some(next) = PII.get(at + 1) {
+                assert!(table.contains(&format!("- {next}")), "{what}\n{table}");
+            }
+        }
     }
+
+    // A secret without a value: no AWSCURRENT to load.
+    let empty = unique("envelope/empty");
+    moto()
+        .secrets()
+        .create_secret()
+        .name(&empty)
+        .send()
+        .await
+        .unwrap();
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &empty, &s.tls));
+    assert!(!ok);
+    assert_eq!(
+        failed(&checks),
+        ["pii stages", "replica us-west-2"],
+        "{table}"
+    );
+    assert!(
+        fix_of(&checks, "pii stages").contains("envelope init-keys"),
+        "{table}"
+    );
+
+    // A seed-shaped secret (seed 001's masterKey document): refused unless
+    // the key allows unwrapped master keys, and then a warning.
+    let seed = unique("envelope/seed");
+    let seed_version = uuid();
+    let seed_doc = r#"{"masterKey":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","algorithm":"AES-256-GCM","keyDerivation":"PBKDF2","salt":"c2FsdHNhbHRzYWx0c2FsdA==","iterations":600000}"#;
+    for client in [moto().secrets(), west()] {
+        client
+            .create_secret()
+            .name(&seed)
+            .client_request_token(&seed_version)
+            .secret_string(seed_doc)
+            .send()
+            .await
+            .unwrap();
+    }
+    let refused = config(d, &url, &s.kms, &seed, &s.tls);
+    let (ok, checks, table) = doctor(d, &refused);
+    assert!(!ok);
+    assert_eq!(failed(&checks), ["pii shape"], "{table}");
+    assert!(
+        fix_of(&checks, "pii shape").contains("allow_unwrapped_master_keys"),
+        "{table}"
+    );
+    let allowed = refused.replacen(
+        &format!("secret_id = \"{seed}\"\n"),
+        &format!("secret_id = \"{seed}\"\nallow_unwrapped_master_keys = true\n"),
+        1,
+    );
+    let (ok, checks, table) = doctor(d, &allowed);
+    assert!(ok, "{table}");
+    assert_eq!(outcome(&checks, "pii shape"), "warn", "{table}");
+    assert!(
+        table.contains("seed 001") && table.contains("no KMS call"),
+        "{table}"
+    );
+
+    // A rotation half done (AWSPENDING staged) is a warning, not a failure.
+    let pending = uuid();
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(&s.secret)
+        .client_request_token(&pending)
+        .secret_string(envelope_doc(&s.kms, "pii", &pending).await)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &s.secret, &s.tls));
+    assert!(ok, "{table}");
+    assert_eq!(outcome(&checks, "pii stages"), "warn", "{table}");
+    assert!(table.contains(&format!("AWSPENDING {pending}")), "{table}");
+
+    // A replica whose AWSCURRENT is not the primary's: a warning.
+    let lagging = unique("envelope/lagging");
+    create_envelope_secret(&lagging, &s.kms, "pii", &uuid()).await;
+    let old = uuid();
+    west()
+        .create_secret()
+        .name(&lagging)
+        .client_request_token(&old)
+        .secret_string(envelope_doc(&s.kms, "pii", &old).await)
+        .send()
+        .await
+        .unwrap();
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &lagging, &s.tls));
+    assert!(ok, "{table}");
+    assert_eq!(outcome(&checks, "replica us-west-2"), "warn", "{table}");
+    assert!(
+        table.contains(&format!("AWSCURRENT is {old} here")),
+        "{table}"
+    );
+
+    // No TLS (a test bench's insecure_plaintext): a warning.
+    let plaintext = format!(
+        "insecure_plaintext = true\n{}",
+        config(d, &url, &s.kms, &s.secret, "")
+    );
+    let (ok, checks, table) = doctor(d, &plaintext);
+    assert!(ok, "{table}");
+    assert_eq!(outcome(&checks, "tls"), "warn", "{table}");
 
     // A malformed policy.
     std::fs::write(d.join("policy.toml"), "[[allow]\n").unwrap();
@@ -318,11 +448,11 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
     assert!(!ok);
     assert_eq!(
         failed(&checks),
-        ["aws identity", "key pii", "replica us-west-2"],
+        ["aws identity", "pii secret", "replica us-west-2"],
         "{table}"
     );
     assert!(
-        fix_of(&checks, "key pii").contains("reaches the Secrets Manager endpoint"),
+        fix_of(&checks, "pii secret").contains("reaches the Secrets Manager endpoint"),
         "{table}"
     );
 }
@@ -343,6 +473,10 @@ fn doctor_checks_local_mode_and_creates_nothing() {
     drop(common::Server::start(&data, None));
     let (ok, _, table) = doctor(dir.path(), &cfg);
     assert!(ok && table.contains("✓ key default"), "{table}");
+    assert!(
+        table.contains("! tls") && table.contains("plaintext gRPC"),
+        "{table}"
+    );
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (ok, checks2, table) = doctor(dir.path(), &cfg);
     assert!(!ok);
@@ -362,5 +496,6 @@ fn doctor_checks_local_mode_and_creates_nothing() {
         fix_of(&checks2, "data directory").starts_with("chmod 700"),
         "{table}"
     );
-    assert_eq!(checks.len(), 3);
+    // config, tls (none: a warning), policy, data directory.
+    assert_eq!(checks.len(), 4, "{checks:?}");
 }

@@ -155,6 +155,16 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         &format!("KMS key not found: KMS key {unknown_key}"),
         "correct aws.kms_key_id",
     );
+    // A KMS key ARN of another region than the one in use: AWS would say
+    // only "not found", so serve refuses it before any call.
+    let elsewhere = format!("arn:aws:kms:eu-west-1:123456789012:key/{key}");
+    fails(
+        &["serve"],
+        &cfg(&url, &elsewhere, &unique("envelope/any")),
+        TEST_ENV,
+        &format!("{elsewhere} is in eu-west-1, but Envelope uses us-east-1"),
+        "set aws.region = \"eu-west-1\"",
+    );
     // A disabled or deleted KMS key cannot be shown here: moto does not
     // enforce key states. src/backends/aws_sdk.rs classifies AWS's codes
     // for them, and src/app/report.rs gives their fix.

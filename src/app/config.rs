@@ -156,6 +156,14 @@ pub fn valid_key_name(name: &str) -> bool {
 }
 
 impl Settings {
+    /// Every secret the keys read: each key's, and its salt secret.
+    pub fn secret_ids(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .flat_map(|k| std::iter::once(k.secret_id()).chain(k.salt_secret_id.clone()))
+            .collect()
+    }
+
     /// Reads `path` (if any) and applies `overrides`.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let file = match path {

@@ -6,6 +6,7 @@
 
 mod aws;
 mod files;
+mod key;
 
 use std::path::Path;
 
@@ -23,6 +24,8 @@ pub enum Outcome {
     Warn,
     /// Failed: `serve` would fail, or calls would.
     Fail,
+    /// Not run: a step it depends on failed.
+    Skip,
 }
 
 /// One line of the report.
@@ -69,6 +72,15 @@ impl Check {
         }
     }
 
+    fn skip(check: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            outcome: Outcome::Skip,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
     fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             check: check.into(),
@@ -99,8 +111,16 @@ pub async fn run(config: &Path, role_arn: Option<&str>) -> Vec<Check> {
             if settings.keys.len() == 1 { "" } else { "s" }
         ),
     )];
-    if let Some(tls) = &settings.tls {
-        checks.extend(files::tls(tls));
+    match &settings.tls {
+        Some(tls) => checks.extend(files::tls(tls)),
+        None => checks.push(Check::warn(
+            "tls",
+            format!(
+                "none: callers reach {} over plaintext gRPC, and the policy cannot tell them apart by certificate",
+                settings.listen
+            ),
+            Some("configure [tls] (docs/CONFIG.md); without it, serve on loopback only".into()),
+        )),
     }
     checks.push(files::policy(&settings));
     match (&settings.mode, &settings.aws) {
@@ -128,6 +148,7 @@ pub fn table(checks: &[Check]) -> String {
             Outcome::Ok => '✓',
             Outcome::Warn => '!',
             Outcome::Fail => '✗',
+            Outcome::Skip => '-',
         };
         out.push_str(&format!("{mark} {:<width$}  {}\n", c.check, c.detail));
         if let Some(fix) = &c.fix {

@@ -117,6 +117,11 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
             ServeError::Audit(_) => {
                 Some("check [audit] path: its directory must exist and be writable".into())
             }
+            ServeError::NoRegion => Some("set aws.region (or AWS_REGION)".into()),
+            ServeError::WrongRegion { theirs, .. } => Some(format!(
+                "set aws.region = \"{theirs}\" if the service runs there, or name the secret and KMS key \
+                 of the region in use (a replica secret, a multi-Region key's replica)"
+            )),
             ServeError::MetricsListen { .. } => {
                 Some("choose a free metrics_listen address, or stop what holds it".into())
             }
@@ -173,9 +178,16 @@ fn master_fix(e: &MasterKeyError) -> Option<String> {
 fn store_fix(e: &StoreError) -> Option<String> {
     Some(match e {
         StoreError::Credentials { reason, .. } => credentials_fix(reason),
-        StoreError::AccessDenied { .. } => format!(
-            "allow secretsmanager:DescribeSecret and secretsmanager:GetSecretValue on the secret \
-             (and kms:Decrypt on the KMS key that encrypts it) for the service's IAM role; see {FIRST_DEPLOYMENT}"
+        StoreError::AccessDenied { message, .. } if message.contains("KMS") => {
+            "Secrets Manager may not decrypt the secret with its encryption key for this role: \
+             allow kms:Decrypt on that key (the secret's KmsKeyId, not aws.kms_key_id) in the \
+             role's policy and the key's policy"
+                .into()
+        }
+        StoreError::AccessDenied { message, .. } => denial_fix(
+            message,
+            "secretsmanager:DescribeSecret and secretsmanager:GetSecretValue on the secret",
+            "the secret's resource policy",
         ),
         StoreError::SecretNotFound { .. } => {
             "create the first version with `envelope init-keys --config FILE`, or correct the key's \
@@ -198,6 +210,16 @@ fn store_fix(e: &StoreError) -> Option<String> {
              endpoint (VPC endpoint, security group, egress rules)"
                 .into()
         }
+        StoreError::Refused { reason, .. } if reason.starts_with("LimitExceeded") => {
+            "a Secrets Manager quota is reached (e.g. 20 staging labels on a secret): \
+             see the quota AWS's message names"
+                .into()
+        }
+        StoreError::Refused { .. } => {
+            "check the key's secret_id: a secret name or a full ARN, as `aws secretsmanager \
+             describe-secret --secret-id` accepts it"
+                .into()
+        }
         StoreError::Malformed { .. } => {
             "the secret's value is not a shape Envelope reads (docs/FORMAT.md); a seed-shaped \
              secret needs allow_unwrapped_master_keys on its key"
@@ -210,9 +232,10 @@ fn store_fix(e: &StoreError) -> Option<String> {
 fn kms_fix(e: &KmsError) -> Option<String> {
     Some(match e {
         KmsError::Credentials(reason) => credentials_fix(reason),
-        KmsError::AccessDenied(_) => format!(
-            "allow kms:Decrypt and kms:GenerateDataKey on the KMS key for the service's IAM role, \
-             in the key policy as well as the role's; see {FIRST_DEPLOYMENT}"
+        KmsError::AccessDenied(message) => denial_fix(
+            message,
+            "kms:Decrypt and kms:GenerateDataKey on the KMS key",
+            "the KMS key's key policy",
         ),
         KmsError::NotFound(_) => "correct aws.kms_key_id (a key id, ARN or alias) and aws.region: \
                                   a KMS key lives in one region"
@@ -242,6 +265,32 @@ fn kms_fix(e: &KmsError) -> Option<String> {
         }
         KmsError::Crypto(_) => return None,
     })
+}
+
+/// The fix for an access denial, from AWS's message, which says which
+/// kind of policy is missing ("because no identity-based policy allows …",
+/// "… no resource-based policy allows …") or which denies ("with an
+/// explicit deny in a service control policy", …).
+pub(crate) fn denial_fix(message: &str, allow: &str, resource_policy: &str) -> String {
+    if message.contains("explicit deny") {
+        format!(
+            "a Deny statement overrides every Allow: find it where AWS's message says (a service \
+             control policy, a permissions boundary, the role's policies or {resource_policy}) and \
+             exempt the service's role"
+        )
+    } else if message.contains("resource-based policy") {
+        format!(
+            "the role's IAM policy is not enough here: add a statement to {resource_policy} \
+             allowing the service's role {allow}; see {FIRST_DEPLOYMENT}"
+        )
+    } else if message.contains("identity-based policy") {
+        format!("allow {allow} in the service's IAM role policy; see {FIRST_DEPLOYMENT}")
+    } else {
+        format!(
+            "allow {allow} for the service's IAM role, in its IAM policy and, if one restricts \
+             it, in {resource_policy}; see {FIRST_DEPLOYMENT}"
+        )
+    }
 }
 
 pub(crate) fn credentials_fix(reason: &str) -> String {
@@ -304,6 +353,38 @@ mod tests {
             shown.contains("restore-secret --secret-id envelope/pii"),
             "{shown}"
         );
+    }
+
+    /// AWS's denial messages (AWS IAM User Guide, "Troubleshoot access
+    /// denied error messages") say which policy is missing or denies.
+    #[test]
+    fn a_key_policy_denial_is_told_apart_from_an_iam_denial() {
+        let fix_of = |m: &str| fix(&KmsError::AccessDenied(m.into())).unwrap_or_default();
+        let who = "AccessDeniedException: User: arn:aws:sts::111122223333:assumed-role/envelope/i-1 \
+                   is not authorized to perform: kms:Decrypt on resource: \
+                   arn:aws:kms:us-east-1:111122223333:key/1234abcd because";
+        let key_policy = fix_of(&format!(
+            "{who} no resource-based policy allows the kms:Decrypt action"
+        ));
+        assert!(
+            key_policy.contains("add a statement to the KMS key's key policy"),
+            "{key_policy}"
+        );
+        let iam = fix_of(&format!(
+            "{who} no identity-based policy allows the kms:Decrypt action"
+        ));
+        assert!(iam.contains("in the service's IAM role policy"), "{iam}");
+        assert!(!iam.contains("key's key policy"), "{iam}");
+        let deny = fix_of(&format!(
+            "{who} with an explicit deny in a service control policy"
+        ));
+        assert!(deny.starts_with("a Deny statement overrides"), "{deny}");
+        let secret_kms = fix(&StoreError::AccessDenied {
+            secret: "envelope/pii".into(),
+            message: "AccessDeniedException: Access to KMS is not allowed".into(),
+        })
+        .unwrap_or_default();
+        assert!(secret_kms.contains("the secret's KmsKeyId"), "{secret_kms}");
     }
 
     #[test]

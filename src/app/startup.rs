@@ -115,6 +115,21 @@ pub enum ServeError {
         #[source]
         source: Error,
     },
+    /// Neither the configuration nor the SDK's region chain gives a region.
+    #[error(
+        "no AWS region: neither aws.region nor the SDK's region chain (AWS_REGION, the profile) gives one"
+    )]
+    NoRegion,
+    /// An ARN in the configuration names another region than the one in use.
+    #[error("{id} is in {theirs}, but Envelope uses {region}")]
+    WrongRegion {
+        /// The ARN.
+        id: String,
+        /// The region it names.
+        theirs: String,
+        /// The region in use.
+        region: String,
+    },
     /// The TLS files are not usable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::edge::tls::TlsError),
@@ -169,7 +184,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, ServeError> 
 
 async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> {
     match (&settings.mode, &settings.aws) {
-        (Mode::Aws, Some(aws)) => Ok(open_aws(aws).await),
+        (Mode::Aws, Some(aws)) => open_aws(aws, &settings.secret_ids()).await,
         _ => {
             let dir = &settings.data_dir;
             create_private_dir(dir).map_err(|source| ServeError::DataDir {
@@ -193,17 +208,50 @@ async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> 
     }
 }
 
-/// Secrets Manager and KMS clients from one SDK configuration.
-pub async fn open_aws(aws: &crate::backends::aws_sdk::AwsSettings) -> Backends {
+/// Secrets Manager and KMS clients from one SDK configuration. Refuses a
+/// missing region, and an ARN (the KMS keys, `secrets`) of another region
+/// than the one in use, which AWS would answer only with "not found".
+pub async fn open_aws(
+    aws: &crate::backends::aws_sdk::AwsSettings,
+    secrets: &[String],
+) -> Result<Backends, ServeError> {
     let sdk = crate::backends::aws_sdk::sdk_config(aws, None).await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .ok_or(ServeError::NoRegion)?;
+    same_region(aws, secrets, &region)?;
     let kms_key = aws.kms_key_id.clone().unwrap_or_default();
-    tracing::info!(region = ?sdk.region().map(|r| r.to_string()), endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
-    Backends {
+    tracing::info!(%region, endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");
+    Ok(Backends {
         store: Arc::new(AwsStore::new(aws, &sdk).await),
         kms: Arc::new(
             AwsKms::with_endpoint(&sdk, kms_key, aws.kms_endpoint_url.as_deref())
                 .allowing(&aws.allowed_kms_keys),
         ),
+    })
+}
+
+/// Refuses an ARN of another region than `region` among the KMS keys and
+/// `secrets`.
+pub fn same_region(
+    aws: &crate::backends::aws_sdk::AwsSettings,
+    secrets: &[String],
+    region: &str,
+) -> Result<(), ServeError> {
+    let ids = aws
+        .kms_key_id
+        .iter()
+        .chain(&aws.allowed_kms_keys)
+        .chain(secrets)
+        .map(String::as_str);
+    match crate::backends::aws_sdk::arn_elsewhere(region, ids) {
+        Some((id, theirs)) => Err(ServeError::WrongRegion {
+            id,
+            theirs,
+            region: region.to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -241,33 +289,42 @@ pub async fn init_keys(
     Ok(created)
 }
 
+/// What a key's seed-shaped versions are stretched with: its salt secret's
+/// AWSCURRENT value, its iteration count, and which it accepts at all.
+pub async fn kdf_params(
+    k: &super::config::KeyConfig,
+    backends: &Backends,
+) -> Result<KdfParams, ServeError> {
+    let salt = match &k.salt_secret_id {
+        Some(id) => {
+            let v = backends
+                .store
+                .get_stage(id, crate::backends::store::AWSCURRENT)
+                .await
+                .map_err(|e| key_err(&k.name, e.into()))?;
+            // Trimmed like the key secret: a trailing newline is an accident, not salt.
+            Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
+        }
+        None => None,
+    };
+    Ok(KdfParams {
+        salt,
+        iterations: k.kdf_iterations,
+        unwrapped: k.unwrapped(),
+    })
+}
+
 /// Loads every configured key. Fails if any key lacks a usable AWSCURRENT:
 /// Envelope never serves without its keys.
 pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Keyring, ServeError> {
     let mut keys = Vec::with_capacity(settings.keys.len());
     for k in &settings.keys {
-        let salt = match &k.salt_secret_id {
-            Some(id) => {
-                let v = backends
-                    .store
-                    .get_stage(id, crate::backends::store::AWSCURRENT)
-                    .await
-                    .map_err(|e| key_err(&k.name, e.into()))?;
-                // Trimmed like the key secret: a trailing newline is an accident, not salt.
-                Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
-            }
-            None => None,
-        };
         let source = KeySource {
             name: k.name.clone(),
             secret_id: k.secret_id(),
             store: backends.store.clone(),
             kms: backends.kms.clone(),
-            kdf: KdfParams {
-                salt,
-                iterations: k.kdf_iterations,
-                unwrapped: k.unwrapped(),
-            },
+            kdf: kdf_params(k, backends).await?,
             min_version: k.min_decryption_version.clone(),
             compromised: k.compromised_versions.clone(),
             allow_compromised_decrypts: k.allow_compromised_decrypts,

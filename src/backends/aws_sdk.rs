@@ -7,6 +7,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// AWS settings from the configuration file.
@@ -140,10 +141,9 @@ pub const PROVIDER_FAILED: &str = "a credential provider of the AWS SDK's chain 
 const MESSAGE_MAX: usize = 400;
 
 /// Classifies an SDK error by its transport outcome and error code.
-pub fn classify<E, R>(err: &SdkError<E, R>) -> Failure
+pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     tracing::debug!(error = %DisplayErrorContext(err), "AWS SDK error, in full");
     match err {
@@ -179,9 +179,16 @@ where
         }
         _ => {}
     }
-    let code = err.code().unwrap_or_default();
-    let text = err.message().unwrap_or("no message");
-    let message = format!("{code}: {}", one_line(text, MESSAGE_MAX));
+    let (code, text) = match (err.code(), err.raw_response()) {
+        (Some(code), _) => (
+            code.to_owned(),
+            err.message().unwrap_or("no message").to_owned(),
+        ),
+        (None, Some(raw)) => without_code(raw),
+        (None, None) => (String::new(), "no message".to_owned()),
+    };
+    let message = format!("{code}: {}", one_line(&text, MESSAGE_MAX));
+    let (code, text) = (code.as_str(), text.as_str());
     match code {
         "ExpiredTokenException"
         | "ExpiredToken"
@@ -221,6 +228,39 @@ where
     }
 }
 
+/// The code and message of an answer the SDK found no error code in: an
+/// error in XML (`<Code>`, `<Message>`: the query protocol's shape, which an
+/// IAM authorization layer can answer with even for a JSON service), or else
+/// the HTTP status alone.
+fn without_code(raw: &HttpResponse) -> (String, String) {
+    let body = raw
+        .body()
+        .bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let len = body.get(start..)?.find(&format!("</{name}>"))?;
+        body.get(start..start + len).map(str::to_owned)
+    };
+    let status = raw.status().as_u16();
+    match (element("Code"), element("Message")) {
+        (Some(code), message) => (code, message.unwrap_or_else(|| format!("HTTP {status}"))),
+        _ => (
+            match status {
+                403 => "AccessDenied",
+                404 => "ResourceNotFoundException",
+                429 => "ThrottlingException",
+                500..=599 => "ServiceUnavailable",
+                _ => "",
+            }
+            .to_owned(),
+            format!("HTTP {status} without an AWS error code"),
+        ),
+    }
+}
+
 /// `text` on one line, at most `max` bytes (cut at a character, then `…`).
 pub fn one_line(text: &str, max: usize) -> String {
     let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -233,6 +273,24 @@ pub fn one_line(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// The first of `ids` that is an ARN of another region than `region`, with
+/// the region it names. A secret name is looked up in the region in use,
+/// but an ARN is found only in its own region, and a KMS key lives in one.
+pub fn arn_elsewhere<'a>(
+    region: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, String)> {
+    ids.into_iter().find_map(|id| {
+        let parts: Vec<&str> = id.splitn(5, ':').collect();
+        match parts.as_slice() {
+            ["arn", _, _, r, _] if !r.is_empty() && *r != region => {
+                Some((id.to_owned(), (*r).to_owned()))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// The same secret id in another region: names are region-free, ARNs name
@@ -259,7 +317,10 @@ mod tests {
         use aws_sdk_kms::operation::decrypt::DecryptError;
         let answer = |code: &str, message: &str| {
             let meta = ErrorMetadata::builder().code(code).message(message).build();
-            classify(&SdkError::service_error(DecryptError::generic(meta), ()))
+            classify(&SdkError::service_error(
+                DecryptError::generic(meta),
+                response(400, ""),
+            ))
         };
         let disabled = "arn:aws:kms:us-east-1:111122223333:key/1234abcd is disabled.";
         assert_eq!(
@@ -296,6 +357,42 @@ mod tests {
         );
     }
 
+    fn response(status: u16, body: &str) -> HttpResponse {
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
+        HttpResponse::new(status, aws_smithy_types::body::SdkBody::from(body))
+    }
+
+    /// An answer without an AWS error code the SDK could read: an XML error
+    /// (moto's IAM layer answers JSON services so) keeps its code and
+    /// message; otherwise the HTTP status decides.
+    #[test]
+    fn answers_without_an_error_code_are_classified_by_their_body_or_status() {
+        use aws_sdk_kms::error::ErrorMetadata;
+        use aws_sdk_kms::operation::decrypt::DecryptError;
+        let answer = |status: u16, body: &str| {
+            let unreadable = DecryptError::generic(ErrorMetadata::builder().build());
+            classify(&SdkError::service_error(unreadable, response(status, body)))
+        };
+        let denied = concat!(
+            "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: ",
+            "arn:aws:iam::123456789012:user/svc is not authorized to perform: kms:Decrypt",
+            "</Message></Error></Errors></ErrorResponse>"
+        );
+        assert_eq!(
+            answer(403, denied),
+            Failure::AccessDenied(
+                "AccessDenied: User: arn:aws:iam::123456789012:user/svc is not authorized to perform: kms:Decrypt"
+                    .into()
+            )
+        );
+        assert!(
+            matches!(answer(403, "<html>"), Failure::AccessDenied(m) if m.contains("HTTP 403"))
+        );
+        assert!(matches!(answer(503, ""), Failure::Unavailable(_)));
+        assert!(matches!(answer(429, ""), Failure::Throttled(_)));
+        assert!(matches!(answer(418, "{"), Failure::Other(m) if m.contains("HTTP 418")));
+    }
+
     #[test]
     fn arns_move_region_and_names_do_not() {
         assert_eq!(
@@ -309,5 +406,21 @@ mod tests {
             secret_id_in_region("envelope/pii", "us-west-2"),
             "envelope/pii"
         );
+    }
+
+    #[test]
+    fn an_arn_of_another_region_is_found_and_names_are_not() {
+        let key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd";
+        let ids = [
+            "envelope/pii",
+            "arn:aws:kms:us-east-1:111122223333:key/5678",
+            key,
+            "alias/x",
+        ];
+        assert_eq!(
+            arn_elsewhere("us-east-1", ids),
+            Some((key.to_owned(), "eu-west-1".to_owned()))
+        );
+        assert_eq!(arn_elsewhere("eu-west-1", ids.into_iter().skip(2)), None);
     }
 }

@@ -143,6 +143,15 @@ pub enum StoreError {
         /// Why (an I/O or service error, never a value).
         reason: String,
     },
+    /// Secrets Manager refused a parameter of the request (a badly formed
+    /// secret id) or a quota was reached.
+    #[error("Secrets Manager refused the request for secret {secret}: {reason}")]
+    Refused {
+        /// Secret id.
+        secret: String,
+        /// The service's answer.
+        reason: String,
+    },
     /// The stored secret is not in a shape we can read.
     #[error("secret {secret} is malformed: {reason}")]
     Malformed {

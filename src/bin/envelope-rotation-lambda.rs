@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
         Err(e) => return Err(e.into()),
     }
     let settings = lambda_aws_settings()?;
-    let backends = open_aws(&settings).await;
+    let backends = open_aws(&settings, &[]).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
         let backends = backends.clone();
         async move {

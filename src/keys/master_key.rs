@@ -197,6 +197,37 @@ pub fn is_envelope_shape(value: &str) -> bool {
     matches!(shapes::kind(value.trim()), Ok(shapes::Kind::Envelope))
 }
 
+/// What a version's secret string holds, as `envelope doctor` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Envelope's own document: a master key the named KMS key wrapped.
+    Wrapped {
+        /// The KMS key the document names.
+        kms_key_id: String,
+    },
+    /// A seed shape (seed 001's masterKey document, seed 004's plain key),
+    /// read only with `allow_unwrapped_master_keys` or `unwrapped_versions`.
+    Unwrapped(&'static str),
+}
+
+/// The shape of a secret string, checked as [`load`] checks it, without
+/// KMS or PBKDF2; the error says what is wrong, never what the value is.
+pub fn shape(value: &str, kdf: &KdfParams) -> Result<Shape, String> {
+    let described = match shapes::read(value.trim(), kdf) {
+        Ok(KeyMaterial::Wrapped(w)) => Shape::Wrapped {
+            kms_key_id: w.kms_key_id,
+        },
+        Ok(KeyMaterial::Passphrase(_)) => Shape::Unwrapped(match shapes::kind(value.trim()) {
+            Ok(shapes::Kind::Passphrase) => "a masterKey document (seed 001)",
+            _ => "a plain key (seed 004)",
+        }),
+        Err(Refusal::Malformed(reason)) => return Err(reason),
+        Err(Refusal::Crypto(e)) => return Err(e.to_string()),
+        Err(Refusal::Kms(e)) => return Err(e.to_string()),
+    };
+    Ok(described)
+}
+
 /// Reads a version's secret string, in any of the three shapes, into a [`MasterKey`].
 pub async fn load(
     key_name: &str,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub mod aws_config;
 pub mod cli;
+pub mod doctor;
 pub mod moto;
 pub mod pki;
 pub mod postgres;

@@ -49,45 +49,144 @@ fn moto_binary() -> String {
 /// shell stops it when this process exits.
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        // Port 0: the server binds a free port itself and prints it, so no
-        // other process can take it between a probe and the bind.
-        let log = std::env::temp_dir().join(format!("envelope-moto-{}.log", std::process::id()));
-        // A file left by an earlier process of the same pid must not be read.
-        let _ = std::fs::remove_file(&log);
-        let script = format!(
-            "'{}' -H 127.0.0.1 -p 0 >'{log}' 2>&1 & m=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
-            moto_binary(),
-            log = log.display(),
-            parent = std::process::id()
-        );
-        let child = Command::new("bash")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start moto watchdog");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = loop {
-            let out = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(port) = out
-                .split("Running on http://127.0.0.1:")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|p| p.parse::<u16>().ok())
-            {
-                break format!("127.0.0.1:{port}").parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "moto_server did not start: {out}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        // Ready when it answers HTTP, not merely accepts connections.
-        while super::process::try_http_get(&addr.to_string(), "/").is_none() {
-            assert!(Instant::now() < deadline, "moto_server on {addr} does not answer");
-            std::thread::sleep(Duration::from_millis(100));
+    MOTO.get_or_init(|| start(&[]))
+}
+
+/// Starts a moto server with `env` added to its environment.
+fn start(env: &[(&str, &str)]) -> Moto {
+    // Port 0: the server binds a free port itself and prints it, so no
+    // other process can take it between a probe and the bind.
+    let log = std::env::temp_dir().join(format!(
+        "envelope-moto-{}-{}.log",
+        std::process::id(),
+        env.len()
+    ));
+    // A file left by an earlier process of the same pid must not be read.
+    let _ = std::fs::remove_file(&log);
+    let script = format!(
+        "'{}' -H 127.0.0.1 -p 0 >'{log}' 2>&1 & m=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
+        moto_binary(),
+        log = log.display(),
+        parent = std::process::id()
+    );
+    let child = Command::new("bash")
+        .args(["-c", &script])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start moto watchdog");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr: SocketAddr = loop {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(port) = out
+            .split("Running on http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            break format!("127.0.0.1:{port}").parse().unwrap();
         }
-        Moto { _child: child, addr }
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Ready when it answers HTTP, not merely accepts connections.
+    while super::process::try_http_get(&addr.to_string(), "/").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server on {addr} does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto {
+        _child: child,
+        addr,
+    }
+}
+
+/// A second moto server that enforces IAM: its first calls (moto's
+/// `INITIAL_NO_AUTH_ACTION_COUNT`), unauthenticated, make an
+/// administrator; every later call is checked against the caller's
+/// identity-based policies, and a denial is AWS's `AccessDenied`.
+pub struct IamMoto {
+    pub moto: Moto,
+    /// The administrator's access key id and secret key.
+    pub admin: (String, String),
+}
+
+/// The IAM-enforcing moto of this test binary, started on first use.
+pub fn iam_moto() -> &'static IamMoto {
+    static MOTO: OnceLock<IamMoto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        // Four: the readiness probe's GET, then the administrator's three.
+        let moto = start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+        let admin = iam_user(&moto.url(), ("testing", "testing"), "admin", &["*"]);
+        IamMoto { moto, admin }
     })
+}
+
+/// Makes IAM user `name` allowed `actions` on every resource, through
+/// boto3 (moto's own dependency, in the same virtualenv), signed by `by`:
+/// its access key id and secret key.
+fn iam_user(url: &str, by: (&str, &str), name: &str, actions: &[&str]) -> (String, String) {
+    let python = std::path::Path::new(&moto_binary()).with_file_name("python");
+    let script = r#"
+import boto3, json, sys
+url, key, secret, name = sys.argv[1:5]
+iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                   aws_access_key_id=key, aws_secret_access_key=secret)
+iam.create_user(UserName=name)
+made = iam.create_access_key(UserName=name)["AccessKey"]
+policy = {"Version": "2012-10-17",
+          "Statement": [{"Effect": "Allow", "Action": sys.argv[5:], "Resource": "*"}]}
+iam.put_user_policy(UserName=name, PolicyName="envelope-test", PolicyDocument=json.dumps(policy))
+print(made["AccessKeyId"], made["SecretAccessKey"])
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, url, by.0, by.1, name])
+        .args(actions)
+        .output()
+        .expect("run the virtualenv's python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut words = stdout.split_whitespace();
+    match (out.status.success(), words.next(), words.next()) {
+        (true, Some(k), Some(s)) => (k.to_owned(), s.to_owned()),
+        _ => panic!(
+            "making IAM user {name} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+impl IamMoto {
+    pub fn url(&self) -> String {
+        self.moto.url()
+    }
+
+    /// The administrator's SDK configuration.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.url())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                self.admin.0.clone(),
+                self.admin.1.clone(),
+                None,
+                None,
+                "test",
+            )))
+            .build()
+    }
+
+    /// A new IAM user allowed `actions` only: its access key id and secret key.
+    pub fn user(&self, actions: &[&str]) -> (String, String) {
+        let admin = (self.admin.0.as_str(), self.admin.1.as_str());
+        iam_user(&self.url(), admin, &unique("svc"), actions)
+    }
 }
 
 impl Moto {
@@ -121,8 +220,12 @@ pub fn sdk_config_for(url: &str) -> aws_config::SdkConfig {
 
 /// A new KMS key on moto: its id.
 pub async fn kms_key() -> String {
-    moto()
-        .kms()
+    kms_key_on(&moto().sdk_config()).await
+}
+
+/// A new KMS key on the server of `sdk`: its id.
+pub async fn kms_key_on(sdk: &aws_config::SdkConfig) -> String {
+    aws_sdk_kms::Client::new(sdk)
         .create_key()
         .send()
         .await

@@ -11,10 +11,11 @@ use aws_sdk_sts::error::BoxError;
 
 use super::Check;
 use crate::app::config::Settings;
-use crate::app::startup::{Backends, load_keyring};
+use crate::app::startup::Backends;
 use crate::backends::aws_sdk::{AwsSettings, Failure, NO_CREDENTIALS, classify, sdk_config};
 use crate::backends::kms::aws_kms::AwsKms;
 use crate::backends::store::secrets_manager::AwsStore;
+use crate::backends::store::{AWSCURRENT, VersionInfo};
 
 /// A clock this far from AWS's is a warning; past `CLOCK_FAIL_SECS`, AWS
 /// refuses the signatures (SigV4 allows 5 minutes).
@@ -27,20 +28,16 @@ pub(super) async fn checks(
     role_arn: Option<&str>,
 ) -> Vec<Check> {
     let mut sdk = sdk_config(aws, None).await;
-    if let Some(role) = role_arn {
-        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-            .session_name("envelope-doctor")
-            .configure(&sdk)
-            .build()
-            .await;
-        sdk = sdk
-            .into_builder()
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )
-            .build();
-    }
     let mut checks = vec![region(settings, aws, &sdk)];
+    if let Some(role) = role_arn {
+        match assume(&sdk, role).await {
+            Ok(assumed) => sdk = assumed,
+            Err(failed) => {
+                checks.push(failed);
+                return checks;
+            }
+        }
+    }
     checks.extend(identity_and_clock(&sdk, role_arn).await);
     let backends = Backends {
         store: Arc::new(AwsStore::new(aws, &sdk).await),
@@ -53,11 +50,14 @@ pub(super) async fn checks(
             .allowing(&aws.allowed_kms_keys),
         ),
     };
+    let mut primary = Vec::new();
     for k in &settings.keys {
-        checks.extend(key(settings, &backends, k).await);
+        let (key_checks, versions) = super::key::checks(settings, &backends, k).await;
+        checks.extend(key_checks);
+        primary.push((k.secret_id(), versions));
     }
     for region in &aws.replica_regions {
-        checks.push(replica(&sdk, settings, region).await);
+        checks.push(replica(&sdk, &primary, region).await);
     }
     checks
 }
@@ -66,37 +66,59 @@ pub(super) async fn checks(
 /// a secret name is looked up in this region, but an ARN must be in it.
 fn region(settings: &Settings, aws: &AwsSettings, sdk: &aws_config::SdkConfig) -> Check {
     let Some(ours) = sdk.region().map(ToString::to_string) else {
-        return Check::fail(
-            "region",
-            "no region: neither aws.region nor the SDK's region chain (AWS_REGION, the profile) gives one",
-            "set aws.region",
-        );
+        return Check::failed("region", &crate::app::startup::ServeError::NoRegion);
     };
-    let arns = aws
-        .kms_key_id
-        .iter()
-        .cloned()
-        .chain(aws.allowed_kms_keys.iter().cloned())
-        .chain(
-            settings
-                .keys
-                .iter()
-                .flat_map(|k| std::iter::once(k.secret_id()).chain(k.salt_secret_id.clone())),
-        );
-    let elsewhere: Vec<String> = arns
-        .filter(|id| {
-            let parts: Vec<&str> = id.splitn(5, ':').collect();
-            matches!(parts.as_slice(), ["arn", _, _, r, _] if !r.is_empty() && *r != ours)
-        })
-        .collect();
-    match elsewhere.first() {
-        None => Check::ok("region", ours),
-        Some(id) => Check::fail(
-            "region",
-            format!("{id} names another region than {ours}, the one in use"),
-            "set aws.region to the region of the secrets and the KMS key, or name resources of this region",
-        ),
+    match crate::app::startup::same_region(aws, &settings.secret_ids(), &ours) {
+        Ok(()) => Check::ok("region", ours),
+        Err(e) => Check::failed("region", &e),
     }
+}
+
+/// The SDK configuration with the credentials of `role`, assumed (STS
+/// AssumeRole) from the identity the default chain gives; or the failed
+/// identity check, with AWS's reason.
+async fn assume(sdk: &aws_config::SdkConfig, role: &str) -> Result<aws_config::SdkConfig, Check> {
+    let answer = aws_sdk_sts::Client::new(sdk)
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("envelope-doctor")
+        .send()
+        .await;
+    let refused = |failure: Failure| {
+        let fix = match failure {
+            Failure::AccessDenied(_) => format!(
+                "let this identity assume the role: allow sts:AssumeRole on {role} in its IAM policy, \
+                 and name it as a principal in the role's trust policy"
+            ),
+            Failure::NotFound(_) | Failure::Invalid(_) => "check the role ARN".to_owned(),
+            _ => failure_fix(&failure),
+        };
+        Check::fail(
+            "aws identity",
+            format!("cannot assume {role}: {}", failure_text(&failure)),
+            fix,
+        )
+    };
+    let out = answer.map_err(|e| refused(classify(&e)))?;
+    let Some(c) = out.credentials() else {
+        return Err(refused(Failure::Other(
+            "STS returned no credentials".into(),
+        )));
+    };
+    let credentials = aws_credential_types::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        std::time::SystemTime::try_from(*c.expiration()).ok(),
+        "envelope-doctor",
+    );
+    Ok(sdk
+        .clone()
+        .into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .build())
 }
 
 /// Captures the `Date` header of the answer.
@@ -205,94 +227,83 @@ fn failure_fix(f: &Failure) -> String {
     }
 }
 
-/// One key: loaded as `serve` loads it (the secret, its staged versions,
-/// KMS Decrypt or the seed shape's derivation), then GenerateDataKey under
-/// the context its records' data keys use.
-async fn key(
-    settings: &Settings,
-    backends: &Backends,
-    k: &crate::app::config::KeyConfig,
-) -> Vec<Check> {
-    let name = format!("key {}", k.name);
-    let mut one = settings.clone();
-    one.keys = vec![k.clone()];
-    let keyring = match load_keyring(&one, backends).await {
-        Ok(r) => r,
-        Err(e) => return vec![Check::failed(name, &e)],
-    };
-    let Ok(loaded) = keyring.get(&k.name) else {
-        return vec![Check::fail(
-            name,
-            "not in the keyring after loading",
-            "report this",
-        )];
-    };
-    let set = loaded.snapshot();
-    let mut stages: Vec<String> = set
-        .versions
-        .values()
-        .flat_map(|l| {
-            l.stages
-                .iter()
-                .map(move |s| format!("{s} {}", l.master.version.as_str()))
-        })
-        .filter(|s| s.starts_with("AWS"))
-        .collect();
-    stages.sort();
-    let mut checks = vec![Check::ok(
-        name,
-        format!(
-            "secret {}: {} version(s) loaded; {}",
-            k.secret_id(),
-            set.versions.len(),
-            stages.join(", ")
-        ),
-    )];
-    let current = set.current.version.as_str().to_owned();
-    let mut ctx = crate::keys::master_key::kms_context(&k.name, &current);
-    ctx.insert("envelope:purpose".into(), "record-data-key".into());
-    let check = format!("generate {}", k.name);
-    checks.push(match backends.kms.generate_data_key(&ctx).await {
-        // The key is zeroized as it drops here.
-        Ok(_) => Check::ok(
-            check,
-            format!("KMS GenerateDataKey permitted on {}", backends.kms.key_id()),
-        ),
-        Err(e) => Check::failed(check, &e),
-    });
-    checks
-}
-
-/// A replica region answers DescribeSecret for the first key's secret.
-/// With the primary's SDK configuration (its credentials, assumed role
-/// included, and endpoint) in `region`.
-async fn replica(sdk: &aws_config::SdkConfig, settings: &Settings, region: &str) -> Check {
+/// Each replica region answers DescribeSecret and GetSecretValue for every
+/// key's secret, as `serve` asks when the primary fails, with AWSCURRENT on
+/// the same version as in the primary (`primary`: each key's secret and its
+/// versions there, when DescribeSecret answered). With the primary's SDK
+/// configuration (its credentials, assumed role included, and endpoint).
+/// KMS is not asked in the replica: Envelope calls KMS in the primary only.
+async fn replica(
+    sdk: &aws_config::SdkConfig,
+    primary: &[(String, Option<Vec<VersionInfo>>)],
+    region: &str,
+) -> Check {
     let name = format!("replica {region}");
-    let Some(secret) = settings
-        .keys
-        .first()
-        .map(crate::app::config::KeyConfig::secret_id)
-    else {
-        return Check::ok(name, "no key to look up");
-    };
-    let secret = crate::backends::aws_sdk::secret_id_in_region(&secret, region);
     let config = aws_sdk_secretsmanager::config::Builder::from(sdk)
         .region(aws_config::Region::new(region.to_owned()))
         .build();
     let client = aws_sdk_secretsmanager::Client::from_conf(config);
-    match client.describe_secret().secret_id(&secret).send().await {
-        Ok(_) => Check::ok(name, format!("DescribeSecret {secret} answered")),
-        Err(e) => {
-            let failure = classify(&e);
+    let mut lagging = Vec::new();
+    for (secret, versions) in primary {
+        let secret = crate::backends::aws_sdk::secret_id_in_region(secret, region);
+        let described = client.describe_secret().secret_id(&secret).send().await;
+        let read = match described {
+            Ok(d) => {
+                let current = d.version_ids_to_stages().and_then(|m| {
+                    m.iter()
+                        .find(|(_, stages)| stages.iter().any(|s| s == AWSCURRENT))
+                        .map(|(id, _)| id.clone())
+                });
+                let theirs = versions
+                    .as_ref()
+                    .and_then(|v| v.iter().find(|v| v.has(AWSCURRENT)).map(|v| v.id.clone()));
+                if let (Some(here), Some(there)) = (&current, &theirs)
+                    && here != there
+                {
+                    lagging.push(format!(
+                        "{secret}: AWSCURRENT is {here} here, {there} in the primary"
+                    ));
+                }
+                client
+                    .get_secret_value()
+                    .secret_id(&secret)
+                    .version_stage(AWSCURRENT)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ("GetSecretValue", classify(&e)))
+            }
+            Err(e) => Err(("DescribeSecret", classify(&e))),
+        };
+        if let Err((call, failure)) = read {
             let fix = match failure {
                 Failure::NotFound(_) => "replicate the secret to this region (Secrets Manager replication), or remove the region from aws.replica_regions".to_owned(),
+                Failure::AccessDenied(ref m) => crate::app::report::denial_fix(
+                    m,
+                    "secretsmanager:DescribeSecret and secretsmanager:GetSecretValue on the replica secret",
+                    "the secret's resource policy",
+                ),
                 _ => failure_fix(&failure),
             };
-            Check::fail(
+            return Check::fail(
                 name,
-                format!("DescribeSecret {secret}: {}", failure_text(&failure)),
+                format!("{call} {secret}: {}", failure_text(&failure)),
                 fix,
-            )
+            );
         }
+    }
+    match lagging.first() {
+        Some(first) => Check::warn(
+            name,
+            format!("{first} (replication lag, or not a replica of the secret)"),
+            Some("check the secret's replication status (`aws secretsmanager describe-secret`, ReplicationStatus)".into()),
+        ),
+        None => Check::ok(
+            name,
+            format!(
+                "DescribeSecret and GetSecretValue answered for {} secret(s), AWSCURRENT as in the primary",
+                primary.len()
+            ),
+        ),
     }
 }

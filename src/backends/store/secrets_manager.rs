@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{AWSCURRENT, SecretStore, SecretValue, StoreError, VersionInfo};
 use crate::backends::aws_sdk::{
-    AwsSettings, Failure, NO_CREDENTIALS, classify, sdk_config, secret_id_in_region,
+    AwsSettings, Failure, NO_CREDENTIALS, classify, secret_id_in_region,
 };
 
 type Client = aws_sdk_secretsmanager::Client;
@@ -39,8 +39,13 @@ impl AwsStore {
                 .map_or_else(|| "default".to_owned(), |r| r.to_string()),
             Client::from_conf(conf.build()),
         )];
+        // The primary's configuration (its credentials, timeouts and any
+        // endpoint_url) in each replica region; not its Secrets Manager
+        // endpoint, which is the primary region's.
         for r in &settings.replica_regions {
-            regions.push((r.clone(), Client::new(&sdk_config(settings, Some(r)).await)));
+            let conf = aws_sdk_secretsmanager::config::Builder::from(primary)
+                .region(aws_config::Region::new(r.clone()));
+            regions.push((r.clone(), Client::from_conf(conf.build())));
         }
         Self { regions }
     }
@@ -150,7 +155,7 @@ fn store_error(secret: &str, version: Option<&str>, f: Failure) -> StoreError {
             secret,
             version: version.unwrap_or_default().to_owned(),
         },
-        Failure::Invalid(reason) => StoreError::Malformed { secret, reason },
+        Failure::Invalid(reason) => StoreError::Refused { secret, reason },
         Failure::Unreachable(reason) => StoreError::Unavailable {
             secret,
             reason: format!("no connection to Secrets Manager: {reason}"),
