@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -195,22 +194,33 @@ async fn a_column_moves_to_the_current_version_across_a_kill_and_concurrent_writ
         })
     };
 
-    // The migrator, killed once it has committed a few batches.
+    // The migrator, killed once it has committed a few batches (its
+    // checkpoint has moved past five of them).
     let mut first = migrate(&server, &pg, &["--batch", "500"])
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(first.stderr.take().unwrap()).lines();
-    let mut seen = 0;
-    for line in lines {
-        let line = line.unwrap();
-        if line.contains("rewrapped so far") {
-            seen += 1;
-            if seen == 5 {
-                break;
-            }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let moved = db
+            .query_opt("SELECT last_id FROM envelope_migrate_checkpoint", &[])
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.get::<_, i64>(0) >= 2_500);
+        if moved {
+            break;
         }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the migrator ended before five batches"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no five batches in 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     first.kill().unwrap();
     first.wait().unwrap();

@@ -232,7 +232,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
 /// `envelope rewrap` off a terminal reports one plain line per batch (a bar
 /// with rate and ETA on a terminal), and writes every record.
 #[tokio::test]
-async fn rewrap_reports_progress_per_batch() {
+async fn rewrap_reports_progress_after_the_first_batch_then_periodically() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let server = common::Server::start(&dir.path().join("data"), None);
@@ -280,14 +280,12 @@ async fn rewrap_reports_progress_per_batch() {
         &[],
     );
     assert!(ok, "{err}");
+    // Not a line per batch (three here): the first, then one every
+    // PLAIN_EVERY (10 s), which this run does not last.
     let progress: Vec<&str> = err.lines().filter(|l| l.starts_with("rewrap: ")).collect();
-    assert_eq!(
-        progress,
-        [
-            "rewrap: 10 records so far",
-            "rewrap: 20 records so far",
-            "rewrap: 25 records so far"
-        ],
+    assert_eq!(progress.len(), 1, "{err}");
+    assert!(
+        progress[0].starts_with("rewrap: 10 records so far (") && progress[0].ends_with("/s)"),
         "{err}"
     );
     assert!(

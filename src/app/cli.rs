@@ -324,7 +324,7 @@ pub async fn rewrap_file(
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
-    let progress = super::progress::Progress::of_lines(input, "records");
+    let mut progress = super::progress::Progress::of_lines(input, "records");
     let result = async {
         let mut counts = RewrapCounts::default();
         // Blank lines are kept (as blank lines) so output line N is input line N.
@@ -347,7 +347,11 @@ pub async fn rewrap_file(
                 let c =
                     rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
                 counts.add(c);
-                progress.batch(c.total, &format!("rewrap: {} records so far", counts.total));
+                progress.batch(
+                    c.total,
+                    counts.total,
+                    &format!("rewrap: {} records so far", counts.total),
+                );
                 chunk.clear();
                 records_in_chunk = 0;
             }

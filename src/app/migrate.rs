@@ -170,7 +170,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let mut first_failure: Option<i64> = None;
     let mut sum = Summary::default();
     let started = std::time::Instant::now();
-    let progress = progress::start(&db, &table, &id, &column, last).await?;
+    let mut progress = progress::start(&db, &table, &id, &column, last).await?;
     let mut db = db;
     loop {
         let rows = db.query(&select, &[&last, &limit]).await?;
@@ -345,6 +345,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         }
         progress.batch(
             rows.len() as u64,
+            sum.scanned,
             &format!(
                 "{}: up to {} = {end}, {} rewrapped so far",
                 args.table, args.id_column, sum.rewrapped
