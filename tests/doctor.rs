@@ -15,7 +15,9 @@ use std::path::Path;
 
 use common::aws_config::{FAIL_FAST, aws_config, secret_key};
 use common::doctor::{failed, field};
-use common::moto::{TEST_ENV, create_envelope_secret, envelope_doc, kms_key, moto, unique, uuid};
+use common::moto::{
+    Proxy, TEST_ENV, create_envelope_secret, envelope_doc, kms_key, moto, unique, uuid,
+};
 use common::pki::Ca;
 use common::run;
 
@@ -424,6 +426,33 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
     let (ok, checks, table) = doctor(d, &plaintext);
     assert!(ok, "{table}");
     assert_eq!(outcome(&checks, "tls"), "warn", "{table}");
+
+    // Through a proxy: the replica region unreachable alone, then an AWS
+    // whose clock is ten minutes behind this host's, then 90 s behind.
+    let proxy = Proxy::start(moto().addr);
+    let via_proxy = config(d, &proxy.url(), &s.kms, &s.secret, &s.tls);
+    proxy.set_region_down(Some("us-west-2"));
+    let (ok, checks, table) = doctor(d, &via_proxy);
+    assert!(!ok);
+    assert_eq!(failed(&checks), ["replica us-west-2"], "{table}");
+    assert!(
+        fix_of(&checks, "replica us-west-2").contains("reaches the AWS endpoints"),
+        "{table}"
+    );
+    proxy.set_region_down(None);
+    proxy.set_clock_offset(-600);
+    let (ok, checks, table) = doctor(d, &via_proxy);
+    assert!(!ok);
+    assert_eq!(failed(&checks), ["clock"], "{table}");
+    assert!(
+        field(&checks, "clock", "detail").contains("+600 s from AWS's")
+            && fix_of(&checks, "clock").contains("synchronise the clock"),
+        "{table}"
+    );
+    proxy.set_clock_offset(-90);
+    let (ok, checks, table) = doctor(d, &via_proxy);
+    assert!(ok, "{table}");
+    assert_eq!(outcome(&checks, "clock"), "warn", "{table}");
 
     // A malformed policy.
     std::fs::write(d.join("policy.toml"), "[[allow]\n").unwrap();

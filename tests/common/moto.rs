@@ -279,6 +279,17 @@ pub struct Proxy {
     counts: Arc<Mutex<HashMap<String, u64>>>,
     refused: Arc<Mutex<HashMap<String, u64>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    faults: Arc<Faults>,
+}
+
+/// What the proxy plays besides a whole outage: one region unreachable,
+/// and a clock of its own.
+#[derive(Default)]
+struct Faults {
+    /// Requests signed for this region (SigV4's credential scope) are dropped unanswered.
+    region_down: Mutex<Option<String>>,
+    /// Seconds added to each answer's `Date` header.
+    clock_offset: std::sync::atomic::AtomicI64,
 }
 
 impl Proxy {
@@ -287,12 +298,14 @@ impl Proxy {
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let refused = Arc::new(Mutex::new(HashMap::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let faults = Arc::new(Faults::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let (d, c, r, w) = (
+        let (d, c, r, w, f) = (
             down.clone(),
             counts.clone(),
             refused.clone(),
             delay_ms.clone(),
+            faults.clone(),
         );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -310,7 +323,13 @@ impl Proxy {
                         tokio::spawn(refuse(client, r.clone()));
                         continue;
                     }
-                    tokio::spawn(forward(client, upstream, d.clone(), c.clone(), w.clone()));
+                    let link = Link {
+                        down: d.clone(),
+                        counts: c.clone(),
+                        delay_ms: w.clone(),
+                        faults: f.clone(),
+                    };
+                    tokio::spawn(forward(client, upstream, link));
                 }
             });
         });
@@ -320,7 +339,20 @@ impl Proxy {
             counts,
             refused,
             delay_ms,
+            faults,
         }
+    }
+
+    /// Drops, unanswered, every request signed for `region` (one region's
+    /// endpoint unreachable), until `None`.
+    pub fn set_region_down(&self, region: Option<&str>) {
+        *self.faults.region_down.lock().unwrap() = region.map(str::to_owned);
+    }
+
+    /// Shifts the `Date` of every answer by `secs`: an AWS endpoint whose
+    /// clock is that far from this host's.
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.faults.clock_offset.store(secs, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -360,19 +392,28 @@ impl Proxy {
     }
 }
 
-async fn forward(
-    client: TcpStream,
-    upstream: SocketAddr,
+/// What one forwarded connection shares with its proxy.
+struct Link {
     down: Arc<AtomicBool>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
-) {
+    faults: Arc<Faults>,
+}
+
+async fn forward(client: TcpStream, upstream: SocketAddr, link: Link) {
+    let Link {
+        down,
+        counts,
+        delay_ms,
+        faults,
+    } = link;
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let d = down.clone();
+    let offset = faults.clone();
     let up = async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut pending: Vec<u8> = Vec::new();
@@ -387,6 +428,12 @@ async fn forward(
                 return;
             }
             pending.extend_from_slice(&buf[..n]);
+            let blocked = faults.region_down.lock().unwrap().clone();
+            if let Some(region) = blocked
+                && String::from_utf8_lossy(&pending).contains(&format!("/{region}/"))
+            {
+                return;
+            }
             count_requests(&mut pending, &counts);
             let delay = delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
@@ -407,6 +454,7 @@ async fn forward(
                 Err(_) if down2.load(Ordering::SeqCst) => return,
                 Err(_) => continue,
             };
+            shift_date(&mut buf[..n], offset.clock_offset.load(Ordering::SeqCst));
             if down2.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
@@ -416,6 +464,28 @@ async fn forward(
         _ = up => {}
         _ = back => {}
     }
+}
+
+/// Moves the `Date` header in `chunk` (an answer's head: IMF-fixdate, 29
+/// bytes, rewritten in place) by `secs`.
+fn shift_date(chunk: &mut [u8], secs: i64) {
+    if secs == 0 {
+        return;
+    }
+    let lower = chunk.to_ascii_lowercase();
+    let Some(at) = lower.windows(8).position(|w| w == b"\r\ndate: ") else {
+        return;
+    };
+    let start = at + 8;
+    let Some(field) = chunk.get(start..start + 29) else {
+        return;
+    };
+    let Ok(date) = httpdate::parse_http_date(&String::from_utf8_lossy(field)) else {
+        return;
+    };
+    let step = Duration::from_secs(secs.unsigned_abs());
+    let moved = if secs > 0 { date + step } else { date - step };
+    chunk[start..start + 29].copy_from_slice(httpdate::fmt_http_date(moved).as_bytes());
 }
 
 /// Reads what a client sends on a connection made while the proxy is down
