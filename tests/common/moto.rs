@@ -290,6 +290,8 @@ struct Faults {
     region_down: Mutex<Option<String>>,
     /// Seconds added to each answer's `Date` header.
     clock_offset: std::sync::atomic::AtomicI64,
+    /// Each forwarded request's target and body, in order.
+    bodies: Mutex<Vec<(String, String)>>,
 }
 
 impl Proxy {
@@ -347,6 +349,19 @@ impl Proxy {
     /// endpoint unreachable), until `None`.
     pub fn set_region_down(&self, region: Option<&str>) {
         *self.faults.region_down.lock().unwrap() = region.map(str::to_owned);
+    }
+
+    /// The bodies of the requests forwarded for `target` (such as
+    /// `TrentService.GenerateDataKey`), in order.
+    pub fn bodies(&self, target: &str) -> Vec<String> {
+        self.faults
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == target)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Shifts the `Date` of every answer by `secs`: an AWS endpoint whose
@@ -434,7 +449,7 @@ async fn forward(client: TcpStream, upstream: SocketAddr, link: Link) {
             {
                 return;
             }
-            count_requests(&mut pending, &counts);
+            count_requests(&mut pending, &counts, Some(&faults.bodies));
             let delay = delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -499,15 +514,20 @@ async fn refuse(mut client: TcpStream, refused: Arc<Mutex<HashMap<String, u64>>>
             break;
         }
         pending.extend_from_slice(&buf[..n]);
-        count_requests(&mut pending, &refused);
+        count_requests(&mut pending, &refused, None);
         if pending.is_empty() {
             break;
         }
     }
 }
 
-/// Consumes complete HTTP/1.1 requests from `pending`, counting their targets.
-fn count_requests(pending: &mut Vec<u8>, counts: &Mutex<HashMap<String, u64>>) {
+/// Consumes complete HTTP/1.1 requests from `pending`, counting their
+/// targets and, with `bodies`, keeping each target's body.
+fn count_requests(
+    pending: &mut Vec<u8>,
+    counts: &Mutex<HashMap<String, u64>>,
+    bodies: Option<&Mutex<Vec<(String, String)>>>,
+) {
     loop {
         let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
             return;
@@ -537,6 +557,10 @@ fn count_requests(pending: &mut Vec<u8>, counts: &Mutex<HashMap<String, u64>>) {
                         .then(|| v.trim().to_owned())
                 })
                 .unwrap_or(t);
+            if let Some(bodies) = bodies {
+                let body = String::from_utf8_lossy(&pending[end + 4..total]).into_owned();
+                bodies.lock().unwrap().push((name.clone(), body));
+            }
             *counts.lock().unwrap().entry(name).or_default() += 1;
         }
         pending.drain(..total);
