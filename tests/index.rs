@@ -213,6 +213,47 @@ async fn a_rotation_gives_two_tokens_until_the_old_version_is_retired() {
     // The row written before the rotation is found by the second token.
     assert_eq!(after[1], before[0]);
     assert!(after.iter().any(|(_, t)| *t == row.to_vec()));
+    // A rotation begun and not finished (createSecret staged AWSPENDING,
+    // and the server has refreshed) adds no token: AWSPENDING holds no
+    // records (docs/SEARCH.md).
+    let cfg = dir.path().join("keys.toml");
+    std::fs::write(&cfg, KEYS).unwrap();
+    let pending = uuid::Uuid::new_v4().to_string();
+    let (ok, _, err) = common::run(
+        &[
+            "rotate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--key",
+            "pii",
+            "--step",
+            "createSecret",
+            "--token",
+            &pending,
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let mut admin = server.admin().await;
+    admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    let status = admin
+        .key_status(pb::KeyStatusRequest { key: "pii".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        format!("{status:?}").contains(&pending),
+        "the server has not loaded the pending version: {status:?}"
+    );
+    assert_eq!(
+        tokens(&server, "pii", "email", "ana@example.com").await,
+        after
+    );
     // Rewrap with the index returns the token under the version that now
     // wraps the record, from the plaintext opened inside the server.
     let moved = client

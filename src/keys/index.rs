@@ -3,7 +3,8 @@
 //! first, so a lookup during a rotation window matches rows written under
 //! either. The set comes from the store's listing at the last refresh
 //! (AWSCURRENT, AWSPREVIOUS and pinned versions, minus those retired by
-//! `min_decryption_version`), so every replica answers alike.
+//! `min_decryption_version` and a rotation's AWSPENDING version, pinned
+//! before it holds records), so every replica answers alike.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use super::error::Error;
 use super::master_key::MasterKey;
 use super::named_key::NamedKey;
-use crate::backends::store::{AWSCURRENT, AWSPREVIOUS};
+use crate::backends::store::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use crate::primitives::blind_index::{self, IndexSpec};
 use crate::primitives::context::Context;
 use crate::primitives::crypto::MacKey;
@@ -66,7 +67,16 @@ impl NamedKey {
             .map(|l| l.master.clone())
             .collect();
         for id in &set.pinned {
-            if let Ok(v) = VersionId::new(id) {
+            let Ok(v) = VersionId::new(id) else {
+                continue;
+            };
+            // A rotation pins its new version at createSecret, but the
+            // version holds no records until finishSecret makes it current.
+            let pending = set.versions.get(v.raw()).is_some_and(|l| {
+                l.stages.iter().any(|s| s == AWSPENDING)
+                    && !l.stages.iter().any(|s| s == AWSCURRENT || s == AWSPREVIOUS)
+            });
+            if !pending {
                 others.push(self.master_for(v.raw()).await?);
             }
         }
