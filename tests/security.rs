@@ -331,6 +331,37 @@ async fn policy_and_certificate_reload_without_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(server.logs().contains("TLS certificate reloaded"));
+
+    // Unusable files are refused and the previous certificate kept: a
+    // certificate with another certificate's key, then an expired one.
+    let refused = "new TLS files refused; keeping the previous certificate";
+    let other = pki.ca.server(&["other.test"]);
+    let expired = pki.ca.expired_server();
+    let mismatched = || std::fs::write(dir.path().join("server.crt"), &other.cert).unwrap();
+    let outdated = || pki.write("server", &expired);
+    for (n, replace) in [&mismatched as &dyn Fn(), &outdated]
+        .into_iter()
+        .enumerate()
+    {
+        replace();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while server.logs().matches(refused).count() <= n {
+            assert!(
+                Instant::now() < deadline,
+                "unusable TLS files {n} not refused"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ch = channel(&server, &pki.ca.pem, Some(&billing), "envelope.test")
+            .await
+            .unwrap();
+        assert!(encrypt(&ch, "pii", "x", &[]).await.is_ok());
+        assert!(
+            channel(&server, &pki.ca.pem, Some(&billing), "other.test")
+                .await
+                .is_err()
+        );
+    }
 }
 
 #[tokio::test]
