@@ -92,6 +92,32 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         "give the service an identity",
     );
 
+    // With a replica region: no credentials is no regional outage, so the
+    // replica is not tried (its log line would say "trying the next").
+    let with_replica = cfg(&url, &key, &unique("envelope/pii")).replacen(
+        "[aws]\n",
+        "[aws]\nreplica_regions = [\"us-west-2\"]\n",
+        1,
+    );
+    let path = std::env::temp_dir().join(format!("envelope-no-credentials-{}.toml", uuid()));
+    std::fs::write(&path, with_replica).unwrap();
+    let (ok, _, stderr) = run(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &no_credentials,
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        !ok && stderr.contains("no usable AWS credentials"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("trying the next"), "{stderr}");
+
     // Nothing listens at the endpoint.
     fails(
         &["serve"],
