@@ -115,13 +115,11 @@ async fn each_missing_permission_fails_its_own_step_with_its_fix() {
             detail.contains(&format!("not authorized to perform: {missing}")),
             "{missing}: {detail}"
         );
-        if missing != "sts:GetCallerIdentity" {
-            let fix = field(&checks, step, "fix");
-            assert!(
-                fix.contains(missing) && fix.contains("IAM"),
-                "{missing}: {fix}"
-            );
-        }
+        let fix = field(&checks, step, "fix");
+        assert!(
+            fix.contains(missing) && fix.contains("IAM"),
+            "{missing}: {fix}"
+        );
     }
 
     // serve, without kms:Decrypt: at most three lines, naming the action and its fix.

@@ -327,6 +327,12 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
     use std::sync::atomic::Ordering;
     let _stopped = Stopped(shared);
     let mut out = Vec::new();
+    // How much of `out` a failed write got into the sink: a retry goes on
+    // from there, so no line is written twice or torn.
+    let mut written = 0;
+    // A dropped block (continue mode) left a partial line: the next write
+    // ends it first, so the lines after it stay whole.
+    let mut torn = false;
     loop {
         let closed = if out.is_empty() {
             let Ok(mut q) = shared.queue.lock() else {
@@ -354,8 +360,13 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
             std::thread::sleep(RETRY_EVERY);
             shared.queue.lock().map_or(true, |q| q.closed)
         };
-        match sink.write_all(&out).and_then(|()| sink.flush()) {
+        if torn && written == 0 && !out.is_empty() {
+            out.insert(0, b'\n');
+            torn = false;
+        }
+        match write_from(sink.as_mut(), &out, &mut written).and_then(|()| sink.flush()) {
             Ok(()) => {
+                written = 0;
                 if shared.failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("the audit log is writable again");
                     crate::ops::health::set_audit_failing(false);
@@ -375,6 +386,8 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
                         bytes = out.len(),
                         "audit lines dropped: the audit log cannot be written"
                     );
+                    torn = written > 0;
+                    written = 0;
                     out.clear();
                     shared.room.notify_waiters();
                 }
@@ -384,6 +397,20 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
             return;
         }
     }
+}
+
+/// Writes `out` from `*written` on, advancing `*written` past every byte
+/// the sink took, even when a later write fails.
+fn write_from(sink: &mut dyn Write, out: &[u8], written: &mut usize) -> std::io::Result<()> {
+    while let Some(rest) = out.get(*written..).filter(|r| !r.is_empty()) {
+        match sink.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

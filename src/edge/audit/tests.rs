@@ -77,3 +77,122 @@ fn a_full_queue_makes_callers_wait_and_loses_nothing() {
     }
     assert_eq!(ids.len(), 3000);
 }
+
+/// A sink that takes `accept` bytes, then fails `failures` times (a full
+/// disk), then takes everything.
+struct Failing {
+    got: Arc<Mutex<Vec<u8>>>,
+    accept: usize,
+    failures: usize,
+}
+
+impl Write for Failing {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut got = self.got.lock().unwrap();
+        if self.failures > 0 && got.len() >= self.accept {
+            self.failures -= 1;
+            return Err(std::io::Error::other("no space left on device"));
+        }
+        let n = if self.failures > 0 {
+            b.len().min(self.accept - got.len())
+        } else {
+            b.len()
+        };
+        got.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn event(id: &str) -> Event<'_> {
+    Event {
+        time: Timestamp::now(),
+        request_id: id,
+        caller: None,
+        rpc: "Encrypt",
+        operation: "encrypt",
+        key: "k",
+        key_version: "",
+        index: None,
+        outcome: "ok",
+        code: "OK",
+        items: None,
+        failed_items: None,
+        context_keys: Vec::new(),
+        latency_us: 1,
+        reason: None,
+        compromised_records: None,
+        compromised: None,
+    }
+}
+
+/// Writes `ids` as one block into a sink that tears it after 100 bytes and
+/// then fails `failures` times; returns what the sink got once the log is
+/// dropped, and whether the log refused calls meanwhile.
+fn through_a_failing_sink(
+    on_failure: OnFailure,
+    failures: usize,
+    ids: &[String],
+) -> (String, bool) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Failing {
+        got: got.clone(),
+        accept: 100,
+        failures,
+    };
+    let log = AuditLog::with_sink(Box::new(sink), on_failure).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut refused = false;
+    rt.block_on(async {
+        for id in ids {
+            log.record(&event(id)).await;
+        }
+        // Bounded: three retries 200 ms apart, then a write that goes through.
+        for _ in 0..100 {
+            refused |= log.refuses();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log.record(&event("after")).await;
+    });
+    drop(log);
+    let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
+    (text, refused)
+}
+
+/// Refuse mode keeps a failed block and writes it again from where the
+/// sink stopped: every line once and whole, while calls are refused.
+#[test]
+fn a_failed_write_is_retried_from_where_it_stopped() {
+    let ids: Vec<String> = (0..10).map(|i| format!("line-{i}")).collect();
+    let (text, refused) = through_a_failing_sink(OnFailure::Refuse, 3, &ids);
+    assert!(refused, "calls went on while the log could not be written");
+    let got: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut want = ids.clone();
+    want.push("after".into());
+    assert_eq!(got, want);
+}
+
+/// Continue mode drops the failed block; its torn first line is ended, so
+/// the lines after it are whole.
+#[test]
+fn a_dropped_block_leaves_the_next_lines_whole() {
+    let ids: Vec<String> = (0..10).map(|i| format!("line-{i}")).collect();
+    let (text, refused) = through_a_failing_sink(OnFailure::Continue, 1, &ids);
+    assert!(!refused);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(serde_json::from_str::<serde_json::Value>(lines[0]).is_err());
+    let after: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(after["request_id"], "after");
+}
