@@ -253,6 +253,17 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             "correct aws.kms_key_id",
         ),
         (
+            "the primary Secrets Manager unreachable, the replica answering",
+            config(d, &url, &s.kms, &s.secret, &s.tls).replacen(
+                "[aws]\n",
+                "[aws]\nsecretsmanager_endpoint_url = \"http://127.0.0.1:1\"\n",
+                1,
+            ),
+            // The key steps ask the primary alone: a replica must not hide it.
+            vec!["pii secret"],
+            "reaches the Secrets Manager endpoint",
+        ),
+        (
             "a client CA bundle with no certificate",
             config(
                 d,

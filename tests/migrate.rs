@@ -435,3 +435,43 @@ async fn a_failed_row_is_retried_not_skipped() {
     );
     assert_eq!(debt(&server, &pg), HashMap::from([(v2, 100)]));
 }
+
+/// Database errors reach the operator with their cause and a fix
+/// (docs/OPERATIONS.md, "Start-up errors"): tokio-postgres says only "db
+/// error" itself, the server's message is its source.
+#[tokio::test]
+async fn database_errors_name_their_cause_and_fix() {
+    let (pg, _dir, server, _) = small_table(3, |_| {}).await;
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The tests' migrate command with one argument changed.
+    let with = |flag: &str, value: &str| {
+        let mut args: Vec<String> = migrate(&server, &pg, &[])
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.to_owned();
+        let mut c = std::process::Command::new(common::BIN);
+        c.args(args).env("DATABASE_URL", &pg.url);
+        c
+    };
+    let err = run(with("--table", "nosuch").arg("--dry-run"));
+    assert!(
+        err.contains("error: ") && err.contains("relation \"nosuch\" does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("fix: check --table"), "{err}");
+    let err = run(&mut with("--column", "nosuch"));
+    assert!(err.contains("column \"nosuch\" does not exist"), "{err}");
+    assert!(err.contains("fix: check --column"), "{err}");
+    // Nothing listens: the refusal, not a TLS problem.
+    let mut nowhere = migrate(&server, &pg, &["--dry-run"]);
+    nowhere.env("DATABASE_URL", "postgres://envelope@127.0.0.1:1/envelope");
+    let err = run(&mut nowhere);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("fix: check that PostgreSQL listens"), "{err}");
+}

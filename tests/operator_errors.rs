@@ -196,6 +196,53 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
     // for them, and src/app/report.rs gives their fix.
 }
 
+/// Client commands: the error's cause, not only its context, and a fix.
+#[test]
+fn client_command_errors_name_their_cause_and_fix() {
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &[
+                "rewrap",
+                "--addr",
+                "127.0.0.1:1",
+                "--input",
+                "/nonexistent/records.b64",
+                "--output",
+                "/tmp/x",
+            ],
+            "cannot open /nonexistent/records.b64: No such file or directory",
+            "check the path",
+        ),
+        (
+            &["status", "--addr", "127.0.0.1:1"],
+            "Connection refused",
+            "check that a server listens at --addr",
+        ),
+    ];
+    for (args, error, fix) in cases {
+        let (ok, _, stderr) = run(args, &[]);
+        assert!(!ok, "{args:?}");
+        let block = error_block(&stderr);
+        assert!((1..=3).contains(&block.len()), "{stderr}");
+        assert!(
+            block[0].starts_with("error: ") && block[0].contains(error),
+            "{stderr}"
+        );
+        assert!(
+            block
+                .iter()
+                .any(|l| l.starts_with("fix: ") && l.contains(fix)),
+            "{stderr}"
+        );
+        for debug in ["{ ", "Some(", "source:", "MetadataMap"] {
+            assert!(
+                !stderr.contains(debug),
+                "Debug output {debug:?} in:\n{stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn broken_local_files_fail_with_their_cause_and_fix() {
     let dir = tempfile::tempdir().unwrap();

@@ -316,10 +316,11 @@ pub async fn rewrap_file(
     use std::io::BufRead;
     let batch = batch.clamp(1, 10_000);
     let ctx = parse_context(context)?;
-    let mut client = client(connect(target).await?);
+    // The local file first: a wrong path is told before any connection.
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
     );
+    let mut client = client(connect(target).await?);
     let tmp = output.with_extension("rewrap-tmp");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,

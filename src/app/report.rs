@@ -26,7 +26,7 @@ const LINE_MAX: usize = 600;
 /// `fix: …` when a fix is known, then a pointer to `--verbose` (or, with
 /// `verbose`, every cause on its own line).
 pub fn render(err: &anyhow::Error, verbose: bool) -> String {
-    let mut out = format!("error: {}\n", one_line(&err.to_string()));
+    let mut out = format!("error: {}\n", first_line(err));
     if let Some(fix) = fix(err.as_ref()) {
         out.push_str(&format!("fix: {fix}\n"));
     }
@@ -40,6 +40,29 @@ pub fn render(err: &anyhow::Error, verbose: bool) -> String {
     out
 }
 
+/// What failed and why: every error of the chain, outermost first, each
+/// left out when an outer one already says it (our errors name their
+/// source in their own message; a context such as "cannot open FILE" does
+/// not), on one bounded line.
+fn first_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<tonic::Status>() {
+            // Its Display carries the metadata map.
+            Some(status) => format!("{:?}: {}", status.code(), status.message()),
+            None => cause.to_string(),
+        };
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    one_line(&line)
+}
+
 /// `text` on one line, at most [`LINE_MAX`] bytes.
 pub(crate) fn one_line(text: &str) -> String {
     crate::backends::aws_sdk::one_line(text, LINE_MAX)
@@ -50,7 +73,59 @@ pub(crate) fn one_line(text: &str) -> String {
 pub fn fix(err: &(dyn StdError + 'static)) -> Option<String> {
     let chain: Vec<&(dyn StdError + 'static)> =
         std::iter::successors(Some(err), |&e| e.source()).collect();
-    chain.into_iter().rev().find_map(fix_one)
+    chain
+        .iter()
+        .rev()
+        .find_map(|e| fix_one(*e))
+        .or_else(|| chain.iter().rev().find_map(|e| generic_fix(*e)))
+}
+
+/// Fixes for errors that say less than the error around them (an I/O or
+/// database error under a context): used only when no error of the chain
+/// has its own.
+fn generic_fix(err: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(e) = err.downcast_ref::<std::io::Error>() {
+        return match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                Some("choose a free --listen address, or stop what holds it".into())
+            }
+            std::io::ErrorKind::NotFound => Some("check the path".into()),
+            std::io::ErrorKind::PermissionDenied => {
+                Some("check that this user may read (or write) the path".into())
+            }
+            _ => None,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<tokio_postgres::error::DbError>() {
+        use tokio_postgres::error::SqlState;
+        let code = e.code();
+        return Some(
+            if *code == SqlState::UNDEFINED_TABLE {
+                "check --table: no such table for this database user (schema and search_path)"
+            } else if *code == SqlState::UNDEFINED_COLUMN {
+                "check --column and --id-column"
+            } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                "grant the database user SELECT and UPDATE on the table, and CREATE for the \
+                 checkpoint table (docs/ROTATION.md)"
+            } else if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                "check the user in the database URL and its password (PGPASSWORD or ~/.pgpass)"
+            } else {
+                return None;
+            }
+            .into(),
+        );
+    }
+    if let Some(e) = err.downcast_ref::<tokio_postgres::Error>()
+        && e.as_db_error().is_none()
+        && e.to_string().contains("connect")
+    {
+        return Some(
+            "check that PostgreSQL listens at the database URL's host and port, and sslmode".into(),
+        );
+    }
+    None
 }
 
 fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
@@ -115,7 +190,7 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
                 Some("correct the policy file; its format is in docs/CONFIG.md, \"Policy\"".into())
             }
             ServeError::Audit(_) => {
-                Some("check [audit] path: its directory must exist and be writable".into())
+                Some("check [audit] output: its directory must exist and be writable".into())
             }
             ServeError::NoRegion => Some("set aws.region (or AWS_REGION)".into()),
             ServeError::WrongRegion { theirs, .. } => Some(format!(
@@ -149,11 +224,6 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
             }
             _ => None,
         };
-    }
-    if let Some(e) = err.downcast_ref::<std::io::Error>()
-        && e.kind() == std::io::ErrorKind::AddrInUse
-    {
-        return Some("choose a free --listen address, or stop what holds it".into());
     }
     None
 }
@@ -240,11 +310,14 @@ fn kms_fix(e: &KmsError) -> Option<String> {
         KmsError::NotFound(_) => "correct aws.kms_key_id (a key id, ARN or alias) and aws.region: \
                                   a KMS key lives in one region"
             .into(),
-        KmsError::KeyUnusable(_) => {
-            "enable the key (`aws kms enable-key`) or cancel its deletion \
-             (`aws kms cancel-key-deletion`), or point aws.kms_key_id at a usable key"
+        KmsError::KeyUnusable(m) if m.contains("InvalidKeyUsage") => {
+            "aws.kms_key_id must be a symmetric encryption key (KeySpec SYMMETRIC_DEFAULT, \
+             KeyUsage ENCRYPT_DECRYPT), not an asymmetric or HMAC key"
                 .into()
         }
+        KmsError::KeyUnusable(_) => "enable the key (`aws kms enable-key`) or cancel its deletion \
+             (`aws kms cancel-key-deletion`), or point aws.kms_key_id at a usable key"
+            .into(),
         KmsError::DecryptFailed => {
             "the secret was wrapped under another KMS key or encryption context: check \
              aws.kms_key_id and aws.allowed_kms_keys"
@@ -255,9 +328,13 @@ fn kms_fix(e: &KmsError) -> Option<String> {
              the secret who should not have"
                 .into()
         }
-        KmsError::Unavailable(_) | KmsError::Throttled(_) => {
-            "check aws.region and any kms_endpoint_url, and that this host reaches the KMS endpoint; \
-             retry later if throttled"
+        KmsError::Throttled(_) => {
+            "retry later; fewer replicas or a longer refresh_interval_secs lower the request rate, \
+             or ask AWS for a higher KMS request quota"
+                .into()
+        }
+        KmsError::Unavailable(_) => {
+            "check aws.region and any kms_endpoint_url, and that this host reaches the KMS endpoint"
                 .into()
         }
         KmsError::RootKey(_) => {
@@ -294,7 +371,25 @@ pub(crate) fn denial_fix(message: &str, allow: &str, resource_policy: &str) -> S
 }
 
 pub(crate) fn credentials_fix(reason: &str) -> String {
-    if reason.contains("Expired") {
+    if [
+        "Signature expired",
+        "RequestExpired",
+        "RequestTimeTooSkewed",
+        "SignatureDoesNotMatch",
+    ]
+    .iter()
+    .any(|m| reason.contains(m))
+    {
+        "AWS refused the request's signature: check this host's clock (NTP, chrony; AWS allows \
+         5 minutes), then the credentials"
+            .into()
+    } else if reason == crate::backends::aws_sdk::PROVIDER_FAILED {
+        "check the credential source the service uses: on EKS, the role ARN and token file of \
+         IRSA (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE) and that the role trusts the cluster's \
+         OIDC provider, or the Pod Identity association; and that STS is reachable (a VPC \
+         endpoint, AWS_STS_REGIONAL_ENDPOINTS); --verbose shows the provider's own error"
+            .into()
+    } else if reason.contains("Expired") {
         "the credentials have expired: renew them (a new session, `aws sso login`); a pod's \
          web identity token is renewed by Kubernetes, so check its projected token volume"
             .into()
@@ -311,87 +406,4 @@ pub(crate) fn credentials_fix(reason: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rendered_error_is_at_most_three_lines_and_names_its_fix() {
-        let store = StoreError::Credentials {
-            secret: "envelope/pii".into(),
-            reason: crate::backends::aws_sdk::NO_CREDENTIALS.into(),
-        };
-        let err = anyhow::Error::new(ServeError::Key {
-            key: "pii".into(),
-            source: KeyError::Store(store),
-        });
-        let text = render(&err, false);
-        assert!(text.lines().count() <= 3, "{text}");
-        assert!(text.starts_with("error: cannot load key \"pii\""), "{text}");
-        assert!(
-            text.contains("\nfix: give the service an identity"),
-            "{text}"
-        );
-        let verbose = render(&err, true);
-        assert!(verbose.contains("  cause 1: secret store:"), "{verbose}");
-    }
-
-    /// The fixes for answers moto cannot give (tests/operator_errors.rs
-    /// shows the rest end to end).
-    #[test]
-    fn key_states_and_expired_credentials_have_their_own_fix() {
-        let fix_of = |e: KmsError| fix(&e).unwrap_or_default();
-        assert!(
-            fix_of(KmsError::KeyUnusable("DisabledException: …".into())).contains("enable-key")
-        );
-        let expired = KmsError::Credentials("ExpiredTokenException: token expired".into());
-        assert!(fix_of(expired).starts_with("the credentials have expired"));
-        let store = StoreError::ScheduledForDeletion {
-            secret: "envelope/pii".into(),
-        };
-        let shown = fix(&store).unwrap_or_default();
-        assert!(
-            shown.contains("restore-secret --secret-id envelope/pii"),
-            "{shown}"
-        );
-    }
-
-    /// AWS's denial messages (AWS IAM User Guide, "Troubleshoot access
-    /// denied error messages") say which policy is missing or denies.
-    #[test]
-    fn a_key_policy_denial_is_told_apart_from_an_iam_denial() {
-        let fix_of = |m: &str| fix(&KmsError::AccessDenied(m.into())).unwrap_or_default();
-        let who = "AccessDeniedException: User: arn:aws:sts::111122223333:assumed-role/envelope/i-1 \
-                   is not authorized to perform: kms:Decrypt on resource: \
-                   arn:aws:kms:us-east-1:111122223333:key/1234abcd because";
-        let key_policy = fix_of(&format!(
-            "{who} no resource-based policy allows the kms:Decrypt action"
-        ));
-        assert!(
-            key_policy.contains("add a statement to the KMS key's key policy"),
-            "{key_policy}"
-        );
-        let iam = fix_of(&format!(
-            "{who} no identity-based policy allows the kms:Decrypt action"
-        ));
-        assert!(iam.contains("in the service's IAM role policy"), "{iam}");
-        assert!(!iam.contains("key's key policy"), "{iam}");
-        let deny = fix_of(&format!(
-            "{who} with an explicit deny in a service control policy"
-        ));
-        assert!(deny.starts_with("a Deny statement overrides"), "{deny}");
-        let secret_kms = fix(&StoreError::AccessDenied {
-            secret: "envelope/pii".into(),
-            message: "AccessDeniedException: Access to KMS is not allowed".into(),
-        })
-        .unwrap_or_default();
-        assert!(secret_kms.contains("the secret's KmsKeyId"), "{secret_kms}");
-    }
-
-    #[test]
-    fn long_and_multi_line_messages_become_one_bounded_line() {
-        let long = format!("a\nb {}", "é".repeat(LINE_MAX));
-        let line = one_line(&long);
-        assert!(!line.contains('\n') && line.len() <= LINE_MAX + '…'.len_utf8());
-        assert!(line.starts_with("a b é"));
-    }
-}
+mod tests;

@@ -194,7 +194,14 @@ where
         | "ExpiredToken"
         | "UnrecognizedClientException"
         | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "RequestExpired"
+        | "RequestTimeTooSkewed"
         | "InvalidClientTokenId" => Failure::BadCredentials(message),
+        // Secrets Manager could not decrypt the secret with its own KMS key:
+        // a permission of that key's, in practice.
+        "DecryptionFailure" => Failure::AccessDenied(message),
+        "InvalidKeyUsageException" => Failure::KeyState(message),
         "AccessDeniedException" | "AccessDenied" => Failure::AccessDenied(message),
         "ResourceNotFoundException" | "NotFoundException" => Failure::NotFound(message),
         "DisabledException" | "KMSInvalidStateException" => Failure::KeyState(message),

@@ -39,8 +39,15 @@ pub(super) async fn checks(
         }
     }
     checks.extend(identity_and_clock(&sdk, role_arn).await);
+    // The key steps ask the primary region alone: a store with replicas
+    // would answer from one and hide the primary's failure. The replica
+    // checks below ask each replica.
+    let primary_only = AwsSettings {
+        replica_regions: Vec::new(),
+        ..aws.clone()
+    };
     let backends = Backends {
-        store: Arc::new(AwsStore::new(aws, &sdk).await),
+        store: Arc::new(AwsStore::new(&primary_only, &sdk).await),
         kms: Arc::new(
             AwsKms::with_endpoint(
                 &sdk,

@@ -45,7 +45,7 @@ pub(super) async fn database(args: &MigrateArgs) -> anyhow::Result<tokio_postgre
         let (client, conn) = config
             .connect(tls)
             .await
-            .context("cannot connect to PostgreSQL over TLS (sslmode; --db-ca-file)")?;
+            .context("cannot connect to PostgreSQL (TLS as sslmode asks, verified against --db-ca-file or the system CAs)")?;
         spawn_connection(conn);
         client
     };
