@@ -105,6 +105,8 @@ async fn each_missing_permission_fails_its_own_step_with_its_fix() {
         ("secretsmanager:GetSecretValue", "pii value"),
         ("kms:Decrypt", "pii decrypt"),
         ("kms:GenerateDataKey", "pii generate"),
+        // Envelope resolves the KMS key's ARN once, at the first Decrypt.
+        ("kms:DescribeKey", "pii decrypt"),
     ] {
         let user = without(missing);
         let (ok, checks, table) = doctor(d, &cfg, &env_of(&user), &[]);
@@ -141,7 +143,7 @@ async fn each_missing_permission_fails_its_own_step_with_its_fix() {
         "{err}"
     );
     assert!(
-        shown[1].starts_with("fix: allow kms:Decrypt and kms:GenerateDataKey"),
+        shown[1].starts_with("fix: allow kms:Decrypt, kms:GenerateDataKey and kms:DescribeKey"),
         "{err}"
     );
 

@@ -264,6 +264,19 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             "reaches the Secrets Manager endpoint",
         ),
         (
+            "an allowed KMS key that does not exist",
+            config(d, &url, &s.kms, &s.secret, &s.tls).replacen(
+                "[aws]\n",
+                &format!(
+                    "[aws]\nallowed_kms_keys = [\"{}\", \"alias/retired\"]\n",
+                    s.kms
+                ),
+                1,
+            ),
+            vec!["pii decrypt"],
+            "kms:DescribeKey on every key of aws.allowed_kms_keys",
+        ),
+        (
             "a client CA bundle with no certificate",
             config(
                 d,

@@ -304,7 +304,7 @@ fn kms_fix(e: &KmsError) -> Option<String> {
         KmsError::Credentials(reason) => credentials_fix(reason),
         KmsError::AccessDenied(message) => denial_fix(
             message,
-            "kms:Decrypt and kms:GenerateDataKey on the KMS key",
+            "kms:Decrypt, kms:GenerateDataKey and kms:DescribeKey on the KMS key",
             "the KMS key's key policy",
         ),
         KmsError::NotFound(_) => "correct aws.kms_key_id (a key id, ARN or alias) and aws.region: \
@@ -321,6 +321,11 @@ fn kms_fix(e: &KmsError) -> Option<String> {
         KmsError::DecryptFailed => {
             "the secret was wrapped under another KMS key or encryption context: check \
              aws.kms_key_id and aws.allowed_kms_keys"
+                .into()
+        }
+        KmsError::AllowedKey(_) => {
+            "allow kms:DescribeKey on every key of aws.allowed_kms_keys, and correct or remove the \
+             keys that do not exist"
                 .into()
         }
         KmsError::NotAllowed(_) => {
@@ -349,6 +354,17 @@ fn kms_fix(e: &KmsError) -> Option<String> {
 /// "… no resource-based policy allows …") or which denies ("with an
 /// explicit deny in a service control policy", …).
 pub(crate) fn denial_fix(message: &str, allow: &str, resource_policy: &str) -> String {
+    // The action AWS names ("… is not authorized to perform: kms:DescribeKey
+    // on resource …"), when the usual list lacks it.
+    let named = message
+        .split("perform: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .filter(|action| !allow.contains(action));
+    let allow = &match named {
+        Some(action) => format!("{action} ({allow} too)"),
+        None => allow.to_owned(),
+    };
     if message.contains("explicit deny") {
         format!(
             "a Deny statement overrides every Allow: find it where AWS's message says (a service \

@@ -54,6 +54,12 @@ pub enum KmsError {
         "the master key was wrapped by KMS key {0}, which is not in aws.allowed_kms_keys; it is not used"
     )]
     NotAllowed(String),
+    /// A key of `aws.allowed_kms_keys` could not be described (DescribeKey
+    /// resolves each to its ARN once).
+    /// (The key and KMS's answer, as text: not a source, so the answer's
+    /// own fix does not win.)
+    #[error("aws.allowed_kms_keys: cannot describe KMS key {0}")]
+    AllowedKey(String),
     /// The root key could not be read or created.
     #[error("KMS root key unavailable: {0}")]
     RootKey(String),

@@ -69,7 +69,14 @@ impl AwsKms {
                         .key_id(id)
                         .send()
                         .await
-                        .map_err(|e| error(id, classify(&e)))?;
+                        .map_err(|e| {
+                            let failed = error(id, classify(&e));
+                            if self.allowed == [self.key_id.clone()] {
+                                failed
+                            } else {
+                                KmsError::AllowedKey(format!("{id}: {failed}"))
+                            }
+                        })?;
                     let arn = out
                         .key_metadata()
                         .and_then(|m| m.arn())
