@@ -155,6 +155,23 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         "a shape Envelope reads",
     );
 
+    // A salt secret that does not exist (seed 004's plain key needs one).
+    let salted = cfg(&url, &key, &wrong).replacen(
+        &format!("secret_id = \"{wrong}\"\n"),
+        &format!(
+            "secret_id = \"{wrong}\"\nsalt_secret_id = \"{}\"\nallow_unwrapped_master_keys = true\n",
+            unique("envelope/no-salt")
+        ),
+        1,
+    );
+    fails(
+        &["serve"],
+        &salted,
+        TEST_ENV,
+        "cannot read the salt secret of key \"pii\" (salt_secret_id)",
+        "correct the key's salt_secret_id",
+    );
+
     // A secret scheduled for deletion.
     let deleted = unique("envelope/deleted");
     create_envelope_secret(&deleted, &key, "pii", &uuid()).await;

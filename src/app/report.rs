@@ -75,9 +75,23 @@ pub fn fix(err: &(dyn StdError + 'static)) -> Option<String> {
         std::iter::successors(Some(err), |&e| e.source()).collect();
     chain
         .iter()
-        .rev()
-        .find_map(|e| fix_one(*e))
+        .find_map(|e| outer_fix(*e))
+        .or_else(|| chain.iter().rev().find_map(|e| fix_one(*e)))
         .or_else(|| chain.iter().rev().find_map(|e| generic_fix(*e)))
+}
+
+/// Fixes an outer error knows better than its source: a salt secret not
+/// found is no key secret to create with init-keys.
+fn outer_fix(err: &(dyn StdError + 'static)) -> Option<String> {
+    match err.downcast_ref::<ServeError>()? {
+        ServeError::Salt {
+            source: StoreError::SecretNotFound { .. },
+            ..
+        } => {
+            Some("correct the key's salt_secret_id, or create that secret (seed 004's salt)".into())
+        }
+        _ => None,
+    }
 }
 
 /// Fixes for errors that say less than the error around them (an I/O or

@@ -115,6 +115,15 @@ pub enum ServeError {
         #[source]
         source: Error,
     },
+    /// A key's salt secret could not be read.
+    #[error("cannot read the salt secret of key {key:?} (salt_secret_id): {source}")]
+    Salt {
+        /// The key name.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::backends::store::StoreError,
+    },
     /// Neither the configuration nor the SDK's region chain gives a region.
     #[error(
         "no AWS region: neither aws.region nor the SDK's region chain (AWS_REGION, the profile) gives one"
@@ -301,7 +310,10 @@ pub async fn kdf_params(
                 .store
                 .get_stage(id, crate::backends::store::AWSCURRENT)
                 .await
-                .map_err(|e| key_err(&k.name, e.into()))?;
+                .map_err(|source| ServeError::Salt {
+                    key: k.name.clone(),
+                    source,
+                })?;
             // Trimmed like the key secret: a trailing newline is an accident, not salt.
             Some(zeroize::Zeroizing::new(v.value.trim().as_bytes().to_vec()))
         }

@@ -99,7 +99,9 @@ impl AwsStore {
                 req.send().await.map_err(|e| classify(&e))
             })
             .await
-            .map_err(|f| store_error(secret_id, Some(which), f))?;
+            // A stage is no version: a stage read that finds nothing means
+            // the secret (or its staged version) is missing.
+            .map_err(|f| store_error(secret_id, (!by_stage).then_some(which), f))?;
         value_of(secret_id, out)
     }
 
