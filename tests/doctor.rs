@@ -48,6 +48,11 @@ async fn setup(dir: &Path) -> Setup {
     std::fs::write(dir.join("server.crt"), &server.cert).unwrap();
     std::fs::write(dir.join("server.key"), &server.key).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(
+        dir.join("bad-ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let expired = ca.expired_server();
     std::fs::write(dir.join("expired.crt"), &expired.cert).unwrap();
     std::fs::write(dir.join("expired.key"), &expired.key).unwrap();
@@ -142,6 +147,7 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
         "tls key",
         "tls client CA",
         "policy",
+        "audit",
         "region",
         "aws identity",
         "clock",
@@ -275,6 +281,28 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
             ),
             vec!["pii decrypt"],
             "kms:DescribeKey on every key of aws.allowed_kms_keys",
+        ),
+        (
+            "an audit file in a directory that does not exist",
+            format!(
+                "{}\n[audit]\noutput = \"{}/nowhere/audit.log\"\n",
+                config(d, &url, &s.kms, &s.secret, &s.tls),
+                d.display()
+            ),
+            vec!["audit"],
+            "[audit] output",
+        ),
+        (
+            "a client CA bundle with a certificate that does not parse",
+            config(
+                d,
+                &url,
+                &s.kms,
+                &s.secret,
+                &s.tls.replace("/ca.pem", "/bad-ca.pem"),
+            ),
+            vec!["tls client CA"],
+            "PEM bundle of the CAs",
         ),
         (
             "a client CA bundle with no certificate",
@@ -549,6 +577,6 @@ fn doctor_checks_local_mode_and_creates_nothing() {
         fix_of(&checks2, "data directory").starts_with("chmod 700"),
         "{table}"
     );
-    // config, tls (none: a warning), policy, data directory.
-    assert_eq!(checks.len(), 4, "{checks:?}");
+    // config, tls (none: a warning), policy, audit, data directory.
+    assert_eq!(checks.len(), 5, "{checks:?}");
 }

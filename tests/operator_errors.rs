@@ -266,6 +266,16 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
 
+    // An audit file in a directory that does not exist.
+    let nowhere = dir.path().join("nowhere/audit.log");
+    fails(
+        &["serve", "--data-dir", data],
+        &format!("[audit]\noutput = \"{}\"\n", nowhere.display()),
+        &[],
+        &format!("cannot open {}", nowhere.display()),
+        "[audit] output",
+    );
+
     // A policy file that does not parse.
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "[[grants]\n").unwrap();

@@ -123,6 +123,7 @@ pub async fn run(config: &Path, role_arn: Option<&str>) -> Vec<Check> {
         )),
     }
     checks.push(files::policy(&settings));
+    checks.push(files::audit(&settings));
     match (&settings.mode, &settings.aws) {
         (Mode::Aws, Some(a)) => checks.extend(aws::checks(&settings, a, role_arn).await),
         _ => checks.extend(files::local_keys(&settings).await),

@@ -417,8 +417,14 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
     };
     let audit = match &settings.audit {
         Some(out) => Some(
-            AuditLog::start(out.clone(), settings.audit_on_failure)
-                .map_err(|e| ServeError::Audit(e.to_string()))?,
+            AuditLog::start(out.clone(), settings.audit_on_failure).map_err(|e| {
+                ServeError::Audit(match out {
+                    crate::edge::audit::Output::File(p) => {
+                        format!("cannot open {}: {e}", p.display())
+                    }
+                    crate::edge::audit::Output::Stdout => format!("stdout: {e}"),
+                })
+            })?,
         ),
         None => None,
     };

@@ -68,6 +68,28 @@ pub struct PeerInfo {
     pub remote: Option<std::net::SocketAddr>,
 }
 
+fn pem_err(path: &std::path::Path, what: &str) -> TlsError {
+    TlsError::Pem {
+        path: path.display().to_string(),
+        what: what.to_owned(),
+    }
+}
+
+/// The CAs of the client CA bundle at `ca`, each parsed as the handshake
+/// will use it (`envelope doctor` checks the bundle with it too).
+pub fn client_roots(ca: &PathBuf) -> Result<rustls::RootCertStore, TlsError> {
+    let pem = read(ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|_| pem_err(ca, "not a PEM CA bundle"))?;
+        roots.add(c).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(pem_err(ca, "no CA CERTIFICATE found"));
+    }
+    Ok(roots)
+}
+
 fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.display().to_string(),
@@ -77,10 +99,6 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
 
 /// Builds a rustls server configuration from the files.
 pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<ServerConfig, TlsError> {
-    let pem_err = |path: &PathBuf, what: &str| TlsError::Pem {
-        path: path.display().to_string(),
-        what: what.to_owned(),
-    };
     let cert_pem = read(&s.cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
@@ -115,15 +133,7 @@ pub fn server_config(s: &TlsSettings, require_client_cert: bool) -> Result<Serve
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = match &s.client_ca {
         Some(ca) => {
-            let pem = read(ca)?;
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                let c = c.map_err(|_| pem_err(ca, "not a PEM CA bundle"))?;
-                roots.add(c).map_err(|e| TlsError::Rustls(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(pem_err(ca, "no CA CERTIFICATE found"));
-            }
+            let roots = client_roots(ca)?;
             // Without an anonymous grant a certificate-less client is refused
             // at the handshake, before it can send a byte of a request; with
             // one it may connect and the policy answers it. A certificate

@@ -34,28 +34,15 @@ pub(super) fn tls(tls: &TlsSettings) -> Vec<Check> {
         }
     }));
     if let Some(ca) = &tls.client_ca {
-        checks.push(match std::fs::read(ca) {
-            Ok(pem) => {
-                let n = x509_parser::pem::Pem::iter_from_buffer(&pem)
-                    .filter(|p| p.as_ref().is_ok_and(|p| p.label == "CERTIFICATE"))
-                    .count();
-                if n == 0 {
-                    Check::fail(
-                        "tls client CA",
-                        format!("{}: no CERTIFICATE in it", ca.display()),
-                        "give tls.client_ca a PEM bundle of the CAs that sign client certificates",
-                    )
-                } else {
-                    Check::ok(
-                        "tls client CA",
-                        format!("{}: {n} CA certificate(s)", ca.display()),
-                    )
-                }
-            }
+        checks.push(match crate::edge::tls::client_roots(ca) {
+            Ok(roots) => Check::ok(
+                "tls client CA",
+                format!("{}: {} CA certificate(s)", ca.display(), roots.len()),
+            ),
             Err(e) => Check::fail(
                 "tls client CA",
-                format!("cannot read {}: {e}", ca.display()),
-                "check the path and that the service's user can read it",
+                super::super::report::one_line(&e.to_string()),
+                "give tls.client_ca a readable PEM bundle of the CAs that sign client certificates",
             ),
         });
     }
@@ -245,4 +232,37 @@ pub(super) async fn local_keys(settings: &Settings) -> Vec<Check> {
         );
     }
     checks
+}
+
+/// The audit output `serve` would open: stdout, or a file it may append to
+/// (or create, in a directory that exists). Opens nothing for writing.
+pub(super) fn audit(settings: &Settings) -> Check {
+    use crate::edge::audit::Output;
+    let path = match &settings.audit {
+        None => return Check::ok("audit", "off"),
+        Some(Output::Stdout) => return Check::ok("audit", "stdout"),
+        Some(Output::File(p)) => p,
+    };
+    let fix =
+        "set [audit] output to a file in a directory that exists and the service's user may write";
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            Check::fail("audit", format!("{} is a directory", path.display()), fix)
+        }
+        Ok(m) if m.permissions().readonly() => {
+            Check::fail("audit", format!("{} is read-only", path.display()), fix)
+        }
+        Ok(_) => Check::ok("audit", format!("{}: appended to", path.display())),
+        Err(_) => match path.parent().map(std::fs::metadata) {
+            Some(Ok(d)) if d.is_dir() => Check::ok(
+                "audit",
+                format!("{}: created at start, mode 0600", path.display()),
+            ),
+            _ => Check::fail(
+                "audit",
+                format!("{}: its directory does not exist", path.display()),
+                fix,
+            ),
+        },
+    }
 }
