@@ -303,6 +303,14 @@ async fn the_cli_column_mode_answers_line_for_line() {
     let input = b"17\tana@example.com\n18\tbruno@example.com\n19\tcarla@example.com\n";
     let (ok, sealed, err) = run_stdin(&args("encrypt"), input);
     assert!(ok, "{err}");
+    // Progress, not on a terminal: a line after the first batch, then one
+    // every 10 s at most (this run is shorter).
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains("so far")).collect();
+    assert_eq!(progress.len(), 1, "{err}");
+    assert!(
+        progress[0].starts_with("encrypt --column: 2 values so far ("),
+        "{err}"
+    );
     let sealed_text = String::from_utf8(sealed.clone()).unwrap();
     assert_eq!(sealed_text.lines().count(), 3);
     assert!(sealed_text.lines().all(|l| l.split_once('\t').is_some()));

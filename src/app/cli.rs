@@ -345,8 +345,15 @@ pub async fn rewrap_file(
                 chunk.push((line_no, line));
             }
             if records_in_chunk == batch || (next.is_none() && !chunk.is_empty()) {
-                let c =
-                    rewrap_chunk(&mut client, key, &ctx, &chunk, &mut out, &mut reported).await?;
+                let c = rewrap_chunk(
+                    &mut client,
+                    key,
+                    &ctx,
+                    &chunk,
+                    &mut out,
+                    (&mut reported, &progress),
+                )
+                .await?;
                 counts.add(c);
                 progress.batch(
                     c.total,
@@ -385,7 +392,7 @@ async fn rewrap_chunk(
     ctx: &BTreeMap<String, String>,
     chunk: &[(u64, String)],
     out: &mut impl Write,
-    reported: &mut usize,
+    (reported, progress): (&mut usize, &super::progress::Progress),
 ) -> anyhow::Result<RewrapCounts> {
     let records: Vec<&(u64, String)> = chunk.iter().filter(|(_, l)| !l.is_empty()).collect();
     let decoded: Vec<Option<Vec<u8>>> = records.iter().map(|(_, l)| B64.decode(l).ok()).collect();
@@ -441,7 +448,7 @@ async fn rewrap_chunk(
         c.failed += 1;
         writeln!(out, "{line}")?;
         if *reported < 10 {
-            eprintln!("line {line_no}: {why}");
+            progress.note(&format!("line {line_no}: {why}"));
             *reported += 1;
         }
     }

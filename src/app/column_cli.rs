@@ -46,6 +46,16 @@ fn one_line(line: std::io::Result<Vec<u8>>, line_no: &mut usize) -> anyhow::Resu
     Ok(line)
 }
 
+/// How many failed lines are named on stderr; the rest are counted.
+const REPORTED: usize = 10;
+
+/// Names the `failed`th failure, if it is among the first [`REPORTED`].
+fn report(progress: &super::progress::Progress, failed: usize, line: &str) {
+    if failed <= REPORTED {
+        progress.note(line);
+    }
+}
+
 /// Runs the column mode of `encrypt` or `decrypt` over stdin and stdout.
 pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
     if args.batch == 0 || args.batch > MAX_BATCH {
@@ -57,6 +67,11 @@ pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
         bail!("--row-field {row_field:?} is also given as a --context key");
     }
     let mut grpc = client(connect(&args.target).await?);
+    let verb = match mode {
+        Mode::Encrypt => "encrypt --column",
+        Mode::Decrypt => "decrypt --column",
+    };
+    let mut progress = super::progress::Progress::stream("values");
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lines = stdin.split(b'\n');
@@ -133,25 +148,42 @@ pub async fn run(args: &ClientArgs, mode: Mode) -> anyhow::Result<()> {
             }
             if let Some(e) = u32::try_from(i).ok().and_then(|i| errors.get(&i)) {
                 failed += 1;
-                eprintln!("line {}: {}", first + i, e.message);
+                report(
+                    &progress,
+                    failed,
+                    &format!("line {}: {}", first + i, e.message),
+                );
             } else if mode == Mode::Encrypt {
                 out.write_all(B64.encode(value).as_bytes())?;
             } else if value.contains(&b'\n') {
                 // It would split into two lines and misalign every line after.
                 failed += 1;
-                eprintln!(
-                    "line {}: the value holds a newline; decrypt it without --column",
-                    first + i
+                report(
+                    &progress,
+                    failed,
+                    &format!(
+                        "line {}: the value holds a newline; decrypt it without --column",
+                        first + i
+                    ),
                 );
             } else {
                 out.write_all(value)?;
             }
             out.write_all(b"\n")?;
         }
+        let n = outputs.len() as u64;
+        progress.batch(
+            n,
+            line_no as u64,
+            &format!("{verb}: {line_no} values so far"),
+        );
     }
+    progress.finish();
     out.flush()?;
     if failed > 0 {
-        bail!("{failed} of {line_no} lines failed (their output lines are empty)");
+        bail!(
+            "{failed} of {line_no} lines failed (their output lines are empty; the first {REPORTED} are named above)"
+        );
     }
     Ok(())
 }
@@ -170,6 +202,7 @@ pub async fn index(
     let mut lines = std::io::stdin().lock().split(b'\n');
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut line_no, mut failed) = (0usize, 0usize);
+    let mut progress = super::progress::Progress::stream("values");
     loop {
         let mut values = Vec::new();
         for line in lines.by_ref().take(1000) {
@@ -193,7 +226,11 @@ pub async fn index(
         for (i, r) in resp.results.iter().enumerate() {
             if let Some(e) = &r.error {
                 failed += 1;
-                eprintln!("line {}: {}", first + i, e.message);
+                report(
+                    &progress,
+                    failed,
+                    &format!("line {}: {}", first + i, e.message),
+                );
             }
             let tokens: Vec<String> = r
                 .tokens
@@ -202,10 +239,19 @@ pub async fn index(
                 .collect();
             writeln!(out, "{}", tokens.join(" "))?;
         }
+        let n = resp.results.len() as u64;
+        progress.batch(
+            n,
+            line_no as u64,
+            &format!("index: {line_no} values so far"),
+        );
     }
+    progress.finish();
     out.flush()?;
     if failed > 0 {
-        bail!("{failed} of {line_no} values have no token (their lines are empty)");
+        bail!(
+            "{failed} of {line_no} values have no token (their lines are empty; the first {REPORTED} are named above)"
+        );
     }
     Ok(())
 }

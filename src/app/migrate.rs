@@ -289,7 +289,7 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
                 Some(pb::rewrap_result::Result::Error(e)) => {
                     sum.failed += 1;
                     first_failure.get_or_insert(*row_id);
-                    eprintln!("{} = {row_id}: {}", args.id_column, e.message);
+                    progress.note(&format!("{} = {row_id}: {}", args.id_column, e.message));
                 }
                 None => {
                     sum.failed += 1;
@@ -402,6 +402,8 @@ fn checkpoint_at(end: i64, first_failure: Option<i64>) -> i64 {
 async fn dry_run(db: &tokio_postgres::Client, select: &str, limit: i64) -> anyhow::Result<()> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = i64::MIN;
+    let mut progress = crate::app::progress::Progress::stream("rows");
+    let mut scanned = 0u64;
     loop {
         let rows = db.query(select, &[&last, &limit]).await?;
         let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
@@ -412,8 +414,15 @@ async fn dry_run(db: &tokio_postgres::Client, select: &str, limit: i64) -> anyho
             let v = version_of(&value).unwrap_or_else(|| "unreadable".to_owned());
             *counts.entry(v).or_default() += 1;
         }
+        scanned += rows.len() as u64;
+        progress.batch(
+            rows.len() as u64,
+            scanned,
+            &format!("dry run: {scanned} rows scanned so far"),
+        );
         last = end;
     }
+    progress.finish();
     for (v, n) in &counts {
         println!("{n} records under {v}");
     }

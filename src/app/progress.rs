@@ -37,6 +37,29 @@ impl Progress {
         report
     }
 
+    /// A report of a stream of `unit`s of unknown length (stdin): a count
+    /// and rate on a terminal.
+    pub fn stream(unit: &str) -> Self {
+        let mut report = Self::plain();
+        if Self::on_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let template = format!("{{spinner}} {{pos}} {unit}, {{per_sec}}");
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                bar.set_style(style);
+            }
+            report.bar = Some(bar);
+        }
+        report
+    }
+
+    /// Prints `line` on stderr, above the bar when one is drawn.
+    pub fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn plain() -> Self {
         Self {
             bar: None,
