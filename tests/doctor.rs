@@ -171,19 +171,23 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
     assert!(table.lines().all(|l| !l.starts_with('!')), "{table}");
 
     // Doctor changes nothing: the secret's versions and stages are as they were.
+    // (In the primary region and the replica's.)
     let versions = || async {
-        let v = moto()
-            .secrets()
-            .list_secret_version_ids()
-            .secret_id(&s.secret)
-            .send()
-            .await
-            .unwrap();
-        let mut v: Vec<String> = v
-            .versions()
-            .iter()
-            .map(|v| format!("{:?} {:?}", v.version_id(), v.version_stages()))
-            .collect();
+        let mut v = Vec::new();
+        for client in [moto().secrets(), west()] {
+            let listed = client
+                .list_secret_version_ids()
+                .secret_id(&s.secret)
+                .send()
+                .await
+                .unwrap();
+            v.extend(
+                listed
+                    .versions()
+                    .iter()
+                    .map(|v| format!("{:?} {:?}", v.version_id(), v.version_stages())),
+            );
+        }
         v.sort();
         v
     };

@@ -198,6 +198,16 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         &format!("KMS key not found: KMS key {unknown_key}"),
         "correct aws.kms_key_id",
     );
+    // … and serve, whose existing secret names a real key, fails the same way.
+    let existing = unique("envelope/existing");
+    create_envelope_secret(&existing, &key, "pii", &uuid()).await;
+    fails(
+        &["serve"],
+        &cfg(&url, &unknown_key, &existing),
+        TEST_ENV,
+        &format!("KMS key not found: KMS key {unknown_key}"),
+        "correct aws.kms_key_id",
+    );
     // A KMS key ARN of another region than the one in use: AWS would say
     // only "not found", so serve refuses it before any call.
     let elsewhere = format!("arn:aws:kms:eu-west-1:123456789012:key/{key}");
