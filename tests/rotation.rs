@@ -494,3 +494,99 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
     );
     assert!(refused > 0, "no record was made under the oldest version");
 }
+
+/// ROTATION.md, "Key name" and "Environment": the Lambda refuses a secret
+/// without the `envelope:key` tag and a tag that is no key name, writing
+/// nothing; a valid but wrong name is caught by testSecret and finishSecret,
+/// and AWSCURRENT stays; and without ENVELOPE_KMS_KEY_ID it does not start.
+#[tokio::test]
+async fn the_lambda_refuses_untagged_badly_tagged_and_misnamed_secrets() {
+    let kms_key = kms_key().await;
+    let secret = format!("envelope/tags-{}", uuid::Uuid::new_v4().simple());
+    common::moto::create_envelope_secret(&secret, &kms_key, "pii", &uuid()).await;
+    let v0 = current(&secret).await;
+    let backends = Backends {
+        store: Arc::new(
+            AwsStore::new(
+                &envelope::backends::aws_sdk::AwsSettings::new(kms_key.clone()),
+                &moto().sdk_config(),
+            )
+            .await,
+        ),
+        kms: Arc::new(AwsKms::new(&moto().sdk_config(), kms_key.clone())),
+    };
+    let tag = |value: &'static str| {
+        let secret = secret.clone();
+        async move {
+            moto()
+                .secrets()
+                .tag_resource()
+                .secret_id(&secret)
+                .tags(
+                    aws_sdk_secretsmanager::types::Tag::builder()
+                        .key("envelope:key")
+                        .value(value)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let step = |name: &str, token: &str| RotationEvent {
+        secret_id: secret.clone(),
+        client_request_token: token.to_owned(),
+        step: name.to_owned(),
+    };
+
+    // No tag, then a tag that is no key name: refused, nothing written.
+    let token = uuid();
+    let before = snapshot(&secret, &token).await;
+    let err = handle(&step("createSecret", &token), &backends)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no envelope:key tag"), "{err}");
+    tag(".hidden").await;
+    let err = handle(&step("createSecret", &token), &backends)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown key name \".hidden\""), "{err}");
+    assert_eq!(snapshot(&secret, &token).await, before);
+
+    // A valid name that is not the key's: createSecret makes the version
+    // (bound to the wrong name), testSecret and finishSecret refuse it.
+    tag("other").await;
+    handle(&step("createSecret", &token), &backends)
+        .await
+        .unwrap();
+    handle(&step("setSecret", &token), &backends).await.unwrap();
+    for refused in ["testSecret", "finishSecret"] {
+        assert!(
+            handle(&step(refused, &token), &backends).await.is_err(),
+            "{refused} accepted a version of the wrong key name"
+        );
+    }
+    assert_eq!(current(&secret).await, v0, "AWSCURRENT moved");
+    let (stages, _) = snapshot(&secret, &token).await;
+    let pending: Vec<&String> = stages
+        .iter()
+        .filter(|(_, s)| s.iter().any(|s| s == "AWSPENDING"))
+        .map(|(v, _)| v)
+        .collect();
+    assert_eq!(pending, [&token]);
+
+    // The Lambda binary without its KMS key does not start.
+    let mut lambda = std::process::Command::new(env!("CARGO_BIN_EXE_envelope-rotation-lambda"));
+    lambda
+        .env_remove("ENVELOPE_KMS_KEY_ID")
+        .envs(TEST_ENV.iter().copied());
+    let out = common::process::output_within(&mut lambda, None, Duration::from_secs(30));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid setting ENVELOPE_KMS_KEY_ID: the rotation Lambda needs the KMS key"),
+        "{err}"
+    );
+}

@@ -16,8 +16,19 @@ async fn main() -> Result<(), Error> {
         Err(ServeError::Hardening(e)) => tracing::warn!(error = %e, "process hardening incomplete"),
         Err(e) => return Err(e.into()),
     }
-    let settings = lambda_aws_settings()?;
-    let backends = open_aws(&settings, &[]).await?;
+    // A failed start prints the same short report as the CLI (its Debug
+    // form would reach CloudWatch otherwise).
+    let started = async {
+        let settings = lambda_aws_settings()?;
+        Ok::<_, anyhow::Error>(open_aws(&settings, &[]).await?)
+    };
+    let backends = match started.await {
+        Ok(b) => b,
+        Err(e) => {
+            eprint!("{}", envelope::app::report::render(&e, false));
+            std::process::exit(1);
+        }
+    };
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
         let backends = backends.clone();
         async move {
