@@ -408,3 +408,52 @@ async fn admin_requests_over_64_kib_are_out_of_range() {
     assert_eq!(code, Code::NotFound, "{message}");
     assert!(message.starts_with("unknown key name \"kkk"), "{message}");
 }
+
+/// A call past `limits.request_timeout_secs` (docs/API.md, "Status codes";
+/// AUDIT.md): tonic answers CANCELLED "Timeout expired", the handler is
+/// dropped, and no audit line is written for it, then or later. The call
+/// is held by a KMS GenerateDataKey that a proxy delays past the deadline.
+#[tokio::test]
+async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
+    use common::aws_config::{FAIL_FAST, aws_config, secret_key};
+    use common::moto::{Proxy, TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/deadline");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    let cfg = aws_config(
+        &proxy.url(),
+        &key,
+        FAIL_FAST,
+        "refresh_interval_secs = 3600\n[limits]\nrequest_timeout_secs = 1\n",
+        &secret_key("default", &secret),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let mut c = server.client().await;
+    let data_key = || pb::GenerateDataKeyRequest {
+        key: String::new(),
+        context: ctx(CTX),
+    };
+    proxy.set_delay(Duration::from_secs(3));
+    let started = Instant::now();
+    let late = outcome(c.generate_data_key(data_key()).await);
+    assert_eq!(late, (Code::Cancelled, "Timeout expired".to_owned()));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not cut at the deadline"
+    );
+    proxy.set_delay(Duration::ZERO);
+    // Past the delayed KMS answer, a call that completes: its line is
+    // there, and still none for the cancelled one.
+    tokio::time::sleep_until((started + Duration::from_millis(3500)).into()).await;
+    c.generate_data_key(data_key()).await.unwrap();
+    let audit = server.audit_with(&["\"rpc\":\"GenerateDataKey\""]).await;
+    let lines: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"rpc\":\"GenerateDataKey\""))
+        .collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    assert!(lines[0].contains("\"outcome\":\"ok\""), "{audit}");
+}
