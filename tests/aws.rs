@@ -358,3 +358,64 @@ async fn aws_mode_without_a_policy_denies_every_call_and_says_so() {
         .unwrap_err();
     assert_eq!(admin.code(), tonic::Code::PermissionDenied, "{admin:?}");
 }
+
+/// SECURITY.md, "Process hardening": `init-keys` and `rotate --config`,
+/// which hold master keys too, cannot dump core either. Read from /proc
+/// while each waits on its first AWS call, held by a delaying proxy.
+#[tokio::test]
+async fn init_keys_and_rotate_cannot_dump_core() {
+    use common::aws_config::Timeouts;
+    use common::moto::Proxy;
+    use std::time::{Duration, Instant};
+    let key = kms_key().await;
+    let secret = unique("envelope/hardened");
+    let proxy = Proxy::start(moto().addr);
+    let patient = Timeouts {
+        connect_secs: 2,
+        attempt_secs: 15,
+        operation_secs: 30,
+        max_attempts: Some(1),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aws.toml");
+    std::fs::write(
+        &path,
+        aws_config(&proxy.url(), &key, patient, "", &secret_key("pii", &secret)),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    for args in [
+        vec!["init-keys", "--config", path],
+        vec!["rotate", "--config", path, "--key", "pii"],
+    ] {
+        let before = proxy.count("secretsmanager.DescribeSecret");
+        proxy.set_delay(Duration::from_secs(2));
+        let mut child = std::process::Command::new(common::BIN)
+            .args(&args)
+            .envs(TEST_ENV.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.count("secretsmanager.DescribeSecret") == before {
+            assert!(Instant::now() < deadline, "{args:?} made no AWS call");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+        proxy.set_delay(Duration::ZERO);
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert!(
+            core.split_whitespace().filter(|w| *w == "0").count() >= 2,
+            "{args:?}: {core}"
+        );
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{args:?} did not finish");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(child.wait().unwrap().success(), "{args:?} failed");
+    }
+}
