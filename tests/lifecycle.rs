@@ -290,3 +290,63 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     assert!(ok);
     assert_eq!(raw_pt, [0, 1, 2, 255]);
 }
+
+/// ROTATION.md: an unreadable AWSPREVIOUS or AWSPENDING version is skipped
+/// with a warning; the key still loads and serves under AWSCURRENT.
+#[tokio::test]
+async fn unreadable_previous_and_pending_versions_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(Server::start(&data, None));
+    let path = data.join("secrets").join("default.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let created = file["versions"][0]["created"].clone();
+    let mut bad = Vec::new();
+    for stage in ["AWSPREVIOUS", "AWSPENDING"] {
+        let id = uuid::Uuid::new_v4().to_string();
+        file["versions"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": id,
+                "created": created,
+                "stages": [stage],
+                "value": "not a master key",
+            }));
+        bad.push(id);
+    }
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+
+    let server = Server::start(&data, None);
+    let status = server
+        .admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let loaded: Vec<&str> = status.keys[0]
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(loaded.len(), 1, "{status:?}");
+    assert!(!bad.iter().any(|b| loaded.contains(&b.as_str())));
+    let logs = server.logs();
+    for id in &bad {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("skipping unreadable master-key version")
+                    && l.contains(id.as_str())),
+            "{logs}"
+        );
+    }
+    let sealed = encrypt(&server.channel().await, "", "still serving", &[])
+        .await
+        .unwrap();
+    let back = decrypt(&server.channel().await, "", &sealed.ciphertext, &[])
+        .await
+        .unwrap();
+    assert_eq!(back.plaintext.as_ref(), b"still serving");
+}

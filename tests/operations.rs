@@ -284,3 +284,57 @@ fn the_test_runner_bounds_every_command() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
     assert!(started.elapsed() < Duration::from_secs(25));
 }
+
+/// CONFIG.md, "The data directory": processes that start together on an
+/// empty directory agree on one root key (the second uses the first's),
+/// and the store's flock keeps their writes from interleaving: eight
+/// `init-keys` at once leave one root key and one first version, which a
+/// server then serves.
+#[tokio::test]
+async fn processes_starting_together_share_one_root_key_and_one_first_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let children: Vec<std::process::Child> = (0..8)
+        .map(|_| {
+            std::process::Command::new(common::BIN)
+                .args(["init-keys", "--data-dir", data])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let root = std::path::Path::new(data).join("root.key");
+    assert_eq!(std::fs::read(&root).unwrap().len(), 32);
+    // No temporary file left behind by the losers of the race.
+    let left: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("root."))
+        .collect();
+    assert_eq!(left, ["root.key"]);
+    let server = Server::start(std::path::Path::new(data), None);
+    let status = server
+        .admin()
+        .await
+        .key_status(envelope::pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let versions: Vec<&envelope::pb::MasterKeyVersion> =
+        status.keys.iter().flat_map(|k| &k.versions).collect();
+    assert_eq!(versions.len(), 1, "{status:?}");
+    assert!(versions[0].stages.iter().any(|s| s == "AWSCURRENT"));
+    let mut c = server.client().await;
+    let sealed = c.encrypt(enc("", b"x", &[])).await.unwrap().into_inner();
+    c.decrypt(dec("", &sealed.ciphertext, &[])).await.unwrap();
+}

@@ -398,6 +398,38 @@ async fn tls_1_2_is_refused_unless_configured() {
         handshake(&TLS13).await.unwrap(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
+    drop(server);
+    // With allow_tls12 it is offered.
+    let tls12 = config.replacen("[tls]\n", "[tls]\nallow_tls12 = true\n", 1);
+    let server = Server::start(&dir.path().join("data12"), Some(&tls12));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    // TLS 1.2 ends the handshake only after the server checked the client's
+    // certificate, so this client shows one.
+    let client = pki.ca.client("batch-job", None);
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(client.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(client.key.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_protocol_versions(&TLS12)
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let stream = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
 }
 
 /// A peer that completes the TLS handshake (with a valid client
@@ -489,5 +521,54 @@ fn unsafe_transports_are_refused_at_start() {
     assert!(
         !ok && err.contains("AWS mode serves only over TLS"),
         "{err}"
+    );
+}
+
+/// SECURITY.md, "Authorization": health and reflection are not gated by
+/// the policy. A client the CA vouches for but the policy grants nothing
+/// checks health and lists the services, while its Encrypt is denied.
+#[tokio::test]
+async fn health_and_reflection_answer_callers_the_policy_grants_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let nobody = pki.ca.client("nobody", None);
+    let ch = channel(&server, &pki.ca.pem, Some(&nobody), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        encrypt(&ch, "pii", "x", &[]).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "envelope.v1.Envelope".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = stream.message().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(&listed, Some(MessageResponse::ListServicesResponse(l)) if l.service.iter().any(|s| s.name == "envelope.v1.Envelope")),
+        "{listed:?}"
     );
 }

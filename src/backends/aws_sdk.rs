@@ -353,6 +353,14 @@ mod tests {
             answer("InvalidRequestException", "other"),
             Failure::Invalid(_)
         ));
+        // A quota (20 staging labels per secret), not a rate: no retry helps.
+        assert!(matches!(
+            answer(
+                "LimitExceededException",
+                "You have exceeded the number of staging labels"
+            ),
+            Failure::Invalid(_)
+        ));
         // A long or multi-line message is kept to one bounded line.
         let Failure::AccessDenied(m) = answer("AccessDeniedException", &"no\n".repeat(300)) else {
             panic!("not access denied");

@@ -188,6 +188,27 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
         value: &str,
         stages: &[&str],
     ) -> Result<(), StoreError>;
+    /// Adds the secret's first version (as [`SecretStore::put`], with
+    /// AWSCURRENT among `stages`) unless a version already carries
+    /// AWSCURRENT; says whether it did. Two processes making the first
+    /// version at once must not both succeed: the local store checks and
+    /// writes under its lock; Secrets Manager's CreateSecret refuses the
+    /// second creator of a new secret (a conflict).
+    async fn put_first(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<bool, StoreError> {
+        match self.describe(secret_id).await {
+            Ok(v) if v.iter().any(|v| v.has(AWSCURRENT)) => return Ok(false),
+            Ok(_) | Err(StoreError::SecretNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.put(secret_id, version_id, value, stages).await?;
+        Ok(true)
+    }
     /// Moves `stage` to `move_to` and/or removes it from `remove_from`
     /// (UpdateSecretVersionStage). Moving AWSCURRENT labels the version that
     /// held it AWSPREVIOUS, as Secrets Manager does.

@@ -97,6 +97,29 @@ impl IndexMeter {
 mod tests {
     use super::*;
 
+    /// At most MAX_CALLERS callers are tracked: one more is refused (known
+    /// callers still served) until a day's entries expire.
+    #[test]
+    fn callers_past_the_bound_are_refused_until_a_day_expires() {
+        let m = IndexMeter::default();
+        let q = IndexQuota {
+            per_second: 10,
+            per_day: 100,
+        };
+        let t0 = Instant::now();
+        for i in 0..MAX_CALLERS {
+            assert!(m.take_at(Some(&format!("caller-{i}")), q, 1, t0));
+        }
+        assert!(!m.take_at(Some("one-more"), q, 1, t0));
+        assert!(
+            m.take_at(Some("caller-0"), q, 1, t0),
+            "a known caller is served"
+        );
+        assert!(!m.take_at(Some("one-more"), q, 1, t0 + DAY - Duration::from_secs(1)));
+        assert!(m.take_at(Some("one-more"), q, 1, t0 + DAY));
+        assert!(m.callers.lock().map_or(usize::MAX, |c| c.len()) <= MAX_CALLERS);
+    }
+
     #[test]
     fn the_rate_and_the_day_are_both_enforced() {
         let m = IndexMeter::default();

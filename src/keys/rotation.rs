@@ -313,10 +313,23 @@ pub async fn ensure_initial_version(
     }
     let token = random_uuid().map_err(KmsError::from)?.to_string();
     let value = zeroize::Zeroizing::new(master_key::new_secret_value(key_name, &token, kms).await?);
-    store
-        .put(secret_id, &token, &value, &[AWSCURRENT, &pin_label(&token)])
-        .await?;
-    Ok(true)
+    match store
+        .put_first(secret_id, &token, &value, &[AWSCURRENT, &pin_label(&token)])
+        .await
+    {
+        Ok(made) => Ok(made),
+        // Another process created the secret first (Secrets Manager's
+        // CreateSecret): theirs is the first version if it has AWSCURRENT.
+        Err(StoreError::Conflict { .. })
+            if store
+                .describe(secret_id)
+                .await
+                .is_ok_and(|v| v.iter().any(|v| v.has(AWSCURRENT))) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

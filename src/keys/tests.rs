@@ -368,3 +368,51 @@ fn a_column_keeps_its_version_across_a_rotation() {
         }
     });
 }
+
+/// ROTATION.md, "Retiring old versions", fail closed: with a minimum set,
+/// a version whose creation time is unknown is refused as retired; a
+/// minimum the store lacks, or one newer than AWSCURRENT, stops the load.
+#[test]
+fn retirement_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = || async { KeySource::open_local(dir.path(), "k").await.unwrap() };
+        let key = NamedKey::load(source().await, Limits::default())
+            .await
+            .unwrap();
+        let (v1, v2) = key.rotate().await.unwrap();
+        assert_ne!(v1, v2);
+
+        // The minimum at v1: v1 itself and v2 pass, an undated version is refused.
+        let mut at_v1 = source().await;
+        at_v1.min_version = Some(v1.clone());
+        let key = NamedKey::load(at_v1, Limits::default()).await.unwrap();
+        let created = key.snapshot().current.created;
+        key.versions.check_retired("k", &v2, created).unwrap();
+        assert!(matches!(
+            key.versions.check_retired("k", &v2, None),
+            Err(Error::Retired { .. })
+        ));
+
+        // A minimum the store does not have.
+        let mut missing = source().await;
+        missing.min_version = Some(uuid::Uuid::new_v4().to_string());
+        assert!(NamedKey::load(missing, Limits::default()).await.is_err());
+
+        // A minimum newer than AWSCURRENT: AWSCURRENT back on v1.
+        source()
+            .await
+            .store
+            .update_stage("k", "AWSCURRENT", Some(&v1), Some(&v2))
+            .await
+            .unwrap();
+        let mut newer = source().await;
+        newer.min_version = Some(v2.clone());
+        let err = NamedKey::load(newer, Limits::default()).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("AWSCURRENT is older than min_decryption_version"),
+            "{err}"
+        );
+    });
+}

@@ -85,6 +85,20 @@ impl SecretStore for MeteredStore {
         )
         .await
     }
+    async fn put_first(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<bool, StoreError> {
+        timed(
+            "secretsmanager",
+            "PutSecretValue",
+            self.0.put_first(secret_id, version_id, value, stages),
+        )
+        .await
+    }
     async fn update_stage(
         &self,
         secret_id: &str,

@@ -127,6 +127,66 @@ impl LocalStore {
         .map_err(unavailable)
     }
 
+    /// [`SecretStore::put`] under the store's locks; with `first_only`,
+    /// nothing is written if a version carries AWSCURRENT (checked under
+    /// the same lock as the write). Says whether a version was added.
+    async fn write_version(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+        first_only: bool,
+    ) -> Result<bool, StoreError> {
+        let _guard = self.lock.lock().await;
+        let _file_lock = self.lock_file(secret_id).await?;
+        let mut file = match self.load(secret_id).await {
+            Ok(f) => f,
+            Err(StoreError::SecretNotFound { .. }) => SecretFile::default(),
+            Err(e) => return Err(e),
+        };
+        if first_only
+            && file
+                .versions
+                .iter()
+                .any(|v| v.stages.iter().any(|s| s == AWSCURRENT))
+        {
+            return Ok(false);
+        }
+        if let Some(existing) = file.versions.iter().find(|v| v.id == version_id) {
+            let same = constant_time_eq(existing.value.as_bytes(), value.as_bytes());
+            return match same {
+                true => Ok(false),
+                false => Err(StoreError::Conflict {
+                    secret: secret_id.to_owned(),
+                    reason: format!("version {version_id} already exists with a different value"),
+                }),
+            };
+        }
+        let stages: Vec<&str> = if stages.is_empty() {
+            vec![AWSCURRENT]
+        } else {
+            stages.to_vec()
+        };
+        for stage in &stages {
+            if *stage == AWSCURRENT {
+                move_current(&mut file);
+            } else {
+                for v in &mut file.versions {
+                    v.stages.retain(|s| s != stage);
+                }
+            }
+        }
+        file.versions.push(StoredVersion {
+            id: version_id.to_owned(),
+            created: OffsetDateTime::now_utc(),
+            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+            value: value.to_owned(),
+        });
+        self.save(secret_id, &file).await?;
+        Ok(true)
+    }
+
     async fn save(&self, secret_id: &str, file: &SecretFile) -> Result<(), StoreError> {
         let path = self.path(secret_id)?;
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| {
@@ -205,44 +265,20 @@ impl SecretStore for LocalStore {
         value: &str,
         stages: &[&str],
     ) -> Result<(), StoreError> {
-        let _guard = self.lock.lock().await;
-        let _file_lock = self.lock_file(secret_id).await?;
-        let mut file = match self.load(secret_id).await {
-            Ok(f) => f,
-            Err(StoreError::SecretNotFound { .. }) => SecretFile::default(),
-            Err(e) => return Err(e),
-        };
-        if let Some(existing) = file.versions.iter().find(|v| v.id == version_id) {
-            let same = constant_time_eq(existing.value.as_bytes(), value.as_bytes());
-            return match same {
-                true => Ok(()),
-                false => Err(StoreError::Conflict {
-                    secret: secret_id.to_owned(),
-                    reason: format!("version {version_id} already exists with a different value"),
-                }),
-            };
-        }
-        let stages: Vec<&str> = if stages.is_empty() {
-            vec![AWSCURRENT]
-        } else {
-            stages.to_vec()
-        };
-        for stage in &stages {
-            if *stage == AWSCURRENT {
-                move_current(&mut file);
-            } else {
-                for v in &mut file.versions {
-                    v.stages.retain(|s| s != stage);
-                }
-            }
-        }
-        file.versions.push(StoredVersion {
-            id: version_id.to_owned(),
-            created: OffsetDateTime::now_utc(),
-            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
-            value: value.to_owned(),
-        });
-        self.save(secret_id, &file).await
+        self.write_version(secret_id, version_id, value, stages, false)
+            .await
+            .map(|_| ())
+    }
+
+    async fn put_first(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<bool, StoreError> {
+        self.write_version(secret_id, version_id, value, stages, true)
+            .await
     }
 
     async fn update_stage(

@@ -60,8 +60,28 @@ fn malformed_policies_are_refused() {
         "[[allow]]\ncallers = [\"*\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
         "[[allow]]\ncallers = [\"a\"]\nkeys = [\"*\"]\noperations = [\"launch\"]\n",
         "allow = 3",
+        // An empty caller, an unknown field, and a grant without callers
+        // (or anonymous), keys or operations.
+        "[[allow]]\ncallers = [\"\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
+        "[[allow]]\ncallers = [\"a\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\nexpires = 1\n",
+        "[[allow]]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
+        "[[allow]]\ncallers = [\"a\"]\noperations = [\"encrypt\"]\n",
+        "[[allow]]\ncallers = [\"a\"]\nkeys = [\"*\"]\n",
+        "[[deny]]\ncallers = [\"a\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
     ] {
         assert!(Policy::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// SECURITY.md: a policy file with no grants denies every call.
+#[test]
+fn a_policy_without_grants_denies_everything() {
+    for empty in ["", "# nothing granted yet\n"] {
+        let p = Policy::parse(empty).unwrap_or_else(|e| panic!("{e}"));
+        for op in [Operation::Encrypt, Operation::Decrypt, Operation::Admin] {
+            assert!(!p.allows(Some("a"), op, "default"));
+            assert!(!p.allows(None, op, "default"));
+        }
     }
 }
 
