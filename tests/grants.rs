@@ -159,3 +159,70 @@ async fn context_grants_and_the_unwrap_split() {
     assert_eq!(unwrap.code(), Code::PermissionDenied);
     assert!(server.logs().contains("no longer allows UnwrapDataKey"));
 }
+
+/// SECURITY.md, "Which key is checked": an empty key is `default` for
+/// Envelope RPCs and `*` for KeyStatus; with no key named `default`
+/// configured, an empty key a caller may use is NOT_FOUND.
+#[tokio::test]
+async fn an_empty_key_is_default_or_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |grants: &str| {
+        std::fs::write(dir.path().join("policy.toml"), grants).unwrap();
+    };
+    policy(
+        "[[allow]]\nanonymous = true\nkeys = [\"pii\"]\noperations = [\"encrypt\", \"admin\"]\n",
+    );
+    let config = format!(
+        "policy_file = \"{}/policy.toml\"\n[[keys]]\nname = \"pii\"\n",
+        dir.path().display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let client = server.client().await;
+    let mut admin = server.admin().await;
+    let status = |key: &str| pb::KeyStatusRequest { key: key.into() };
+
+    // Granted `pii` only: "" is `default` (Encrypt) and `*` (KeyStatus).
+    assert!(encrypt(&client, "pii", b"x", &[]).await.is_ok());
+    let e = encrypt(&client, "", b"x", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(admin.key_status(status("pii")).await.is_ok());
+    let e = admin.key_status(status("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Granted `default` only: Encrypt "" passes the policy and finds no
+    // key named `default`; KeyStatus "" still needs every key.
+    policy(
+        "[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\", \"admin\"]\n",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let e = encrypt(&client, "", b"x", &[]).await.unwrap_err();
+        if e.code() == Code::NotFound {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy change not picked up: {e:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let e = admin.key_status(status("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Granted every key: KeyStatus "" lists every key.
+    policy("[[allow]]\nanonymous = true\nkeys = [\"*\"]\noperations = [\"encrypt\", \"admin\"]\n");
+    let listed = loop {
+        if let Ok(r) = admin.key_status(status("")).await {
+            break r.into_inner();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy change not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let names: Vec<&str> = listed.keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["pii"]);
+    let e = encrypt(&client, "", b"x", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}

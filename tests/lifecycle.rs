@@ -201,6 +201,14 @@ async fn health_and_reflection_v1_list_every_service() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
     }
+    // Any other service name is NOT_FOUND.
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "envelope.v1.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,

@@ -572,3 +572,32 @@ async fn health_and_reflection_answer_callers_the_policy_grants_nothing() {
         "{listed:?}"
     );
 }
+
+/// SECURITY.md, "Transport": a client certificate outside its validity
+/// dates fails the handshake, like one from another CA.
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let expired = pki.ca.expired_client("batch-job");
+    // With TLS 1.3 the client may learn of the refusal only on its first
+    // call: any transport failure will do; a policy answer (the identity has
+    // a grant for decrypt, none for encrypt) would mean it was accepted.
+    let refused = match channel(&server, &pki.ca.pem, Some(&expired), "localhost").await {
+        Err(_) => true,
+        Ok(ch) => encrypt(&ch, "pii", "x", &[])
+            .await
+            .is_err_and(|s| !matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)),
+    };
+    assert!(refused, "an expired client certificate was accepted");
+    // The same identity with a valid certificate gets through to the policy.
+    let valid = pki.ca.client("batch-job", None);
+    let ch = channel(&server, &pki.ca.pem, Some(&valid), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        encrypt(&ch, "pii", "x", &[]).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+}

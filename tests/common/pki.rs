@@ -49,6 +49,16 @@ impl Ca {
         self.issue(p)
     }
 
+    /// A client certificate for `cn` that expired in 2021.
+    pub fn expired_client(&self, cn: &str) -> Issued {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(p)
+    }
+
     /// A client certificate with a CN and, optionally, a URI SAN.
     pub fn client(&self, cn: &str, uri: Option<&str>) -> Issued {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
