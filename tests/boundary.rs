@@ -477,3 +477,39 @@ async fn compressed_messages_are_refused() {
     let client = server.client().await;
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
 }
+
+/// SECURITY.md, "Limits": a connection may open at most
+/// `max_streams_per_connection` streams at once, as the server's HTTP/2
+/// SETTINGS say (a client that opens more gets REFUSED_STREAM): 100 by
+/// default, or as configured.
+#[tokio::test]
+async fn the_server_advertises_its_streams_per_connection() {
+    for (config, want) in [
+        (None, 100),
+        (Some("[limits]\nmax_streams_per_connection = 7\n"), 7),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("data"), config);
+        let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(usize::MAX);
+        tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                let polled = std::future::Future::poll(std::pin::Pin::new(&mut conn), cx);
+                let _ = tx.send(conn.max_concurrent_send_streams());
+                polled
+            })
+            .await
+        });
+        // One call: the server's SETTINGS have arrived once it is answered.
+        let mut send = send.ready().await.unwrap();
+        let (resp, _) = send
+            .send_request(
+                grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt"),
+                true,
+            )
+            .unwrap();
+        let _ = grpc_status(resp.await.unwrap()).await;
+        assert_eq!(*rx.borrow(), want);
+    }
+}
