@@ -245,6 +245,15 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["checks"]["keys"]["default"]["status"], "stale");
     assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
+    // The Admin service stays SERVING, so KeyStatus and RefreshKeys stay usable.
+    let admin = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "envelope.v1.Admin".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(serving(admin), "Admin went NOT_SERVING with the keys");
     let scraped = common::http_get(&metrics, "/metrics").1;
     assert!(
         scraped.contains("envelope_backend_calls_total{service=\"secretsmanager\",op=\"DescribeSecret\",outcome=\"error\"}"),

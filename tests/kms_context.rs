@@ -86,6 +86,26 @@ async fn master_keys_carry_no_purpose_and_data_keys_name_theirs() {
         .await
         .unwrap();
 
+    // (And, while a proxy is here: KeyStatus answers from memory, with no
+    // store or KMS call, API.md "Admin".)
+    let calls = || {
+        [
+            "secretsmanager.DescribeSecret",
+            "secretsmanager.GetSecretValue",
+            "TrentService.Decrypt",
+            "TrentService.GenerateDataKey",
+        ]
+        .map(|t| proxy.count(t))
+    };
+    let before = calls();
+    server
+        .admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(calls(), before, "KeyStatus called AWS");
+
     let decrypts = contexts(&proxy, "TrentService.Decrypt");
     assert!(!decrypts.is_empty());
     assert!(

@@ -358,3 +358,51 @@ async fn unreadable_previous_and_pending_versions_are_skipped() {
         .unwrap();
     assert_eq!(back.plaintext.as_ref(), b"still serving");
 }
+
+/// API.md, "Rewrap": Rewrap neither uses nor fills the decryption cache
+/// (it unwraps under the record's version and wraps again, keeping no data
+/// key); Decrypt, the control, fills it.
+#[tokio::test]
+async fn rewrap_leaves_the_decryption_cache_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None);
+    let sealed = encrypt(&server.channel().await, "", "cached?", &[])
+        .await
+        .unwrap();
+    // A restart: the record's data key is in no cache.
+    drop(server);
+    let server = Server::start(&data, None);
+    let ch = server.channel().await;
+    let cache = || async {
+        let status = server
+            .admin()
+            .await
+            .key_status(pb::KeyStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let c = status.keys[0].cache.unwrap();
+        (
+            c.decrypt_cache_entries,
+            c.decrypt_cache_hits,
+            c.decrypt_cache_misses,
+        )
+    };
+    let before = cache().await;
+    assert_eq!(before, (0, 0, 0));
+    for _ in 0..2 {
+        pb::envelope_client::EnvelopeClient::new(ch.clone())
+            .rewrap(pb::RewrapRequest {
+                key: String::new(),
+                ciphertext: sealed.ciphertext.clone(),
+                context: ctx(&[]),
+                indexes: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache().await, before);
+    decrypt(&ch, "", &sealed.ciphertext, &[]).await.unwrap();
+    assert_eq!(cache().await, (1, 0, 1));
+}

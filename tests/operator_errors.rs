@@ -226,7 +226,22 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
 /// Client commands: the error's cause, not only its context, and a fix.
 #[test]
 fn client_command_errors_name_their_cause_and_fix() {
-    let cases: [(&[&str], &str, &str); 2] = [
+    let cases: [(&[&str], &str, &str); 3] = [
+        (
+            &[
+                "rotate",
+                "--addr",
+                "127.0.0.1:1",
+                "--key",
+                "pii",
+                "--step",
+                "createSecret",
+                "--token",
+                "t",
+            ],
+            "--step runs the library directly: give --config (or --data-dir for local mode)",
+            "",
+        ),
         (
             &[
                 "rewrap",
@@ -255,10 +270,12 @@ fn client_command_errors_name_their_cause_and_fix() {
             block[0].starts_with("error: ") && block[0].contains(error),
             "{stderr}"
         );
+        // (An empty fix: the error line says what to do itself.)
         assert!(
-            block
-                .iter()
-                .any(|l| l.starts_with("fix: ") && l.contains(fix)),
+            fix.is_empty()
+                || block
+                    .iter()
+                    .any(|l| l.starts_with("fix: ") && l.contains(fix)),
             "{stderr}"
         );
         for debug in ["{ ", "Some(", "source:", "MetadataMap"] {
@@ -284,6 +301,16 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &[],
         &format!("cannot open {}", nowhere.display()),
         "[audit] output",
+    );
+
+    // init-keys validates the whole file, not only what it uses: an AWS
+    // mode file without [tls] or insecure_plaintext is refused.
+    fails(
+        &["init-keys"],
+        "mode = \"aws\"\n[aws]\nregion = \"us-east-1\"\nkms_key_id = \"k\"\n[[keys]]\nname = \"pii\"\n",
+        &[],
+        "AWS mode serves only over TLS",
+        "correct the setting",
     );
 
     // A policy file that does not parse.

@@ -256,3 +256,19 @@ pub async fn compromise(
 
 mod rewrap;
 pub use rewrap::{RewrapCounts, rewrap, rewrap_file};
+
+#[cfg(test)]
+mod tests {
+    /// CONFIG.md: a `--context` flag without `=`, or a key given twice, is
+    /// refused by the client; a value may hold `=`.
+    #[test]
+    fn context_flags_are_parsed_or_refused() {
+        let flags = |f: &[&str]| {
+            super::parse_context(&f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        };
+        let ok = flags(&["table=users", "q=a=b"]).unwrap_or_default();
+        assert_eq!(ok.get("q").map(String::as_str), Some("a=b"));
+        assert!(flags(&["table"]).is_err());
+        assert!(flags(&["t=1", "t=2"]).is_err());
+    }
+}

@@ -386,6 +386,33 @@ mod tests {
         );
     }
 
+    /// FORMAT.md: a seed-shaped secret yields a KEK bound to the key name
+    /// and version too: the same value under another name or version gives
+    /// an unrelated key (another check value).
+    #[tokio::test]
+    async fn a_seed_shaped_value_is_bound_to_name_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+        let seed = r#"{"masterKey":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","algorithm":"AES-256-GCM","keyDerivation":"PBKDF2","salt":"c2FsdHNhbHRzYWx0c2FsdA==","iterations":600000}"#;
+        let kdf = KdfParams {
+            unwrapped: Unwrapped::Any,
+            ..KdfParams::default()
+        };
+        let check = |name: &'static str, version: &'static str| {
+            let (kms, kdf) = (&kms, &kdf);
+            async move {
+                load(name, name, info(version), seed, kms, kdf)
+                    .await
+                    .unwrap()
+                    .check_value
+            }
+        };
+        let base = check("pii", "ver-1").await;
+        assert_eq!(check("pii", "ver-1").await, base);
+        assert_ne!(check("other", "ver-1").await, base);
+        assert_ne!(check("pii", "ver-2").await, base);
+    }
+
     #[tokio::test]
     async fn malformed_values_name_the_problem_not_the_value() {
         let dir = tempfile::tempdir().unwrap();

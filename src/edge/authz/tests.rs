@@ -145,3 +145,31 @@ fn grants_can_require_context_entries() {
             .is_err()
     );
 }
+
+/// SEARCH.md: with several matching `index` grants the most generous
+/// applies, each part on its own; an unset part is the default.
+#[test]
+fn the_most_generous_index_quota_applies() {
+    let p = Policy::parse(
+        "[[allow]]\ncallers = [\"a\"]\nkeys = [\"*\"]\noperations = [\"index\"]\nindex_tokens_per_second = 5\nindex_tokens_per_day = 20000000\n\
+         [[allow]]\ncallers = [\"a\"]\nkeys = [\"pii\"]\noperations = [\"index\"]\nindex_tokens_per_second = 50\nindex_tokens_per_day = 7\n\
+         [[allow]]\ncallers = [\"b\"]\nkeys = [\"*\"]\noperations = [\"index\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let q = p
+        .index_quota(Some("a"), "pii")
+        .unwrap_or_else(|| panic!("no quota"));
+    assert_eq!((q.per_second, q.per_day), (50, 20_000_000));
+    let q = p
+        .index_quota(Some("a"), "other")
+        .unwrap_or_else(|| panic!("no quota"));
+    assert_eq!((q.per_second, q.per_day), (5, 20_000_000));
+    let d = p
+        .index_quota(Some("b"), "pii")
+        .unwrap_or_else(|| panic!("no quota"));
+    assert_eq!(
+        (d.per_second, d.per_day),
+        (IndexQuota::DEFAULT.per_second, IndexQuota::DEFAULT.per_day)
+    );
+    assert!(p.index_quota(Some("c"), "pii").is_none());
+}
