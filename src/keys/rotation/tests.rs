@@ -1,0 +1,165 @@
+//! The four steps against a real local store and root key.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+use super::*;
+use crate::backends::kms::local::LocalKms;
+use crate::backends::store::AWSPREVIOUS;
+use crate::backends::store::local::LocalStore;
+
+#[tokio::test]
+async fn four_steps_are_idempotent_and_move_the_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("s")).unwrap();
+    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+    assert!(
+        ensure_initial_version(&store, &kms, "k", "k")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ensure_initial_version(&store, &kms, "k", "k")
+            .await
+            .unwrap()
+    );
+    let r = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    };
+    let first = r.current().await.unwrap().id;
+    let token = "11111111-2222-4333-8444-555555555555";
+    // Finishing before creating fails and leaves AWSCURRENT alone.
+    assert!(r.step(Step::FinishSecret, token).await.is_err());
+    assert_eq!(r.current().await.unwrap().id, first);
+    for step in [
+        "createSecret",
+        "createSecret",
+        "setSecret",
+        "testSecret",
+        "finishSecret",
+        "finishSecret",
+    ] {
+        r.step(step.parse().unwrap(), token).await.unwrap();
+    }
+    let v = store.describe("k").await.unwrap();
+    assert_eq!(v.len(), 2);
+    assert!(
+        v.iter()
+            .any(|v| v.id == first && v.has(AWSPREVIOUS) && v.has(&pin_label(&first)))
+    );
+    assert!(v.iter().any(|v| v.id == token
+        && v.has(AWSCURRENT)
+        && !v.has(AWSPENDING)
+        && v.has(&pin_label(token))));
+    assert!("bogus".parse::<Step>().is_err());
+}
+
+#[tokio::test]
+async fn failed_test_step_leaves_current_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("s")).unwrap();
+    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+    ensure_initial_version(&store, &kms, "k", "k")
+        .await
+        .unwrap();
+    let r = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    };
+    let first = r.current().await.unwrap().id;
+    // A pending version that is not a master-key document fails testSecret.
+    store
+        .put(
+            "k",
+            "bad-token-000000000000000000000000",
+            "{}",
+            &[AWSPENDING],
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.step(Step::TestSecret, "bad-token-000000000000000000000000")
+            .await
+            .is_err()
+    );
+    assert_eq!(r.current().await.unwrap().id, first);
+}
+
+/// ROTATION.md's error table, each message as written there; and a
+/// finishSecret that stopped between its two calls (AWSCURRENT moved,
+/// AWSPENDING still on the version) is completed by a replay.
+#[tokio::test]
+async fn errors_say_what_the_table_says_and_a_split_finish_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("s")).unwrap();
+    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+    let r = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    };
+    let token = "11111111-2222-4333-8444-555555555555";
+    let err = |e: RotationError| e.to_string();
+    // A secret with a version but no AWSCURRENT.
+    store
+        .put(
+            "k",
+            "old-0000-0000-0000-000000000000",
+            "{}",
+            &["envelope-pin-x"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        err(r.step(Step::CreateSecret, token).await.unwrap_err()),
+        "secret k has no AWSCURRENT version"
+    );
+    ensure_initial_version(&store, &kms, "k", "k")
+        .await
+        .unwrap();
+    let first = r.current().await.unwrap().id;
+    assert_eq!(
+        err(r.step(Step::SetSecret, token).await.unwrap_err()),
+        format!("secret k has no version {token}; run createSecret first")
+    );
+    // A version that is neither AWSPENDING nor AWSCURRENT.
+    assert_eq!(
+        err(r
+            .step(Step::TestSecret, "old-0000-0000-0000-000000000000")
+            .await
+            .unwrap_err()),
+        "version old-0000-0000-0000-000000000000 of secret k is not AWSPENDING"
+    );
+    assert_eq!(
+        err("rollback".parse::<Step>().unwrap_err()),
+        "unknown rotation step \"rollback\"; expected createSecret, setSecret, testSecret or finishSecret"
+    );
+
+    // finishSecret's first call (AWSCURRENT moved) without its second
+    // (AWSPENDING removed): a replay completes it.
+    r.step(Step::CreateSecret, token).await.unwrap();
+    store
+        .update_stage("k", AWSCURRENT, Some(token), Some(&first))
+        .await
+        .unwrap();
+    let staged = |id: &str, stage: &str| {
+        let store = &store;
+        let (id, stage) = (id.to_owned(), stage.to_owned());
+        async move {
+            store
+                .describe("k")
+                .await
+                .unwrap()
+                .iter()
+                .any(|v| v.id == id && v.has(&stage))
+        }
+    };
+    assert!(staged(token, AWSPENDING).await && staged(token, AWSCURRENT).await);
+    r.step(Step::FinishSecret, token).await.unwrap();
+    assert!(staged(token, AWSCURRENT).await);
+    assert!(!staged(token, AWSPENDING).await);
+    assert!(staged(&first, AWSPREVIOUS).await);
+}
