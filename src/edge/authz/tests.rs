@@ -172,4 +172,14 @@ fn the_most_generous_index_quota_applies() {
         (IndexQuota::DEFAULT.per_second, IndexQuota::DEFAULT.per_day)
     );
     assert!(p.index_quota(Some("c"), "pii").is_none());
+    // The defaults SEARCH.md gives, and the quota without a policy file.
+    assert_eq!(
+        (IndexQuota::DEFAULT.per_second, IndexQuota::DEFAULT.per_day),
+        (10_000, 10_000_000)
+    );
+    let open = Authorizer::new(None, Default::Allow).unwrap_or_else(|e| panic!("{e}"));
+    let q = open
+        .index_quota(None, "pii")
+        .unwrap_or_else(|| panic!("no quota"));
+    assert_eq!((q.per_second, q.per_day), (10_000, 10_000_000));
 }
