@@ -406,3 +406,53 @@ async fn rewrap_leaves_the_decryption_cache_alone() {
     decrypt(&ch, "", &sealed.ciphertext, &[]).await.unwrap();
     assert_eq!(cache().await, (1, 0, 1));
 }
+
+/// API.md, "RefreshKeys": key names are refreshed in order; the first
+/// failure ends the call with its error and counts in that key's
+/// `refresh_failures`; names after it are not refreshed, names before it
+/// stay refreshed.
+#[tokio::test]
+async fn refresh_keys_stops_at_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"b\"\n[[keys]]\nname = \"c\"\n";
+    let server = Server::start(&data, Some(config));
+    let mut admin = server.admin().await;
+    let status = |admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .key_status(pb::KeyStatusRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .keys
+                .into_iter()
+                .map(|k| (k.name, (k.last_refresh, k.refresh_failures)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let before = status(&mut admin).await;
+    // Key "b"'s secret becomes unreadable.
+    let b = data.join("secrets").join("b.json");
+    let good = std::fs::read(&b).unwrap();
+    std::fs::write(&b, b"{ not json").unwrap();
+    // Refreshes are stamped to the microsecond or so; make "later" visible.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let err = admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let after = status(&mut admin).await;
+    assert_ne!(after["a"].0, before["a"].0, "a was not refreshed");
+    assert_eq!(after["b"].1, before["b"].1 + 1, "b's failure not counted");
+    assert_eq!(after["c"], before["c"], "c was refreshed after b failed");
+    std::fs::write(&b, good).unwrap();
+    let ok = admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.refreshed, ["a", "b", "c"]);
+}
