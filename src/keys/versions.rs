@@ -257,3 +257,42 @@ impl Versions {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SECURITY.md, "Limits": at most MAX_MISSING versions are remembered
+    /// as missing; past that the oldest is forgotten, not the newest.
+    #[tokio::test]
+    async fn at_most_max_missing_versions_are_remembered() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else {
+            panic!("no temporary directory")
+        };
+        let source = KeySource::open_local(dir.path(), "k").await;
+        let Ok(source) = source else {
+            panic!("no local key")
+        };
+        let Ok(v) = Versions::load(&source, &Limits::default()).await else {
+            panic!("the key did not load")
+        };
+        let ttl = Duration::from_secs(3600);
+        let raw = |i: usize| i.to_be_bytes().to_vec();
+        for i in 0..=MAX_MISSING {
+            v.remember_missing(&raw(i), ttl);
+            if i == 0 {
+                // Strictly the oldest, whatever the clock's resolution.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let missing = v.missing.lock().map(|m| {
+            (
+                m.len(),
+                m.contains_key(raw(0).as_slice()),
+                m.contains_key(raw(MAX_MISSING).as_slice()),
+            )
+        });
+        assert_eq!(missing.ok(), Some((MAX_MISSING, false, true)));
+    }
+}
