@@ -235,3 +235,35 @@ async fn hostile_names_stay_on_one_bounded_line() {
         assert_eq!(k.as_str().unwrap(), format!("{want}…"));
     }
 }
+
+/// AUDIT.md: files are not reopened. After a rename (log rotation by move),
+/// lines keep going to the renamed file, and no new file appears, until a
+/// restart: the reason to rotate by copy and truncate.
+#[tokio::test]
+async fn a_renamed_audit_file_keeps_its_lines_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let cfg = format!("[audit]\noutput = \"{}\"\n", audit.display());
+    let server = Server::start(&dir.path().join("data"), Some(&cfg));
+    let mut c = server.client().await;
+    c.encrypt(enc("", b"before", CTX)).await.unwrap();
+    std::fs::rename(&audit, &rotated).unwrap();
+    let after = c.encrypt(enc("", b"after", CTX)).await.unwrap();
+    let id = after
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&rotated).unwrap().contains(&id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the line after the rename is not in the renamed file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!audit.exists(), "the audit file was reopened");
+}
