@@ -172,6 +172,24 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         "correct the key's salt_secret_id",
     );
 
+    // A secret holding SecretBinary: Envelope reads SecretString only.
+    let binary = unique("envelope/binary");
+    sm.create_secret()
+        .name(&binary)
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(
+            b"0123456789abcdef".to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    fails(
+        &["serve"],
+        &cfg(&url, &key, &binary),
+        TEST_ENV,
+        "the version holds SecretBinary; Envelope reads SecretString only",
+        "a shape Envelope reads",
+    );
+
     // A secret scheduled for deletion.
     let deleted = unique("envelope/deleted");
     create_envelope_secret(&deleted, &key, "pii", &uuid()).await;
