@@ -131,6 +131,20 @@ async fn current(secret: &str) -> String {
         .unwrap()
 }
 
+/// The Lambda's backends on moto: Secrets Manager and KMS under `kms_key`.
+async fn lambda_backends(kms_key: &str) -> Backends {
+    Backends {
+        store: Arc::new(
+            AwsStore::new(
+                &envelope::backends::aws_sdk::AwsSettings::new(kms_key.to_owned()),
+                &moto().sdk_config(),
+            )
+            .await,
+        ),
+        kms: Arc::new(AwsKms::new(&moto().sdk_config(), kms_key.to_owned())),
+    }
+}
+
 async fn lambda_rotation(backends: &Backends, secret: &str, replay: bool) -> String {
     let token = uuid();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
@@ -292,16 +306,7 @@ async fn five_rotations_under_load_across_three_replicas_lose_nothing() {
         })
     };
 
-    let backends = Backends {
-        store: Arc::new(
-            AwsStore::new(
-                &envelope::backends::aws_sdk::AwsSettings::new(kms_key.clone()),
-                &moto().sdk_config(),
-            )
-            .await,
-        ),
-        kms: Arc::new(AwsKms::new(&moto().sdk_config(), kms_key.clone())),
-    };
+    let backends = lambda_backends(&kms_key).await;
     let mut versions = vec![v0.clone()];
     for n in 0..5 {
         // The next rotation once records are being sealed under this one.
@@ -505,16 +510,7 @@ async fn the_lambda_refuses_untagged_badly_tagged_and_misnamed_secrets() {
     let secret = format!("envelope/tags-{}", uuid::Uuid::new_v4().simple());
     common::moto::create_envelope_secret(&secret, &kms_key, "pii", &uuid()).await;
     let v0 = current(&secret).await;
-    let backends = Backends {
-        store: Arc::new(
-            AwsStore::new(
-                &envelope::backends::aws_sdk::AwsSettings::new(kms_key.clone()),
-                &moto().sdk_config(),
-            )
-            .await,
-        ),
-        kms: Arc::new(AwsKms::new(&moto().sdk_config(), kms_key.clone())),
-    };
+    let backends = lambda_backends(&kms_key).await;
     let tag = |value: &'static str| {
         let secret = secret.clone();
         async move {

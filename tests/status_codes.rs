@@ -302,11 +302,18 @@ async fn each_reachable_error_has_its_code_and_message() {
     }
 }
 
-/// The secret store and KMS failing under a call: UNAVAILABLE, with a
-/// fixed message that names neither the secret, the KMS key nor the
-/// endpoint (the server log has those).
-#[tokio::test]
-async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
+/// An AWS-mode server on moto behind a proxy, with key "default" on a
+/// secret of its own and `extra` settings: (its directory, the server, the
+/// proxy, the KMS key, the secret).
+async fn behind_a_proxy(
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    Server,
+    common::moto::Proxy,
+    String,
+    String,
+) {
     use common::aws_config::{FAIL_FAST, aws_config, secret_key};
     use common::moto::{Proxy, TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
     let dir = tempfile::tempdir().unwrap();
@@ -318,10 +325,19 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
         &proxy.url(),
         &key,
         FAIL_FAST,
-        "refresh_interval_secs = 3600\n",
+        &format!("refresh_interval_secs = 3600\n{extra}"),
         &secret_key("default", &secret),
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    (dir, server, proxy, key, secret)
+}
+
+/// The secret store and KMS failing under a call: UNAVAILABLE, with a
+/// fixed message that names neither the secret, the KMS key nor the
+/// endpoint (the server log has those).
+#[tokio::test]
+async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
+    let (_dir, server, proxy, key, secret) = behind_a_proxy("").await;
     let mut c = server.client().await;
     let record = c.encrypt(enc("", b"x", CTX)).await.unwrap().into_inner();
     let mut unknown = record.ciphertext.to_vec();
@@ -415,22 +431,8 @@ async fn admin_requests_over_64_kib_are_out_of_range() {
 /// is held by a KMS GenerateDataKey that a proxy delays past the deadline.
 #[tokio::test]
 async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
-    use common::aws_config::{FAIL_FAST, aws_config, secret_key};
-    use common::moto::{Proxy, TEST_ENV, create_envelope_secret, kms_key, moto, unique, uuid};
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let key = kms_key().await;
-    let secret = unique("envelope/deadline");
-    create_envelope_secret(&secret, &key, "default", &uuid()).await;
-    let proxy = Proxy::start(moto().addr);
-    let cfg = aws_config(
-        &proxy.url(),
-        &key,
-        FAIL_FAST,
-        "refresh_interval_secs = 3600\n[limits]\nrequest_timeout_secs = 1\n",
-        &secret_key("default", &secret),
-    );
-    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let (_dir, server, proxy, _, _) = behind_a_proxy("[limits]\nrequest_timeout_secs = 1\n").await;
     let mut c = server.client().await;
     let data_key = || pb::GenerateDataKeyRequest {
         key: String::new(),

@@ -40,23 +40,8 @@ fn a_full_queue_makes_callers_wait_and_loses_nothing() {
                     for i in 0..375 {
                         let id = format!("{t}-{i}");
                         log.record(&Event {
-                            time: Timestamp::now(),
-                            request_id: &id,
-                            caller: None,
-                            rpc: "Encrypt",
-                            operation: "encrypt",
-                            key: "k",
-                            key_version: "",
-                            index: None,
-                            outcome: "ok",
-                            code: "OK",
-                            items: None,
-                            failed_items: None,
                             context_keys: keys.iter().map(String::as_str).collect(),
-                            latency_us: 1,
-                            reason: None,
-                            compromised_records: None,
-                            compromised: None,
+                            ..event(&id)
                         })
                         .await;
                     }
