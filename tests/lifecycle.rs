@@ -11,6 +11,7 @@ mod common;
 use common::requests::{decrypt, encrypt};
 use common::{Server, ctx, run_stdin};
 use envelope::pb;
+use std::time::Duration;
 use tonic::Code;
 
 const CTX: &[(&str, &str)] = &[("table", "users"), ("column", "email")];
@@ -455,4 +456,66 @@ async fn refresh_keys_stops_at_the_first_failure() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.refreshed, ["a", "b", "c"]);
+}
+
+/// CONFIG.md, "Refresh and readiness": a failed refresh pass is retried
+/// after 1 s, then 2 s, 4 s, … doubling up to `refresh_interval_secs`,
+/// each ±10% (the log's `retry_in_ms` is the pause taken), while the cached
+/// keys keep serving; once the store reads again the key refreshes.
+#[tokio::test]
+async fn a_failing_refresh_backs_off_doubling_up_to_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some("refresh_interval_secs = 5\n"));
+    let path = data.join("secrets").join("default.json");
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, b"not a secret file").unwrap();
+
+    // Passes at about 5 s (the interval), then 1 s, 2 s and 4 s later.
+    let failed = server
+        .log_lines(
+            "refresh failed; keeping cached keys",
+            4,
+            Duration::from_secs(30),
+        )
+        .await;
+    let pauses: Vec<u64> = failed
+        .iter()
+        .map(|l| {
+            let ms = l.split("retry_in_ms=").nth(1).unwrap();
+            ms.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    for (pause, base) in pauses.iter().zip([1000u64, 2000, 4000, 5000]) {
+        assert!(
+            (base * 9 / 10..=base * 11 / 10).contains(pause),
+            "pauses {pauses:?}, expected about 1 s, 2 s, 4 s, 5 s"
+        );
+    }
+    let c = server.client().await;
+    let record = encrypt(&c, "", "still serving", CTX).await.unwrap();
+    let status = || async {
+        let mut admin = server.admin().await;
+        let keys = admin
+            .key_status(pb::KeyStatusRequest::default())
+            .await
+            .unwrap();
+        keys.into_inner().keys[0].clone()
+    };
+    let stale = status().await;
+    assert!(stale.refresh_failures >= 4, "{}", stale.refresh_failures);
+
+    // The next pass (at most 5.5 s away) reads the store again.
+    std::fs::write(&path, &good).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while status().await.last_refresh == stale.last_refresh {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opened = decrypt(&c, "", record.ciphertext, CTX).await.unwrap();
+    assert_eq!(opened.plaintext, "still serving".as_bytes());
 }

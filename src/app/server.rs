@@ -280,31 +280,55 @@ fn reflection() -> Result<tonic_reflection::server::Builder<'static>, ServeError
 }
 
 /// Re-reads every key every `interval` ±10%, so replicas do not refresh in
-/// lockstep. After a failure it retries sooner, backing off from 1 s up to
-/// `interval`; the cached keys keep serving meanwhile. A refused master-key
-/// version is audited at each refusal.
+/// lockstep. After a failure it retries sooner (see [`Backoff`]); the cached
+/// keys keep serving meanwhile. A refused master-key version is audited at
+/// each refusal.
 async fn refresh_loop(keyring: Arc<Keyring>, audit: Option<AuditLog>, interval: Duration) {
-    let mut backoff = Duration::from_secs(1).min(interval);
+    let mut backoff = Backoff::new(interval);
     let mut delay = jittered(interval);
     loop {
         tokio::time::sleep(delay).await;
-        let mut failed = false;
+        let mut failed = Vec::new();
         for key in keyring.all() {
             if let Err(e) = key.refresh().await {
-                failed = true;
-                tracing::warn!(key = %key.name(), error = %e, retry_in = ?backoff, "refresh failed; keeping cached keys");
                 if let (Some(audit), Some((version, reason))) = (&audit, e.refused_version()) {
                     audit.version_refused(key.name(), version, &reason).await;
                 }
+                failed.push((key.name().to_owned(), e));
             }
         }
-        if failed {
-            delay = jittered(backoff);
-            backoff = (backoff * 2).min(interval);
-        } else {
-            backoff = Duration::from_secs(1).min(interval);
-            delay = jittered(interval);
+        delay = jittered(backoff.next(!failed.is_empty()));
+        for (key, e) in failed {
+            // retry_in_ms is the pause actually taken, jitter included.
+            tracing::warn!(%key, error = %e, retry_in_ms = delay.as_millis(), "refresh failed; keeping cached keys");
         }
+    }
+}
+
+/// The pause before the next refresh pass, before jitter: `interval` after
+/// a pass where every key refreshed; after a failed pass 1 s, then 2 s,
+/// 4 s, … doubling up to `interval`, starting again at 1 s after a success.
+struct Backoff {
+    interval: Duration,
+    after_failure: Duration,
+}
+
+impl Backoff {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            after_failure: Duration::from_secs(1).min(interval),
+        }
+    }
+
+    fn next(&mut self, failed: bool) -> Duration {
+        if !failed {
+            self.after_failure = Duration::from_secs(1).min(self.interval);
+            return self.interval;
+        }
+        let pause = self.after_failure;
+        self.after_failure = (pause * 2).min(self.interval);
+        pause
     }
 }
 
@@ -344,24 +368,4 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// README and CONFIG.md: refreshes every `refresh_secs` ±10%, spread so
-    /// that replicas do not refresh in step.
-    #[test]
-    fn refreshes_are_jittered_by_ten_percent_either_way() {
-        let base = Duration::from_secs(300);
-        let draws: Vec<Duration> = (0..2000).map(|_| jittered(base)).collect();
-        let (lo, hi) = (base.mul_f64(0.9), base.mul_f64(1.1));
-        assert!(draws.iter().all(|d| (lo..=hi).contains(d)), "outside ±10%");
-        let min = draws.iter().min().copied().unwrap_or(base);
-        let max = draws.iter().max().copied().unwrap_or(base);
-        // 2,000 uniform draws reach the outer 2% at each end but for a
-        // chance of 0.98^2000 (< 1e-17).
-        assert!(
-            min < base.mul_f64(0.904) && max > base.mul_f64(1.096),
-            "{min:?}..{max:?}"
-        );
-    }
-}
+mod tests;

@@ -157,6 +157,28 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server log's lines holding `needle` once there are `count` of
+    /// them; fails the test with the log if that takes longer than `limit`.
+    pub async fn log_lines(&self, needle: &str, count: usize, limit: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            let lines: Vec<String> = logs
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} log lines with {needle:?} not seen within {limit:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything the server printed on stdout after "listening on": the audit log.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("stdout")).unwrap_or_default()
