@@ -73,12 +73,26 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     assert!(!after.contains("nope"));
     // Created at zero before any event (docs/OPERATIONS.md, "First events
     // are seen"), so increase() sees the first one.
-    for series in [
-        "envelope_rotations_total{key=\"default\",outcome=\"ok\"}",
-        "envelope_rotations_total{key=\"default\",outcome=\"failed\"}",
-        "envelope_refused_calls_total{reason=\"unauthenticated\"}",
-        "envelope_refused_calls_total{reason=\"permission_denied\"}",
-    ] {
+    let refusals = [
+        "unauthenticated",
+        "permission_denied",
+        "max_connections",
+        "tls_handshake",
+        "tls_handshake_timeout",
+        "preface_timeout",
+        "request_bytes_budget",
+        "message_read_timeout",
+        "max_streams",
+        "max_streams_per_caller",
+        "stream_idle_timeout",
+        "index_not_granted",
+        "index_quota",
+        "audit_line_not_queued",
+    ]
+    .map(|r| format!("envelope_refused_calls_total{{reason=\"{r}\"}}"));
+    let rotations = ["ok", "failed"]
+        .map(|o| format!("envelope_rotations_total{{key=\"default\",outcome=\"{o}\"}}"));
+    for series in rotations.iter().chain(&refusals) {
         assert_eq!(value(&before, series), 0.0, "{series}");
     }
     assert_eq!(

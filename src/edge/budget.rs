@@ -165,7 +165,7 @@ impl Budgeted {
             match self.budget.claim(len) {
                 Some(permit) => self.claim = Some(permit),
                 None => {
-                    metrics::get().refused("request_bytes_budget");
+                    metrics::get().refused(crate::ops::metrics::Refusal::RequestBytesBudget);
                     return Err(Status::resource_exhausted(
                         "the server is holding as many request bytes as it allows; retry later",
                     ));
@@ -199,7 +199,7 @@ impl Body for Budgeted {
                     ready!(deadline.as_mut().poll(cx));
                     self.failed = true;
                     self.claim = None;
-                    metrics::get().refused("message_read_timeout");
+                    metrics::get().refused(crate::ops::metrics::Refusal::MessageReadTimeout);
                     return Poll::Ready(Some(Err(Status::deadline_exceeded(
                         "a request message did not arrive in time",
                     ))));

@@ -153,7 +153,8 @@ where
                     break;
                 }
                 Err(_) => {
-                    crate::ops::metrics::get().refused("stream_idle_timeout");
+                    crate::ops::metrics::get()
+                        .refused(crate::ops::metrics::Refusal::StreamIdleTimeout);
                     let idle = Status::deadline_exceeded(
                         "no message on this stream within the idle timeout; stream closed",
                     );

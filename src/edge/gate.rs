@@ -138,13 +138,13 @@ impl Charge {
         }
         let identity = self.identity.as_deref();
         let Some(quota) = self.authz.index_quota(identity, key) else {
-            crate::ops::metrics::get().refused("index_not_granted");
+            crate::ops::metrics::get().refused(crate::ops::metrics::Refusal::IndexNotGranted);
             return Err(crate::keys::Error::IndexNotGranted);
         };
         if self.meter.take(identity, quota, n as u64) {
             Ok(())
         } else {
-            crate::ops::metrics::get().refused("index_quota");
+            crate::ops::metrics::get().refused(crate::ops::metrics::Refusal::IndexQuota);
             Err(crate::keys::Error::IndexQuota)
         }
     }
@@ -353,9 +353,9 @@ impl Gate {
         }
         if let Some(d) = r.denied {
             metrics.refused(match d {
-                Denied::Unauthenticated => "unauthenticated",
+                Denied::Unauthenticated => metrics::Refusal::Unauthenticated,
                 Denied::PermissionDenied { .. } | Denied::ContextNotGranted { .. } => {
-                    "permission_denied"
+                    metrics::Refusal::PermissionDenied
                 }
             });
         }
@@ -383,7 +383,7 @@ impl Gate {
             // for it: its line is queued if there is room, else counted.
             if audit.refuses() {
                 if !audit.try_record(&event) {
-                    metrics.refused("audit_line_not_queued");
+                    metrics.refused(crate::ops::metrics::Refusal::AuditLineNotQueued);
                 }
             } else {
                 audit.record(&event).await;

@@ -158,7 +158,7 @@ pub fn incoming(
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                metrics::get().refused("max_connections");
+                metrics::get().refused(crate::ops::metrics::Refusal::MaxConnections);
                 tracing::debug!(%remote, "connection refused: max_connections reached");
                 drop(tcp);
                 continue;
@@ -172,7 +172,7 @@ pub fn incoming(
                 let timeout = limits.handshake_timeout;
                 tokio::spawn(async move {
                     if tokio::time::timeout(timeout, preface(&tcp)).await.is_err() {
-                        metrics::get().refused("preface_timeout");
+                        metrics::get().refused(crate::ops::metrics::Refusal::PrefaceTimeout);
                         tracing::debug!(%remote, "no HTTP/2 preface in time; connection closed");
                         return;
                     }
@@ -214,7 +214,8 @@ pub fn incoming(
                             // Closed or broken before a preface: nothing to serve.
                             Ok(Err(_)) => return,
                             Err(_) => {
-                                metrics::get().refused("preface_timeout");
+                                metrics::get()
+                                    .refused(crate::ops::metrics::Refusal::PrefaceTimeout);
                                 tracing::debug!(%remote, "no HTTP/2 preface in time after the TLS handshake; connection closed");
                                 return;
                             }
@@ -239,11 +240,11 @@ pub fn incoming(
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
-                        metrics::get().refused("tls_handshake");
+                        metrics::get().refused(crate::ops::metrics::Refusal::TlsHandshake);
                         tracing::debug!(%remote, error = %e, "TLS handshake failed")
                     }
                     Err(_) => {
-                        metrics::get().refused("tls_handshake_timeout");
+                        metrics::get().refused(crate::ops::metrics::Refusal::TlsHandshakeTimeout);
                         tracing::debug!(%remote, "TLS handshake timed out")
                     }
                 }

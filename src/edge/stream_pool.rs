@@ -48,9 +48,9 @@ impl StreamPool {
         let mine = callers.get(&caller).copied().unwrap_or(0);
         if *total >= self.max || mine >= self.per_caller {
             let reason = if *total >= self.max {
-                "max_streams"
+                metrics::Refusal::MaxStreams
             } else {
-                "max_streams_per_caller"
+                metrics::Refusal::MaxStreamsPerCaller
             };
             metrics::get().refused(reason);
             return None;

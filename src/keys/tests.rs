@@ -416,3 +416,5 @@ fn retirement_fails_closed() {
         );
     });
 }
+
+mod eviction;

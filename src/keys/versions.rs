@@ -245,22 +245,53 @@ impl Versions {
         let Ok(mut bucket) = self.fetch_bucket.lock() else {
             return false;
         };
-        let (tokens, at) = *bucket;
-        let now = Instant::now();
-        let refilled =
-            (tokens + now.duration_since(at).as_secs_f64() * FETCH_PER_SEC).min(FETCH_BURST);
-        if refilled < 1.0 {
-            *bucket = (refilled, now);
-            return false;
-        }
-        *bucket = (refilled - 1.0, now);
-        true
+        take_token(&mut bucket, Instant::now())
     }
+}
+
+/// Takes one token from a bucket of (tokens, last update) at `now`, after
+/// adding [`FETCH_PER_SEC`] per second since the last update, up to
+/// [`FETCH_BURST`].
+fn take_token(bucket: &mut (f64, Instant), now: Instant) -> bool {
+    let (tokens, at) = *bucket;
+    let refilled =
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * FETCH_PER_SEC).min(FETCH_BURST);
+    if refilled < 1.0 {
+        *bucket = (refilled, now);
+        return false;
+    }
+    *bucket = (refilled - 1.0, now);
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ROTATION.md and CONFIG.md: on-demand fetches take a burst of 50,
+    /// then 10 per second, and an idle bucket holds no more than 50.
+    #[test]
+    fn fetch_tokens_refill_at_ten_per_second_up_to_the_burst() {
+        let start = Instant::now();
+        let ms = |n: u64| start + Duration::from_millis(n);
+        let mut bucket = (FETCH_BURST, start);
+        let taken = (0..60).filter(|_| take_token(&mut bucket, start)).count();
+        assert_eq!(taken, 50);
+        // One token per 100 ms.
+        assert!(!take_token(&mut bucket, ms(90)));
+        assert!(take_token(&mut bucket, ms(101)));
+        assert!(!take_token(&mut bucket, ms(150)));
+        // A second later (half a token was left), ten more.
+        let in_a_second = (0..20)
+            .filter(|_| take_token(&mut bucket, ms(1160)))
+            .count();
+        assert_eq!(in_a_second, 10);
+        // An hour idle refills the burst, no more.
+        let after_idle = (0..100)
+            .filter(|_| take_token(&mut bucket, ms(3_600_000)))
+            .count();
+        assert_eq!(after_idle, 50);
+    }
 
     /// SECURITY.md, "Limits": at most MAX_MISSING versions are remembered
     /// as missing; past that the oldest is forgotten, not the newest.

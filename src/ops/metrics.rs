@@ -19,7 +19,9 @@ use crate::keys::Keyring;
 type Labels = Vec<(&'static str, String)>;
 
 mod key_counters;
+mod refusal;
 use key_counters::KeyCounters;
+pub use refusal::Refusal;
 
 /// A label value that costs no allocation on the request path: a static
 /// string, or a key name shared with the keyring. Equal text is one series
@@ -246,10 +248,10 @@ impl Metrics {
                 ("outcome", outcome.to_owned()),
             ]);
         }
-        for reason in ["unauthenticated", "permission_denied"] {
+        for reason in Refusal::ALL {
             let _ = self
                 .refusals
-                .get_or_create(&vec![("reason", reason.to_owned())]);
+                .get_or_create(&vec![("reason", reason.label().to_owned())]);
         }
     }
 
@@ -262,9 +264,9 @@ impl Metrics {
     }
 
     /// One refused call, stream or connection, by reason (docs/OPERATIONS.md).
-    pub fn refused(&self, reason: &'static str) {
+    pub fn refused(&self, reason: Refusal) {
         self.refusals
-            .get_or_create(&vec![("reason", reason.to_owned())])
+            .get_or_create(&vec![("reason", reason.label().to_owned())])
             .inc();
     }
 

@@ -181,3 +181,95 @@ fn a_dropped_block_leaves_the_next_lines_whole() {
     let after: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
     assert_eq!(after["request_id"], "after");
 }
+
+/// A sink that takes nothing until released: a writer stuck on a slow disk.
+struct Held {
+    got: Arc<Mutex<Vec<u8>>>,
+    release: std::sync::mpsc::Receiver<()>,
+    released: bool,
+}
+
+impl Write for Held {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if !self.released {
+            let _ = self.release.recv();
+            self.released = true;
+        }
+        self.got.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// AUDIT.md, "Back-pressure": past 8 MiB of waiting lines a served call's
+/// line waits for room, while a refusal's line (refuse mode, `try_record`)
+/// is dropped, for the gate to count as `audit_line_not_queued`; every
+/// queued line arrives, in order.
+#[test]
+fn a_full_queue_holds_8_mib_and_drops_only_refusals() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = Held {
+        got: got.clone(),
+        release: rx,
+        released: false,
+    };
+    let log = AuditLog::with_sink(Box::new(sink), OnFailure::Refuse).unwrap();
+    // Declared after the log, so dropped first: a failed assertion releases
+    // the writer before the log's drop waits for it.
+    let release = tx;
+    let keys: Vec<String> = (0..64).map(|i| format!("{i:0>64}")).collect();
+    let mut queued = Vec::new();
+    let mut dropped = 0;
+    for i in 0..3000 {
+        let id = format!("line-{i}");
+        let e = Event {
+            context_keys: keys.iter().map(String::as_str).collect(),
+            ..event(&id)
+        };
+        if log.try_record(&e) {
+            queued.push(id);
+        } else {
+            dropped += 1;
+        }
+        if i == 0 {
+            // Let the writer take the first line and block on the sink.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // About 4.5 KB a line: 8 MiB holds some 1,860 of them.
+    assert!((1500..2100).contains(&queued.len()), "{}", queued.len());
+    assert_eq!(queued.len() + dropped, 3000);
+    // A served call's line waits for room instead (SECURITY.md: "calls
+    // wait"), and is written once the writer moves.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // As long as any line above, so it cannot fit in what they left.
+        let waiter = Event {
+            context_keys: keys.iter().map(String::as_str).collect(),
+            ..event("waiter-0000")
+        };
+        let mut record = std::pin::pin!(log.record(&waiter));
+        let early = tokio::time::timeout(Duration::from_millis(200), record.as_mut()).await;
+        assert!(early.is_err(), "record() did not wait for room");
+        release.send(()).unwrap();
+        record.await;
+    });
+    queued.push("waiter-0000".to_owned());
+    drop(log);
+    let got = got.lock().unwrap();
+    let ids: Vec<String> = std::str::from_utf8(&got)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, queued);
+}
