@@ -399,6 +399,86 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
     );
 }
 
+/// ROTATION.md, "Entry points": RotateMasterKey returns an error when only
+/// the refresh after its four steps fails; the rotation is complete in the
+/// store, is not counted as failed, and this server switches at its next
+/// good refresh. A failed step is counted, in `KeyInfo` and the metrics.
+#[tokio::test]
+async fn rotate_master_key_errs_when_only_its_refresh_fails() {
+    let (_dir, server, proxy, _key, secret) =
+        behind_a_proxy("metrics_listen = \"127.0.0.1:0\"\n").await;
+    let mut admin = server.admin().await;
+    let status = || async {
+        let mut admin = server.admin().await;
+        let keys = admin.key_status(pb::KeyStatusRequest::default()).await;
+        keys.unwrap().into_inner().keys[0].clone()
+    };
+    let before = status().await.current_version;
+    // AWSCURRENT as DescribeSecret gives it.
+    let in_store = || async {
+        let d = common::moto::moto()
+            .secrets()
+            .describe_secret()
+            .secret_id(&secret)
+            .send()
+            .await
+            .unwrap();
+        let stages = d.version_ids_to_stages().unwrap();
+        let current = stages
+            .iter()
+            .find(|(_, s)| s.iter().any(|s| s == "AWSCURRENT"));
+        current.unwrap().0.clone()
+    };
+    let rotations = |outcome: &str| {
+        let m = common::http_get(server.metrics.as_ref().unwrap(), "/metrics").1;
+        let series = format!("envelope_rotations_total{{key=\"default\",outcome=\"{outcome}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {m}"))
+    };
+
+    // testSecret decrypts the pending version and AWSCURRENT, and
+    // finishSecret runs testSecret again: four KMS Decrypts. The fifth is
+    // the refresh loading the new version.
+    proxy.fail_after(Some(("TrentService.Decrypt", 4)));
+    let (code, message) = outcome(
+        admin
+            .rotate_master_key(pb::RotateMasterKeyRequest::default())
+            .await,
+    );
+    assert_eq!(code, Code::Unavailable, "{message}");
+    let rotated = in_store().await;
+    assert_ne!(rotated, before, "the four steps ran: AWSCURRENT moved");
+    let after = status().await;
+    assert_eq!(
+        after.current_version, before,
+        "this server has not switched"
+    );
+    assert_eq!(after.rotation_failures, 0);
+    assert!(after.refresh_failures >= 1);
+    assert_eq!((rotations("ok"), rotations("failed")), (1, 0));
+
+    proxy.fail_after(None);
+    admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(status().await.current_version, rotated);
+
+    // A step failing (createSecret cannot write AWSPENDING) is counted.
+    proxy.fail_after(Some(("secretsmanager.PutSecretValue", 0)));
+    let (code, _) = outcome(
+        admin
+            .rotate_master_key(pb::RotateMasterKeyRequest::default())
+            .await,
+    );
+    assert_eq!(code, Code::Unavailable);
+    proxy.fail_after(None);
+    assert_eq!(in_store().await, rotated);
+    assert_eq!(status().await.rotation_failures, 1);
+    assert_eq!((rotations("ok"), rotations("failed")), (1, 1));
+}
+
 /// SECURITY.md and API.md: Admin requests are capped at 64 KiB, refused by
 /// tonic with OUT_OF_RANGE before they are decoded; one just under the cap
 /// is read and answered for what it asks, with a bounded message.

@@ -292,6 +292,27 @@ struct Faults {
     clock_offset: std::sync::atomic::AtomicI64,
     /// Each forwarded request's target and body, in order.
     bodies: Mutex<Vec<(String, String)>>,
+    /// Requests for this target pass while the count lasts; then each is
+    /// dropped unanswered.
+    fail_after: Mutex<Option<(String, u64)>>,
+}
+
+impl Faults {
+    /// Whether a connection that has just sent requests for `targets` is
+    /// to be dropped, taking one pass per request let through.
+    fn drops(&self, targets: &[String]) -> bool {
+        let mut fail = self.fail_after.lock().unwrap();
+        let Some((target, passes)) = fail.as_mut() else {
+            return false;
+        };
+        for _ in targets.iter().filter(|t| *t == target) {
+            if *passes == 0 {
+                return true;
+            }
+            *passes -= 1;
+        }
+        false
+    }
 }
 
 impl Proxy {
@@ -362,6 +383,13 @@ impl Proxy {
             .filter(|(t, _)| t == target)
             .map(|(_, b)| b.clone())
             .collect()
+    }
+
+    /// Lets `passes` more requests for `target` (such as
+    /// `TrentService.Decrypt`) through, then drops each one unanswered,
+    /// until `None`.
+    pub fn fail_after(&self, fault: Option<(&str, u64)>) {
+        *self.faults.fail_after.lock().unwrap() = fault.map(|(t, n)| (t.to_owned(), n));
     }
 
     /// Shifts the `Date` of every answer by `secs`: an AWS endpoint whose
@@ -449,7 +477,10 @@ async fn forward(client: TcpStream, upstream: SocketAddr, link: Link) {
             {
                 return;
             }
-            count_requests(&mut pending, &counts, Some(&faults.bodies));
+            let sent = count_requests(&mut pending, &counts, Some(&faults.bodies));
+            if faults.drops(&sent) {
+                return;
+            }
             let delay = delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -514,7 +545,7 @@ async fn refuse(mut client: TcpStream, refused: Arc<Mutex<HashMap<String, u64>>>
             break;
         }
         pending.extend_from_slice(&buf[..n]);
-        count_requests(&mut pending, &refused, None);
+        let _ = count_requests(&mut pending, &refused, None);
         if pending.is_empty() {
             break;
         }
@@ -522,15 +553,17 @@ async fn refuse(mut client: TcpStream, refused: Arc<Mutex<HashMap<String, u64>>>
 }
 
 /// Consumes complete HTTP/1.1 requests from `pending`, counting their
-/// targets and, with `bodies`, keeping each target's body.
+/// targets and, with `bodies`, keeping each target's body; returns the
+/// targets consumed.
 fn count_requests(
     pending: &mut Vec<u8>,
     counts: &Mutex<HashMap<String, u64>>,
     bodies: Option<&Mutex<Vec<(String, String)>>>,
-) {
+) -> Vec<String> {
+    let mut sent = Vec::new();
     loop {
         let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return;
+            return sent;
         };
         let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
         let mut target = None;
@@ -544,7 +577,7 @@ fn count_requests(
         }
         let total = end + 4 + length;
         if pending.len() < total {
-            return;
+            return sent;
         }
         if let Some(t) = target {
             // Targets are case-sensitive names; recover the original spelling.
@@ -561,7 +594,8 @@ fn count_requests(
                 let body = String::from_utf8_lossy(&pending[end + 4..total]).into_owned();
                 bodies.lock().unwrap().push((name.clone(), body));
             }
-            *counts.lock().unwrap().entry(name).or_default() += 1;
+            *counts.lock().unwrap().entry(name.clone()).or_default() += 1;
+            sent.push(name);
         }
         pending.drain(..total);
     }
