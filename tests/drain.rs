@@ -38,7 +38,9 @@ async fn setup(dir: &std::path::Path, drain_secs: u64) -> (Server, Proxy, bytes:
     create_envelope_secret(&secret, &key, "default", &uuid()).await;
     let proxy = Proxy::start(moto().addr);
     let keys = secret_key("default", &secret);
-    let top = format!("refresh_interval_secs = 3600\ndrain_timeout_secs = {drain_secs}\n");
+    let top = format!(
+        "refresh_interval_secs = 3600\ndrain_timeout_secs = {drain_secs}\nmetrics_listen = \"127.0.0.1:0\"\n"
+    );
     let cfg = aws_config(&proxy.url(), &key, PATIENT, &top, &keys);
     let replica = Server::start_with(&dir.join("a"), Some(&cfg), TEST_ENV);
     let v2 = uuid();
@@ -95,6 +97,11 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
         "exited with a call in flight: {}",
         replica.logs()
     );
+    // Health keeps its answer through the drain: routing is the operator's
+    // to stop (a preStop sleep), not a readiness flip.
+    let metrics = replica.metrics.clone().unwrap();
+    assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
+    assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
     let answer = call
         .await
         .unwrap()
@@ -142,5 +149,75 @@ async fn past_the_drain_bound_it_exits_zero_and_says_so() {
         !replica.stdout().contains("\"rpc\":\"Decrypt\""),
         "{}",
         replica.stdout()
+    );
+}
+
+/// OPERATIONS.md: before serving starts, SIGTERM ends the process at once,
+/// even while start-up waits on a slow AWS API (here held 20 s a call).
+#[tokio::test]
+async fn sigterm_during_start_up_ends_the_process_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/early");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    proxy.set_delay(Duration::from_secs(20));
+    let cfg = aws_config(
+        &proxy.url(),
+        &key,
+        PATIENT,
+        "",
+        &secret_key("default", &secret),
+    );
+    let config = dir.path().join("envelope.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let data = dir.path().join("data");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&data)
+        .unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(common::process::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .envs(TEST_ENV.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Start-up is under way once its first AWS call is held at the proxy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.count("secretsmanager.DescribeSecret")
+        + proxy.count("secretsmanager.GetSecretValue")
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no AWS call: {}", logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still starting 10 s after SIGTERM: {}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", logs());
+    let logs = logs();
+    assert!(
+        logs.contains("stopped before serving") && !logs.contains("serving addr="),
+        "{logs}"
     );
 }

@@ -43,7 +43,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let started = Instant::now();
-    let keyring = Arc::new(startup::start(settings).await?);
+    tokio::pin!(shutdown);
+    // Start-up can wait minutes on a slow AWS API; a SIGTERM meanwhile ends
+    // it at once (the handler installed in main would otherwise hold it).
+    let keyring = tokio::select! {
+        keyring = startup::start(settings) => Arc::new(keyring?),
+        () = &mut shutdown => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+    };
     let security = startup::prepare_security(settings)?;
     let operator = match settings.metrics_listen {
         Some(addr) => {
