@@ -84,11 +84,28 @@ async fn decrypt_in_flight(
     call
 }
 
+/// Whether a gRPC health check on a new connection is answered within 1 s.
+async fn health_answers(url: String) -> bool {
+    let check = async move {
+        let ch = tonic::transport::Channel::from_shared(url)?
+            .connect()
+            .await?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+        let req = tonic_health::pb::HealthCheckRequest::default();
+        Ok::<_, Box<dyn std::error::Error>>(health.check(req).await?)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), check).await,
+        Ok(Ok(_))
+    )
+}
+
 #[tokio::test]
 async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut replica, proxy, record) = setup(dir.path(), 20).await;
-    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(2)).await;
+    assert!(health_answers(replica.url()).await);
+    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(4)).await;
     replica.sigterm();
     // The call is still waiting on the slow API: the server must too.
     assert_eq!(
@@ -102,6 +119,12 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
     let metrics = replica.metrics.clone().unwrap();
     assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
     assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
+    // gRPC health is not answered on a connection made now: the server
+    // accepts no new connections while it drains.
+    assert!(
+        !health_answers(replica.url()).await,
+        "health answered mid-drain"
+    );
     let answer = call
         .await
         .unwrap()
