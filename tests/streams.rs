@@ -135,3 +135,81 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
         "{audit}"
     );
 }
+
+/// A stream held open: one message sent and answered, the sender kept.
+struct Held {
+    _tx: tokio::sync::mpsc::Sender<pb::EncryptStreamRequest>,
+    _responses: tonic::Streaming<pb::EncryptStreamResponse>,
+    _client: envelope::pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
+}
+
+/// Opens an EncryptStream on a new connection; the refusal, if any.
+async fn open_stream(server: &Server) -> Result<Held, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(batch("", 0, 1).into()).await.unwrap();
+    let mut c = server.client().await;
+    let mut responses = c
+        .encrypt_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    responses.message().await?.expect("an answer");
+    Ok(Held {
+        _tx: tx,
+        _responses: responses,
+        _client: c,
+    })
+}
+
+fn refused(server: &Server, reason: &str) -> u64 {
+    let m = common::http_get(server.metrics.as_ref().unwrap(), "/metrics").1;
+    let series = format!("envelope_refused_calls_total{{reason=\"{reason}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {m}"))
+}
+
+/// CONFIG.md and SECURITY.md: a stream over `max_streams`, or over
+/// `max_streams_per_caller` (a caller without a certificate is its IP
+/// address, whichever connection it uses), is refused at once with
+/// RESOURCE_EXHAUSTED and counted by reason; streams have their own pool,
+/// so unary calls still run while it is full; a closed stream frees its slot.
+#[tokio::test]
+async fn streams_over_their_pool_are_refused_and_unary_calls_still_run() {
+    for (max, per_caller, reason) in [(2, 2, "max_streams"), (5, 2, "max_streams_per_caller")] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_streams = {max}\nmax_streams_per_caller = {per_caller}\n"
+        );
+        let server = Server::start(&dir.path().join("data"), Some(&cfg));
+        let mut held = vec![
+            open_stream(&server).await.unwrap(),
+            open_stream(&server).await.unwrap(),
+        ];
+        let started = std::time::Instant::now();
+        let Err(status) = open_stream(&server).await else {
+            panic!("{reason}: a third stream was served");
+        };
+        assert_eq!(status.code(), Code::ResourceExhausted, "{reason}");
+        assert_eq!(
+            status.message(),
+            "too many streams are open (for this caller, or in all); retry later"
+        );
+        // "At once": well before any timeout the server has (5 s and up).
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(refused(&server, reason), 1, "{reason}");
+        common::requests::round_trip(&server, "", "unary beside full streams").await;
+        held.pop();
+        // The slot comes back once the server sees the stream end.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open_stream(&server).await {
+                Ok(h) => {
+                    held.push(h);
+                    break;
+                }
+                Err(s) => assert!(std::time::Instant::now() < deadline, "{reason}: {s:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

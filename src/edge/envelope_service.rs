@@ -172,6 +172,10 @@ where
                 break;
             }
         }
+        // Named, so the task owns all of `open` (a closure or async block
+        // captures only the fields it uses): the pool slot is given back
+        // when the stream ends, not when it starts.
+        drop(open);
     });
     Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
