@@ -213,3 +213,101 @@ async fn streams_over_their_pool_are_refused_and_unary_calls_still_run() {
         }
     }
 }
+
+/// Audit lines of EncryptStream messages answered so far.
+fn answered(server: &Server) -> usize {
+    server.stdout().matches("\"rpc\":\"EncryptStream\"").count()
+}
+
+/// API.md, "Streams": a client that stops reading its responses stops the
+/// server reading its requests. What the server holds for it is bounded:
+/// the client's window and one chunk of tonic's encoder, then 4 messages in
+/// the stream's queue, then the one being answered. Once the client reads,
+/// every message is answered.
+#[tokio::test]
+async fn a_client_that_stops_reading_stops_the_server_reading() {
+    use prost::Message;
+    const MESSAGES: usize = 400;
+    const WINDOW: u32 = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(WINDOW)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/envelope.v1.Envelope/EncryptStream",
+            server.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = send.send_request(req, false).unwrap();
+    // 4 KiB plaintexts: each answer is a little over 4 KiB.
+    let plaintext = vec![0x5a; 4096];
+    let mut request_bytes = 0;
+    for i in 0..MESSAGES {
+        let mut m = pb::EncryptStreamRequest::from(batch("", i, 1));
+        m.items[0].plaintext = bytes::Bytes::from(plaintext.clone());
+        let encoded = m.encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&encoded);
+        request_bytes += frame.len();
+        body.send_data(frame.into(), i + 1 == MESSAGES).unwrap();
+    }
+    // Wait until the count stops moving (the writer's 10 ms and the
+    // server's pace both well inside 500 ms), then check it stays put.
+    let mut held = answered(&server);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = answered(&server);
+        if now == held {
+            break;
+        }
+        held = now;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(answered(&server), held, "the server kept reading");
+    // The transport holds what the client's window takes and one chunk of
+    // tonic's encoder (it yields at 32 KiB, so up to 36 KiB of 4 KiB
+    // answers); then come the stream's queue of 4 and the answer in hand.
+    let answer_bytes = 4096 + 300;
+    let transport = (36 * 1024 + WINDOW as usize).div_ceil(answer_bytes);
+    let bound = transport + 4 + 1 + 3;
+    assert!(
+        held < MESSAGES && held <= bound,
+        "{held} of {MESSAGES} answered ({request_bytes} request bytes sent) while the client read nothing; bound {bound} at about {answer_bytes} bytes an answer"
+    );
+
+    // Reading the answers lets the rest through; every one arrives.
+    let mut responses = resp.await.unwrap().into_body();
+    let mut got = 0usize;
+    let mut buf = Vec::new();
+    while let Some(chunk) = responses.data().await {
+        let chunk = chunk.unwrap();
+        let _ = responses.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < 5 + len {
+                break;
+            }
+            let m = pb::EncryptStreamResponse::decode(&buf[5..5 + len]).unwrap();
+            assert_eq!(m.results.len(), 1);
+            buf.drain(..5 + len);
+            got += 1;
+        }
+    }
+    assert_eq!(got, MESSAGES);
+    eprintln!("answered while not read: {held} of {MESSAGES}, bound {bound}");
+}
