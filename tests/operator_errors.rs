@@ -374,6 +374,18 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "renew the certificate",
     );
 
+    // A certificate not valid yet.
+    let future = ca.future_server();
+    std::fs::write(&cert, &future.cert).unwrap();
+    std::fs::write(&key, &future.key).unwrap();
+    fails(
+        &["serve", "--data-dir", data],
+        &tls,
+        &[],
+        "the certificate is not valid before",
+        "check this host's clock",
+    );
+
     // A setting out of range.
     fails(
         &["serve", "--data-dir", data],
@@ -381,6 +393,61 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &[],
         "limits.max_batch_items",
         "docs/CONFIG.md",
+    );
+
+    // AWS mode with no region anywhere (no aws.region, no AWS_REGION, no profile).
+    let no_region: Vec<(&str, &str)> = TEST_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "AWS_REGION")
+        .chain([("AWS_REGION", ""), ("AWS_DEFAULT_REGION", "")])
+        .collect();
+    fails(
+        &["serve", "--data-dir", data],
+        &cfg("http://127.0.0.1:9", "k", "s").replace("region = \"us-east-1\"\n", ""),
+        &no_region,
+        "no AWS region",
+        "set aws.region",
+    );
+
+    // The gRPC address taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, _, stderr) = run(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            &dir.path().join("d2").to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(!ok);
+    let block = error_block(&stderr).join("\n");
+    assert!(
+        block.contains(&format!("cannot listen on {addr}"))
+            && block.contains("Address already in use"),
+        "{stderr}"
+    );
+    assert!(
+        block.contains("fix: choose a free --listen address"),
+        "{stderr}"
+    );
+
+    // A data directory that cannot be made (its parent is a file).
+    let file_parent = dir.path().join("a-file");
+    std::fs::write(&file_parent, "").unwrap();
+    fails(
+        &[
+            "serve",
+            "--data-dir",
+            &file_parent.join("data").to_string_lossy(),
+        ],
+        "",
+        &[],
+        "cannot create data directory",
+        "its parent must be a directory",
     );
 }
 

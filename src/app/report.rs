@@ -207,6 +207,13 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
                 Some("check [audit] output: its directory must exist and be writable".into())
             }
             ServeError::NoRegion => Some("set aws.region (or AWS_REGION)".into()),
+            ServeError::DataDir { .. } => Some(
+                "fix data_dir (--data-dir): its parent must be a directory this user may write"
+                    .into(),
+            ),
+            ServeError::DataDirUnsafe(_) => {
+                Some("make the data directory this user's and owner-only: chmod 700 <dir>".into())
+            }
             ServeError::WrongRegion { theirs, .. } => Some(format!(
                 "set aws.region = \"{theirs}\" if the service runs there, or name the secret and KMS key \
                  of the region in use (a replica secret, a multi-Region key's replica)"

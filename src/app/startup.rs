@@ -131,6 +131,15 @@ async fn open_raw_backends(settings: &Settings) -> Result<Backends, ServeError> 
     }
 }
 
+/// The region the SDK settled on. An empty one (`AWS_REGION=""`) is no
+/// region: the SDK would take it and sign for an endpoint that does not exist.
+pub fn region_in_use(sdk: &aws_config::SdkConfig) -> Result<String, ServeError> {
+    sdk.region()
+        .map(ToString::to_string)
+        .filter(|r| !r.is_empty())
+        .ok_or(ServeError::NoRegion)
+}
+
 /// Secrets Manager and KMS clients from one SDK configuration. Refuses a
 /// missing region, and an ARN (the KMS keys, `secrets`) of another region
 /// than the one in use, which AWS would answer only with "not found".
@@ -139,10 +148,7 @@ pub async fn open_aws(
     secrets: &[String],
 ) -> Result<Backends, ServeError> {
     let sdk = crate::backends::aws_sdk::sdk_config(aws, None).await;
-    let region = sdk
-        .region()
-        .map(ToString::to_string)
-        .ok_or(ServeError::NoRegion)?;
+    let region = region_in_use(&sdk)?;
     same_region(aws, secrets, &region)?;
     let kms_key = aws.kms_key_id.clone().unwrap_or_default();
     tracing::info!(%region, endpoint = ?aws.endpoint_url, kms_key = %kms_key, replicas = ?aws.replica_regions, "AWS mode");

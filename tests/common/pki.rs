@@ -49,6 +49,17 @@ impl Ca {
         self.issue(p)
     }
 
+    /// A server certificate for 127.0.0.1 valid only from 2090.
+    pub fn future_server(&self) -> Issued {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(p)
+    }
+
     /// A client certificate for `cn` that expired in 2021.
     pub fn expired_client(&self, cn: &str) -> Issued {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -72,8 +72,9 @@ pub(super) async fn checks(
 /// The region in use, and any ARN in the configuration that names another:
 /// a secret name is looked up in this region, but an ARN must be in it.
 fn region(settings: &Settings, aws: &AwsSettings, sdk: &aws_config::SdkConfig) -> Check {
-    let Some(ours) = sdk.region().map(ToString::to_string) else {
-        return Check::failed("region", &crate::app::startup::ServeError::NoRegion);
+    let ours = match crate::app::startup::region_in_use(sdk) {
+        Ok(region) => region,
+        Err(e) => return Check::failed("region", &e),
     };
     match crate::app::startup::same_region(aws, &settings.secret_ids(), &ours) {
         Ok(()) => Check::ok("region", ours),

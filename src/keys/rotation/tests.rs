@@ -52,6 +52,16 @@ async fn four_steps_are_idempotent_and_move_the_stages() {
         && !v.has(AWSPENDING)
         && v.has(&pin_label(token))));
     assert!("bogus".parse::<Step>().is_err());
+    // Once finishSecret is done, replaying any step succeeds and changes nothing.
+    for step in [
+        Step::CreateSecret,
+        Step::SetSecret,
+        Step::TestSecret,
+        Step::FinishSecret,
+    ] {
+        r.step(step, token).await.unwrap();
+    }
+    assert_eq!(store.describe("k").await.unwrap(), v);
 }
 
 #[tokio::test]
@@ -84,6 +94,31 @@ async fn failed_test_step_leaves_current_unchanged() {
             .await
             .is_err()
     );
+    assert_eq!(r.current().await.unwrap().id, first);
+    // Run alone, finishSecret repeats the probe and does not promote it.
+    assert!(
+        r.step(Step::FinishSecret, "bad-token-000000000000000000000000")
+            .await
+            .is_err()
+    );
+    assert_eq!(r.current().await.unwrap().id, first);
+    // A good version marked compromised fails the probe, with the table's
+    // message, and finishSecret does not promote it either.
+    let token = "22222222-3333-4444-8555-666666666666";
+    r.step(Step::CreateSecret, token).await.unwrap();
+    let label = crate::backends::store::compromised_label(token);
+    store
+        .update_stage("k", &label, Some(token), None)
+        .await
+        .unwrap();
+    for step in [Step::TestSecret, Step::FinishSecret] {
+        assert_eq!(
+            r.step(step, token).await.unwrap_err().to_string(),
+            format!(
+                "testSecret failed for version {token} of secret k: the version is marked compromised"
+            )
+        );
+    }
     assert_eq!(r.current().await.unwrap().id, first);
 }
 
