@@ -40,22 +40,22 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 that expired in 2021.
     pub fn expired_server(&self) -> Issued {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(p)
+        self.server_between(2020, 2021)
     }
 
     /// A server certificate for 127.0.0.1 valid only from 2090.
     pub fn future_server(&self) -> Issued {
+        self.server_between(2090, 2091)
+    }
+
+    /// A server certificate for 127.0.0.1 valid from 1 January of `from`
+    /// to 1 January of `to`.
+    fn server_between(&self, from: i32, to: i32) -> Issued {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        p.not_before = rcgen::date_time_ymd(2090, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        p.not_before = rcgen::date_time_ymd(from, 1, 1);
+        p.not_after = rcgen::date_time_ymd(to, 1, 1);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(p)
     }
