@@ -135,7 +135,7 @@ async fn every_call_writes_exactly_one_line() {
 /// API.md, "Request id": the server makes each call's id, a UUIDv4 equal
 /// to its audit line's `request_id`, sent in the headers on success and in
 /// the trailers on error; a client's own `x-request-id` is not echoed.
-/// AUDIT.md: an audit file is created with mode 0600.
+/// AUDIT.md: an audit file is created with mode 0600; an existing one keeps its mode.
 #[tokio::test]
 async fn request_ids_are_the_servers_and_the_audit_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
@@ -145,6 +145,14 @@ async fn request_ids_are_the_servers_and_the_audit_file_is_private() {
     let server = Server::start(&dir.path().join("data"), Some(&cfg));
     let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "audit file mode {mode:o}");
+    // An existing file keeps its mode (a log shipper's group may read it).
+    let shared = dir.path().join("shared.jsonl");
+    std::fs::write(&shared, "").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let cfg2 = format!("[audit]\noutput = \"{}\"\n", shared.display());
+    drop(Server::start(&dir.path().join("data2"), Some(&cfg2)));
+    let kept = std::fs::metadata(&shared).unwrap().permissions().mode();
+    assert_eq!(kept & 0o777, 0o640, "existing audit file mode {kept:o}");
 
     let mut c = server.client().await;
     fn with_own_id<T>(req: T) -> tonic::Request<T> {

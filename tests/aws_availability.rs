@@ -254,6 +254,20 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
         .unwrap()
         .into_inner();
     assert!(serving(admin), "Admin went NOT_SERVING with the keys");
+    // The server as a whole ("") turns NOT_SERVING with the Envelope service.
+    let whole = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!serving(whole), "\"\" still SERVING");
+    assert!(
+        server
+            .logs()
+            .contains("keys stale past the bound; not ready"),
+        "{}",
+        server.logs()
+    );
     let scraped = common::http_get(&metrics, "/metrics").1;
     assert!(
         scraped.contains("envelope_backend_calls_total{service=\"secretsmanager\",op=\"DescribeSecret\",outcome=\"error\"}"),
@@ -287,6 +301,7 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
         up_at.elapsed()
     );
     assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
+    assert!(server.logs().contains("keys fresh again; ready"));
     round_trip(&server, "", "after the outage").await;
 }
 

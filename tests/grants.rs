@@ -226,3 +226,21 @@ async fn an_empty_key_is_default_or_every_key() {
     let e = encrypt(&client, "", b"x", &[]).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
+
+/// SECURITY.md, "Authorization": a call with no identity, under a policy
+/// where no grant has `anonymous = true`, is UNAUTHENTICATED with the
+/// documented message.
+#[tokio::test]
+async fn no_identity_without_an_anonymous_grant_is_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[[allow]]\ncallers = [\"spiffe://example.org/billing\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n";
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let config = format!("policy_file = \"{}/policy.toml\"\n", dir.path().display());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let err = encrypt(&server, "", b"x", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(
+        err.message(),
+        "the call carries no client certificate identity; connect with mTLS"
+    );
+}

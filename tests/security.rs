@@ -204,6 +204,7 @@ async fn mtls_identities_meet_the_policy() {
             "rpc",
             "operation",
             "key",
+            "key_version",
             "outcome",
             "code",
             "latency_us",

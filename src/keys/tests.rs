@@ -112,9 +112,12 @@ fn data_key_is_reused_within_limits_and_rotation_retires_it() {
         }
         assert!(f.key.figures().data_keys_generated <= before + 1);
         let (old, _) = f.rt.block_on(f.key.encrypt(b"old", &ctx)).unwrap();
+        let generated = f.key.figures().data_keys_generated;
         f.rt.block_on(f.key.rotate()).unwrap();
         let (new, master) = f.rt.block_on(f.key.encrypt(b"new", &ctx)).unwrap();
         assert_eq!(master.version, f.key.snapshot().current.version);
+        // A new AWSCURRENT takes a new data key, though the old one had room.
+        assert_eq!(f.key.figures().data_keys_generated, generated + 1);
         assert_ne!(old[..83], new[..83]);
         assert_eq!(f.rt.block_on(f.key.decrypt(&old, &ctx)).unwrap().0, b"old");
     });
