@@ -241,45 +241,35 @@ async fn health_and_reflection_v1_list_every_service() {
         ]
     );
     // Descriptors over either protocol: what grpcurl's describe and list read.
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "envelope.v1.Admin".into(),
-        )),
-    };
-    let mut stream = refl
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else {
-        panic!("{resp:?}")
-    };
-    assert!(!files.file_descriptor_proto.is_empty());
-    use tonic_reflection::pb::v1alpha as alpha;
-    let mut refl =
-        alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
-    let req = alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "envelope.v1.Envelope".into(),
-            ),
-        ),
-    };
-    let mut stream = refl
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().unwrap();
-    let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
-        resp.message_response
-    else {
-        panic!("{resp:?}")
-    };
-    assert!(!files.file_descriptor_proto.is_empty());
+    macro_rules! descriptor_of {
+        ($pb:path, $symbol:expr) => {{
+            use $pb as p;
+            let mut refl =
+                p::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+            let req = p::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    p::server_reflection_request::MessageRequest::FileContainingSymbol(
+                        $symbol.into(),
+                    ),
+                ),
+            };
+            let mut stream = refl
+                .server_reflection_info(tokio_stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner();
+            let resp = stream.message().await.unwrap().unwrap();
+            let Some(p::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) =
+                resp.message_response
+            else {
+                panic!("{resp:?}")
+            };
+            assert!(!f.file_descriptor_proto.is_empty());
+        }};
+    }
+    descriptor_of!(tonic_reflection::pb::v1, "envelope.v1.Admin");
+    descriptor_of!(tonic_reflection::pb::v1alpha, "envelope.v1.Envelope");
 }
 
 #[tokio::test]
