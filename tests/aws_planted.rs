@@ -155,6 +155,13 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
         line["reason"].as_str().unwrap().contains("seed-shaped"),
         "{line}"
     );
+    // Counted as a failed refresh.
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("envelope_key_refresh_failures_total{key=\"pii\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(failures, Some(1), "{metrics}");
     // The key keeps encrypting under its last good version.
     let after = round_trip(&server, "pii", "987.654.321-00").await;
     assert_eq!(
