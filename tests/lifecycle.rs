@@ -388,6 +388,13 @@ async fn unreadable_previous_and_pending_versions_are_skipped() {
         .await
         .unwrap();
     assert_eq!(back.plaintext.as_ref(), b"still serving");
+    // A refresh skips them too: it succeeds.
+    server
+        .admin()
+        .await
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
 }
 
 /// API.md, "Rewrap": Rewrap neither uses nor fills the decryption cache

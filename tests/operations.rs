@@ -352,3 +352,140 @@ async fn processes_starting_together_share_one_root_key_and_one_first_version() 
     let sealed = c.encrypt(enc("", b"x", &[])).await.unwrap().into_inner();
     c.decrypt(dec("", &sealed.ciphertext, &[])).await.unwrap();
 }
+
+/// The value of the `le` labels of `series`' buckets, in order.
+fn buckets(metrics: &str, series: &str, labels: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{series}_bucket{{")) && l.contains(labels))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect()
+}
+
+/// OPERATIONS.md, "Metrics": the content type, the histograms' buckets,
+/// the per-version series (stage `none` for a version no stage names),
+/// `key="*"` for a KeyStatus of every key, and a batch with a failed item
+/// counted as `OK`.
+#[tokio::test]
+async fn metrics_have_the_documented_shape() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let m = server.metrics.clone().unwrap();
+    let mut c = server.client().await;
+    let sealed = c
+        .encrypt_batch(common::requests::batch("", 0, 3))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(envelope::pb::encrypt_result::Result::Ciphertext(good)) =
+        sealed.results[0].result.clone()
+    else {
+        panic!("{sealed:?}")
+    };
+    let item = |ct: &[u8]| envelope::pb::DecryptItem {
+        ciphertext: bytes::Bytes::copy_from_slice(ct),
+        context: common::ctx(&[("row", "0")]),
+    };
+    let opened = c
+        .decrypt_batch(envelope::pb::DecryptBatchRequest {
+            key: String::new(),
+            items: vec![item(&good), item(b"not a record")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(opened.results[1].result.is_some());
+    let mut admin = server.admin().await;
+    let first = admin
+        .key_status(envelope::pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys[0]
+        .current_version
+        .clone();
+    for _ in 0..2 {
+        rotate(&server, "").await;
+    }
+
+    let mut http = std::net::TcpStream::connect(&m).unwrap();
+    http.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        http,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    http.read_to_string(&mut raw).unwrap();
+    let (head, metrics) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.lines().any(|l| l.eq_ignore_ascii_case(
+            "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+        )),
+        "{head}"
+    );
+    let requests = buckets(
+        metrics,
+        "envelope_request_duration_seconds",
+        "rpc=\"Encrypt",
+    );
+    let want: Vec<f64> = (0..=17).map(|n| 50e-6 * f64::from(1u32 << n)).collect();
+    assert_eq!(requests.len(), want.len() + 1, "{requests:?}");
+    for (got, want) in requests.iter().zip(&want) {
+        assert!((got / want - 1.0).abs() < 1e-9, "{requests:?}");
+    }
+    let backend = buckets(
+        metrics,
+        "envelope_backend_call_duration_seconds",
+        "op=\"GenerateDataKey\"",
+    );
+    assert_eq!(backend[..want.len()].len(), want.len());
+    let items = buckets(metrics, "envelope_batch_items", "");
+    let powers: Vec<f64> = (0..=8).map(|n| f64::from(1u32 << (2 * n))).collect();
+    assert_eq!(items[..powers.len()], powers[..], "{items:?}");
+    assert_eq!(
+        value(metrics, "envelope_batch_items_count"),
+        2.0,
+        "EncryptBatch and DecryptBatch"
+    );
+    assert_eq!(
+        value(
+            metrics,
+            "envelope_requests_total{rpc=\"DecryptBatch\",key=\"default\",code=\"OK\"}"
+        ),
+        1.0,
+        "a batch with a failed item is OK"
+    );
+    assert_eq!(
+        value(
+            metrics,
+            "envelope_requests_total{rpc=\"KeyStatus\",key=\"*\",code=\"OK\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&format!(
+            "envelope_master_key_age_seconds{{key=\"default\",version=\"{first}\",stage=\"none\"}}"
+        ))),
+        "the first version, no longer staged"
+    );
+    let checks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("envelope_master_key_check{key=\"default\""))
+        .collect();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .all(|l| l.contains("check_value=\"") && l.ends_with(" 1"))
+    );
+    assert_eq!(
+        value(metrics, "envelope_compromised_versions{key=\"default\"}"),
+        0.0
+    );
+}

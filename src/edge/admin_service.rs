@@ -104,7 +104,7 @@ impl pb::admin_server::Admin for AdminService {
                 req,
                 "KeyStatus",
                 Operation::Admin,
-                |Selected(keys), _| async move {
+                |Selected(keys, _), _| async move {
                     let keys = keys.iter().map(|k| key_info(k)).collect();
                     Ok((pb::KeyStatusResponse { keys }, Done::default()))
                 },
@@ -122,7 +122,7 @@ impl pb::admin_server::Admin for AdminService {
                 req,
                 "RefreshKeys",
                 Operation::Admin,
-                |Selected(keys), _| async move {
+                |Selected(keys, _), _| async move {
                     let mut refreshed = Vec::with_capacity(keys.len());
                     for k in keys {
                         if let Err(e) = k.refresh().await {

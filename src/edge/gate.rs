@@ -96,22 +96,23 @@ impl Resolve for Arc<NamedKey> {
     }
 }
 
-/// The keys an Admin call acts on: one, or every key for "*".
+/// The keys an Admin call acts on: one, or every key for "*" (then
+/// labelled `*` in the metrics, however many keys there are).
 #[derive(Debug)]
-pub struct Selected(pub Vec<Arc<NamedKey>>);
+pub struct Selected(pub Vec<Arc<NamedKey>>, pub bool);
 
 impl Resolve for Selected {
     fn resolve(keyring: &Keyring, name: &str) -> Result<Self, Error> {
         if name == "*" {
-            Ok(Self(keyring.all().cloned().collect()))
+            Ok(Self(keyring.all().cloned().collect(), true))
         } else {
-            Ok(Self(vec![keyring.get(name)?.clone()]))
+            Ok(Self(vec![keyring.get(name)?.clone()], false))
         }
     }
 
     fn label(&self) -> Label {
-        match self.0.as_slice() {
-            [one] => Resolve::label(one),
+        match (self.0.as_slice(), self.1) {
+            ([one], false) => Resolve::label(one),
             _ => Label::Static("*"),
         }
     }
