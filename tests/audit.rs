@@ -275,3 +275,153 @@ async fn a_renamed_audit_file_keeps_its_lines_until_restart() {
     }
     assert!(!audit.exists(), "the audit file was reopened");
 }
+
+/// AUDIT.md, "Schema": the line each kind of call writes. `outcome` is
+/// `partial` for a batch with a failed item (its code `OK`) and `error` for
+/// a failure; `key_version` follows the table by RPC; a column's
+/// `context_keys` leave out the row field; `index` is cut to 64
+/// characters; Admin calls write a line each, health and reflection none.
+#[tokio::test]
+async fn each_kind_of_call_writes_the_documented_line() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    // Two keys, so that an empty key's `default` and `*` differ.
+    let cfg = "[[keys]]\nname = \"default\"\n[[keys]]\nname = \"pii\"\n";
+    let server = Server::start(&dir.path().join("data"), Some(cfg));
+    let mut c = server.client().await;
+    let mut admin = server.admin().await;
+    let sealed = c
+        .encrypt(enc("", b"x", &[("b", "2"), ("a", "1")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let v1 = sealed.key_version.clone();
+    c.decrypt(dec("", &sealed.ciphertext, &[("b", "2"), ("a", "1")]))
+        .await
+        .unwrap();
+    let item = |ct: &[u8]| pb::DecryptItem {
+        ciphertext: Bytes::copy_from_slice(ct),
+        context: common::ctx(&[("b", "2"), ("a", "1")]),
+    };
+    c.decrypt_batch(pb::DecryptBatchRequest {
+        key: String::new(),
+        items: vec![item(&sealed.ciphertext), item(b"not a record")],
+    })
+    .await
+    .unwrap();
+    let bad = c.decrypt(dec("", b"not a record", CTX)).await.unwrap_err();
+    c.encrypt_column(pb::EncryptColumnRequest {
+        key: String::new(),
+        context: common::ctx(&[("table", "users"), ("column", "email")]),
+        plaintexts: vec![Bytes::from_static(b"a@example.com")],
+        row_field: "row".into(),
+        row_values: vec!["1".into()],
+        indexes: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let long_index = "i".repeat(100);
+    c.compute_index(pb::ComputeIndexRequest {
+        key: String::new(),
+        index: long_index.clone(),
+        values: vec![Bytes::from_static(b"v")],
+        context: BTreeMap::new().into_iter().collect(),
+    })
+    .await
+    .unwrap_err();
+    admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap();
+    admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    let rotated = admin
+        .rotate_master_key(pb::RotateMasterKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // Health and reflection: no lines.
+    let mut health = HealthClient::new(server.channel().await);
+    health.check(HealthCheckRequest::default()).await.unwrap();
+    {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut refl = ServerReflectionClient::new(server.channel().await);
+        let mut answers = refl
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        answers.message().await.unwrap().unwrap();
+    }
+
+    let audit = server.audit_with(&["\"rpc\":\"RotateMasterKey\""]).await;
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rpcs: Vec<&str> = lines.iter().map(|l| l["rpc"].as_str().unwrap()).collect();
+    assert_eq!(
+        rpcs,
+        [
+            "Encrypt",
+            "Decrypt",
+            "DecryptBatch",
+            "Decrypt",
+            "EncryptColumn",
+            "ComputeIndex",
+            "KeyStatus",
+            "RefreshKeys",
+            "RotateMasterKey"
+        ],
+        "{audit}"
+    );
+    let field = |i: usize, f: &str| lines[i][f].clone();
+    assert_eq!(field(0, "key_version"), v1.as_str());
+    assert_eq!(field(0, "context_keys"), serde_json::json!(["a", "b"]));
+    assert_eq!(field(1, "key_version"), v1.as_str());
+    assert_eq!(
+        (
+            field(2, "outcome"),
+            field(2, "code"),
+            field(2, "key_version")
+        ),
+        ("partial".into(), "OK".into(), "".into())
+    );
+    assert_eq!(
+        (field(2, "items"), field(2, "failed_items")),
+        (2.into(), 1.into())
+    );
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        (
+            field(3, "outcome"),
+            field(3, "code"),
+            field(3, "key_version")
+        ),
+        ("error".into(), "INVALID_ARGUMENT".into(), "".into())
+    );
+    assert_eq!(
+        field(4, "context_keys"),
+        serde_json::json!(["column", "table"])
+    );
+    assert_eq!(field(4, "key_version"), v1.as_str());
+    assert_eq!(field(5, "index"), format!("{}…", "i".repeat(64)).as_str());
+    for i in [6, 7] {
+        assert_eq!(
+            (field(i, "key"), field(i, "key_version")),
+            ("*".into(), "".into())
+        );
+    }
+    assert_eq!(field(8, "key_version"), rotated.current_version.as_str());
+    assert_eq!(field(8, "key"), "default", "an empty key rotates default");
+}

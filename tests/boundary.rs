@@ -333,6 +333,10 @@ async fn saturation_is_refused_at_once() {
     let started = Instant::now();
     let refused = encrypt(&client, "", b"x", CTX).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        refused.message(),
+        "Too many active requests for the connection"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the refusal waited"

@@ -372,10 +372,21 @@ async fn writes_return_the_tokens_computeindex_gives() {
         .unwrap()
         .into_inner();
     assert_eq!(b.results[0].index_tokens["email"].to_vec(), want[0].1);
-    assert!(matches!(
-        b.results[1].result,
-        Some(pb::encrypt_result::Result::Error(_))
-    ));
+    let Some(pb::encrypt_result::Result::Error(no_token)) = &b.results[1].result else {
+        panic!("{b:?}")
+    };
+    assert_eq!(no_token.code, Code::InvalidArgument as i32, "{no_token:?}");
+    // The same value alone fails its call, with the same code.
+    let alone = c
+        .encrypt(pb::EncryptRequest {
+            key: "pii".into(),
+            plaintext: Bytes::from_static(b"no digits"),
+            context: Default::default(),
+            indexes: vec!["cpf".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(alone.code(), Code::InvalidArgument, "{alone:?}");
     // A column: the row id is in the scope, so each row has its own key.
     let col = c
         .encrypt_column(pb::EncryptColumnRequest {
@@ -406,6 +417,12 @@ async fn writes_return_the_tokens_computeindex_gives() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    // SEARCH.md: more values than max_batch_items (10,000) is INVALID_ARGUMENT.
+    let many = vec!["ana@example.com"; 10_001];
+    let over = compute(&server, "pii", "email", &many, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::InvalidArgument, "{over:?}");
 }
 
 const POLICY: &str = r#"
@@ -507,6 +524,11 @@ async fn the_index_operation_is_its_own_and_metered() {
         .await
         .unwrap_err();
     assert_eq!(no_grant.code(), Code::PermissionDenied);
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("envelope_refused_calls_total{reason=\"index_not_granted\"} 1\n"),
+        "{metrics}"
+    );
     // The same through EncryptStream: each message is charged and checked
     // as the batch it is.
     let stream_item = |key: &str| pb::EncryptStreamRequest {

@@ -556,3 +556,158 @@ async fn a_failing_refresh_backs_off_doubling_up_to_the_interval() {
     let opened = decrypt(&c, "", record.ciphertext, CTX).await.unwrap();
     assert_eq!(opened.plaintext, "still serving".as_bytes());
 }
+
+/// ROTATION.md, "Retirement": with `min_decryption_version` set, Decrypt,
+/// DecryptBatch items, Rewrap, RewrapBatch items and UnwrapDataKey refuse
+/// what an older version wrote, with the documented message; Encrypt and
+/// GenerateDataKey go on.
+#[tokio::test]
+async fn a_retired_version_is_refused_by_every_call_that_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None);
+    let mut c = server.client().await;
+    let old = encrypt(&c, "", "old", CTX).await.unwrap();
+    let blob = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(CTX),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped_key;
+    let current = common::requests::rotate(&server, "").await.current_version;
+    let new = encrypt(&c, "", "new", CTX).await.unwrap();
+    drop(server);
+
+    let cfg = format!("[[keys]]\nname = \"default\"\nmin_decryption_version = \"{current}\"\n");
+    let server = Server::start(&data, Some(&cfg));
+    let mut c = server.client().await;
+    let message = format!(
+        "master-key version {} of key \"default\" is retired (older than the key's min_decryption_version)",
+        old.key_version
+    );
+    let refused = |s: tonic::Status| {
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, message.as_str())
+        );
+    };
+    refused(decrypt(&c, "", &old.ciphertext, CTX).await.unwrap_err());
+    refused(
+        c.rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: old.ciphertext.clone(),
+            context: ctx(CTX),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap_err(),
+    );
+    refused(
+        c.unwrap_data_key(pb::UnwrapDataKeyRequest {
+            key: String::new(),
+            wrapped_key: blob,
+            context: ctx(CTX),
+        })
+        .await
+        .unwrap_err(),
+    );
+    let item_code = |e: &pb::ItemError| {
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Code::FailedPrecondition as i32, message.as_str())
+        );
+    };
+    let items = [&old, &new].map(|r| pb::DecryptItem {
+        ciphertext: r.ciphertext.clone(),
+        context: ctx(CTX),
+    });
+    let opened = c
+        .decrypt_batch(pb::DecryptBatchRequest {
+            key: String::new(),
+            items: items.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let Some(pb::decrypt_result::Result::Error(e)) = &opened[0].result else {
+        panic!("{opened:?}")
+    };
+    item_code(e);
+    assert!(matches!(
+        &opened[1].result,
+        Some(pb::decrypt_result::Result::Plaintext(p)) if p.as_ref() == b"new"
+    ));
+    let rewrapped = c
+        .rewrap_batch(pb::RewrapBatchRequest {
+            key: String::new(),
+            items: vec![pb::RewrapItem {
+                ciphertext: old.ciphertext.clone(),
+                context: ctx(CTX),
+                indexes: Vec::new(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let Some(pb::rewrap_result::Result::Error(e)) = &rewrapped[0].result else {
+        panic!("{rewrapped:?}")
+    };
+    item_code(e);
+    // Not affected: Encrypt and GenerateDataKey.
+    assert_eq!(
+        encrypt(&c, "", "still", CTX).await.unwrap().key_version,
+        current
+    );
+    c.generate_data_key(pb::GenerateDataKeyRequest {
+        key: String::new(),
+        context: ctx(CTX),
+    })
+    .await
+    .unwrap();
+}
+
+/// API.md, MarkCompromised: idempotent (a second call changes nothing in
+/// the store and gives the same answer); a version the store lacks is
+/// FAILED_PRECONDITION; a bad reason is INVALID_ARGUMENT.
+#[tokio::test]
+async fn mark_compromised_is_idempotent_and_refuses_what_it_cannot_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None);
+    let first = common::requests::rotate(&server, "").await.previous_version;
+    let mut admin = server.admin().await;
+    let mark = |version: &str, reason: &str| pb::MarkCompromisedRequest {
+        key: String::new(),
+        version: version.into(),
+        reason: reason.into(),
+    };
+    let secret = data.join("secrets").join("default.json");
+    let once = admin
+        .mark_compromised(mark(&first, "laptop lost"))
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = std::fs::read_to_string(&secret).unwrap();
+    assert!(stored.contains(&format!("envelope-compromised-{first}")));
+    let twice = admin
+        .mark_compromised(mark(&first, "laptop lost"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(twice.current_version, once.current_version);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), stored);
+
+    let absent = uuid::Uuid::new_v4().to_string();
+    let e = admin
+        .mark_compromised(mark(&absent, "typo"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = admin.mark_compromised(mark(&first, "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}

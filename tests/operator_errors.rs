@@ -386,6 +386,16 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "check this host's clock",
     );
 
+    // A file that is not TOML: the parser's message, after the path.
+    let parse = fails(
+        &["serve", "--data-dir", data],
+        "mode = \n",
+        &[],
+        "envelope.toml: ",
+        "correct the setting",
+    );
+    assert!(parse.starts_with("error: config file "), "{parse}");
+
     // A setting out of range.
     fails(
         &["serve", "--data-dir", data],
@@ -515,4 +525,68 @@ async fn rewrap_reports_progress_after_the_first_batch_then_periodically() {
         "{out}"
     );
     assert_eq!(std::fs::read_to_string(&input).unwrap().lines().count(), 25);
+}
+
+/// CONFIG.md, `envelope rewrap`: a record that fails is written unchanged
+/// and reported as `line <n>: …`, a blank line stays blank, and the
+/// command exits non-zero with the count; a whole call that fails leaves
+/// `--output` untouched.
+#[tokio::test]
+async fn rewrap_keeps_failed_records_and_says_which() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(&dir.path().join("data"), None);
+    let record = common::requests::encrypt(&server, "", "r", &[("table", "users")])
+        .await
+        .unwrap();
+    let good = b64.encode(&record.ciphertext);
+    let other_context = b64.encode(
+        &common::requests::encrypt(&server, "", "r", &[("table", "orders")])
+            .await
+            .unwrap()
+            .ciphertext,
+    );
+    let input = dir.path().join("in.b64");
+    let output = dir.path().join("out.b64");
+    let text = format!("{good}\n\nnot base64!\n{other_context}\n");
+    std::fs::write(&input, &text).unwrap();
+    let args = |addr: &str| {
+        vec![
+            "rewrap".to_owned(),
+            "--addr".into(),
+            addr.into(),
+            "--context".into(),
+            "table=users".into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            output.to_str().unwrap().into(),
+        ]
+    };
+    let argv = args(&server.addr);
+    let (ok, out, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("rewrap: 3 records, 0 rewrapped, 1 already current, 2 failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("line 3: ") && err.contains("line 4: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 records could not be rewrapped (left unchanged in the output)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), text);
+
+    // The server gone: the call fails, and --output is left as it was.
+    std::fs::write(&output, "kept\n").unwrap();
+    let addr = server.addr.clone();
+    drop(server);
+    let argv = args(&addr);
+    let (ok, _, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
 }

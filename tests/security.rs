@@ -490,11 +490,42 @@ async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
         started.elapsed() >= Duration::from_secs(1),
         "closed before its timeout"
     );
-    let (_, text) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    // A peer that never starts its TLS handshake is closed at the same
+    // timeout; one that speaks something other than TLS, at once.
+    let stalled_at = Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut garbage, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut garbage, &mut rest),
+    )
+    .await
+    .expect("a peer speaking plain HTTP was kept open")
+    .ok();
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut buf),
+    )
+    .await
+    .expect("a stalled handshake was kept open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(
-        text.contains("envelope_refused_calls_total{reason=\"preface_timeout\"} 1"),
-        "{text}"
+        stalled_at.elapsed() >= Duration::from_secs(1),
+        "a stalled handshake closed before its timeout"
     );
+    let (_, text) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    for reason in ["preface_timeout", "tls_handshake_timeout", "tls_handshake"] {
+        assert!(
+            text.contains(&format!(
+                "envelope_refused_calls_total{{reason=\"{reason}\"}} 1\n"
+            )),
+            "{reason}: {text}"
+        );
+    }
 }
 
 #[test]

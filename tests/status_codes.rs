@@ -391,8 +391,13 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
             assert!(!got.1.contains(d), "{name}: {d} in {}", got.1);
         }
     }
-    // The operator gets the detail.
+    // The operator gets the detail, on a line naming the call's request id.
     let logs = server.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("dependency failure") && l.contains("request_id=")),
+        "{logs}"
+    );
     assert!(
         logs.contains(&secret) && logs.contains(&port),
         "the secret and the endpoint in the log: {logs}"

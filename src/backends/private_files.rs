@@ -8,7 +8,11 @@ use std::path::Path;
 /// Writes `bytes` to a new file at `path` with mode 0600 (owner only), via a
 /// temporary file and a rename so that readers never see half a file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write, not only per process: two writes never share a
+    // temporary file, whatever their order.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     write_temp(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

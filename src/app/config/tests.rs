@@ -46,6 +46,10 @@ fn bad_values_are_refused() {
         ),
         ("unknown = 1\n", "unknown field `unknown`"),
         (
+            "metrics_listen = \"localhost:9464\"\n",
+            "invalid setting metrics_listen: \"localhost:9464\" is not host:port or \"off\"",
+        ),
+        (
             "refresh_interval_secs = \"300\"\n",
             "invalid type: string \"300\", expected u64",
         ),
@@ -70,13 +74,71 @@ fn bad_values_are_refused() {
             "max_staleness_secs: must be at least refresh_interval_secs",
         ),
     ] {
-        let got = match toml::from_str::<FileConfig>(bad) {
-            Err(e) => e.to_string(),
-            Ok(f) => match Settings::from_file(f, Overrides::default()) {
-                Err(e) => e.to_string(),
-                Ok(_) => panic!("accepted: {bad}"),
-            },
-        };
-        assert!(got.contains(why), "{bad:?}: {got}");
+        refused(bad, why);
     }
+}
+
+/// Why `bad` is refused, or "accepted".
+fn refusal(bad: &str) -> String {
+    match toml::from_str::<FileConfig>(bad) {
+        Err(e) => e.to_string(),
+        Ok(f) => match Settings::from_file(f, Overrides::default()) {
+            Err(e) => e.to_string(),
+            Ok(_) => "accepted".into(),
+        },
+    }
+}
+
+fn refused(bad: &str, why: &str) {
+    let got = refusal(bad);
+    assert!(got.contains(why), "{bad:?}: {got}");
+}
+
+/// CONFIG.md's validation table, a row at a time: each value just past its
+/// rule is refused, naming the setting.
+#[test]
+fn every_validation_rule_is_enforced() {
+    let aws = "mode = \"aws\"\ninsecure_plaintext = true\n[aws]\nregion = \"us-east-1\"\nkms_key_id = \"k\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        ("[limits]\nmax_request_bytes = 0\n".into(), "limits.max_request_bytes"),
+        ("[limits]\nmax_request_bytes = 1073741825\n".into(), "limits.max_request_bytes"),
+        ("[limits]\nmax_request_bytes = 1000\n".into(), "limits.max_plaintext_bytes"),
+        ("[limits]\nmax_batch_items = 1000001\n".into(), "limits.max_batch_items"),
+        ("[limits]\nmax_context_entries = 1025\n".into(), "limits.max_context_*"),
+        ("[limits]\nmax_context_bytes = 1048577\n".into(), "limits.max_context_*"),
+        ("[data_keys]\nmax_bytes = 10\n".into(), "data_keys.max_bytes"),
+        ("[data_keys]\nmax_age_secs = 0\n".into(), "data_keys.max_age_secs"),
+        ("[limits]\nmax_loaded_versions = 2\n".into(), "max_loaded_versions"),
+        ("[limits]\ndecrypt_cache_entries = 0\n".into(), "decrypt_cache_entries"),
+        ("refresh_interval_secs = 0\n".into(), "refresh_interval_secs"),
+        ("[limits]\nmax_connections = 0\n".into(), "limits.max_connections"),
+        ("[limits]\nmax_streams_per_connection = 0\n".into(), "limits.max_streams_per_connection"),
+        ("[limits]\nmax_header_list_bytes = 0\n".into(), "limits.max_header_list_bytes"),
+        ("[limits]\nkeepalive_interval_secs = 0\n".into(), "limits.keepalive_interval_secs"),
+        ("[limits]\nmax_connection_age_secs = 0\n".into(), "limits.max_connection_age_secs"),
+        ("[limits]\ntls_handshake_timeout_secs = 0\n".into(), "limits.tls_handshake_timeout_secs"),
+        ("[limits]\nstream_idle_timeout_secs = 0\n".into(), "limits.stream_idle_timeout_secs"),
+        ("[limits]\nmessage_read_timeout_secs = 0\n".into(), "limits.message_read_timeout_secs"),
+        ("[limits]\nmax_streams = 0\nmax_streams_per_caller = 0\n".into(), "limits.max_streams"),
+        ("[limits]\nmax_streams = 4\nmax_streams_per_caller = 5\n".into(), "limits.max_streams_per_caller"),
+        ("[limits]\nmax_request_bytes = 4194304\nrequest_bytes_budget = 4194303\n".into(), "limits.request_bytes_budget"),
+        ("refresh_interval_secs = 7200\n".into(), "max_staleness_secs"),
+        (format!("[[keys]]\nname = \"k\"\nsecret_id = \"{}\"\n", "s".repeat(2049)), "keys.secret_id"),
+        ("[[keys]]\nname = \"k\"\nkdf_iterations = 99999\n".into(), "keys.kdf_iterations"),
+        ("[aws]\nregion = \"us-east-1\"\n".into(), "an [aws] section needs mode = \"aws\""),
+        ("mode = \"aws\"\ninsecure_plaintext = true\n[aws]\nregion = \"us-east-1\"\nkms_key_id = \"\"\n".into(), "aws.kms_key_id"),
+        (format!("{aws}max_attempts = 11\n"), "aws.max_attempts"),
+        (format!("{aws}connect_timeout_secs = 0\n"), "aws.*_timeout_secs: timeouts must be positive"),
+        ("listen = \"0.0.0.0:50051\"\n".into(), "plaintext gRPC only on a loopback address, not 0.0.0.0:50051"),
+        ("[tls]\ncert = \"c\"\nkey = \"k\"\nreload_interval_secs = 0\n".into(), "tls.reload_interval_secs"),
+        ("[limits]\nmax_concurrent_requests = 100001\n".into(), "limits.max_concurrent_requests"),
+        ("[limits]\nrequest_timeout_secs = 0\n".into(), "limits.request_timeout_secs"),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .map(|(bad, why)| (bad, why, refusal(bad)))
+        .filter(|(_, why, got)| !got.contains(**why))
+        .map(|(bad, why, got)| format!("{bad:?}: want {why:?}, got {got}"))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -3,6 +3,7 @@
 //! staging rules so rotation code runs unchanged against either.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,15 @@ use crate::primitives::crypto::constant_time_eq;
 pub struct LocalStore {
     dir: PathBuf,
     // Serialises read-modify-write cycles within this process.
-    lock: tokio::sync::Mutex<()>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Both locks of a read-modify-write cycle. The file write takes them into
+/// its blocking task, so a caller that is cancelled mid-write (a deadline, a
+/// client gone) cannot release them while the write still runs.
+struct Held {
+    _process: tokio::sync::OwnedMutexGuard<()>,
+    _file: std::fs::File,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -62,7 +71,7 @@ impl LocalStore {
             })?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            lock: tokio::sync::Mutex::new(()),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -138,8 +147,10 @@ impl LocalStore {
         stages: &[&str],
         first_only: bool,
     ) -> Result<bool, StoreError> {
-        let _guard = self.lock.lock().await;
-        let _file_lock = self.lock_file(secret_id).await?;
+        let held = Held {
+            _process: self.lock.clone().lock_owned().await,
+            _file: self.lock_file(secret_id).await?,
+        };
         let mut file = match self.load(secret_id).await {
             Ok(f) => f,
             Err(StoreError::SecretNotFound { .. }) => SecretFile::default(),
@@ -183,11 +194,11 @@ impl LocalStore {
             stages: stages.iter().map(|s| (*s).to_owned()).collect(),
             value: value.to_owned(),
         });
-        self.save(secret_id, &file).await?;
+        self.save(secret_id, &file, held).await?;
         Ok(true)
     }
 
-    async fn save(&self, secret_id: &str, file: &SecretFile) -> Result<(), StoreError> {
+    async fn save(&self, secret_id: &str, file: &SecretFile, held: Held) -> Result<(), StoreError> {
         let path = self.path(secret_id)?;
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| {
             StoreError::Unavailable {
@@ -199,10 +210,14 @@ impl LocalStore {
             secret: secret_id.to_owned(),
             reason: e.to_string(),
         };
-        tokio::task::spawn_blocking(move || write_private(&path, &bytes))
-            .await
-            .map_err(|e| unavailable(std::io::Error::other(e)))?
-            .map_err(unavailable)
+        tokio::task::spawn_blocking(move || {
+            let written = write_private(&path, &bytes);
+            drop(held);
+            written
+        })
+        .await
+        .map_err(|e| unavailable(std::io::Error::other(e)))?
+        .map_err(unavailable)
     }
 }
 
@@ -288,8 +303,10 @@ impl SecretStore for LocalStore {
         move_to: Option<&str>,
         remove_from: Option<&str>,
     ) -> Result<(), StoreError> {
-        let _guard = self.lock.lock().await;
-        let _file_lock = self.lock_file(secret_id).await?;
+        let held = Held {
+            _process: self.lock.clone().lock_owned().await,
+            _file: self.lock_file(secret_id).await?,
+        };
         let mut file = self.load(secret_id).await?;
         let conflict = |reason: String| StoreError::Conflict {
             secret: secret_id.to_owned(),
@@ -337,7 +354,7 @@ impl SecretStore for LocalStore {
         {
             v.stages.push(stage.to_owned());
         }
-        self.save(secret_id, &file).await
+        self.save(secret_id, &file, held).await
     }
 }
 
@@ -359,55 +376,4 @@ fn move_current(file: &mut SecretFile) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::backends::store::AWSPENDING;
-
-    #[tokio::test]
-    async fn stages_follow_secrets_manager_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LocalStore::open(&dir.path().join("secrets")).unwrap();
-        assert!(matches!(
-            s.describe("k").await,
-            Err(StoreError::SecretNotFound { .. })
-        ));
-        s.put("k", "v1", "one", &[]).await.unwrap();
-        s.put("k", "v1", "one", &[]).await.unwrap(); // idempotent
-        assert!(matches!(
-            s.put("k", "v1", "other", &[]).await,
-            Err(StoreError::Conflict { .. })
-        ));
-        s.put("k", "v2", "two", &[AWSPENDING]).await.unwrap();
-        // Moving AWSCURRENT without naming its holder is refused.
-        assert!(
-            s.update_stage("k", AWSCURRENT, Some("v2"), None)
-                .await
-                .is_err()
-        );
-        s.update_stage("k", AWSCURRENT, Some("v2"), Some("v1"))
-            .await
-            .unwrap();
-        s.update_stage("k", AWSPENDING, None, Some("v2"))
-            .await
-            .unwrap();
-        let d = s.describe("k").await.unwrap();
-        assert_eq!(d[0].stages, vec![AWSPREVIOUS.to_string()]);
-        assert_eq!(d[1].stages, vec![AWSCURRENT.to_string()]);
-        assert_eq!(s.get("k", "v1").await.unwrap().value.as_str(), "one");
-        assert!(matches!(
-            s.get("k", "v9").await,
-            Err(StoreError::VersionNotFound { .. })
-        ));
-        assert!(s.describe("../etc").await.is_err());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("secrets").join("k.json"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,52 @@
+//! The local store against Secrets Manager's rules, and its locks.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::backends::store::AWSPENDING;
+
+#[tokio::test]
+async fn stages_follow_secrets_manager_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStore::open(&dir.path().join("secrets")).unwrap();
+    assert!(matches!(
+        s.describe("k").await,
+        Err(StoreError::SecretNotFound { .. })
+    ));
+    s.put("k", "v1", "one", &[]).await.unwrap();
+    s.put("k", "v1", "one", &[]).await.unwrap(); // idempotent
+    assert!(matches!(
+        s.put("k", "v1", "other", &[]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    s.put("k", "v2", "two", &[AWSPENDING]).await.unwrap();
+    // Moving AWSCURRENT without naming its holder is refused.
+    assert!(
+        s.update_stage("k", AWSCURRENT, Some("v2"), None)
+            .await
+            .is_err()
+    );
+    s.update_stage("k", AWSCURRENT, Some("v2"), Some("v1"))
+        .await
+        .unwrap();
+    s.update_stage("k", AWSPENDING, None, Some("v2"))
+        .await
+        .unwrap();
+    let d = s.describe("k").await.unwrap();
+    assert_eq!(d[0].stages, vec![AWSPREVIOUS.to_string()]);
+    assert_eq!(d[1].stages, vec![AWSCURRENT.to_string()]);
+    assert_eq!(s.get("k", "v1").await.unwrap().value.as_str(), "one");
+    assert!(matches!(
+        s.get("k", "v9").await,
+        Err(StoreError::VersionNotFound { .. })
+    ));
+    assert!(s.describe("../etc").await.is_err());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("secrets").join("k.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
