@@ -521,3 +521,36 @@ async fn the_server_advertises_its_streams_per_connection() {
         assert_eq!(*rx.borrow(), want);
     }
 }
+
+/// CONFIG.md and CLIENTS.md: a connection is sent GOAWAY and closed at
+/// `max_connection_age_secs` (plus its grace), so clients reconnect and
+/// find new replicas; without the setting an idle connection stays.
+#[tokio::test]
+async fn connections_end_at_their_maximum_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let aged = Server::start(
+        &dir.path().join("aged"),
+        Some("[limits]\nmax_connection_age_secs = 1\nmax_connection_age_grace_secs = 1\n"),
+    );
+    let default = Server::start(&dir.path().join("default"), None);
+    let open = |addr: String| async move {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let started = Instant::now();
+    let (_aged_send, aged_conn) = open(aged.addr.clone()).await;
+    let (_default_send, default_conn) = open(default.addr.clone()).await;
+    let ended = tokio::time::timeout(Duration::from_secs(15), aged_conn)
+        .await
+        .expect("the connection outlived its maximum age");
+    assert!(ended.unwrap().is_ok(), "closed by GOAWAY, not an error");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before its age"
+    );
+    assert!(
+        !default_conn.is_finished(),
+        "the default age (1 h) closed a connection"
+    );
+}
