@@ -316,7 +316,7 @@ async fn a_caller_without_a_grant_is_refused_before_its_message_is_read() {
 #[tokio::test]
 async fn saturation_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = "[limits]\nmax_concurrent_requests = 1\nmessage_read_timeout_secs = 3\n";
+    let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_concurrent_requests = 1\nmessage_read_timeout_secs = 3\n";
     let server = Server::start(&dir.path().join("data"), Some(config));
     let mut send = h2_connect(&server.addr).await;
     send = send.ready().await.unwrap();
@@ -350,6 +350,13 @@ async fn saturation_is_refused_at_once() {
         grpc_status(slow).await.as_deref(),
         Some("4"),
         "DEADLINE_EXCEEDED"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "envelope_refused_calls_total{reason=\"message_read_timeout\"} "
+        ),
+        1.0
     );
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
     drop(body);

@@ -36,7 +36,10 @@ fn item(tenant: &str) -> pb::EncryptItem {
 async fn context_grants_and_the_unwrap_split() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-    let config = format!("policy_file = \"{}/policy.toml\"\n", dir.path().display());
+    let config = format!(
+        "metrics_listen = \"127.0.0.1:0\"\npolicy_file = \"{}/policy.toml\"\n",
+        dir.path().display()
+    );
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let client = server.client().await;
 
@@ -158,6 +161,14 @@ async fn context_grants_and_the_unwrap_split() {
         .unwrap_err();
     assert_eq!(unwrap.code(), Code::PermissionDenied);
     assert!(server.logs().contains("no longer allows UnwrapDataKey"));
+    // Each refusal is counted (the series starts at zero).
+    let (_, metrics) = common::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let denied: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("envelope_refused_calls_total{reason=\"permission_denied\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(denied >= 3.0, "{denied}");
 }
 
 /// SECURITY.md, "Which key is checked": an empty key is `default` for

@@ -342,6 +342,16 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "correct the policy file",
     );
 
+    // A policy file that is not there.
+    let missing = dir.path().join("no-such-policy.toml");
+    fails(
+        &["serve", "--data-dir", data],
+        &format!("policy_file = \"{}\"\n", missing.display()),
+        &[],
+        "no-such-policy.toml",
+        "policy",
+    );
+
     // A certificate with another certificate's key.
     let ca = Ca::new("operator-errors");
     let (a, b) = (ca.server(&["localhost"]), ca.server(&["localhost"]));
