@@ -421,3 +421,4 @@ fn retirement_fails_closed() {
 }
 
 mod eviction;
+mod missing;
