@@ -391,12 +391,26 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
             assert!(!got.1.contains(d), "{name}: {d} in {}", got.1);
         }
     }
-    // The operator gets the detail, on a line naming the call's request id.
+    // The operator gets the detail, on a line naming the call's request
+    // id: the caller's x-request-id, and its audit line's.
+    let failed = c.decrypt(dec("", &unknown, CTX)).await.unwrap_err();
+    let id = failed
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let logs = server.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains("dependency failure") && l.contains("request_id=")),
-        "{logs}"
+            .any(|l| l.contains("dependency failure") && l.contains(&format!("request_id={id}"))),
+        "{id}: {logs}"
+    );
+    let audit = server.audit_with(&[&id]).await;
+    assert!(
+        audit.contains(&format!("\"request_id\":\"{id}\"")),
+        "{audit}"
     );
     assert!(
         logs.contains(&secret) && logs.contains(&port),
