@@ -309,6 +309,14 @@ async fn policy_and_certificate_reload_without_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
+    // So is a deleted one.
+    std::fs::remove_file(dir.path().join("policy.toml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.logs().matches("new policy refused").count() < 2 {
+        assert!(Instant::now() < deadline, "deleted policy not noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
 
     // A new server certificate (now for envelope.test only) is served to new
     // connections without a restart.
@@ -334,13 +342,16 @@ async fn policy_and_certificate_reload_without_restart() {
     assert!(server.logs().contains("TLS certificate reloaded"));
 
     // Unusable files are refused and the previous certificate kept: a
-    // certificate with another certificate's key, then an expired one.
+    // certificate with another certificate's key, an expired one, a file
+    // with no PEM item, and a deleted one.
     let refused = "new TLS files refused; keeping the previous certificate";
     let other = pki.ca.server(&["other.test"]);
     let expired = pki.ca.expired_server();
     let mismatched = || std::fs::write(dir.path().join("server.crt"), &other.cert).unwrap();
     let outdated = || pki.write("server", &expired);
-    for (n, replace) in [&mismatched as &dyn Fn(), &outdated]
+    let no_pem = || std::fs::write(dir.path().join("server.crt"), "not a certificate\n").unwrap();
+    let deleted = || std::fs::remove_file(dir.path().join("server.crt")).unwrap();
+    for (n, replace) in [&mismatched as &dyn Fn(), &outdated, &no_pem, &deleted]
         .into_iter()
         .enumerate()
     {
