@@ -322,6 +322,12 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["keys"][0]["name"], "default");
     assert_eq!(v["keys"][0]["versions"].as_array().unwrap().len(), 2);
+    // --addr as a URL; stdin over 16 MiB refused before any call.
+    let url = format!("http://{addr}");
+    let (ok, _, err) = run_stdin(&["encrypt", "--addr", &url], b"x");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_stdin(&["encrypt", "--addr", &addr], &vec![0u8; (16 << 20) + 1]);
+    assert!(!ok && err.contains("input is over 16777216 bytes"), "{err}");
     // Raw bytes in and out without --base64.
     let (ok, raw_ct, _) = run_stdin(&["encrypt", "--addr", &addr], &[0, 1, 2, 255]);
     assert!(ok);
