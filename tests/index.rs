@@ -565,3 +565,48 @@ async fn the_index_operation_is_its_own_and_metered() {
         .unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
 }
+
+/// SEARCH.md, "Which versions get a token": a pinned version that is no
+/// longer AWSPREVIOUS still gets one; once unpinned it gets none, even on
+/// a replica that fetched it on demand to open a record.
+#[tokio::test]
+async fn pinned_versions_get_tokens_and_versions_fetched_on_demand_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(KEYS));
+    let first = encrypt(&server, "pii", "ana@example.com", &[])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        common::requests::rotate(&server, "pii").await;
+    }
+    let versions = |t: Vec<(String, Vec<u8>)>| t.into_iter().map(|(v, _)| v).collect::<Vec<_>>();
+    let pinned = versions(tokens(&server, "pii", "email", "ana@example.com").await);
+    assert_eq!(
+        pinned.len(),
+        3,
+        "AWSCURRENT, AWSPREVIOUS and the pinned first: {pinned:?}"
+    );
+    assert!(pinned.contains(&first.key_version));
+    drop(server);
+
+    // The first version's pin label removed: a restarted replica opens its
+    // record by fetching it, and still gives it no token.
+    let path = data.join("secrets").join("pii.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for v in file["versions"].as_array_mut().unwrap() {
+        if v["id"] == first.key_version.as_str() {
+            v["stages"] = serde_json::json!([]);
+        }
+    }
+    std::fs::write(&path, file.to_string()).unwrap();
+    let server = Server::start(&data, Some(KEYS));
+    let opened = common::requests::decrypt(&server, "pii", &first.ciphertext, &[])
+        .await
+        .unwrap();
+    assert_eq!(opened.plaintext.as_ref(), b"ana@example.com");
+    let now = versions(tokens(&server, "pii", "email", "ana@example.com").await);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(!now.contains(&first.key_version));
+}
