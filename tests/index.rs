@@ -610,3 +610,29 @@ async fn pinned_versions_get_tokens_and_versions_fetched_on_demand_do_not() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(!now.contains(&first.key_version));
 }
+
+/// SEARCH.md, "The token oracle and the quota": a call is charged
+/// `values × versions` tokens before any is computed; with two versions,
+/// two values cost four.
+#[tokio::test]
+async fn the_charge_is_values_times_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[[allow]]\nanonymous = true\nkeys = [\"pii\"]\noperations = [\"index\", \"admin\"]\nindex_tokens_per_second = 3\nindex_tokens_per_day = 1000\n";
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let config = format!(
+        "policy_file = \"{}/policy.toml\"\n{KEYS}",
+        dir.path().display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    common::requests::rotate(&server, "pii").await;
+    // Two versions: two values would take 4 of a burst of 3.
+    let two = compute(&server, "pii", "email", &["a@x.com", "b@x.com"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(two.code(), Code::ResourceExhausted, "{two:?}");
+    // One value takes 2, and nothing was taken by the refusal.
+    let one = compute(&server, "pii", "email", &["a@x.com"], &[])
+        .await
+        .unwrap();
+    assert_eq!(one[0].tokens.len(), 2);
+}
