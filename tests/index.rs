@@ -351,6 +351,23 @@ async fn writes_return_the_tokens_computeindex_gives() {
     .await
     .unwrap();
     assert_eq!(e.index_tokens["tenant_email"], scoped[0].tokens[0].token);
+    // RewrapBatch items carry them too, from the plaintext opened inside.
+    let rewrapped = c
+        .rewrap_batch(pb::RewrapBatchRequest {
+            key: "pii".into(),
+            items: vec![pb::RewrapItem {
+                ciphertext: e.ciphertext.clone(),
+                context: ctx(&[("tenant", "acme"), ("row", "7")]),
+                indexes: vec!["email".into()],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rewrapped.results[0].index_tokens["email"].to_vec(),
+        want[0].1
+    );
     // A batch item, with a value that normalizes to nothing beside it.
     let b = c
         .encrypt_batch(pb::EncryptBatchRequest {
