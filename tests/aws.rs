@@ -115,6 +115,30 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
         "AWS mode start-up to serving: {:?} ms",
         startup_ms(&server.logs())
     );
+    // CONFIG.md: the start-up lines, with what they say.
+    let logs = server.logs();
+    let line = |m: &str| {
+        logs.lines()
+            .find(|l| l.contains(m))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let aws = line("AWS mode");
+    for field in [
+        "region=us-east-1".to_owned(),
+        format!("endpoint=Some(\"{}\")", moto().url()),
+        format!("kms_key={key}"),
+        "replicas=[]".to_owned(),
+    ] {
+        assert!(aws.contains(&field), "{field} in {aws:?}");
+    }
+    let serving = line("server: serving ");
+    assert!(
+        serving.contains(&format!("addr=Some({})", server.addr))
+            && serving.contains("keys=1")
+            && startup_ms(&serving).is_some(),
+        "{serving:?}"
+    );
     let first = round_trip(&server, "pii", "123.456.789-09").await;
     assert_eq!(first.key_version, version);
     let rotated = rotate(&server, "pii").await;
