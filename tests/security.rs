@@ -644,3 +644,41 @@ async fn an_expired_client_certificate_is_refused() {
         Code::PermissionDenied
     );
 }
+
+/// SECURITY.md, "Reload": an open connection keeps the client CA and
+/// identity it was accepted with; removing its CA from `client_ca` refuses
+/// new connections, not that one.
+#[tokio::test]
+async fn an_open_connection_keeps_what_it_was_accepted_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let billing = pki.ca.client("billing", Some(BILLING));
+    let open = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&open, "pii", "x", &[]).await.is_ok());
+    // The client CA now trusts only another CA.
+    let other = Ca::new("Another CA");
+    std::fs::write(dir.path().join("ca.pem"), &other.pem).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let fresh = channel(&server, &pki.ca.pem, Some(&billing), "localhost").await;
+        let refused = match fresh {
+            Err(_) => true,
+            Ok(ch) => encrypt(&ch, "pii", "x", &[]).await.is_err(),
+        };
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new client CA was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        encrypt(&open, "pii", "x", &[]).await.is_ok(),
+        "the open connection lost its identity"
+    );
+}
