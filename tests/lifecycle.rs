@@ -717,3 +717,45 @@ async fn mark_compromised_is_idempotent_and_refuses_what_it_cannot_mark() {
     let e = admin.mark_compromised(mark(&first, "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
+
+/// ROTATION.md, "A compromised version": with `allow_compromised_decrypts`,
+/// a record under a marked version opens, its audit line says so, and
+/// KeyStatus reports the setting.
+#[tokio::test]
+async fn an_allowed_compromised_decrypt_is_flagged_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "[[keys]]\nname = \"default\"\nallow_compromised_decrypts = true\n";
+    let server = Server::start(&dir.path().join("data"), Some(cfg));
+    let old = encrypt(&server, "", "old", CTX).await.unwrap();
+    common::requests::rotate(&server, "").await;
+    let mut admin = server.admin().await;
+    admin
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: String::new(),
+            version: old.key_version.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    let opened = decrypt(&server, "", &old.ciphertext, CTX).await.unwrap();
+    assert_eq!(opened.plaintext.as_ref(), b"old");
+    let audit = server
+        .audit_with(&["decrypted under a compromised version"])
+        .await;
+    let line = audit
+        .lines()
+        .find(|l| l.contains("\"rpc\":\"Decrypt\""))
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(
+        line.contains("\"compromised_records\":1")
+            && line.contains("decrypted under a compromised version (allow_compromised_decrypts)"),
+        "{line}"
+    );
+    let status = admin
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.keys[0].allow_compromised_decrypts);
+    assert_eq!(status.keys[0].compromised_versions, vec![old.key_version]);
+}
