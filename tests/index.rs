@@ -653,3 +653,60 @@ async fn the_charge_is_values_times_versions() {
         .unwrap();
     assert_eq!(one[0].tokens.len(), 2);
 }
+
+/// ROTATION.md, "A compromised version": ComputeIndex still gives tokens
+/// under the marked version (rows not yet migrated stay findable), while
+/// DecryptColumn refuses its records, item by item.
+#[tokio::test]
+async fn a_compromised_version_still_indexes_but_its_column_rows_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(KEYS));
+    let mut c = server.client().await;
+    let column = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: "pii".into(),
+            context: ctx(&[("table", "users")]),
+            plaintexts: vec![Bytes::from_static(b"ana@example.com")],
+            row_field: "row".into(),
+            row_values: vec!["1".into()],
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let old = column.key_version.clone();
+    common::requests::rotate(&server, "pii").await;
+    server
+        .admin()
+        .await
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: "pii".into(),
+            version: old.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    let versions: Vec<String> = tokens(&server, "pii", "email", "ana@example.com")
+        .await
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    assert!(versions.contains(&old), "{versions:?}");
+    let opened = c
+        .decrypt_column(pb::DecryptColumnRequest {
+            key: "pii".into(),
+            context: ctx(&[("table", "users")]),
+            ciphertexts: column.ciphertexts.clone(),
+            row_field: "row".into(),
+            row_values: vec!["1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = &opened.errors[&0];
+    assert_eq!(refused.code, Code::FailedPrecondition as i32, "{refused:?}");
+    assert!(
+        refused.message.contains("is marked compromised"),
+        "{refused:?}"
+    );
+}
