@@ -132,6 +132,10 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
     ] {
         assert!(aws.contains(&field), "{field} in {aws:?}");
     }
+    assert!(
+        line("master-key version loaded").contains("check_value="),
+        "{logs}"
+    );
     let serving = line("server: serving ");
     assert!(
         serving.contains(&format!("addr=Some({})", server.addr))

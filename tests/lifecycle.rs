@@ -322,6 +322,13 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["keys"][0]["name"], "default");
     assert_eq!(v["keys"][0]["versions"].as_array().unwrap().len(), 2);
+    // A server's refusal: its code name and message, the fix, the pointer.
+    let (ok, _, err) = run_stdin(&["decrypt", "--addr", &addr], b"not a record");
+    assert!(!ok);
+    let block: Vec<&str> = err.lines().filter(|l| !l.starts_with("20")).collect();
+    assert!(block.len() <= 3, "{err}");
+    assert!(block[0].starts_with("error: InvalidArgument: "), "{err}");
+    assert!(block.iter().any(|l| l.contains("--verbose")), "{err}");
     // --addr as a URL; stdin over 16 MiB refused before any call.
     let url = format!("http://{addr}");
     let (ok, _, err) = run_stdin(&["encrypt", "--addr", &url], b"x");

@@ -317,7 +317,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &["serve", "--data-dir", data],
         &format!("[audit]\noutput = \"{}\"\n", nowhere.display()),
         &[],
-        &format!("cannot open {}", nowhere.display()),
+        &format!("audit log: cannot open {}", nowhere.display()),
         "[audit] output",
     );
 
@@ -338,7 +338,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &["serve", "--data-dir", data],
         &format!("policy_file = \"{}\"\n", policy.display()),
         &[],
-        "policy.toml",
+        &format!("policy {}: ", policy.display()),
         "correct the policy file",
     );
 
@@ -348,7 +348,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &["serve", "--data-dir", data],
         &format!("policy_file = \"{}\"\n", missing.display()),
         &[],
-        "no-such-policy.toml",
+        &format!("cannot read policy {}: ", missing.display()),
         "policy",
     );
 
@@ -368,7 +368,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &["serve", "--data-dir", data],
         &tls,
         &[],
-        "TLS",
+        "TLS: ",
         "tls.cert and tls.key",
     );
 
@@ -599,4 +599,31 @@ async fn rewrap_keeps_failed_records_and_says_which() {
     let (ok, _, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert!(!ok, "{err}");
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
+}
+
+/// CONFIG.md, `envelope init-keys`: one line per key, in configuration
+/// order, `created` and then `exists`.
+#[test]
+fn init_keys_reports_each_key_in_configuration_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("keys.toml");
+    std::fs::write(
+        &cfg,
+        "[[keys]]\nname = \"zeta\"\n[[keys]]\nname = \"alpha\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "init-keys",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (ok, out, err) = run(&args, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "zeta: created\nalpha: created\n");
+    let (ok, out, err) = run(&args, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "zeta: exists\nalpha: exists\n");
 }

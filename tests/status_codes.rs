@@ -416,6 +416,10 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
         logs.contains(&secret) && logs.contains(&port),
         "the secret and the endpoint in the log: {logs}"
     );
+    assert!(
+        logs.contains(&format!("KMS unavailable: KMS key {key}: ")),
+        "API.md's logged KMS message: {logs}"
+    );
 }
 
 /// ROTATION.md, "Entry points": RotateMasterKey returns an error when only
@@ -539,7 +543,10 @@ async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
     };
     proxy.set_delay(Duration::from_secs(3));
     let started = Instant::now();
-    let late = outcome(c.generate_data_key(data_key()).await);
+    let late = c.generate_data_key(data_key()).await.unwrap_err();
+    // Refused by tonic, not the gate: no x-request-id.
+    assert!(late.metadata().get("x-request-id").is_none(), "{late:?}");
+    let late = outcome::<()>(Err(late));
     assert_eq!(late, (Code::Cancelled, "Timeout expired".to_owned()));
     assert!(
         started.elapsed() < Duration::from_secs(3),

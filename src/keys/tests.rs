@@ -143,6 +143,11 @@ fn lookups_of_unknown_versions_are_rate_limited() {
             .count();
         assert_eq!(not_found, FETCH_BURST as usize);
         assert_eq!(throttled, 60 - FETCH_BURST as usize);
+        let refusal = outcomes.last().unwrap().to_string();
+        assert_eq!(
+            refusal,
+            "too many lookups of unknown master-key versions for key \"default\"; retry later"
+        );
         // A version already known missing costs no token and still answers NOT_FOUND.
         let mut raw = vec![0u8; 17];
         raw[1] = 0xee;

@@ -51,6 +51,23 @@ fn grants_are_exact_or_prefix_and_everything_else_is_denied() {
         Operation::Admin,
         "pii"
     ));
+    // Exact and case-sensitive; only a trailing `*` is a wildcard.
+    assert!(!p.allows(
+        Some("spiffe://example.org/ns/BILLING/sa/api"),
+        Operation::Encrypt,
+        "payments"
+    ));
+    assert!(!p.allows(
+        Some("spiffe://example.org/ns/billing/sa/api"),
+        Operation::Encrypt,
+        "Payments"
+    ));
+    let inner = Policy::parse(
+        "[[allow]]\ncallers = [\"spiffe://example.org/*/etl\"]\nkeys = [\"*\"]\noperations = [\"encrypt\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!inner.allows(Some("spiffe://example.org/ns/etl"), Operation::Encrypt, "k"));
+    assert!(inner.allows(Some("spiffe://example.org/*/etl"), Operation::Encrypt, "k"));
 }
 
 #[test]
