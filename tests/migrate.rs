@@ -475,3 +475,32 @@ async fn database_errors_name_their_cause_and_fix() {
     assert!(err.contains("Connection refused"), "{err}");
     assert!(err.contains("fix: check that PostgreSQL listens"), "{err}");
 }
+
+/// ROTATION.md, `--dry-run`: it counts the debt and writes nothing.
+#[tokio::test]
+async fn a_dry_run_writes_nothing() {
+    let (pg, _dir, server, _) = small_table(100, |_| {}).await;
+    let db = pg.client().await;
+    let snapshot = || async {
+        db.query("SELECT id, email FROM users ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
+            .collect::<Vec<_>>()
+    };
+    let v1 = server
+        .admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys[0]
+        .current_version
+        .clone();
+    rotate(&server, "default").await;
+    let before = snapshot().await;
+    assert_eq!(debt(&server, &pg), HashMap::from([(v1, 100)]));
+    assert_eq!(snapshot().await, before);
+}
