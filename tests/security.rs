@@ -297,6 +297,40 @@ async fn policy_and_certificate_reload_without_restart() {
         assert!(Instant::now() < deadline, "policy change not picked up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let ch2 = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&ch2, "default", "x", &[]).await.is_ok());
+    // Taking the grant away applies to the next call on every open
+    // connection; then it is given back for what follows.
+    let reloads = || {
+        server
+            .logs()
+            .matches("authorization policy reloaded")
+            .count()
+    };
+    for (policy, code) in [
+        (POLICY.to_owned(), Some(Code::PermissionDenied)),
+        (
+            POLICY.replace("keys = [\"pii\"]", "keys = [\"pii\", \"default\"]"),
+            None,
+        ),
+    ] {
+        let seen = reloads();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while reloads() == seen {
+            assert!(Instant::now() < deadline, "policy change not picked up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for c in [&ch, &ch2] {
+            let got = encrypt(c, "default", "x", &[])
+                .await
+                .err()
+                .map(|s| s.code());
+            assert_eq!(got, code);
+        }
+    }
     // A malformed policy is refused and the previous one kept.
     std::fs::write(
         dir.path().join("policy.toml"),
