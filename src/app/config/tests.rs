@@ -23,6 +23,38 @@ fn defaults_and_overrides() {
     assert_eq!(s.keys[0].name, "pii");
 }
 
+/// The defaults CONFIG.md, ARCHITECTURE.md and CLIENTS.md quote, as the
+/// server takes them with no file.
+#[test]
+fn the_documented_defaults() {
+    let s = Settings::load(None, Overrides::default()).unwrap();
+    let secs = Duration::from_secs;
+    assert_eq!(s.limits.data_key.max_records, 1 << 24);
+    assert_eq!(s.limits.data_key.max_age, secs(300));
+    assert_eq!(s.request_timeout, secs(30));
+    assert_eq!(s.refresh_interval, secs(300));
+    assert_eq!(s.max_staleness, secs(3600));
+    assert_eq!(s.drain_timeout, secs(20));
+    assert_eq!(
+        (s.max_batch_items, s.max_concurrent_requests),
+        (10_000, 1024)
+    );
+    let t = &s.transport;
+    assert_eq!(t.stream_idle_timeout, secs(30));
+    assert_eq!(
+        (t.max_connection_age, t.max_connection_age_grace),
+        (secs(3600), secs(30))
+    );
+    assert_eq!(
+        (t.keepalive_interval, t.keepalive_timeout),
+        (secs(30), secs(10))
+    );
+    assert_eq!(t.handshake_timeout, secs(5));
+    assert_eq!((t.max_streams, t.max_streams_per_caller), (256, 32));
+    assert_eq!(t.max_streams_per_connection, 100);
+    assert_eq!(t.request_bytes_budget, 256 << 20);
+}
+
 #[test]
 fn bad_values_are_refused() {
     // Each refused for its own reason, named in the message: a test that
