@@ -453,7 +453,7 @@ index_tokens_per_day = 15
 [[allow]]
 anonymous = true
 keys = ["other"]
-operations = ["encrypt"]
+operations = ["encrypt", "decrypt"]
 "#;
 
 #[tokio::test]
@@ -541,6 +541,11 @@ async fn the_index_operation_is_its_own_and_metered() {
         .await
         .unwrap_err();
     assert_eq!(no_grant.code(), Code::PermissionDenied);
+    // Nor ComputeIndex with encrypt and decrypt but no index grant.
+    let no_index = compute(&server, "other", "email", &["a@x.com"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(no_index.code(), Code::PermissionDenied);
     let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
     assert!(
         metrics.contains("envelope_refused_calls_total{reason=\"index_not_granted\"} 1\n"),
