@@ -631,6 +631,13 @@ async fn pinned_versions_get_tokens_and_versions_fetched_on_demand_do_not() {
     let now = versions(tokens(&server, "pii", "email", "ana@example.com").await);
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(!now.contains(&first.key_version));
+    // OPERATIONS.md: a version loaded on demand is `stage="none"`.
+    let (_, metrics) = common::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let series = format!(
+        "envelope_master_key_age_seconds{{key=\"pii\",version=\"{}\",stage=\"none\"}}",
+        first.key_version
+    );
+    assert!(metrics.contains(&series), "{metrics}");
 }
 
 /// SEARCH.md, "The token oracle and the quota": a call is charged

@@ -573,16 +573,23 @@ async fn the_lambda_refuses_untagged_badly_tagged_and_misnamed_secrets() {
         .collect();
     assert_eq!(pending, [&token]);
 
-    // The Lambda binary without its KMS key does not start.
-    let mut lambda = std::process::Command::new(env!("CARGO_BIN_EXE_envelope-rotation-lambda"));
-    lambda
-        .env_remove("ENVELOPE_KMS_KEY_ID")
-        .envs(TEST_ENV.iter().copied());
-    let out = common::process::output_within(&mut lambda, None, Duration::from_secs(30));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("invalid setting ENVELOPE_KMS_KEY_ID: the rotation Lambda needs the KMS key"),
-        "{err}"
-    );
+    // The Lambda binary without its KMS key, or with an empty one, does not start.
+    for empty in [None, Some("")] {
+        let mut lambda = std::process::Command::new(env!("CARGO_BIN_EXE_envelope-rotation-lambda"));
+        lambda
+            .env_remove("ENVELOPE_KMS_KEY_ID")
+            .envs(TEST_ENV.iter().copied());
+        if let Some(v) = empty {
+            lambda.env("ENVELOPE_KMS_KEY_ID", v);
+        }
+        let out = common::process::output_within(&mut lambda, None, Duration::from_secs(30));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(
+                "invalid setting ENVELOPE_KMS_KEY_ID: the rotation Lambda needs the KMS key"
+            ),
+            "{empty:?}: {err}"
+        );
+    }
 }

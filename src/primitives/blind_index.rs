@@ -212,10 +212,18 @@ mod tests {
         );
         assert_eq!(norm(Normalize::Trim, "  "), Err(IndexError::Empty("trim")));
         let mut out = Vec::new();
-        assert_eq!(
-            normalize(Normalize::Email, &[0xff, 0xfe], &mut out),
-            Err(IndexError::NotText("email"))
-        );
+        for (mode, name) in [
+            (Normalize::Trim, "trim"),
+            (Normalize::Lowercase, "lowercase"),
+            (Normalize::Email, "email"),
+            (Normalize::Digits, "digits"),
+            (Normalize::Alnum, "alnum"),
+        ] {
+            assert_eq!(
+                normalize(mode, &[0xff, 0xfe], &mut out),
+                Err(IndexError::NotText(name))
+            );
+        }
         assert!(normalize(Normalize::None, &[0xff, 0xfe], &mut out).is_ok());
     }
 

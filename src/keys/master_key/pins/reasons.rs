@@ -257,7 +257,7 @@ async fn the_default_iteration_count_is_600000() {
 async fn the_version_id_is_checked_before_the_value() {
     let b = Bench::new();
     let long = "x".repeat(65);
-    for id in ["", "has space", long.as_str()] {
+    for id in ["", "has space", long.as_str(), "versión", "v\u{7f}"] {
         match b.load_as(id, "{", &KdfParams::default()).await {
             Err(MasterKeyError::Malformed { reason, .. }) => {
                 assert_eq!(reason, "malformed master-key version id field", "{id:?}")
