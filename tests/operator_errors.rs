@@ -275,7 +275,7 @@ fn client_command_errors_name_their_cause_and_fix() {
         ),
         (
             &["status", "--addr", "127.0.0.1:1"],
-            "Connection refused",
+            "cannot connect to http://127.0.0.1:1: ",
             "check that a server listens at --addr",
         ),
     ];
@@ -428,6 +428,17 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &no_region,
         "no AWS region",
         "set aws.region",
+    );
+
+    // The metrics address taken.
+    let metrics_taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics_taken.local_addr().unwrap().to_string();
+    fails(
+        &["serve", "--data-dir", data],
+        &format!("metrics_listen = \"{metrics_addr}\"\n"),
+        &[],
+        &format!("cannot listen on {metrics_addr} for metrics"),
+        "choose a free metrics_listen address",
     );
 
     // The gRPC address taken.

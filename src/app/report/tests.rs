@@ -91,6 +91,11 @@ fn clock_provider_key_usage_and_secret_decryption_have_their_own_fix() {
             .into(),
     ));
     assert!(skew.contains("clock"), "{skew}");
+    let skewed = kms(KmsError::Credentials(
+        "RequestTimeTooSkewed: The difference between the request time and the server's time is too large"
+            .into(),
+    ));
+    assert!(skewed.contains("clock"), "{skewed}");
     let provider = kms(KmsError::Credentials(
         crate::backends::aws_sdk::PROVIDER_FAILED.into(),
     ));
