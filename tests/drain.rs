@@ -244,3 +244,32 @@ async fn sigterm_during_start_up_ends_the_process_at_once() {
         "{logs}"
     );
 }
+
+/// OPERATIONS.md, "Shutdown and drain": a stream waiting between messages
+/// is not a running call, so it does not hold the drain (20 s here) open;
+/// the process exits within the 1 s flush grace.
+#[tokio::test]
+async fn an_idle_stream_does_not_hold_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), Some("drain_timeout_secs = 20\n"));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(envelope::pb::EncryptStreamRequest::from(
+        common::requests::batch("", 0, 1),
+    ))
+    .await
+    .unwrap();
+    let mut client = server.client().await;
+    let mut answers = client
+        .encrypt_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    answers.message().await.unwrap().unwrap();
+    server.sigterm();
+    // Well inside the 20 s the drain would wait for a running call.
+    let code = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("an idle stream held the drain");
+    assert_eq!(code, Some(0));
+    drop(tx);
+}

@@ -716,3 +716,30 @@ async fn an_open_connection_keeps_what_it_was_accepted_with() {
         "the open connection lost its identity"
     );
 }
+
+/// SECURITY.md, "Client certificates": with an `anonymous` grant, a client
+/// without a certificate may connect over TLS; its calls carry no identity,
+/// so only the anonymous grant applies.
+#[tokio::test]
+async fn an_anonymous_grant_admits_a_client_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{POLICY}\n[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\"]\n"),
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let anonymous = channel(&server, &pki.ca.pem, None, "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&anonymous, "default", "x", &[]).await.is_ok());
+    // Not the billing grant: that needs the identity.
+    let denied = encrypt(&anonymous, "pii", "x", &[]).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let billing = pki.ca.client("billing", Some(BILLING));
+    let ch = channel(&server, &pki.ca.pem, Some(&billing), "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&ch, "pii", "x", &[]).await.is_ok());
+}
