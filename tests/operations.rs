@@ -489,3 +489,18 @@ async fn metrics_have_the_documented_shape() {
         0.0
     );
 }
+
+/// CONFIG.md, `log_level`: the level comes from the configuration only;
+/// `RUST_LOG` is not read.
+#[tokio::test]
+async fn rust_log_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), None, &[("RUST_LOG", "trace")]);
+    common::requests::round_trip(&server, "", "x").await;
+    let logs = server.logs();
+    assert!(logs.contains(" INFO "), "{logs}");
+    assert!(
+        !logs.contains(" DEBUG ") && !logs.contains(" TRACE "),
+        "{logs}"
+    );
+}

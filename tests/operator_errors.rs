@@ -602,8 +602,17 @@ async fn rewrap_keeps_failed_records_and_says_which() {
     );
     assert_eq!(std::fs::read_to_string(&output).unwrap(), text);
 
-    // The server gone: the call fails, and --output is left as it was.
+    // A whole call refused (no such key): --output is left as it was, and
+    // the temporary file is removed.
     std::fs::write(&output, "kept\n").unwrap();
+    let mut argv = args(&server.addr);
+    argv.extend(["--key".into(), "nope".into()]);
+    let (ok, _, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
+    assert!(!output.with_extension("rewrap-tmp").exists());
+
+    // The server gone: the call fails, and --output is left as it was.
     let addr = server.addr.clone();
     drop(server);
     let argv = args(&addr);

@@ -165,6 +165,13 @@ fn every_validation_rule_is_enforced() {
         ("[tls]\ncert = \"c\"\nkey = \"k\"\nreload_interval_secs = 0\n".into(), "tls.reload_interval_secs"),
         ("[limits]\nmax_concurrent_requests = 100001\n".into(), "limits.max_concurrent_requests"),
         ("[limits]\nrequest_timeout_secs = 0\n".into(), "limits.request_timeout_secs"),
+        (
+            format!(
+                "[[keys]]\nname = \"k\"\ncompromised_versions = [{}]\n",
+                (0..101).map(|i| format!("\"v{i}\"")).collect::<Vec<_>>().join(", ")
+            ),
+            "keys.compromised_versions: at most 100 versions",
+        ),
     ];
     let wrong: Vec<String> = cases
         .iter()
