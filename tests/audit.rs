@@ -425,3 +425,38 @@ async fn each_kind_of_call_writes_the_documented_line() {
     assert_eq!(field(8, "key_version"), rotated.current_version.as_str());
     assert_eq!(field(8, "key"), "default", "an empty key rotates default");
 }
+
+/// AUDIT.md, `[audit] output = "off"`: no audit log at all; stdout carries
+/// only `listening on`. MarkCompromised's reason is audited trimmed.
+#[tokio::test]
+async fn off_writes_nothing_and_a_reason_is_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = Server::start(&dir.path().join("off"), Some("[audit]\noutput = \"off\"\n"));
+    off.client()
+        .await
+        .encrypt(enc("", b"x", CTX))
+        .await
+        .unwrap();
+    // Past the writer's 10 ms, had there been a line.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let lines: Vec<String> = off.stdout().lines().map(str::to_owned).collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("listening on")),
+        "{lines:?}"
+    );
+
+    let server = Server::start(&dir.path().join("data"), None);
+    let previous = common::requests::rotate(&server, "").await.previous_version;
+    server
+        .admin()
+        .await
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: String::new(),
+            version: previous,
+            reason: "  laptop lost \n".into(),
+        })
+        .await
+        .unwrap();
+    let audit = server.audit_with(&["\"rpc\":\"MarkCompromised\""]).await;
+    assert!(audit.contains("\"reason\":\"laptop lost\""), "{audit}");
+}

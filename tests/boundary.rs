@@ -449,6 +449,21 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
         } else {
             assert!(refused.is_none(), "{refused:?}");
         }
+        // AUDIT.md's log lines, in both modes; dropped lines only when going on.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !server.logs().contains("cannot write the audit log") {
+            assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !refuses {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !server.logs().contains("audit lines dropped") {
+                assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            assert!(!server.logs().contains("audit lines dropped"));
+        }
     }
 }
 

@@ -647,3 +647,21 @@ fn init_keys_reports_each_key_in_configuration_order() {
     assert!(ok, "{err}");
     assert_eq!(out, "zeta: exists\nalpha: exists\n");
 }
+
+/// OPERATIONS.md, start-up errors: KMS unreachable while Secrets Manager
+/// answers (a proxy drops KMS Decrypt alone) is `no connection to KMS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_alone_unreachable_says_so() {
+    let key = kms_key().await;
+    let secret = unique("envelope/kms-down");
+    create_envelope_secret(&secret, &key, "pii", &uuid()).await;
+    let proxy = common::moto::Proxy::start(moto().addr);
+    proxy.fail_after(Some(("TrentService.Decrypt", 0)));
+    fails(
+        &["serve"],
+        &cfg(&proxy.url(), &key, &secret),
+        TEST_ENV,
+        "no connection to KMS",
+        "check aws.region",
+    );
+}
