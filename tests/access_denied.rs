@@ -147,6 +147,23 @@ async fn each_missing_permission_fails_its_own_step_with_its_fix() {
         "{err}"
     );
 
+    // serve, without secretsmanager:GetSecretValue: the secret's own denial.
+    let user = without("secretsmanager:GetSecretValue");
+    let (ok, _, err) = run(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[&env_of(&user)[..], &[("RUST_LOG", "off")]].concat(),
+    );
+    assert!(!ok);
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        first.contains("access denied to secret")
+            && first.contains("secretsmanager:GetSecretValue"),
+        "{err}"
+    );
+
     // --role-arn with an identity that may not assume roles.
     let (ok, checks, table) = doctor(
         d,
