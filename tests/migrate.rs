@@ -504,3 +504,33 @@ async fn a_dry_run_writes_nothing() {
     assert_eq!(debt(&server, &pg), HashMap::from([(v1, 100)]));
     assert_eq!(snapshot().await, before);
 }
+
+/// ROTATION.md, "Current rows": once a run knows the current version (from
+/// its first batch's answers), a row already under it is skipped from its
+/// record header, with no RPC.
+#[tokio::test]
+async fn current_rows_are_skipped_without_a_call() {
+    let (pg, _dir, server, _) = small_table(100, |_| {}).await;
+    let calls = || {
+        server
+            .stdout()
+            .lines()
+            .filter(|l| l.contains("\"rpc\":\"RewrapBatch\""))
+            .count()
+    };
+    let run = |batch: &str| {
+        let out = migrate(&server, &pg, &["--batch", batch]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("100");
+    server.audit_with(&["\"rpc\":\"RewrapBatch\""]).await;
+    // Ten batches of current rows: the first asks, the other nine are skipped.
+    let before = calls();
+    run("10");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(calls(), before + 1, "{}", server.stdout());
+}

@@ -5,8 +5,9 @@
 //!
 //! - Keyset pagination by an integer id column; one transaction per batch.
 //! - A row is updated only if its value is still the one read (no lost
-//!   concurrent writes); rows already under the current version are skipped
-//!   from their record header, with no RPC.
+//!   concurrent writes); once the first batch's answers name the current
+//!   version, rows already under it are skipped from their record header,
+//!   with no RPC.
 //! - A checkpoint row per (table, column, key) in `envelope_migrate_checkpoint`,
 //!   written in each batch's transaction: a killed run resumes from the last
 //!   committed batch, and a second run finds nothing left to do.
