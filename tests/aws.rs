@@ -206,7 +206,7 @@ async fn seed_001_master_key_document() {
         &moto().url(),
         &kms_key().await,
         FAIL_FAST,
-        "",
+        "metrics_listen = \"127.0.0.1:0\"\n",
         &format!(
             "{}allow_unwrapped_master_keys = true\n",
             secret_key("default", &secret)
@@ -214,6 +214,20 @@ async fn seed_001_master_key_document() {
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
     let e = round_trip(&server, "", "alice@example.com").await;
+    // CONFIG.md: the key's acceptance is warned at start and exported.
+    assert!(
+        server.logs().lines().any(|l| l.contains(" WARN ")
+            && l.contains("this key accepts seed-shaped (unwrapped) master keys")),
+        "{}",
+        server.logs()
+    );
+    let metrics = common::http_get(server.metrics.as_deref().unwrap(), "/metrics").1;
+    assert!(
+        metrics.contains(
+            "envelope_key_accepts_unwrapped_master_keys{key=\"default\",scope=\"any\"} 1"
+        ),
+        "{metrics}"
+    );
     // The derivation is deterministic: a new server over the same secret opens the record.
     drop(server);
     let server = Server::start_with(&dir.path().join("d2"), Some(&cfg), TEST_ENV);
