@@ -461,3 +461,64 @@ async fn init_keys_and_rotate_cannot_dump_core() {
         assert!(child.wait().unwrap().success(), "{args:?} failed");
     }
 }
+
+/// CONFIG.md, `envelope init-keys` in AWS mode: a secret that already has
+/// AWSCURRENT (seed-shaped or not) is left alone; a missing secret named by
+/// ARN is an error, and the first failure stops the command (the keys after
+/// it are not created).
+#[tokio::test]
+async fn init_keys_leaves_existing_secrets_alone_and_stops_at_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let existing = unique("envelope/existing");
+    let seed = serde_json::json!({ "master_key": B64.encode([7u8; 32]) }).to_string();
+    moto()
+        .secrets()
+        .create_secret()
+        .name(&existing)
+        .secret_string(&seed)
+        .send()
+        .await
+        .unwrap();
+    let missing_arn = format!(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbCdEf",
+        unique("envelope/missing")
+    );
+    let after = unique("envelope/after");
+    let keys = format!(
+        "{}allow_unwrapped_master_keys = true\n{}{}",
+        secret_key("a", &existing),
+        secret_key("b", &missing_arn),
+        secret_key("c", &after)
+    );
+    let cfg = aws_config(&moto().url(), &key, FAIL_FAST, "", &keys);
+    let path = dir.path().join("init.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let (ok, out, err) = run(&["init-keys", "--config", path.to_str().unwrap()], TEST_ENV);
+    assert!(!ok, "{out}{err}");
+    // The per-key lines come only when every key went through.
+    assert_eq!(out, "", "{err}");
+    assert!(
+        err.contains(&format!("secret {missing_arn} not found")),
+        "{err}"
+    );
+    let value = moto()
+        .secrets()
+        .get_secret_value()
+        .secret_id(&existing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        value.secret_string(),
+        Some(seed.as_str()),
+        "the seed was left alone"
+    );
+    let c = moto()
+        .secrets()
+        .describe_secret()
+        .secret_id(&after)
+        .send()
+        .await;
+    assert!(c.is_err(), "a key after the failure was created");
+}
