@@ -47,7 +47,15 @@ pub struct KeySet {
     pub compromised: Vec<String>,
     /// Whether AWSCURRENT is among them (nothing is encrypted then).
     pub current_compromised: bool,
+    /// Versions this process used as AWSCURRENT before `current`, oldest
+    /// first (at most [`MAX_FORMER`]): AWSCURRENT never moves back to one,
+    /// even where creation dates cannot tell them apart (Secrets Manager's
+    /// are to the second).
+    pub formerly_current: Vec<String>,
 }
+
+/// How many former AWSCURRENT versions a key set remembers.
+pub const MAX_FORMER: usize = 64;
 
 impl Loaded {
     /// This version without its stages: kept although no stage names it now.
@@ -70,6 +78,7 @@ impl KeySet {
             retired_before: self.retired_before,
             compromised: self.compromised.clone(),
             current_compromised: self.current_compromised,
+            formerly_current: self.formerly_current.clone(),
         }
     }
 }
@@ -234,9 +243,15 @@ pub(super) async fn read_set(
     // never moves to an older one (a writer of the secret who moves the
     // stage back to an old or compromised version gains nothing). A restart
     // forgets, for an operator who means it.
+    let back_to_former = old.is_some_and(|o| {
+        o.current.version != current.version
+            && o.formerly_current
+                .iter()
+                .any(|v| v == current.version.as_str())
+    });
     if let Some(seen) = old.map(|o| &o.current)
-        && let (Some(now), Some(before)) = (current.created, seen.created)
-        && now < before
+        && (back_to_former
+            || matches!((current.created, seen.created), (Some(now), Some(before)) if now < before))
     {
         return Err(Error::MasterKey(MasterKeyError::Malformed {
             secret: secret_id.to_owned(),
@@ -253,6 +268,15 @@ pub(super) async fn read_set(
     if current_compromised {
         tracing::error!(key = %name, version = %current.version.as_str(), "AWSCURRENT is marked compromised: encryption is refused until a rotation makes another version current");
     }
+    let mut formerly_current = old.map(|o| o.formerly_current.clone()).unwrap_or_default();
+    if let Some(o) = old
+        && o.current.version != current.version
+    {
+        formerly_current.push(o.current.version.as_str().to_owned());
+        if formerly_current.len() > MAX_FORMER {
+            formerly_current.remove(0);
+        }
+    }
     Ok(KeySet {
         versions,
         current,
@@ -261,5 +285,6 @@ pub(super) async fn read_set(
         retired_before,
         compromised,
         current_compromised,
+        formerly_current,
     })
 }

@@ -427,3 +427,4 @@ fn retirement_fails_closed() {
 
 mod eviction;
 mod missing;
+mod rollback;
