@@ -544,14 +544,7 @@ async fn a_failing_refresh_backs_off_doubling_up_to_the_interval() {
     }
     let c = server.client().await;
     let record = encrypt(&c, "", "still serving", CTX).await.unwrap();
-    let status = || async {
-        let mut admin = server.admin().await;
-        let keys = admin
-            .key_status(pb::KeyStatusRequest::default())
-            .await
-            .unwrap();
-        keys.into_inner().keys[0].clone()
-    };
+    let status = || common::requests::key_status(&server);
     let stale = status().await;
     assert!(stale.refresh_failures >= 4, "{}", stale.refresh_failures);
 

@@ -489,16 +489,7 @@ async fn a_dry_run_writes_nothing() {
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
             .collect::<Vec<_>>()
     };
-    let v1 = server
-        .admin()
-        .await
-        .key_status(pb::KeyStatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .keys[0]
-        .current_version
-        .clone();
+    let v1 = common::requests::key_status(&server).await.current_version;
     rotate(&server, "default").await;
     let before = snapshot().await;
     assert_eq!(debt(&server, &pg), HashMap::from([(v1, 100)]));

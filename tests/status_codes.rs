@@ -431,11 +431,7 @@ async fn rotate_master_key_errs_when_only_its_refresh_fails() {
     let (_dir, server, proxy, _key, secret) =
         behind_a_proxy("metrics_listen = \"127.0.0.1:0\"\n").await;
     let mut admin = server.admin().await;
-    let status = || async {
-        let mut admin = server.admin().await;
-        let keys = admin.key_status(pb::KeyStatusRequest::default()).await;
-        keys.unwrap().into_inner().keys[0].clone()
-    };
+    let status = || common::requests::key_status(&server);
     let before = status().await.current_version;
     // AWSCURRENT as DescribeSecret gives it.
     let in_store = || async {
