@@ -194,6 +194,7 @@ async fn connections_over_the_cap_are_closed_at_once() {
     let client = server.client().await;
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
     // The client holds one slot; 7 idle TCP connections take the rest.
+    let opened = Instant::now();
     let mut idle = Vec::new();
     for _ in 0..7 {
         idle.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
@@ -221,7 +222,6 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert_eq!(refused, 5.0);
     // The idle ones never sent the HTTP/2 preface: closed after the handshake
     // timeout (3 s here), which gives their slots back.
-    let started = Instant::now();
     for mut conn in idle {
         let mut buf = [0u8; 16];
         let n = tokio::time::timeout(
@@ -233,9 +233,11 @@ async fn connections_over_the_cap_are_closed_at_once() {
         .unwrap_or(0);
         assert_eq!(n, 0);
     }
+    // Each was accepted after `opened`, so none may close before 3 s from it.
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "closed before its timeout"
+        opened.elapsed() >= Duration::from_secs(3),
+        "closed before its timeout: {:?}",
+        opened.elapsed()
     );
     let mut fresh = Vec::new();
     for _ in 0..7 {
@@ -464,6 +466,29 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
         } else {
             assert!(!server.logs().contains("audit lines dropped"));
         }
+        // gRPC health follows /readyz (OPERATIONS.md, "gRPC health"), and the
+        // log names the audit log as the cause, not stale keys.
+        let not_ready = "the audit log cannot be written and calls are refused; not ready";
+        if refuses {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !server.logs().contains(not_ready) {
+                assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(!server.logs().contains("stale past the bound"));
+        }
+        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        assert_eq!(status == serving, !refuses, "{mode}");
+        assert_eq!(server.logs().contains(not_ready), refuses);
     }
 }
 

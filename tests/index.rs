@@ -434,6 +434,36 @@ async fn writes_return_the_tokens_computeindex_gives() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    // Nothing was sealed: on the cold key "other", neither an Encrypt nor a
+    // batch naming an unknown index makes a data key; one without does.
+    let generated = || {
+        let (_, m) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+        m.lines()
+            .find_map(|l| l.strip_prefix("envelope_data_keys_generated_total{key=\"other\"} "))
+            .map(str::to_owned)
+    };
+    let on_other = |indexes: Vec<String>| pb::EncryptRequest {
+        key: "other".into(),
+        plaintext: Bytes::from_static(b"x"),
+        context: Default::default(),
+        indexes,
+    };
+    let unknown = c.encrypt(on_other(vec!["phone".into()])).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(generated().as_deref(), Some("0"));
+    // In a batch it is the item's error (docs/API.md); the others are sealed.
+    let mut batch = common::requests::batch("other", 0, 3);
+    batch.items[1].indexes = vec!["phone".into()];
+    let results = c.encrypt_batch(batch).await.unwrap().into_inner().results;
+    let codes: Vec<Option<i32>> = results
+        .iter()
+        .map(|r| match &r.result {
+            Some(pb::encrypt_result::Result::Error(e)) => Some(e.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [None, Some(Code::NotFound as i32), None]);
+    assert_eq!(generated().as_deref(), Some("1"));
     // SEARCH.md: more values than max_batch_items (10,000) is INVALID_ARGUMENT.
     let many = vec!["ana@example.com"; 10_001];
     let over = compute(&server, "pii", "email", &many, &[])
@@ -551,6 +581,21 @@ async fn the_index_operation_is_its_own_and_metered() {
         metrics.contains("envelope_refused_calls_total{reason=\"index_not_granted\"} 1\n"),
         "{metrics}"
     );
+    // Both are audited as the denials they are (docs/AUDIT.md, `outcome`).
+    let audit = server
+        .audit_with(&["\"rpc\":\"ComputeIndex\",\"operation\":\"index\",\"key\":\"other\""])
+        .await;
+    let on_other: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"key\":\"other\""))
+        .collect();
+    assert_eq!(on_other.len(), 2, "{audit}");
+    for line in on_other {
+        assert!(
+            line.contains("\"outcome\":\"denied\",\"code\":\"PERMISSION_DENIED\""),
+            "{line}"
+        );
+    }
     // The same through EncryptStream: each message is charged and checked
     // as the batch it is.
     let stream_item = |key: &str| pb::EncryptStreamRequest {

@@ -465,6 +465,9 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         block.contains("fix: choose a free --listen address"),
         "{stderr}"
     );
+    // Before the backends open (OPERATIONS.md, start-up step 3): local mode
+    // never made its data directory.
+    assert!(!dir.path().join("d2").exists());
 
     // A data directory that cannot be made (its parent is a file).
     let file_parent = dir.path().join("a-file");

@@ -355,7 +355,15 @@ async fn readiness_loop(keyring: Arc<Keyring>, health: HealthReporter, max_stale
                 tracing::info!("keys fresh again; ready");
                 ServingStatus::Serving
             } else {
-                tracing::error!(keys = ?now.stale, ?max_staleness, "keys stale past the bound; not ready");
+                // Each cause by itself, so that the line names the real one.
+                if !now.stale.is_empty() {
+                    tracing::error!(keys = ?now.stale, ?max_staleness, "keys stale past the bound; not ready");
+                }
+                if now.audit_refusing {
+                    tracing::error!(
+                        "the audit log cannot be written and calls are refused; not ready"
+                    );
+                }
                 ServingStatus::NotServing
             };
             health.set_service_status("", status).await;

@@ -250,11 +250,14 @@ impl Gate {
                 )
             }
             Err(e) => {
-                let outcome = match e {
-                    CallError::Denied(_) => "denied",
-                    CallError::Key(_) | CallError::AuditUnavailable => "error",
+                // By code, so that a refusal raised by the key layer (index
+                // tokens with no `index` grant) reads as the denial it is.
+                let code = super::status::code(e);
+                let outcome = match code {
+                    Code::Unauthenticated | Code::PermissionDenied => "denied",
+                    _ => "error",
                 };
-                (outcome, super::status::code(e), "", None, None)
+                (outcome, code, "", None, None)
             }
         };
         let denied = match &result {

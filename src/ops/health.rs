@@ -27,6 +27,8 @@ pub struct Readiness {
     pub ready: bool,
     /// The keys past the bound.
     pub stale: Vec<String>,
+    /// The audit log cannot be written, and calls are refused.
+    pub audit_refusing: bool,
     /// The `/readyz` JSON.
     pub body: serde_json::Value,
 }
@@ -77,6 +79,7 @@ pub fn readiness(keyring: &Keyring, max_staleness: Duration) -> Readiness {
     Readiness {
         ready,
         stale: stale_keys,
+        audit_refusing,
         body: verdict,
     }
 }
