@@ -264,6 +264,8 @@ async fn a_compromised_version_is_refused_fleet_wide_and_migrated_away() {
 
     // migrate in its default (rewrap) mode: every V row is refused a
     // rewrap and re-encrypted instead.
+    let refused = |r: &Server| series(r, "envelope_compromised_records_total", &v, Some("refused"));
+    let refused_before = refused(&replicas[1]);
     let out = migrate(&replicas[1], &pg, &["--batch", "100"]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -314,6 +316,8 @@ async fn a_compromised_version_is_refused_fleet_wide_and_migrated_away() {
         Some("reencrypted"),
     );
     assert_eq!(reencrypted, ROWS as f64);
+    // Each record's rewrap was refused first (ROTATION.md).
+    assert_eq!(refused(&replicas[1]) - refused_before, ROWS as f64);
     let audit = replicas[1]
         .audit_with(&["re-encrypted from a compromised version"])
         .await;
