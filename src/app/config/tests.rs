@@ -53,6 +53,57 @@ fn the_documented_defaults() {
     assert_eq!((t.max_streams, t.max_streams_per_caller), (256, 32));
     assert_eq!(t.max_streams_per_connection, 100);
     assert_eq!(t.request_bytes_budget, 256 << 20);
+    assert_eq!((t.max_connections, t.max_header_list_bytes), (4096, 16_384));
+    assert_eq!(t.message_read_timeout, secs(10));
+    assert_eq!(
+        (t.max_local_error_resets, t.max_pending_accept_resets),
+        (1024, 20)
+    );
+    // The top level, [audit] and the rest of [limits] and [data_keys].
+    assert_eq!((s.mode, s.log_format), (Mode::Local, LogFormat::Text));
+    assert_eq!(s.log_level, "info");
+    assert_eq!(s.listen.to_string(), "127.0.0.1:50051");
+    assert_eq!(s.data_dir, PathBuf::from("envelope-data"));
+    assert!(s.metrics_listen.is_none() && s.tls.is_none() && s.policy_file.is_none());
+    assert!(!s.insecure_plaintext && !s.lock_memory);
+    assert_eq!(s.audit, Some(crate::edge::audit::Output::Stdout));
+    assert_eq!(s.audit_on_failure, crate::edge::audit::OnFailure::Continue);
+    assert_eq!(s.max_request_bytes, 4 << 20);
+    let l = &s.limits;
+    assert_eq!(l.max_plaintext_bytes, (4 << 20) - (64 << 10));
+    assert_eq!((l.context.max_entries, l.context.max_bytes), (64, 8192));
+    assert_eq!(
+        (l.decrypt_cache_entries, l.max_loaded_versions),
+        (10_000, 32)
+    );
+    assert_eq!(
+        (l.negative_cache_ttl, l.compromised_window),
+        (secs(30), secs(60))
+    );
+    assert_eq!(l.data_key.max_bytes, 1 << 36);
+    assert_eq!(
+        s.keys[0].kdf_iterations, None,
+        "the key's own default applies"
+    );
+    // AWS mode: refuse on audit failure, the SDK timeouts, TLS reloads.
+    let file: FileConfig = toml::from_str(
+        "mode = \"aws\"\n[aws]\nkms_key_id = \"alias/k\"\n\
+         [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+    )
+    .unwrap();
+    let s = Settings::from_file(file, Overrides::default()).unwrap();
+    assert_eq!(s.audit_on_failure, crate::edge::audit::OnFailure::Refuse);
+    let a = s.aws.unwrap();
+    assert_eq!(
+        (a.connect_timeout, a.attempt_timeout, a.operation_timeout),
+        (secs(3), secs(5), secs(15))
+    );
+    assert_eq!(a.max_attempts, 3);
+    // Empty: only kms_key_id is allowed (`AwsKms::allowing`).
+    assert!(a.allowed_kms_keys.is_empty() && a.replica_regions.is_empty());
+    let tls = s.tls.unwrap();
+    assert_eq!(tls.reload_interval, secs(10));
+    assert!(!tls.allow_tls12 && tls.client_ca.is_none());
 }
 
 #[test]
@@ -172,7 +223,50 @@ fn every_validation_rule_is_enforced() {
             ),
             "keys.compromised_versions: at most 100 versions",
         ),
+        // Found untested by an audit of CONFIG.md's table (2026-11-28).
+        ("[limits]\nmax_batch_items = 0\n".into(), "limits.max_batch_items"),
+        ("[limits]\nmax_concurrent_requests = 0\n".into(), "limits.max_concurrent_requests"),
+        ("[limits]\nkeepalive_timeout_secs = 0\n".into(), "limits.keepalive_timeout_secs"),
+        ("[limits]\nmax_streams_per_caller = 0\n".into(), "limits.max_streams_per_caller"),
+        ("[limits]\ncompromised_window_secs = 0\n".into(), "limits.compromised_window_secs"),
+        ("[limits]\ncompromised_window_secs = 86401\n".into(), "limits.compromised_window_secs"),
+        ("[[keys]]\nname = \"k\"\nkdf_iterations = 10000001\n".into(), "keys.kdf_iterations"),
+        ("[[keys]]\nname = \"k\"\nsecret_id = \"\"\n".into(), "keys.secret_id"),
+        (format!("[[keys]]\nname = \"k\"\nmin_decryption_version = \"{}\"\n", "v".repeat(65)), "keys.min_decryption_version"),
+        ("[[keys]]\nname = \"k\"\ncompromised_versions = [\"a\\tb\"]\n".into(), "keys.compromised_versions: \"a\\tb\" is not a version id"),
+        ("[[keys]]\nname = \"k\"\nunwrapped_versions = [\"\"]\n".into(), "keys.unwrapped_versions"),
+        ("[audit]\non_failure = \"drop\"\n".into(), "audit.on_failure"),
+        (format!("{aws}max_attempts = 0\n"), "aws.max_attempts"),
+        (format!("{aws}attempt_timeout_secs = 0\n"), "aws.*_timeout_secs"),
+        (format!("{aws}operation_timeout_secs = 0\n"), "aws.*_timeout_secs"),
     ];
+    // [[keys.indexes]]: a name, 8 to 256 bits, a scope of distinct entries.
+    let index = |fields: &str| {
+        format!("[[keys]]\nname = \"k\"\n[[keys.indexes]]\nnormalize = \"email\"\n{fields}")
+    };
+    let cases: Vec<(String, &str)> = cases
+        .into_iter()
+        .chain([
+            (index("name = \"a b\"\nbits = 64\n"), "keys.indexes.name"),
+            (index("name = \"e\"\nbits = 7\n"), "keys.indexes.bits"),
+            (index("name = \"e\"\nbits = 257\n"), "keys.indexes.bits"),
+            (
+                index("name = \"e\"\nbits = 64\nscope = [\"t\", \"t\"]\n"),
+                "keys.indexes.scope",
+            ),
+            (
+                index("name = \"e\"\nbits = 64\nscope = [\"\"]\n"),
+                "keys.indexes.scope",
+            ),
+            (
+                format!(
+                    "{}[[keys.indexes]]\nname = \"e\"\nnormalize = \"email\"\nbits = 64\n",
+                    index("name = \"e\"\nbits = 64\n")
+                ),
+                "keys.indexes.name: \"e\" is listed twice",
+            ),
+        ])
+        .collect();
     let wrong: Vec<String> = cases
         .iter()
         .map(|(bad, why)| (bad, why, refusal(bad)))
