@@ -210,6 +210,36 @@ async fn health_and_reflection_v1_list_every_service() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert_eq!(unknown.message(), "service not registered");
+    // Watch answers the same names, its first message the status now.
+    for service in ["", "envelope.v1.Envelope", "envelope.v1.Admin"] {
+        let mut watch = health
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(
+            first.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    let unknown = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "envelope.v1.Nope".into(),
+        })
+        .await;
+    let unknown = match unknown {
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Err(s) => s,
+    };
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (Code::NotFound, "service not registered")
+    );
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::requests::{dec, enc, rotate};
+use common::requests::{dec, enc, key_status, rotate};
 use common::{Server, http_get};
 
 /// The value of `series` (name and labels, exactly); a series that is
@@ -25,17 +25,46 @@ fn value(metrics: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_and_health_endpoints_follow_the_service() {
     let dir = tempfile::tempdir().unwrap();
+    // Two keys, configured out of name order.
     let server = Server::start(
         &dir.path().join("data"),
-        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+        Some(
+            "metrics_listen = \"127.0.0.1:0\"\n[[keys]]\nname = \"zeta\"\n[[keys]]\nname = \"default\"\n",
+        ),
     );
     let m = server.metrics.clone().expect("metrics address");
     assert_eq!(http_get(&m, "/healthz"), (200, "ok\n".to_owned()));
     let (code, body) = http_get(&m, "/readyz");
     assert_eq!(code, 200);
+    // OPERATIONS.md's /readyz: every field, sorted on the wire.
+    assert!(
+        body.starts_with(
+            "{\"checks\":{\"audit\":\"ok\",\"keys\":{\"default\":{\"current_version\":"
+        ),
+        "{body}"
+    );
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["status"], "ready");
-    assert_eq!(ready["checks"]["keys"]["default"]["status"], "ok");
+    let checks = &ready["checks"];
+    assert_eq!(checks["keys_loaded"], "ok");
+    assert_eq!(checks["max_staleness_seconds"], 3600);
+    let first = key_status(&server).await;
+    for name in ["default", "zeta"] {
+        let k = &checks["keys"][name];
+        assert_eq!(k["status"], "ok", "{k}");
+        assert_eq!(
+            (&k["loaded"], &k["refresh_failures"]),
+            (&true.into(), &0.into())
+        );
+        assert!(
+            k["last_refresh_error"].is_null() && k["staleness_seconds"].is_u64(),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        checks["keys"]["default"]["current_version"],
+        first.current_version.as_str()
+    );
 
     let mut c = server.client().await;
     for _ in 0..3 {
@@ -44,7 +73,31 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     let _ = c.decrypt(dec("", b"bad", &[])).await;
     let _ = c.encrypt(enc("nope", b"", &[])).await;
     let before = http_get(&m, "/metrics").1;
-    rotate(&server, "").await;
+    let rotated = rotate(&server, "").await;
+    // KeyStatus: keys sorted by name, versions newest first (API.md).
+    let status = server
+        .admin()
+        .await
+        .key_status(envelope::pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = status.keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["default", "zeta"]);
+    let versions: Vec<&str> = status.keys[0]
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(
+        versions,
+        [&rotated.current_version, &rotated.previous_version]
+    );
+    let ready: serde_json::Value = serde_json::from_str(&http_get(&m, "/readyz").1).unwrap();
+    assert_eq!(
+        ready["checks"]["keys"]["default"]["current_version"],
+        rotated.current_version.as_str()
+    );
     let (code, after) = http_get(&m, "/metrics");
     assert_eq!(code, 200);
     assert_eq!(
@@ -116,7 +169,7 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     );
     let ages = after
         .lines()
-        .filter(|l| l.starts_with("envelope_master_key_age_seconds{"))
+        .filter(|l| l.starts_with("envelope_master_key_age_seconds{key=\"default\""))
         .count();
     assert_eq!(ages, 2, "two versions after one rotation: {after}");
     assert!(
