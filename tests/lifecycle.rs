@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::requests::{decrypt, encrypt};
+use common::requests::{decrypt, encrypt, key_status};
 use common::{Server, ctx, run_stdin};
 use envelope::pb;
 use std::time::Duration;
@@ -319,6 +319,9 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
         b"555-0100",
     );
     assert!(ok, "{err}");
+    // CONFIG.md: the version goes to stderr, the record alone to stdout.
+    let version = key_status(&server).await.current_version;
+    assert_eq!(err.trim_end(), format!("key_version: {version}"));
     let (ok, pt, err) = run_stdin(
         &[
             "decrypt",

@@ -649,6 +649,40 @@ fn init_keys_reports_each_key_in_configuration_order() {
     let (ok, out, err) = run(&args, &[]);
     assert!(ok, "{err}");
     assert_eq!(out, "zeta: exists\nalpha: exists\n");
+    // `envelope rotate` direct (CONFIG.md): one step prints `<step>: done`,
+    // the four print both versions, and a key not configured is named.
+    let rotate = |extra: &[&str]| {
+        let mut a = vec!["rotate", "--config", cfg.to_str().unwrap(), "--data-dir"];
+        a.push(data.to_str().unwrap());
+        a.extend_from_slice(extra);
+        run(&a, &[])
+    };
+    let token = uuid::Uuid::new_v4().to_string();
+    let (ok, out, err) = rotate(&[
+        "--key",
+        "alpha",
+        "--step",
+        "createSecret",
+        "--token",
+        &token,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "createSecret: done\n");
+    let (ok, out, err) = rotate(&["--key", "zeta"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("previous_version: ")
+            && lines[1].starts_with("current_version: "),
+        "{out}"
+    );
+    let (ok, _, err) = rotate(&["--key", "nope"]);
+    assert!(!ok);
+    assert!(
+        err.contains("key \"nope\" is not in the configuration"),
+        "{err}"
+    );
 }
 
 /// OPERATIONS.md, start-up errors: KMS unreachable while Secrets Manager
