@@ -427,4 +427,5 @@ fn retirement_fails_closed() {
 
 mod eviction;
 mod missing;
+mod redaction;
 mod rollback;

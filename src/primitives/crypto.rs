@@ -380,5 +380,9 @@ mod tests {
         let s = format!("{k:?} {:?}", AeadKey::new(&k).unwrap());
         assert!(s.contains("REDACTED"));
         assert!(!s.contains("42") && !s.contains("66"));
+        // The bytes wipe themselves on drop (a plain array here would not
+        // build): SECURITY.md, "Key types".
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        wiped_on_drop(&k.0);
     }
 }
