@@ -314,7 +314,11 @@ mod tests {
                 None,
             ),
             (Error::IndexQuota.into(), Code::ResourceExhausted, None),
-            (Error::NoCurrent("k".into()).into(), Code::Unavailable, None),
+            (
+                Error::NoCurrent("k".into()).into(),
+                Code::Unavailable,
+                fixed("key \"k\" has no AWSCURRENT master-key version"),
+            ),
             (
                 Error::Store(store()).into(),
                 Code::Unavailable,
@@ -337,10 +341,29 @@ mod tests {
                 Code::InvalidArgument,
                 None,
             ),
+            // ROTATION.md's table, with the RPC's `rotation: ` prefix.
             (
-                Error::Rotation(RotationError::NoCurrent("k".into())).into(),
+                Error::Rotation(RotationError::NoCurrent("s".into())).into(),
                 Code::FailedPrecondition,
-                None,
+                fixed("rotation: secret s has no AWSCURRENT version"),
+            ),
+            (
+                Error::Rotation(RotationError::NoSuchToken {
+                    secret: "s".into(),
+                    token: "t".into(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                fixed("rotation: secret s has no version t; run createSecret first"),
+            ),
+            (
+                Error::Rotation(RotationError::NotPending {
+                    secret: "s".into(),
+                    token: "t".into(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                fixed("rotation: version t of secret s is not AWSPENDING"),
             ),
             (
                 Error::Rotation(RotationError::TestFailed {
