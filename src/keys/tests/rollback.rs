@@ -50,3 +50,32 @@ fn awscurrent_never_moves_back_to_a_former_current_of_the_same_second() {
         assert_eq!(master.version.as_str(), newest);
     });
 }
+
+/// ROTATION.md: the last 64 former AWSCURRENT versions are remembered; the
+/// one before them is forgotten (creation dates still refuse it).
+#[test]
+fn the_last_64_former_currents_are_remembered() {
+    use crate::keys::key_set::MAX_FORMER;
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let (store, kms) = (source.store.clone(), source.kms.clone());
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let mut currents = vec![key.snapshot().current.version.as_str().to_owned()];
+        let rotator = Rotator {
+            store: store.as_ref(),
+            kms: kms.as_ref(),
+            key_name: "k",
+            secret_id: "k",
+        };
+        for _ in 0..=MAX_FORMER {
+            let (_, newest) = rotator.rotate().await.unwrap();
+            key.refresh().await.unwrap();
+            currents.push(newest);
+        }
+        assert_eq!(MAX_FORMER, 64);
+        // The 66 currents: the last is current, the 64 before it remembered.
+        let remembered = &key.snapshot().formerly_current;
+        assert_eq!(remembered[..], currents[1..=MAX_FORMER]);
+    });
+}
