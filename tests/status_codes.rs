@@ -597,3 +597,28 @@ async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
         );
     }
 }
+
+/// FORMAT.md, "Data keys": only one task creates a data key at a time.
+/// Sixteen Encrypts on a cold key, while KMS answers 300 ms late, make one
+/// GenerateDataKey call and one data key, and all sixteen succeed.
+#[tokio::test]
+async fn concurrent_encrypts_on_a_cold_key_make_one_data_key() {
+    use std::time::Duration;
+    let (_dir, server, proxy, _, _) = behind_a_proxy("").await;
+    let before = proxy.count("TrentService.GenerateDataKey");
+    proxy.set_delay(Duration::from_millis(300));
+    let c = server.client().await;
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.encrypt(enc("", format!("r{i}"), CTX)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(proxy.count("TrentService.GenerateDataKey") - before, 1);
+    let info = common::requests::key_status(&server).await;
+    assert_eq!(info.cache.unwrap().data_keys_generated, 1);
+}
