@@ -342,6 +342,15 @@ async fn each_kind_of_call_writes_the_documented_line() {
         .await
         .unwrap()
         .into_inner();
+    // A batch refused as a whole (an unknown key): no `items`.
+    let refused = c
+        .decrypt_batch(pb::DecryptBatchRequest {
+            key: "nope".into(),
+            items: vec![item(&sealed.ciphertext)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
     // Health and reflection: no lines.
     let mut health = HealthClient::new(server.channel().await);
     health.check(HealthCheckRequest::default()).await.unwrap();
@@ -363,7 +372,44 @@ async fn each_kind_of_call_writes_the_documented_line() {
         answers.message().await.unwrap().unwrap();
     }
 
-    let audit = server.audit_with(&["\"rpc\":\"RotateMasterKey\""]).await;
+    let audit = server
+        .audit_with(&["\"rpc\":\"RotateMasterKey\"", "\"code\":\"NOT_FOUND\""])
+        .await;
+    // The fields come in AUDIT.md's order (serde_json's Value would sort them).
+    const ORDER: [&str; 17] = [
+        "time",
+        "request_id",
+        "caller",
+        "rpc",
+        "operation",
+        "key",
+        "key_version",
+        "index",
+        "outcome",
+        "code",
+        "items",
+        "failed_items",
+        "context_keys",
+        "latency_us",
+        "reason",
+        "compromised_records",
+        "compromised",
+    ];
+    for line in audit.lines().filter(|l| l.starts_with('{')) {
+        assert!(line.starts_with("{\"time\":"), "{line}");
+        let at: Vec<usize> = ORDER
+            .iter()
+            .filter_map(|f| line.find(&format!("\"{f}\":")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{line}");
+        let fields =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).unwrap();
+        assert_eq!(
+            fields.len(),
+            at.len(),
+            "a field outside AUDIT.md's list: {line}"
+        );
+    }
     let lines: Vec<serde_json::Value> = audit
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -381,7 +427,8 @@ async fn each_kind_of_call_writes_the_documented_line() {
             "ComputeIndex",
             "KeyStatus",
             "RefreshKeys",
-            "RotateMasterKey"
+            "RotateMasterKey",
+            "DecryptBatch"
         ],
         "{audit}"
     );
@@ -424,6 +471,14 @@ async fn each_kind_of_call_writes_the_documented_line() {
     }
     assert_eq!(field(8, "key_version"), rotated.current_version.as_str());
     assert_eq!(field(8, "key"), "default", "an empty key rotates default");
+    // Absent fields (AUDIT.md): `items` on unary calls and on a batch
+    // refused as a whole; `context_keys` on batches and Admin calls.
+    let has = |i: usize, f: &str| lines[i].get(f).is_some();
+    assert!(!has(0, "items") && !has(9, "items") && !has(9, "failed_items"));
+    assert_eq!(field(9, "code"), "NOT_FOUND");
+    for i in [2, 6, 7, 8, 9] {
+        assert!(!has(i, "context_keys"), "{}", lines[i]);
+    }
 }
 
 /// AUDIT.md, `[audit] output = "off"`: no audit log at all; stdout carries

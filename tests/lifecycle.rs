@@ -697,10 +697,19 @@ async fn a_retired_version_is_refused_by_every_call_that_reads_it() {
         panic!("{rewrapped:?}")
     };
     item_code(e);
-    // Not affected: Encrypt and GenerateDataKey.
+    // Not affected: Encrypt, EncryptBatch and GenerateDataKey.
     assert_eq!(
         encrypt(&c, "", "still", CTX).await.unwrap().key_version,
         current
+    );
+    let batch = c
+        .encrypt_batch(common::requests::batch("", 0, 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        batch.results.iter().all(|r| r.key_version == current),
+        "{batch:?}"
     );
     c.generate_data_key(pb::GenerateDataKeyRequest {
         key: String::new(),

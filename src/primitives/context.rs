@@ -207,6 +207,24 @@ mod tests {
         out
     }
 
+    /// FORMAT.md's two examples, byte for byte.
+    #[test]
+    fn the_documented_examples_encode_as_shown() {
+        assert_eq!(enc(&[]), [0, 0, 0, 0]);
+        let mut want = vec![0, 0, 0, 2, 0, 0, 0, 6];
+        want.extend_from_slice(b"column");
+        want.extend_from_slice(&[0, 0, 0, 3]);
+        want.extend_from_slice(b"cpf");
+        want.extend_from_slice(&[0, 0, 0, 5]);
+        want.extend_from_slice(b"table");
+        want.extend_from_slice(&[0, 0, 0, 5]);
+        want.extend_from_slice(b"users");
+        // Given out of order: the encoding sorts the keys.
+        let got = enc(&[("table", "users"), ("column", "cpf")]);
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 39);
+    }
+
     #[test]
     fn encoding_is_unambiguous_for_shifted_boundaries() {
         assert_ne!(enc(&[("ab", "c")]), enc(&[("a", "bc")]));
