@@ -118,6 +118,20 @@ fn the_readme_commands_work_as_printed() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "envelope-data has mode {mode:o}");
+    // And what it holds (CONFIG.md, "Data directory"): a first start wrote
+    // the default key's first version, so the lock exists too.
+    for (path, want) in [
+        ("root.key", 0o600),
+        ("secrets", 0o700),
+        ("secrets/.lock", 0o600),
+        ("secrets/default.json", 0o600),
+    ] {
+        let mode = std::fs::metadata(work.0.join("envelope-data").join(path))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, want, "{path} has mode {mode:o}");
+    }
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("WARN")
