@@ -261,10 +261,11 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
         .unwrap()
         .into_inner();
     assert!(!serving(whole), "\"\" still SERVING");
+    // At ERROR, naming the stale key (OPERATIONS.md's runbook).
     assert!(
-        server
-            .logs()
-            .contains("keys stale past the bound; not ready"),
+        server.logs().lines().any(|l| l.contains(" ERROR ")
+            && l.contains("keys stale past the bound; not ready")
+            && l.contains("keys=[\"default\"]")),
         "{}",
         server.logs()
     );

@@ -464,6 +464,10 @@ async fn metrics_have_the_documented_shape() {
     for _ in 0..2 {
         rotate(&server, "").await;
     }
+    admin
+        .refresh_keys(envelope::pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
 
     let mut http = std::net::TcpStream::connect(&m).unwrap();
     http.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -518,6 +522,13 @@ async fn metrics_have_the_documented_shape() {
         value(
             metrics,
             "envelope_requests_total{rpc=\"KeyStatus\",key=\"*\",code=\"OK\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            metrics,
+            "envelope_requests_total{rpc=\"RefreshKeys\",key=\"*\",code=\"OK\"}"
         ),
         1.0
     );

@@ -107,6 +107,7 @@ mod tests {
             per_day: 100,
         };
         let t0 = Instant::now();
+        assert_eq!(MAX_CALLERS, 10_000, "SEARCH.md's figure");
         for i in 0..MAX_CALLERS {
             assert!(m.take_at(Some(&format!("caller-{i}")), q, 1, t0));
         }
