@@ -531,7 +531,9 @@ async fn admin_requests_over_64_kib_are_out_of_range() {
 #[tokio::test]
 async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
     use std::time::{Duration, Instant};
-    let (_dir, server, proxy, _, _) = behind_a_proxy("[limits]\nrequest_timeout_secs = 1\n").await;
+    let (_dir, server, proxy, _, _) =
+        behind_a_proxy("metrics_listen = \"127.0.0.1:0\"\n[limits]\nrequest_timeout_secs = 1\n")
+            .await;
     let mut c = server.client().await;
     let data_key = || pb::GenerateDataKeyRequest {
         key: String::new(),
@@ -596,6 +598,22 @@ async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
             "{audit}"
         );
     }
+    // Nor are they counted (OPERATIONS.md, `envelope_requests_total`): only
+    // the calls that completed have series.
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let mut counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("envelope_requests_total{"))
+        .collect();
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [
+            "envelope_requests_total{rpc=\"EncryptBatch\",key=\"default\",code=\"OK\"} 1",
+            "envelope_requests_total{rpc=\"GenerateDataKey\",key=\"default\",code=\"OK\"} 1",
+        ],
+        "{metrics}"
+    );
 }
 
 /// FORMAT.md, "Data keys": only one task creates a data key at a time.
