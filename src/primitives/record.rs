@@ -381,6 +381,27 @@ mod tests {
         for n in 0..r.len() {
             assert!(parse(&r[..n], Kind::Record).is_err(), "prefix {n} parsed");
         }
+        // FORMAT.md: the message names the field the input ends in.
+        let id = 2 + KEY_ID_LEN;
+        let wrapped = id + 1 + 16;
+        let nonce = wrapped + WRAPPED_LEN;
+        for (cut, field) in [
+            (0, "format version"),
+            (1, "kind"),
+            (2, "key id"),
+            (id, "version id"),
+            (id + 8, "version id"),
+            (wrapped, "wrapped data key"),
+            (nonce, "nonce"),
+            (nonce + NONCE_BYTES + TAG_LEN - 1, "tag"),
+        ] {
+            let e = parse(&r[..cut], Kind::Record).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("input is truncated in the {field} field"),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]
