@@ -127,7 +127,13 @@ mod tests {
         let back = kms.decrypt(&g.blob, &ctx, None).await.unwrap();
         assert_eq!(back.expose(), g.plaintext.expose());
         ctx.insert("k".into(), "w".into());
-        assert!(kms.decrypt(&g.blob, &ctx, None).await.is_err());
+        // FORMAT.md's load-failure reason, word for word.
+        let e = kms.decrypt(&g.blob, &ctx, None).await.unwrap_err();
+        assert!(matches!(e, KmsError::DecryptFailed), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "KMS could not decrypt the key blob (wrong KMS key, wrong encryption context, or damaged blob)"
+        );
         // Reopening reads the same root key.
         let again = LocalKms::open_or_create(&dir.path().join("root.key")).unwrap();
         ctx.insert("k".into(), "v".into());
