@@ -568,3 +568,44 @@ async fn rust_log_is_not_read() {
         "{logs}"
     );
 }
+
+/// OPERATIONS.md, `envelope_rotations_total`: a rotation by `envelope
+/// rotate --data-dir` (no server) is not counted by a running server,
+/// which takes the new version at its next refresh.
+#[tokio::test]
+async fn a_direct_rotation_is_not_counted_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some("metrics_listen = \"127.0.0.1:0\"\n"));
+    let before = key_status(&server).await.current_version;
+    let (ok, out, err) = common::cli::run(
+        &[
+            "rotate",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--key",
+            "default",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    server
+        .admin()
+        .await
+        .refresh_keys(envelope::pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    let after = key_status(&server).await;
+    assert_ne!(after.current_version, before);
+    assert!(
+        out.contains(&format!("current_version: {}", after.current_version)),
+        "{out}"
+    );
+    assert_eq!(after.rotation_failures, 0);
+    let (_, metrics) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    for outcome in ["ok", "failed"] {
+        let series =
+            format!("envelope_rotations_total{{key=\"default\",outcome=\"{outcome}\"}} 0\n");
+        assert!(metrics.contains(&series), "{metrics}");
+    }
+}
