@@ -198,3 +198,29 @@ async fn errors_say_what_the_table_says_and_a_split_finish_completes() {
     assert!(!staged(token, AWSPENDING).await);
     assert!(staged(&first, AWSPREVIOUS).await);
 }
+
+/// ROTATION.md, `createSecret`: AWSPENDING leaves any other version that
+/// held it (an abandoned rotation's); its pin label stays.
+#[tokio::test]
+async fn a_new_create_secret_takes_awspending_from_an_abandoned_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("s")).unwrap();
+    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+    ensure_initial_version(&store, &kms, "k", "k")
+        .await
+        .unwrap();
+    let r = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    };
+    let abandoned = "11111111-2222-4333-8444-555555555555";
+    let next = "66666666-7777-4888-9999-aaaaaaaaaaaa";
+    r.step(Step::CreateSecret, abandoned).await.unwrap();
+    r.step(Step::CreateSecret, next).await.unwrap();
+    let v = store.describe("k").await.unwrap();
+    let stages = |id: &str| v.iter().find(|v| v.id == id).unwrap().stages.clone();
+    assert_eq!(stages(abandoned), [pin_label(abandoned)]);
+    assert!(stages(next).contains(&AWSPENDING.to_owned()));
+}
