@@ -522,6 +522,19 @@ async fn admin_requests_over_64_kib_are_out_of_range() {
     let (code, message) = outcome(c.encrypt(enc(&"k".repeat(60 << 10), b"x", CTX)).await);
     assert_eq!(code, Code::NotFound, "{message}");
     assert!(message.starts_with("unknown key name \"kkk"), "{message}");
+    // An item's error is bounded the same way (API.md, "Bounded").
+    let mut batch = common::requests::batch("", 0, 1);
+    batch.items[0].indexes = vec!["i".repeat(10_000)];
+    let results = c.encrypt_batch(batch).await.unwrap().into_inner().results;
+    let Some(pb::encrypt_result::Result::Error(e)) = &results[0].result else {
+        panic!("{results:?}")
+    };
+    assert_eq!(e.code, Code::NotFound as i32);
+    assert!(
+        e.message.ends_with('…') && e.message.chars().count() == 513,
+        "{}",
+        e.message.len()
+    );
 }
 
 /// A call past `limits.request_timeout_secs` (docs/API.md, "Status codes";
