@@ -343,4 +343,32 @@ async fn the_cli_column_mode_answers_line_for_line() {
         String::from_utf8(opened).unwrap(),
         "99\t\n18\tbruno@example.com\n19\tcarla@example.com\n"
     );
+    // Twelve failed lines: the first 10 are named (API.md).
+    let bad: String = (1..=12).map(|i| format!("{i}\tAAAA\n")).collect();
+    let (ok, _, err) = run_stdin(&args("decrypt"), bad.as_bytes());
+    assert!(!ok);
+    let named: Vec<&str> = err.lines().filter(|l| l.contains("line ")).collect();
+    assert_eq!(named.len(), 10, "{err}");
+    assert!(named[9].contains("line 10:"), "{err}");
+    // Without --batch, 1,000 values a call: 1,001 lines make two calls.
+    let many: String = (0..1001)
+        .map(|i| format!("{i}\tv{i}@example.com\n"))
+        .collect();
+    let mut default_batch = args("encrypt");
+    default_batch.truncate(default_batch.len() - 2);
+    let (ok, _, err) = run_stdin(&default_batch, many.as_bytes());
+    assert!(ok, "{err}");
+    let audit = server
+        .audit_with(&["\"items\":1000,", "\"items\":1,"])
+        .await;
+    let items: Vec<u64> = audit
+        .lines()
+        .filter(|l| l.contains("\"rpc\":\"EncryptColumn\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["items"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(items[items.len() - 2..], [1000, 1], "{items:?}");
 }
