@@ -743,3 +743,34 @@ async fn an_anonymous_grant_admits_a_client_without_a_certificate() {
         .unwrap();
     assert!(encrypt(&ch, "pii", "x", &[]).await.is_ok());
 }
+
+/// SECURITY.md, "Policy file": without `[tls]` the policy file is checked
+/// every 5 s, and a change applies to the next call without a restart.
+#[tokio::test]
+async fn the_policy_reloads_without_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let grant = |keys: &str| {
+        format!("[[allow]]\nanonymous = true\nkeys = [{keys}]\noperations = [\"encrypt\"]\n")
+    };
+    std::fs::write(&policy, grant("\"other\"")).unwrap();
+    let config = format!(
+        "policy_file = \"{}\"\n[[keys]]\nname = \"default\"\n[[keys]]\nname = \"other\"\n",
+        policy.display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let client = server.client().await;
+    let refused = encrypt(&client, "default", "x", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // A complete file renamed into place, as SECURITY.md asks.
+    let next = dir.path().join("policy.next");
+    std::fs::write(&next, grant("\"default\", \"other\"")).unwrap();
+    std::fs::rename(&next, &policy).unwrap();
+    let changed = Instant::now();
+    while encrypt(&client, "default", "x", &[]).await.is_err() {
+        // 5 s, and slack for a loaded machine.
+        assert!(changed.elapsed() < Duration::from_secs(15), "not reloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.logs().contains("authorization policy reloaded"));
+}
