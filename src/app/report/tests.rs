@@ -30,6 +30,21 @@ fn key_states_and_expired_credentials_have_their_own_fix() {
     assert!(fix_of(KmsError::KeyUnusable("DisabledException: …".into())).contains("enable-key"));
     let expired = KmsError::Credentials("ExpiredTokenException: token expired".into());
     assert!(fix_of(expired).starts_with("the credentials have expired"));
+    // OPERATIONS.md's start-up rows: the line, and the fix, of each.
+    let pending = KmsError::KeyUnusable("KMSInvalidStateException: pending deletion".into());
+    assert_eq!(
+        pending.to_string(),
+        "KMS key cannot be used: KMSInvalidStateException: pending deletion"
+    );
+    assert!(fix_of(pending).contains("cancel-key-deletion"));
+    let unknown = KmsError::Credentials("UnrecognizedClientException: unknown token".into());
+    assert_eq!(
+        unknown.to_string(),
+        "no usable AWS credentials for KMS: UnrecognizedClientException: unknown token"
+    );
+    assert!(
+        fix_of(unknown).starts_with("AWS does not accept these credentials: check which identity")
+    );
     let store = StoreError::ScheduledForDeletion {
         secret: "envelope/pii".into(),
     };
