@@ -515,3 +515,41 @@ async fn off_writes_nothing_and_a_reason_is_trimmed() {
     let audit = server.audit_with(&["\"rpc\":\"MarkCompromised\""]).await;
     assert!(audit.contains("\"reason\":\"laptop lost\""), "{audit}");
 }
+
+/// AUDIT.md, "Correlating with x-request-id": at `log_level = "debug"` a
+/// line written while a call runs sits in a `request` span with its id.
+#[tokio::test]
+async fn debug_lines_carry_the_calls_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("log_level = \"envelope=debug\"\n"),
+    );
+    let sealed = server
+        .client()
+        .await
+        .encrypt(enc("", b"x", CTX))
+        .await
+        .unwrap();
+    let id = sealed
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The first Encrypt makes a data key, and logs it at debug.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let logs = server.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains("new data key")) {
+            assert!(
+                line.contains(&format!("request{{request_id={id} rpc=\"Encrypt\"}}")),
+                "{line}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
