@@ -281,6 +281,43 @@ async fn seed_004_key_and_salt_secret_pair() {
             .as_ref(),
         b"bob@example.com"
     );
+    // init-keys leaves the seed secret and its salt secret alone (CONFIG.md).
+    let versions = |id: String| async move {
+        let listed = moto()
+            .secrets()
+            .list_secret_version_ids()
+            .secret_id(id)
+            .include_deprecated(true)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<(String, Vec<String>)> = listed
+            .versions()
+            .iter()
+            .map(|v| {
+                (
+                    v.version_id().unwrap().to_owned(),
+                    v.version_stages().to_vec(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (keys_before, salts_before) = (
+        versions(key_secret.clone()).await,
+        versions(salt_secret.clone()).await,
+    );
+    let cfg_path = dir.path().join("seed-004.toml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let (ok, out, err) = run(
+        &["init-keys", "--config", cfg_path.to_str().unwrap()],
+        TEST_ENV,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "email: exists\n");
+    assert_eq!(versions(key_secret.clone()).await, keys_before);
+    assert_eq!(versions(salt_secret.clone()).await, salts_before);
 
     // Without the salt secret the plain key cannot be used, and start-up says why.
     let bad = aws_config(

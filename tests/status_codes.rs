@@ -507,8 +507,13 @@ async fn admin_requests_over_64_kib_are_out_of_range() {
     let server = Server::start(&dir.path().join("data"), None);
     let mut admin = server.admin().await;
     let status = |n: usize| pb::KeyStatusRequest { key: "k".repeat(n) };
-    let (code, _) = outcome(admin.key_status(status(64 << 10)).await);
+    let (code, message) = outcome(admin.key_status(status(64 << 10)).await);
     assert_eq!(code, Code::OutOfRange);
+    // tonic's text (API.md, "Codes produced by tonic").
+    assert!(
+        message.contains("decoded message length too large"),
+        "{message}"
+    );
     let (code, message) = outcome(admin.key_status(status(60 << 10)).await);
     assert_eq!(code, Code::NotFound, "{message}");
     // A message quoting what the caller sent is bounded (it was an HTTP/2
