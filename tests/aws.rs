@@ -308,12 +308,7 @@ async fn seed_004_key_and_salt_secret_pair() {
         versions(key_secret.clone()).await,
         versions(salt_secret.clone()).await,
     );
-    let cfg_path = dir.path().join("seed-004.toml");
-    std::fs::write(&cfg_path, &cfg).unwrap();
-    let (ok, out, err) = run(
-        &["init-keys", "--config", cfg_path.to_str().unwrap()],
-        TEST_ENV,
-    );
+    let (ok, out, err) = common::cli::init_keys(&dir.path().join("seed-004.toml"), &cfg, TEST_ENV);
     assert!(ok, "{err}");
     assert_eq!(out, "email: exists\n");
     assert_eq!(versions(key_secret.clone()).await, keys_before);

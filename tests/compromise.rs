@@ -18,7 +18,7 @@ use common::moto::{TEST_ENV, kms_key, moto};
 use common::postgres::Postgres;
 use common::process::http_get;
 use common::requests::{ctx, dec, enc};
-use common::{Server, run};
+use common::Server;
 use envelope::pb;
 use envelope::primitives::record::{self, Kind};
 use tonic::Code;
@@ -120,12 +120,7 @@ async fn a_compromised_version_is_refused_fleet_wide_and_migrated_away() {
     let kms_key = kms_key().await;
     let secret = format!("envelope/compromise-{}", uuid::Uuid::new_v4().simple());
     let plain = config(&kms_key, &secret, "");
-    let cfg_path = dir.path().join("init.toml");
-    std::fs::write(&cfg_path, &plain).unwrap();
-    let (ok, _, err) = run(
-        &["init-keys", "--config", cfg_path.to_str().unwrap()],
-        TEST_ENV,
-    );
+    let (ok, _, err) = common::cli::init_keys(&dir.path().join("init.toml"), &plain, TEST_ENV);
     assert!(ok, "{err}");
     let start = |i: usize, cfg: &str| {
         Server::start_with(&dir.path().join(format!("r{i}")), Some(cfg), TEST_ENV)

@@ -25,6 +25,17 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// Writes `config` to `path` and runs `init-keys --config <path>` with
+/// `env`: (success, stdout, stderr).
+pub fn init_keys(
+    path: &std::path::Path,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    std::fs::write(path, config).unwrap();
+    run(&["init-keys", "--config", path.to_str().unwrap()], env)
+}
+
 /// Runs the binary with `stdin` written to it: (success, stdout as bytes, stderr).
 pub fn run_stdin(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
     let out = output(args, &[], Some(stdin));
