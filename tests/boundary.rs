@@ -601,3 +601,33 @@ async fn connections_end_at_their_maximum_age() {
         "the default age (1 h) closed a connection"
     );
 }
+
+/// CONFIG.md, `max_header_list_bytes`: a request whose header list is over
+/// the limit (16 KiB by default) is refused before any handler runs; one
+/// under it is served.
+#[tokio::test]
+async fn a_header_list_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let outcome = |pad: usize| {
+        let addr = server.addr.clone();
+        async move {
+            let mut send = h2_connect(&addr).await;
+            let mut req = grpc_request(&addr, "/envelope.v1.Envelope/Encrypt");
+            req.headers_mut()
+                .insert("x-pad", "a".repeat(pad).parse().unwrap());
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            let _ = body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+            match resp.await {
+                Ok(resp) => Ok((resp.status().as_u16(), grpc_status(resp).await)),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        }
+    };
+    assert_eq!(outcome(8 << 10).await, Ok((200, Some("0".to_owned()))));
+    // hyper answers 431 (Request Header Fields Too Large), not gRPC.
+    assert_eq!(outcome(20 << 10).await, Ok((431, None)));
+    // The server still serves.
+    let client = server.client().await;
+    assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
+}

@@ -13,12 +13,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Server;
 use common::aws_config::{UNDER_LOAD, aws_config, secret_key};
 use common::moto::{TEST_ENV, kms_key, moto};
 use common::postgres::Postgres;
 use common::process::http_get;
 use common::requests::{ctx, dec, enc};
-use common::Server;
 use envelope::pb;
 use envelope::primitives::record::{self, Kind};
 use tonic::Code;
