@@ -631,3 +631,46 @@ async fn a_header_list_over_the_limit_is_refused() {
     let client = server.client().await;
     assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
 }
+
+/// CONFIG.md, `keepalive_*_secs`: an idle connection is sent an HTTP/2
+/// PING every `keepalive_interval_secs`, and one that does not answer
+/// within `keepalive_timeout_secs` is closed. A raw peer sends the preface
+/// and its SETTINGS, then never answers: closed with a 1 s interval and
+/// timeout; still open at the same time with a 60 s interval.
+#[tokio::test]
+async fn a_peer_that_misses_a_ping_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    for (interval, closed) in [(1, true), (60, false)] {
+        let config =
+            format!("[limits]\nkeepalive_interval_secs = {interval}\nkeepalive_timeout_secs = 1\n");
+        let server = Server::start(&dir.path().join(format!("d{interval}")), Some(&config));
+        let mut tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        let ended = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .is_ok();
+        assert_eq!(
+            ended,
+            closed,
+            "interval {interval}: {} bytes read",
+            seen.len()
+        );
+        // A PING frame (type 6) was among what the server sent.
+        let pinged = seen.windows(4).any(|w| w == [0, 0, 8, 6]);
+        assert_eq!(pinged, closed, "interval {interval}");
+    }
+}
