@@ -549,6 +549,34 @@ async fn rewrap_reports_progress_after_the_first_batch_then_periodically() {
         "{out}"
     );
     assert_eq!(std::fs::read_to_string(&input).unwrap().lines().count(), 25);
+    // `--batch` is clamped to 1–10,000: the first progress line comes after
+    // one record at 0, and after 10,000 of 10,001 at 20,000 (unclamped, one
+    // call of 10,001 would be over the server's max_batch_items).
+    let many = dir.path().join("many.b64");
+    std::fs::write(&many, format!("{}\n", lines[0]).repeat(10_001)).unwrap();
+    for (batch, first, file) in [("0", 1, &input), ("20000", 10_000, &many)] {
+        let (ok, _, err) = run(
+            &[
+                "rewrap",
+                "--addr",
+                &server.addr,
+                "--context",
+                "table=users",
+                "--batch",
+                batch,
+                "--input",
+                file.to_str().unwrap(),
+                "--output",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "{err}");
+        assert!(
+            err.contains(&format!("rewrap: {first} records so far (")),
+            "--batch {batch}: {err}"
+        );
+    }
 }
 
 /// CONFIG.md, `envelope rewrap`: a record that fails is written unchanged
