@@ -79,3 +79,33 @@ fn the_last_64_former_currents_are_remembered() {
         assert_eq!(remembered[..], currents[1..=MAX_FORMER]);
     });
 }
+
+/// ROTATION.md, retirement "Compared by": a version created in the same
+/// second as `min_decryption_version` is not retired (Secrets Manager's
+/// dates are to the second, and only an older date retires).
+#[test]
+fn a_version_of_the_minimums_second_is_not_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = || async { KeySource::open_local(dir.path(), "k").await.unwrap() };
+        let key = NamedKey::load(source().await, Limits::default())
+            .await
+            .unwrap();
+        let (v1, v2) = key.rotate().await.unwrap();
+        same_second(dir.path());
+        let mut at_v2 = source().await;
+        at_v2.min_version = Some(v2.clone());
+        let key = NamedKey::load(at_v2, Limits::default()).await.unwrap();
+        let second = "2026-11-28T10:00:00Z";
+        let second =
+            time::OffsetDateTime::parse(second, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        key.check_retired(&v1, Some(second)).unwrap();
+        // One second earlier is retired.
+        let earlier = second - time::Duration::seconds(1);
+        assert!(matches!(
+            key.check_retired(&v1, Some(earlier)),
+            Err(Error::Retired { .. })
+        ));
+    });
+}
