@@ -126,6 +126,24 @@ fn clock_provider_key_usage_and_secret_decryption_have_their_own_fix() {
         "ThrottlingException: Rate exceeded".into(),
     ));
     assert!(throttled.starts_with("retry later"), "{throttled}");
+    // OPERATIONS.md's throttling row: both texts (moto cannot throttle).
+    assert_eq!(
+        KmsError::Throttled("ThrottlingException: Rate exceeded".into()).to_string(),
+        "KMS throttled the request: ThrottlingException: Rate exceeded"
+    );
+    let store = StoreError::Throttled {
+        secret: "envelope/pii".into(),
+        message: "ThrottlingException: Rate exceeded".into(),
+    };
+    assert_eq!(
+        store.to_string(),
+        "secret envelope/pii: request throttled: ThrottlingException: Rate exceeded"
+    );
+    assert!(
+        fix(&store).unwrap_or_default().starts_with("retry later"),
+        "{:?}",
+        fix(&store)
+    );
     let store = StoreError::AccessDenied {
         secret: "envelope/pii".into(),
         message: "DecryptionFailure: Secrets Manager can't decrypt the protected secret text using the provided KMS key.".into(),
