@@ -69,6 +69,8 @@ struct Failing {
     got: Arc<Mutex<Vec<u8>>>,
     accept: usize,
     failures: usize,
+    /// When each failed write was tried.
+    failed_at: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 impl Write for Failing {
@@ -76,6 +78,10 @@ impl Write for Failing {
         let mut got = self.got.lock().unwrap();
         if self.failures > 0 && got.len() >= self.accept {
             self.failures -= 1;
+            self.failed_at
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
             return Err(std::io::Error::other("no space left on device"));
         }
         let n = if self.failures > 0 {
@@ -115,17 +121,20 @@ fn event(id: &str) -> Event<'_> {
 
 /// Writes `ids` as one block into a sink that tears it after 100 bytes and
 /// then fails `failures` times; returns what the sink got once the log is
-/// dropped, and whether the log refused calls meanwhile.
+/// dropped, whether the log refused calls meanwhile, and when the failed
+/// writes were tried.
 fn through_a_failing_sink(
     on_failure: OnFailure,
     failures: usize,
     ids: &[String],
-) -> (String, bool) {
+) -> (String, bool, Vec<std::time::Instant>) {
     let got = Arc::new(Mutex::new(Vec::new()));
+    let failed_at = Arc::new(Mutex::new(Vec::new()));
     let sink = Failing {
         got: got.clone(),
         accept: 100,
         failures,
+        failed_at: failed_at.clone(),
     };
     let log = AuditLog::with_sink(Box::new(sink), on_failure).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -146,7 +155,8 @@ fn through_a_failing_sink(
     });
     drop(log);
     let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
-    (text, refused)
+    let failed_at = failed_at.lock().unwrap().clone();
+    (text, refused, failed_at)
 }
 
 /// Refuse mode keeps a failed block and writes it again from where the
@@ -154,8 +164,14 @@ fn through_a_failing_sink(
 #[test]
 fn a_failed_write_is_retried_from_where_it_stopped() {
     let ids: Vec<String> = (0..10).map(|i| format!("line-{i}")).collect();
-    let (text, refused) = through_a_failing_sink(OnFailure::Refuse, 3, &ids);
+    let (text, refused, failed_at) = through_a_failing_sink(OnFailure::Refuse, 3, &ids);
     assert!(refused, "calls went on while the log could not be written");
+    // AUDIT.md: tried again every 200 ms, not in a loop that spins on a
+    // full disk (a lower bound only; a loaded machine may be later).
+    assert_eq!(failed_at.len(), 3);
+    for pair in failed_at.windows(2) {
+        assert!(pair[1] - pair[0] >= RETRY_EVERY, "{:?}", pair[1] - pair[0]);
+    }
     let got: Vec<String> = text
         .lines()
         .map(|l| {
@@ -173,7 +189,7 @@ fn a_failed_write_is_retried_from_where_it_stopped() {
 #[test]
 fn a_dropped_block_leaves_the_next_lines_whole() {
     let ids: Vec<String> = (0..10).map(|i| format!("line-{i}")).collect();
-    let (text, refused) = through_a_failing_sink(OnFailure::Continue, 1, &ids);
+    let (text, refused, _) = through_a_failing_sink(OnFailure::Continue, 1, &ids);
     assert!(!refused);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
