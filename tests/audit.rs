@@ -373,7 +373,7 @@ async fn each_kind_of_call_writes_the_documented_line() {
     }
 
     let audit = server
-        .audit_with(&["\"rpc\":\"RotateMasterKey\"", "\"code\":\"NOT_FOUND\""])
+        .audit_with(&["\"rpc\":\"RotateMasterKey\"", "\"key\":\"nope\""])
         .await;
     // The fields come in AUDIT.md's order (serde_json's Value would sort them).
     const ORDER: [&str; 17] = [

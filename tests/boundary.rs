@@ -222,23 +222,32 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert_eq!(refused, 5.0);
     // The idle ones never sent the HTTP/2 preface: closed after the handshake
     // timeout (3 s here), which gives their slots back.
-    for mut conn in idle {
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
-        )
-        .await
-        .expect("an idle connection without a preface was kept open")
-        .unwrap_or(0);
+    // All seven read at once, each closing time taken by itself: each was
+    // accepted after `opened`, so none may close before 3 s from it.
+    let closes: Vec<_> = idle
+        .into_iter()
+        .map(|mut conn| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                let n = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+                )
+                .await
+                .expect("an idle connection without a preface was kept open")
+                .unwrap_or(0);
+                (n, opened.elapsed())
+            })
+        })
+        .collect();
+    for close in closes {
+        let (n, at) = close.await.unwrap();
         assert_eq!(n, 0);
+        assert!(
+            at >= Duration::from_secs(3),
+            "closed before its timeout: {at:?}"
+        );
     }
-    // Each was accepted after `opened`, so none may close before 3 s from it.
-    assert!(
-        opened.elapsed() >= Duration::from_secs(3),
-        "closed before its timeout: {:?}",
-        opened.elapsed()
-    );
     let mut fresh = Vec::new();
     for _ in 0..7 {
         fresh.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
@@ -477,17 +486,30 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
             }
             assert!(!server.logs().contains("stale past the bound"));
         }
+        // Both names follow it; polled, as the status is set once a second.
         let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
         let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-        assert_eq!(status == serving, !refuses, "{mode}");
+        for service in ["", "envelope.v1.Envelope"] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status;
+                if (status == serving) != refuses {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{mode} {service:?}: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         assert_eq!(server.logs().contains(not_ready), refuses);
     }
 }

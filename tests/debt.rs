@@ -46,7 +46,12 @@ async fn reads_are_counted_per_version() {
     let v2 = rotate(&server, "default").await.current_version;
     // A version never read has no last-read series (OPERATIONS.md).
     let (_, text) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
-    assert!(text.contains(&format!("version=\"{v1}\"}}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "envelope_version_last_read_timestamp_seconds{{key=\"default\",version=\"{v1}\"}}"
+        )),
+        "{text}"
+    );
     assert!(!text.contains(&format!(
         "envelope_version_last_read_timestamp_seconds{{key=\"default\",version=\"{v2}\"}}"
     )));

@@ -572,6 +572,7 @@ async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
     // needs a data key, which the delayed KMS holds past the deadline.
     let batch_started = Instant::now();
     let batch = c.encrypt_batch(common::requests::batch("", 0, 100)).await;
+    let column_started = Instant::now();
     let column = c
         .encrypt_column(pb::EncryptColumnRequest {
             key: String::new(),
@@ -596,7 +597,7 @@ async fn a_call_past_its_deadline_is_cancelled_and_leaves_no_audit_line() {
     proxy.set_delay(Duration::ZERO);
     // Past the delayed KMS answers, calls that complete: their lines are
     // there, and still none for the cancelled ones.
-    tokio::time::sleep_until((batch_started + Duration::from_millis(3500)).into()).await;
+    tokio::time::sleep_until((column_started + Duration::from_millis(3500)).into()).await;
     c.generate_data_key(data_key()).await.unwrap();
     c.encrypt_batch(common::requests::batch("", 0, 2))
         .await

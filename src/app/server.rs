@@ -345,25 +345,17 @@ impl Backoff {
 /// while [`health::readiness`] says not ready, and SERVING again when it
 /// recovers. Checked every second.
 async fn readiness_loop(keyring: Arc<Keyring>, health: HealthReporter, max_staleness: Duration) {
-    let mut ready = true;
+    let (mut ready, mut stale, mut audit) = (true, false, false);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = health::readiness(&keyring, max_staleness);
+        // The status first, then the lines: a reader who sees a line finds
+        // the status it names.
         if now.ready != ready {
             ready = now.ready;
             let status = if ready {
-                tracing::info!("keys fresh again; ready");
                 ServingStatus::Serving
             } else {
-                // Each cause by itself, so that the line names the real one.
-                if !now.stale.is_empty() {
-                    tracing::error!(keys = ?now.stale, ?max_staleness, "keys stale past the bound; not ready");
-                }
-                if now.audit_refusing {
-                    tracing::error!(
-                        "the audit log cannot be written and calls are refused; not ready"
-                    );
-                }
                 ServingStatus::NotServing
             };
             health.set_service_status("", status).await;
@@ -374,6 +366,24 @@ async fn readiness_loop(keyring: Arc<Keyring>, health: HealthReporter, max_stale
                 )
                 .await;
         }
+        // Each cause as it starts and ends, so that a second cause, or one
+        // that clears while the other stays, is named too.
+        let state = if ready { "ready" } else { "not ready" };
+        match (stale, !now.stale.is_empty()) {
+            (false, true) => {
+                tracing::error!(keys = ?now.stale, ?max_staleness, "keys stale past the bound; {state}");
+            }
+            (true, false) => tracing::info!("keys fresh again; {state}"),
+            _ => {}
+        }
+        match (audit, now.audit_refusing) {
+            (false, true) => {
+                tracing::error!("the audit log cannot be written and calls are refused; {state}");
+            }
+            (true, false) => tracing::info!("the audit log is written again; {state}"),
+            _ => {}
+        }
+        (stale, audit) = (!now.stale.is_empty(), now.audit_refusing);
     }
 }
 

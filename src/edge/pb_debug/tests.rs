@@ -238,6 +238,31 @@ fn each_listed_message_is_redacted_by_itself() {
                 }
             ),
         ),
+        (
+            "ComputeIndexRequest",
+            format!(
+                "{:?}",
+                pb::ComputeIndexRequest {
+                    key: "k".into(),
+                    index: "email".into(),
+                    values: vec![pt()],
+                    context: ctx.clone(),
+                }
+            ),
+        ),
+        (
+            "IndexTokens",
+            format!(
+                "{:?}",
+                pb::IndexTokens {
+                    tokens: vec![pb::IndexToken {
+                        key_version: "v".into(),
+                        token: pt(),
+                    }],
+                    error: None,
+                }
+            ),
+        ),
     ];
     for (name, out) in &printed {
         assert!(out.contains(name), "{name}: {out}");

@@ -81,9 +81,11 @@ fn every_key_type_prints_its_documented_form_and_no_key_byte() {
             format!("LocalKms {{ path: {:?}, .. }}", dir.path().join("root.key").display().to_string()),
         ),
     ];
+    let path = dir.path().display().to_string();
     for (got, want) in &printed {
         assert_eq!(got, want);
-        assert!(!leaks(got), "{got}");
+        // The temporary path is random and may hold "42" itself.
+        assert!(!leaks(&got.replace(&path, "")), "{got}");
     }
     // The raw bytes behind them wipe themselves on drop.
     wiped_on_drop(&secret.value);
