@@ -184,6 +184,16 @@ async fn idle_streams_are_reset_after_their_timeout() {
     drop(bodies);
 }
 
+/// The bytes of the first read on `conn` (0 when the server closed it),
+/// failing with `why` if nothing comes within `limit`.
+async fn first_read(mut conn: tokio::net::TcpStream, limit: Duration, why: &str) -> usize {
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut conn, &mut buf))
+        .await
+        .expect(why)
+        .unwrap_or(0)
+}
+
 /// Connections over `max_connections` are closed at once, and a caller with
 /// a connection keeps being served.
 #[tokio::test]
@@ -203,15 +213,13 @@ async fn connections_over_the_cap_are_closed_at_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The next ones are closed by the server without a byte.
     for _ in 0..5 {
-        let mut extra = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(
+        let extra = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        let n = first_read(
+            extra,
             Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
+            "an over-the-cap connection was kept open",
         )
-        .await
-        .expect("an over-the-cap connection was kept open")
-        .unwrap_or(0);
+        .await;
         assert_eq!(n, 0, "the server wrote to an over-the-cap connection");
     }
     assert!(encrypt(&client, "", b"y", CTX).await.is_ok());
@@ -226,17 +234,13 @@ async fn connections_over_the_cap_are_closed_at_once() {
     // accepted after `opened`, so none may close before 3 s from it.
     let closes: Vec<_> = idle
         .into_iter()
-        .map(|mut conn| {
+        .map(|conn| {
             tokio::spawn(async move {
-                let mut buf = [0u8; 16];
-                let n = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+                let why = "an idle connection without a preface was kept open";
+                (
+                    first_read(conn, Duration::from_secs(10), why).await,
+                    opened.elapsed(),
                 )
-                .await
-                .expect("an idle connection without a preface was kept open")
-                .unwrap_or(0);
-                (n, opened.elapsed())
             })
         })
         .collect();
