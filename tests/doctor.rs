@@ -519,6 +519,15 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
         fix_of(&checks, "policy").contains("correct the policy file"),
         "{table}"
     );
+    // A policy file that is not there: its path, not its format.
+    std::fs::remove_file(d.join("policy.toml")).unwrap();
+    let (ok, checks, table) = doctor(d, &config(d, &url, &s.kms, &s.secret, &s.tls));
+    assert!(!ok);
+    assert_eq!(failed(&checks), ["policy"], "{table}");
+    assert!(
+        fix_of(&checks, "policy").starts_with("check policy_file"),
+        "{table}"
+    );
     std::fs::write(
         d.join("policy.toml"),
         "[[allow]]\ncallers = [\"app\"]\nkeys = [\"pii\"]\noperations = [\"encrypt\"]\n",

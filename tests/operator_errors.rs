@@ -349,7 +349,7 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         &format!("policy_file = \"{}\"\n", missing.display()),
         &[],
         &format!("cannot read policy {}: ", missing.display()),
-        "policy",
+        "check policy_file: it must name a file this user can read",
     );
 
     // A certificate with another certificate's key.

@@ -200,6 +200,12 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
     }
     if let Some(e) = err.downcast_ref::<ServeError>() {
         return match e {
+            // Unreadable (most often a wrong path) is not malformed.
+            ServeError::Policy(m) if m.starts_with("cannot read policy") => Some(
+                "check policy_file: it must name a file this user can read (the path is taken from \
+                 the working directory when relative)"
+                    .into(),
+            ),
             ServeError::Policy(_) => {
                 Some("correct the policy file; its format is in docs/CONFIG.md, \"Policy\"".into())
             }

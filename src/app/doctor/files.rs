@@ -143,6 +143,12 @@ pub(super) fn policy(settings: &Settings) -> Check {
         .and_then(|text| Policy::parse(&text));
     match parsed {
         Ok(p) => Check::ok(NAME, format!("{}: {}", path.display(), summary(&p))),
+        Err(why) if why.starts_with("cannot read it") => Check::fail(
+            NAME,
+            format!("{}: {why}", path.display()),
+            "check policy_file: it must name a file this user can read (the path is taken from \
+             the working directory when relative)",
+        ),
         Err(why) => Check::fail(
             NAME,
             format!("{}: {why}", path.display()),
