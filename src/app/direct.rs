@@ -9,15 +9,12 @@ use crate::keys::rotation::{RotationError, Rotator};
 /// none, and prints each key's state.
 pub async fn init_keys(settings: &Settings) -> Result<(), ServeError> {
     let backends = startup::open_backends(settings).await?;
-    let created = startup::init_keys(settings, &backends).await?;
-    for k in &settings.keys {
-        let state = if created.contains(&k.name) {
-            "created"
-        } else {
-            "exists"
-        };
-        println!("{}: {state}", k.name);
-    }
+    // Each key as it is done, so that after a failure the output says which
+    // keys went through before it.
+    startup::init_keys(settings, &backends, |name, made| {
+        println!("{name}: {}", if made { "created" } else { "exists" });
+    })
+    .await?;
     Ok(())
 }
 

@@ -196,6 +196,7 @@ fn key_err(key: &str, source: Error) -> ServeError {
 pub async fn init_keys(
     settings: &Settings,
     backends: &Backends,
+    mut done: impl FnMut(&str, bool),
 ) -> Result<Vec<String>, ServeError> {
     let mut created = Vec::new();
     for k in &settings.keys {
@@ -214,6 +215,7 @@ pub async fn init_keys(
             tracing::info!(key = %k.name, "created the first master-key version");
             created.push(k.name.clone());
         }
+        done(&k.name, made);
     }
     Ok(created)
 }
@@ -291,7 +293,7 @@ pub async fn load_keyring(settings: &Settings, backends: &Backends) -> Result<Ke
 pub async fn start(settings: &Settings) -> Result<Keyring, ServeError> {
     let backends = open_backends(settings).await?;
     if settings.mode == Mode::Local {
-        init_keys(settings, &backends).await?;
+        init_keys(settings, &backends, |_, _| {}).await?;
     }
     load_keyring(settings, &backends).await
 }
