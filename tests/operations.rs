@@ -501,10 +501,15 @@ async fn metrics_have_the_documented_shape() {
         "envelope_backend_call_duration_seconds",
         "op=\"GenerateDataKey\"",
     );
-    assert_eq!(backend[..want.len()].len(), want.len());
+    // The same buckets as requests (OPERATIONS.md), then +Inf.
+    assert_eq!(backend.len(), want.len() + 1, "{backend:?}");
+    for (got, want) in backend.iter().zip(&want) {
+        assert!((got / want - 1.0).abs() < 1e-9, "{backend:?}");
+    }
     let items = buckets(metrics, "envelope_batch_items", "");
     let powers: Vec<f64> = (0..=8).map(|n| f64::from(1u32 << (2 * n))).collect();
     assert_eq!(items[..powers.len()], powers[..], "{items:?}");
+    assert_eq!(items.len(), powers.len() + 1, "{items:?}");
     assert_eq!(
         value(metrics, "envelope_batch_items_count"),
         2.0,

@@ -542,7 +542,12 @@ async fn the_lambda_refuses_untagged_badly_tagged_and_misnamed_secrets() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no envelope:key tag"), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "secret store: secret {secret} is malformed: no envelope:key tag naming the Envelope key it holds; tag the secret first"
+        )
+    );
     tag(".hidden").await;
     let err = handle(&step("createSecret", &token), &backends)
         .await

@@ -29,6 +29,10 @@ fn key_states_and_expired_credentials_have_their_own_fix() {
     let fix_of = |e: KmsError| fix(&e).unwrap_or_default();
     assert!(fix_of(KmsError::KeyUnusable("DisabledException: …".into())).contains("enable-key"));
     let expired = KmsError::Credentials("ExpiredTokenException: token expired".into());
+    assert_eq!(
+        expired.to_string(),
+        "no usable AWS credentials for KMS: ExpiredTokenException: token expired"
+    );
     assert!(fix_of(expired).starts_with("the credentials have expired"));
     // OPERATIONS.md's start-up rows: the line, and the fix, of each.
     let pending = KmsError::KeyUnusable("KMSInvalidStateException: pending deletion".into());
