@@ -141,6 +141,22 @@ mod tests {
         )
     }
 
+    /// FORMAT.md: a record nonce is the key's 4-byte prefix and a 64-bit
+    /// big-endian counter that starts at 0.
+    #[test]
+    fn the_counter_starts_at_zero_after_the_prefix() {
+        let dk = key();
+        let limits = DataKeyLimits::default();
+        assert_eq!(
+            dk.claim(1, &limits).unwrap(),
+            [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            dk.claim(1, &limits).unwrap(),
+            [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+    }
+
     #[test]
     fn nonces_are_unique_across_threads() {
         let dk = Arc::new(key());

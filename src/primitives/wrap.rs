@@ -45,6 +45,22 @@ pub fn unwrap(kek: &AeadKey, wrapped: &[u8], aad: &[u8]) -> Result<KeyBytes, Cry
 mod tests {
     use super::*;
 
+    /// FORMAT.md: each wrap draws a fresh random nonce, so the same key
+    /// wrapped twice under one KEK gives two different blobs.
+    #[test]
+    fn each_wrap_has_a_fresh_nonce() {
+        let kek = AeadKey::new(&KeyBytes::random().unwrap()).unwrap();
+        let key = KeyBytes::random().unwrap();
+        let nonces: std::collections::HashSet<[u8; NONCE_BYTES]> = (0..64)
+            .map(|_| {
+                wrap(&kek, &key, b"aad").unwrap()[..NONCE_BYTES]
+                    .try_into()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(nonces.len(), 64);
+    }
+
     #[test]
     fn round_trip_and_every_change_is_refused() {
         let kek = AeadKey::new(&KeyBytes::random().unwrap()).unwrap();
