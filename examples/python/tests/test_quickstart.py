@@ -66,6 +66,36 @@ def test_a_tampered_record_is_not_retried(server):
     assert len(server.audit("Decrypt")) == 1, "INVALID_ARGUMENT is an answer: sent once"
 
 
+def test_the_service_config_is_what_clients_md_says():
+    """docs/CLIENTS.md, "Deadlines" and "Retries": 2 s for unary calls, 30 s for
+    batches and columns, an hour for streams, 60 s for Admin; UNAVAILABLE alone
+    retried, 4 attempts, 50 ms doubling to 1 s; round robin over the addresses."""
+    from envelope_client import SERVICE_CONFIG
+    assert SERVICE_CONFIG["loadBalancingConfig"] == [{"round_robin": {}}]
+    timeouts, retries = {}, {}
+    for mc in SERVICE_CONFIG["methodConfig"]:
+        for name in mc["name"]:
+            key = (name["service"], name.get("method", ""))
+            timeouts[key] = mc["timeout"]
+            retries[key] = mc.get("retryPolicy")
+    env = "envelope.v1.Envelope"
+    assert timeouts[(env, "")] == "2s"
+    for m in ("EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn", "RewrapBatch",
+              "ReencryptBatch", "ReencryptColumn"):
+        assert timeouts[(env, m)] == "30s", m
+    for m in ("EncryptStream", "DecryptStream", "EncryptColumnStream", "DecryptColumnStream"):
+        assert timeouts[(env, m)] == "3600s" and retries[(env, m)] is None, m
+    assert timeouts[("envelope.v1.Admin", "")] == "60s"
+    assert retries[("envelope.v1.Admin", "")] is None
+    assert retries[(env, "")] == retries[(env, "EncryptBatch")] == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,12 +9,46 @@ import { test } from "node:test";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { call, connect, decryptFile, encryptFile, openChunks, sealChunks } from "../src/envelope";
+import { call, connect, decryptFile, encryptFile, openChunks, sealChunks, serviceConfig } from "../src/envelope";
 import { main } from "../src/quickstart";
 import * as pb from "../gen/envelope/v1/envelope";
 import { INDEX, Server } from "./server";
 
 const root = path.join(__dirname, "..", "..");
+
+test("the service config is what docs/CLIENTS.md says", () => {
+  assert.deepEqual(serviceConfig.loadBalancingConfig, [{ round_robin: {} }]);
+  const timeouts = new Map<string, string>();
+  const retries = new Map<string, unknown>();
+  for (const mc of serviceConfig.methodConfig) {
+    for (const name of mc.name as { service: string; method?: string }[]) {
+      const key = `${name.service}/${name.method ?? ""}`;
+      timeouts.set(key, mc.timeout);
+      retries.set(key, (mc as { retryPolicy?: unknown }).retryPolicy);
+    }
+  }
+  const env = "envelope.v1.Envelope";
+  assert.equal(timeouts.get(`${env}/`), "2s");
+  for (const m of ["EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn", "RewrapBatch", "ReencryptBatch",
+    "ReencryptColumn"]) {
+    assert.equal(timeouts.get(`${env}/${m}`), "30s", m);
+  }
+  for (const m of ["EncryptStream", "DecryptStream", "EncryptColumnStream", "DecryptColumnStream"]) {
+    assert.equal(timeouts.get(`${env}/${m}`), "3600s", m);
+    assert.equal(retries.get(`${env}/${m}`), undefined, m);
+  }
+  assert.equal(timeouts.get("envelope.v1.Admin/"), "60s");
+  assert.equal(retries.get("envelope.v1.Admin/"), undefined);
+  const policy = {
+    maxAttempts: 4,
+    initialBackoff: "0.05s",
+    maxBackoff: "1s",
+    backoffMultiplier: 2,
+    retryableStatusCodes: ["UNAVAILABLE"],
+  };
+  assert.deepEqual(retries.get(`${env}/`), policy);
+  assert.deepEqual(retries.get(`${env}/EncryptBatch`), policy);
+});
 
 test("the README's code is src/quickstart.ts, and it runs", async () => {
   const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
