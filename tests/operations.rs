@@ -614,3 +614,35 @@ async fn a_direct_rotation_is_not_counted_by_the_server() {
         assert!(metrics.contains(&series), "{metrics}");
     }
 }
+
+/// OPERATIONS.md, `outcome` label: a "not found" answer counts as an
+/// `error` backend call, here an on-demand fetch of a version the store
+/// lacks (the record's version id replaced).
+#[tokio::test]
+async fn a_version_the_store_lacks_counts_as_a_failed_backend_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let mut c = server.client().await;
+    let sealed = c.encrypt(enc("", b"x", &[])).await.unwrap().into_inner();
+    let mut forged = sealed.ciphertext.to_vec();
+    // Format, kind, 4-byte key id, the UUID form byte, then 16 id bytes.
+    forged[7..23].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let series = "envelope_backend_calls_total{service=\"secretsmanager\",op=\"GetSecretValue\",outcome=\"error\"}";
+    let errors = || {
+        let (_, m) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = errors();
+    let refused = c.decrypt(dec("", &forged, &[])).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(errors() - before, 1.0);
+}
