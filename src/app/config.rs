@@ -106,6 +106,14 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
+/// The fix for a policy file that cannot be read (start-up and doctor).
+pub const POLICY_PATH: &str = "check policy_file: it must name a file this user can read (the \
+     path is taken from the working directory when relative)";
+
+/// The fix for a policy file that does not parse (start-up and doctor).
+pub const POLICY_FORMAT: &str =
+    "correct the policy file; its format is in docs/CONFIG.md, \"Policy\"";
+
 /// Overrides from the command line.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {

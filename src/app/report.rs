@@ -8,6 +8,7 @@
 use std::error::Error as StdError;
 
 use crate::app::config::ConfigError;
+use crate::app::config::{POLICY_FORMAT, POLICY_PATH};
 use crate::app::startup::ServeError;
 use crate::backends::kms::KmsError;
 use crate::backends::store::StoreError;
@@ -200,15 +201,10 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
     }
     if let Some(e) = err.downcast_ref::<ServeError>() {
         return match e {
-            // Unreadable (most often a wrong path) is not malformed.
-            ServeError::Policy(m) if m.starts_with("cannot read policy") => Some(
-                "check policy_file: it must name a file this user can read (the path is taken from \
-                 the working directory when relative)"
-                    .into(),
-            ),
-            ServeError::Policy(_) => {
-                Some("correct the policy file; its format is in docs/CONFIG.md, \"Policy\"".into())
+            ServeError::Policy(m) if m.starts_with("cannot read policy") => {
+                Some(POLICY_PATH.into())
             }
+            ServeError::Policy(_) => Some(POLICY_FORMAT.into()),
             ServeError::Audit(_) => {
                 Some("check [audit] output: its directory must exist and be writable".into())
             }

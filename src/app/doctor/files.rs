@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Check;
-use crate::app::config::{Mode, Settings};
+use crate::app::config::{Mode, POLICY_FORMAT, POLICY_PATH, Settings};
 use crate::backends::store::StoreError;
 use crate::edge::authz::Policy;
 use crate::edge::tls::TlsSettings;
@@ -143,17 +143,11 @@ pub(super) fn policy(settings: &Settings) -> Check {
         .and_then(|text| Policy::parse(&text));
     match parsed {
         Ok(p) => Check::ok(NAME, format!("{}: {}", path.display(), summary(&p))),
-        Err(why) if why.starts_with("cannot read it") => Check::fail(
-            NAME,
-            format!("{}: {why}", path.display()),
-            "check policy_file: it must name a file this user can read (the path is taken from \
-             the working directory when relative)",
-        ),
-        Err(why) => Check::fail(
-            NAME,
-            format!("{}: {why}", path.display()),
-            "correct the policy file; its format is in docs/CONFIG.md, \"Policy\"",
-        ),
+        // Unreadable (most often a wrong path) is not malformed.
+        Err(why) if why.starts_with("cannot read it") => {
+            Check::fail(NAME, format!("{}: {why}", path.display()), POLICY_PATH)
+        }
+        Err(why) => Check::fail(NAME, format!("{}: {why}", path.display()), POLICY_FORMAT),
     }
 }
 
