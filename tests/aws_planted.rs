@@ -106,6 +106,10 @@ async fn refusal_audited(server: &Server, version: &str) -> serde_json::Value {
     assert_eq!(line["key_version"], version, "{line}");
     assert_eq!(line["outcome"], "refused", "{line}");
     assert_eq!(line["caller"], serde_json::Value::Null, "{line}");
+    assert_eq!(line["rpc"], "KeyRefresh", "{line}");
+    assert_eq!(line["operation"], "refresh", "{line}");
+    assert_eq!(line["code"], "FAILED_PRECONDITION", "{line}");
+    assert_eq!(line["latency_us"], 0, "{line}");
     line
 }
 

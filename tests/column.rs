@@ -153,6 +153,20 @@ async fn bad_items_fail_alone_and_rows_that_do_not_fit_fail_the_call() {
     let server = Server::start(&dir.path().join("data"), Some(config));
     let mut c = server.client().await;
 
+    // An unknown key fails the whole call (API.md), either way.
+    let mut unknown = enc_column(vec![Bytes::from_static(b"a")], Vec::new());
+    unknown.key = "nope".into();
+    assert_eq!(
+        c.encrypt_column(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let mut unknown = dec_column(vec![Bytes::from_static(b"a")], Vec::new());
+    unknown.key = "nope".into();
+    assert_eq!(
+        c.decrypt_column(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
     // Item 1 is too large; item 2's row value is over the context limit.
     let plaintexts = vec![
         Bytes::from_static(b"a"),

@@ -199,6 +199,11 @@ async fn an_empty_key_is_default_or_every_key() {
     assert!(admin.key_status(status("pii")).await.is_ok());
     let e = admin.key_status(status("")).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // RefreshKeys likewise: "" is every key.
+    let refresh = |key: &str| pb::RefreshKeysRequest { key: key.into() };
+    assert!(admin.refresh_keys(refresh("pii")).await.is_ok());
+    let e = admin.refresh_keys(refresh("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // Granted `default` only: Encrypt "" passes the policy and finds no
     // key named `default`; KeyStatus "" still needs every key.
@@ -234,6 +239,8 @@ async fn an_empty_key_is_default_or_every_key() {
     };
     let names: Vec<&str> = listed.keys.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["pii"]);
+    let refreshed = admin.refresh_keys(refresh("")).await.unwrap().into_inner();
+    assert_eq!(refreshed.refreshed, ["pii"]);
     let e = encrypt(&client, "", b"x", &[]).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }

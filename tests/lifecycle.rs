@@ -756,8 +756,20 @@ async fn mark_compromised_is_idempotent_and_refuses_what_it_cannot_mark() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    let e = admin.mark_compromised(mark(&first, "")).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A reason of 1 to 512 printable characters (API.md): empty, 513 and a
+    // control character are refused; 512 is taken (the version is already
+    // marked, so nothing changes).
+    for bad in [String::new(), "a".repeat(513), "a\tb".to_owned()] {
+        let e = admin
+            .mark_compromised(mark(&first, &bad))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+    }
+    admin
+        .mark_compromised(mark(&first, &"a".repeat(512)))
+        .await
+        .unwrap();
 }
 
 /// ROTATION.md, "A compromised version": with `allow_compromised_decrypts`,

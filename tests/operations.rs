@@ -594,6 +594,23 @@ async fn a_direct_rotation_is_not_counted_by_the_server() {
         &[],
     );
     assert!(ok, "{err}");
+    // A direct step that fails is not counted either.
+    let token = uuid::Uuid::new_v4().to_string();
+    let (ok, _, _) = common::cli::run(
+        &[
+            "rotate",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--key",
+            "default",
+            "--step",
+            "setSecret",
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    assert!(!ok, "setSecret of a token with no version must fail");
     server
         .admin()
         .await

@@ -116,6 +116,14 @@ fn bad_values_are_refused() {
             "invalid setting keys.name: \"../x\" must be",
         ),
         (
+            "[[keys]]\nname = \".a\"\n",
+            "invalid setting keys.name: \".a\" must be",
+        ),
+        (
+            "[[keys]]\nname = \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
+            "invalid setting keys.name: \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\" must be",
+        ),
+        (
             "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"a\"\n",
             "keys.name: \"a\" is listed twice",
         ),
@@ -274,4 +282,8 @@ fn every_validation_rule_is_enforced() {
         .map(|(bad, why, got)| format!("{bad:?}: want {why:?}, got {got}"))
         .collect();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The age's grace may be 0 (CONFIG.md): taken, not refused.
+    let file: FileConfig = toml::from_str("[limits]\nmax_connection_age_grace_secs = 0\n").unwrap();
+    let s = Settings::from_file(file, Overrides::default()).unwrap();
+    assert!(s.transport.max_connection_age_grace.is_zero());
 }
