@@ -583,33 +583,22 @@ async fn a_direct_rotation_is_not_counted_by_the_server() {
     let data = dir.path().join("data");
     let server = Server::start(&data, Some("metrics_listen = \"127.0.0.1:0\"\n"));
     let before = key_status(&server).await.current_version;
-    let (ok, out, err) = common::cli::run(
-        &[
+    let rotate = |step: &[&str]| {
+        let mut args = vec![
             "rotate",
             "--data-dir",
             data.to_str().unwrap(),
             "--key",
             "default",
-        ],
-        &[],
-    );
+        ];
+        args.extend_from_slice(step);
+        common::cli::run(&args, &[])
+    };
+    let (ok, out, err) = rotate(&[]);
     assert!(ok, "{err}");
     // A direct step that fails is not counted either.
     let token = uuid::Uuid::new_v4().to_string();
-    let (ok, _, _) = common::cli::run(
-        &[
-            "rotate",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--key",
-            "default",
-            "--step",
-            "setSecret",
-            "--token",
-            &token,
-        ],
-        &[],
-    );
+    let (ok, _, _) = rotate(&["--step", "setSecret", "--token", &token]);
     assert!(!ok, "setSecret of a token with no version must fail");
     server
         .admin()
