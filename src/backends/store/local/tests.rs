@@ -50,3 +50,16 @@ async fn stages_follow_secrets_manager_rules() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// CONFIG.md, `secret_id`: the local store takes 1–128 letters, digits,
+/// `-`, `_` and `.`, not starting with `.`, so an id never leaves the
+/// directory or names a hidden file.
+#[test]
+fn secret_ids_are_plain_file_names() {
+    for good in ["k", "envelope-pii", "a.b_c", &"s".repeat(128)] {
+        assert!(valid_secret_id(good), "{good}");
+    }
+    for bad in ["", ".hidden", "../x", "a/b", "a b", "é", &"s".repeat(129)] {
+        assert!(!valid_secret_id(bad), "{bad}");
+    }
+}
