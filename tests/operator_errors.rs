@@ -632,6 +632,14 @@ async fn rewrap_keeps_failed_records_and_says_which() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&output).unwrap(), text);
+    // Twelve failures: the first ten are reported, all are counted.
+    std::fs::write(&input, format!("{other_context}\n").repeat(12)).unwrap();
+    let (ok, out, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!ok, "{out}{err}");
+    let reported: Vec<&str> = err.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(reported.len(), 10, "{err}");
+    assert!(reported[9].starts_with("line 10: "), "{err}");
+    assert!(out.contains("12 failed"), "{out}");
 
     // A whole call refused (no such key): --output is left as it was, and
     // the temporary file is removed.
