@@ -142,6 +142,21 @@ async fn tokens_are_stable_and_unrelated_across_keys_indexes_and_scopes() {
     );
     assert!(r[0].tokens.is_empty());
     assert_eq!(r[1].tokens.len(), 1);
+    // Its audit line (AUDIT.md, key_version by RPC): the current version,
+    // and the values counted as items.
+    let audit = server.audit_with(&["\"failed_items\":1"]).await;
+    let line = audit
+        .lines()
+        .find(|l| l.contains("\"index\":\"cpf\"") && l.contains("\"failed_items\":1"))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    let current = r[1].tokens[0].key_version.clone();
+    assert_eq!(line["key_version"], current.as_str(), "{line}");
+    assert_eq!(
+        (&line["items"], &line["outcome"]),
+        (&2.into(), &"partial".into()),
+        "{line}"
+    );
 
     // A second replica on the same store and root key, and a restart, agree.
     let replica = Server::start(&data, Some(KEYS));
