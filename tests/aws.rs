@@ -228,9 +228,29 @@ async fn seed_001_master_key_document() {
         ),
         "{metrics}"
     );
-    // The derivation is deterministic: a new server over the same secret opens the record.
+    // The derivation is deterministic: a new server over the same secret
+    // opens the record, here accepting only that version (exported as
+    // scope="listed").
     drop(server);
-    let server = Server::start_with(&dir.path().join("d2"), Some(&cfg), TEST_ENV);
+    let listed = aws_config(
+        &moto().url(),
+        &kms_key().await,
+        FAIL_FAST,
+        "metrics_listen = \"127.0.0.1:0\"\n",
+        &format!(
+            "{}unwrapped_versions = [\"{}\"]\n",
+            secret_key("default", &secret),
+            e.key_version
+        ),
+    );
+    let server = Server::start_with(&dir.path().join("d2"), Some(&listed), TEST_ENV);
+    let metrics = common::http_get(server.metrics.as_deref().unwrap(), "/metrics").1;
+    assert!(
+        metrics.contains(
+            "envelope_key_accepts_unwrapped_master_keys{key=\"default\",scope=\"listed\"} 1"
+        ),
+        "{metrics}"
+    );
     assert_eq!(
         decrypt(&server, "", &e.ciphertext, CTX)
             .await
