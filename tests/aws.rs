@@ -202,16 +202,19 @@ async fn seed_001_master_key_document() {
         .send()
         .await
         .unwrap();
-    let cfg = aws_config(
-        &moto().url(),
-        &kms_key().await,
-        FAIL_FAST,
-        "metrics_listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "{}allow_unwrapped_master_keys = true\n",
-            secret_key("default", &secret)
-        ),
-    );
+    let kms = kms_key().await;
+    // The key on the seed secret, with how it accepts seed shapes.
+    let accepting = |how: &str| {
+        let keys = format!("{}{how}\n", secret_key("default", &secret));
+        aws_config(
+            &moto().url(),
+            &kms,
+            FAIL_FAST,
+            "metrics_listen = \"127.0.0.1:0\"\n",
+            &keys,
+        )
+    };
+    let cfg = accepting("allow_unwrapped_master_keys = true");
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
     let e = round_trip(&server, "", "alice@example.com").await;
     // CONFIG.md: the key's acceptance is warned at start and exported.
@@ -232,17 +235,7 @@ async fn seed_001_master_key_document() {
     // opens the record, here accepting only that version (exported as
     // scope="listed").
     drop(server);
-    let listed = aws_config(
-        &moto().url(),
-        &kms_key().await,
-        FAIL_FAST,
-        "metrics_listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "{}unwrapped_versions = [\"{}\"]\n",
-            secret_key("default", &secret),
-            e.key_version
-        ),
-    );
+    let listed = accepting(&format!("unwrapped_versions = [\"{}\"]", e.key_version));
     let server = Server::start_with(&dir.path().join("d2"), Some(&listed), TEST_ENV);
     let metrics = common::http_get(server.metrics.as_deref().unwrap(), "/metrics").1;
     assert!(
