@@ -499,7 +499,8 @@ async fn rewrap_leaves_the_decryption_cache_alone() {
 async fn refresh_keys_stops_at_the_first_failure() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = "[[keys]]\nname = \"a\"\n[[keys]]\nname = \"b\"\n[[keys]]\nname = \"c\"\n";
+    // Configured c, b, a: refreshed in name order, a, b, c (CONFIG.md).
+    let config = "[[keys]]\nname = \"c\"\n[[keys]]\nname = \"b\"\n[[keys]]\nname = \"a\"\n";
     let server = Server::start(&data, Some(config));
     let mut admin = server.admin().await;
     let status = |admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>| {

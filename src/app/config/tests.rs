@@ -99,6 +99,22 @@ fn the_documented_defaults() {
         (secs(3), secs(5), secs(15))
     );
     assert_eq!(a.max_attempts, 3);
+    // The rotation Lambda starts from the same defaults (ROTATION.md).
+    let lambda = crate::backends::aws_sdk::AwsSettings::new("k".into());
+    assert_eq!(
+        (
+            lambda.connect_timeout,
+            lambda.attempt_timeout,
+            lambda.operation_timeout,
+            lambda.max_attempts
+        ),
+        (
+            a.connect_timeout,
+            a.attempt_timeout,
+            a.operation_timeout,
+            a.max_attempts
+        )
+    );
     // Empty: only kms_key_id is allowed (`AwsKms::allowing`).
     assert!(a.allowed_kms_keys.is_empty() && a.replica_regions.is_empty());
     let tls = s.tls.unwrap();
