@@ -351,6 +351,33 @@ async fn each_kind_of_call_writes_the_documented_line() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
+    // Rewrap, an Encrypt with no context, GenerateDataKey, UnwrapDataKey.
+    let moved = c
+        .rewrap(pb::RewrapRequest {
+            key: String::new(),
+            ciphertext: sealed.ciphertext.clone(),
+            context: common::ctx(&[("b", "2"), ("a", "1")]),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.encrypt(enc("", b"x", &[])).await.unwrap();
+    let blob = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: common::ctx(&[("z", "1")]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.unwrap_data_key(pb::UnwrapDataKeyRequest {
+        key: String::new(),
+        wrapped_key: blob.wrapped_key.clone(),
+        context: common::ctx(&[("z", "1")]),
+    })
+    .await
+    .unwrap();
     // Health and reflection: no lines.
     let mut health = HealthClient::new(server.channel().await);
     health.check(HealthCheckRequest::default()).await.unwrap();
@@ -373,7 +400,7 @@ async fn each_kind_of_call_writes_the_documented_line() {
     }
 
     let audit = server
-        .audit_with(&["\"rpc\":\"RotateMasterKey\"", "\"key\":\"nope\""])
+        .audit_with(&["\"rpc\":\"RotateMasterKey\"", "\"rpc\":\"UnwrapDataKey\""])
         .await;
     // The fields come in AUDIT.md's order (serde_json's Value would sort them).
     const ORDER: [&str; 17] = [
@@ -428,7 +455,11 @@ async fn each_kind_of_call_writes_the_documented_line() {
             "KeyStatus",
             "RefreshKeys",
             "RotateMasterKey",
-            "DecryptBatch"
+            "DecryptBatch",
+            "Rewrap",
+            "Encrypt",
+            "GenerateDataKey",
+            "UnwrapDataKey"
         ],
         "{audit}"
     );
@@ -478,6 +509,22 @@ async fn each_kind_of_call_writes_the_documented_line() {
     assert_eq!(field(9, "code"), "NOT_FOUND");
     for i in [2, 6, 7, 8, 9] {
         assert!(!has(i, "context_keys"), "{}", lines[i]);
+    }
+    // The unary calls with a context list its keys; an empty one lists none.
+    let current = rotated.current_version.as_str();
+    assert_eq!(moved.key_version, current);
+    for (i, keys, version) in [
+        (10, Some(serde_json::json!(["a", "b"])), current),
+        (11, None, current),
+        (12, Some(serde_json::json!(["z"])), current),
+        (
+            13,
+            Some(serde_json::json!(["z"])),
+            blob.key_version.as_str(),
+        ),
+    ] {
+        assert_eq!(lines[i].get("context_keys").cloned(), keys, "{}", lines[i]);
+        assert_eq!(field(i, "key_version"), version, "{}", lines[i]);
     }
 }
 
