@@ -322,30 +322,21 @@ async fn cli_encrypts_decrypts_rotates_and_reports() {
     // CONFIG.md: the version goes to stderr, the record alone to stdout.
     let version = key_status(&server).await.current_version;
     assert_eq!(err.trim_end(), format!("key_version: {version}"));
-    let (ok, pt, err) = run_stdin(
-        &[
-            "decrypt",
-            "--addr",
-            &addr,
-            "--context",
-            "table=users",
-            "--base64",
-        ],
-        &ct,
-    );
+    let decrypt = |context: &str, input: &[u8]| {
+        run_stdin(
+            &["decrypt", "--addr", &addr, "--context", context, "--base64"],
+            input,
+        )
+    };
+    let (ok, pt, err) = decrypt("table=users", &ct);
     assert!(ok, "{err}");
     assert_eq!(pt, b"555-0100");
-    let (ok, _, err) = run_stdin(
-        &[
-            "decrypt",
-            "--addr",
-            &addr,
-            "--context",
-            "table=other",
-            "--base64",
-        ],
-        &ct,
-    );
+    // Surrounding whitespace around the base64 text is trimmed (CONFIG.md).
+    let padded = [b"  \n".as_slice(), ct.trim_ascii(), b" \n\n"].concat();
+    let (ok, pt, err) = decrypt("table=users", &padded);
+    assert!(ok, "{err}");
+    assert_eq!(pt, b"555-0100");
+    let (ok, _, err) = decrypt("table=other", &ct);
     assert!(!ok && err.contains("InvalidArgument"), "{err}");
     let (ok, out, err) = run_stdin(&["rotate", "--addr", &addr, "--key", "default"], b"");
     assert!(ok, "{err}");
