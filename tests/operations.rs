@@ -167,6 +167,14 @@ async fn metrics_and_health_endpoints_follow_the_service() {
             "envelope_backend_calls_total{service=\"secretsmanager\",op=\"PutSecretValue\",outcome=\"ok\"}"
         ) >= 1.0
     );
+    // The other op names of OPERATIONS.md's `service`, `op` row: finishSecret
+    // moves the stage, and loading the new version decrypts its key.
+    for series in [
+        "envelope_backend_calls_total{service=\"secretsmanager\",op=\"UpdateSecretVersionStage\",outcome=\"ok\"}",
+        "envelope_backend_calls_total{service=\"kms\",op=\"Decrypt\",outcome=\"ok\"}",
+    ] {
+        assert!(value(&after, series) >= 1.0, "{series}");
+    }
     let ages = after
         .lines()
         .filter(|l| l.starts_with("envelope_master_key_age_seconds{key=\"default\""))
