@@ -571,6 +571,12 @@ async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
             "{reason}: {text}"
         );
     }
+    // The failed and timed-out handshakes left no audit line: the one line
+    // is the Encrypt served meanwhile (SECURITY.md).
+    let audit = server.audit_with(&["\"rpc\":\"Encrypt\""]).await;
+    let lines: Vec<&str> = audit.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    assert!(lines[0].contains("\"rpc\":\"Encrypt\""), "{audit}");
 }
 
 #[test]
