@@ -161,9 +161,7 @@ async fn request_ids_are_the_servers_and_the_audit_file_is_private() {
             .insert("x-request-id", "client-chosen-id".parse().unwrap());
         req
     }
-    let id_of = |m: &tonic::metadata::MetadataMap| {
-        m.get("x-request-id").unwrap().to_str().unwrap().to_owned()
-    };
+    let id_of = common::requests::request_id;
     let ok = c.encrypt(with_own_id(enc("", b"x", CTX))).await.unwrap();
     let ok_id = id_of(ok.metadata());
     let failed = c
@@ -258,13 +256,7 @@ async fn a_renamed_audit_file_keeps_its_lines_until_restart() {
     c.encrypt(enc("", b"before", CTX)).await.unwrap();
     std::fs::rename(&audit, &rotated).unwrap();
     let after = c.encrypt(enc("", b"after", CTX)).await.unwrap();
-    let id = after
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = common::requests::request_id(after.metadata());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !std::fs::read_to_string(&rotated).unwrap().contains(&id) {
         assert!(
@@ -578,13 +570,7 @@ async fn debug_lines_carry_the_calls_request_id() {
         .encrypt(enc("", b"x", CTX))
         .await
         .unwrap();
-    let id = sealed
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = common::requests::request_id(sealed.metadata());
     // The first Encrypt makes a data key, and logs it at debug.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {

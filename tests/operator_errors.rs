@@ -519,22 +519,27 @@ async fn rewrap_reports_progress_after_the_first_batch_then_periodically() {
         .collect();
     let input = dir.path().join("records.b64");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let (ok, out, err) = run(
-        &[
-            "rewrap",
-            "--addr",
-            &server.addr,
-            "--context",
-            "table=users",
-            "--batch",
-            "10",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            input.to_str().unwrap(),
-        ],
-        &[],
-    );
+    // Rewraps `file` in place through the server, `batch` records a call.
+    let rewrap = |batch: &str, file: &std::path::Path| {
+        let file = file.to_str().unwrap();
+        run(
+            &[
+                "rewrap",
+                "--addr",
+                &server.addr,
+                "--context",
+                "table=users",
+                "--batch",
+                batch,
+                "--input",
+                file,
+                "--output",
+                file,
+            ],
+            &[],
+        )
+    };
+    let (ok, out, err) = rewrap("10", &input);
     assert!(ok, "{err}");
     // Not a line per batch (three here): the first, then one every
     // PLAIN_EVERY (10 s), which this run does not last.
@@ -555,22 +560,7 @@ async fn rewrap_reports_progress_after_the_first_batch_then_periodically() {
     let many = dir.path().join("many.b64");
     std::fs::write(&many, format!("{}\n", lines[0]).repeat(10_001)).unwrap();
     for (batch, first, file) in [("0", 1, &input), ("20000", 10_000, &many)] {
-        let (ok, _, err) = run(
-            &[
-                "rewrap",
-                "--addr",
-                &server.addr,
-                "--context",
-                "table=users",
-                "--batch",
-                batch,
-                "--input",
-                file.to_str().unwrap(),
-                "--output",
-                file.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let (ok, _, err) = rewrap(batch, file);
         assert!(ok, "{err}");
         assert!(
             err.contains(&format!("rewrap: {first} records so far (")),

@@ -394,13 +394,7 @@ async fn store_and_kms_failures_reach_the_caller_without_their_detail() {
     // The operator gets the detail, on a line naming the call's request
     // id: the caller's x-request-id, and its audit line's.
     let failed = c.decrypt(dec("", &unknown, CTX)).await.unwrap_err();
-    let id = failed
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = common::requests::request_id(failed.metadata());
     let logs = server.logs();
     assert!(
         logs.lines()

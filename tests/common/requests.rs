@@ -150,3 +150,13 @@ pub async fn rotate(server: &Server, key: &str) -> pb::RotateMasterKeyResponse {
         .unwrap()
         .into_inner()
 }
+
+/// The `x-request-id` a response or status carries.
+pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}

@@ -5,6 +5,17 @@ use crate::backends::kms::local::LocalKms;
 use crate::backends::store::AWSPREVIOUS;
 use crate::backends::store::local::LocalStore;
 
+/// A local store and root key whose secret "k" has its first version.
+async fn with_first_version() -> (tempfile::TempDir, LocalStore, LocalKms) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("s")).unwrap();
+    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
+    ensure_initial_version(&store, &kms, "k", "k")
+        .await
+        .unwrap();
+    (dir, store, kms)
+}
+
 #[tokio::test]
 async fn four_steps_are_idempotent_and_move_the_stages() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,12 +77,7 @@ async fn four_steps_are_idempotent_and_move_the_stages() {
 
 #[tokio::test]
 async fn failed_test_step_leaves_current_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(&dir.path().join("s")).unwrap();
-    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
-    ensure_initial_version(&store, &kms, "k", "k")
-        .await
-        .unwrap();
+    let (_dir, store, kms) = with_first_version().await;
     let r = Rotator {
         store: &store,
         kms: &kms,
@@ -203,12 +209,7 @@ async fn errors_say_what_the_table_says_and_a_split_finish_completes() {
 /// held it (an abandoned rotation's); its pin label stays.
 #[tokio::test]
 async fn a_new_create_secret_takes_awspending_from_an_abandoned_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(&dir.path().join("s")).unwrap();
-    let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
-    ensure_initial_version(&store, &kms, "k", "k")
-        .await
-        .unwrap();
+    let (_dir, store, kms) = with_first_version().await;
     let r = Rotator {
         store: &store,
         kms: &kms,
