@@ -586,3 +586,84 @@ async fn debug_lines_carry_the_calls_request_id() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// OPERATIONS.md, "gRPC health", and AUDIT.md, "When it cannot be written":
+/// in refuse mode, a write that fails (here the file-size limit,
+/// RLIMIT_FSIZE, set on the running server with `prlimit`) refuses calls
+/// and takes health to NOT_SERVING; once the file can be written again (an
+/// operator truncates it), the held lines are written, health is SERVING
+/// again and calls are served. The server is not ended by SIGXFSZ.
+#[tokio::test]
+async fn calls_and_health_come_back_when_the_audit_log_is_writable_again() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    // The limit is this file's size: padding keeps it above the stderr log
+    // the test reads, which the limit covers too.
+    std::fs::write(&audit, vec![b'\n'; 256 * 1024]).unwrap();
+    std::fs::set_permissions(&audit, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cfg = format!(
+        "metrics_listen = \"127.0.0.1:0\"\n[audit]\noutput = \"{}\"\non_failure = \"refuse\"\n",
+        audit.display()
+    );
+    let mut server = Server::start(&dir.path().join("data"), Some(&cfg));
+    let mut c = server.client().await;
+    let first = c.encrypt(enc("", b"before", CTX)).await.unwrap();
+    let id = common::requests::request_id(first.metadata());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit).unwrap().contains(&id) {
+        assert!(Instant::now() < deadline, "the first line was not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let limit = std::fs::metadata(&audit).unwrap().len();
+    let ok = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid()))
+        .arg(format!("--fsize={limit}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prlimit failed");
+
+    let mut refused = None;
+    for _ in 0..100 {
+        match c.encrypt(enc("", b"during", CTX)).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(s) => {
+                refused = Some(s);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("calls went on past the file-size limit");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    server.wait_health(false).await;
+    assert!(!server.exited(), "SIGXFSZ ended the server");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&audit)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    server.wait_health(true).await;
+    let (code, body) = common::http_get(server.metrics.as_deref().unwrap(), "/readyz");
+    assert_eq!(code, 200, "{body}");
+    server
+        .log_lines(
+            "the audit log is written again; ready",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(server.logs().contains("the audit log is writable again"));
+    let after = c.encrypt(enc("", b"after", CTX)).await.unwrap();
+    let after_id = common::requests::request_id(after.metadata());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit).unwrap().contains(&after_id) {
+        assert!(
+            Instant::now() < deadline,
+            "the line after recovery was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

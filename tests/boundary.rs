@@ -490,30 +490,8 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
             }
             assert!(!server.logs().contains("stale past the bound"));
         }
-        // Both names follow it; polled, as the status is set once a second.
-        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-        for service in ["", "envelope.v1.Envelope"] {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let status = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: service.into(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .status;
-                if (status == serving) != refuses {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{mode} {service:?}: {status}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        // Both names follow it (OPERATIONS.md, "gRPC health").
+        server.wait_health(!refuses).await;
         assert_eq!(server.logs().contains(not_ready), refuses);
     }
 }

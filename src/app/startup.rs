@@ -35,6 +35,15 @@ pub fn init_process(
     init_logging(log_level, log_format);
     self_test(&self_test::VECTORS)?;
     let hardened = hardening::harden(lock_memory).map_err(ServeError::Hardening)?;
+    // A file-size limit (RLIMIT_FSIZE) reached by the audit log is a failed
+    // write, handled by `audit.on_failure`, not SIGXFSZ's default action of
+    // ending the process. A tokio listener replaces that action for good.
+    #[cfg(unix)]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+            rustix::process::Signal::XFSZ.as_raw(),
+        ));
+    }
     if !hardened.core_dumps_off || !hardened.not_dumpable {
         tracing::warn!(
             ?hardened,

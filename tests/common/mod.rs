@@ -179,6 +179,36 @@ impl Server {
         }
     }
 
+    /// Polls gRPC health for both names the data plane answers to (`""` and
+    /// `envelope.v1.Envelope`, set once a second) until each is `SERVING`
+    /// when `serving`, or not; fails the test after 5 s per name.
+    pub async fn wait_health(&self, serving: bool) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+        for service in ["", "envelope.v1.Envelope"] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status;
+                if (status == ServingStatus::Serving as i32) == serving {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "health of {service:?} is {status}, not serving={serving}:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// Everything the server printed on stdout after "listening on": the audit log.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("stdout")).unwrap_or_default()
