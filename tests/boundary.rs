@@ -327,54 +327,83 @@ async fn a_caller_without_a_grant_is_refused_before_its_message_is_read() {
 /// Saturation is refused at once, never queued: with one request slot held
 /// by a call whose message never arrives, the next call gets
 /// RESOURCE_EXHAUSTED straight away; once the slow message times out, the
-/// slot is free again.
+/// slot is free again. The slot is shared by every service (CONFIG.md,
+/// `max_concurrent_requests`): a stalled health check holds it from an
+/// Encrypt, and a stalled Encrypt holds it from health and reflection.
 #[tokio::test]
 async fn saturation_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = "metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_concurrent_requests = 1\nmessage_read_timeout_secs = 3\n";
     let server = Server::start(&dir.path().join("data"), Some(config));
-    let mut send = h2_connect(&server.addr).await;
-    send = send.ready().await.unwrap();
-    let (slow, mut body) = send
-        .send_request(
-            grpc_request(&server.addr, "/envelope.v1.Envelope/Encrypt"),
-            false,
-        )
-        .unwrap();
-    body.send_data(prefix(1024), false).unwrap();
-    // Let the stalled call take the slot first (a loaded machine is slow to).
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let client = server.client().await;
-    let started = Instant::now();
-    let refused = encrypt(&client, "", b"x", CTX).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(
-        refused.message(),
-        "Too many active requests for the connection"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the refusal waited"
-    );
-    // The slow call ends with its read timeout and gives its slot back.
-    let slow = tokio::time::timeout(Duration::from_secs(15), slow)
-        .await
-        .expect("the slow call was never ended")
-        .unwrap();
-    assert_eq!(
-        grpc_status(slow).await.as_deref(),
-        Some("4"),
-        "DEADLINE_EXCEEDED"
-    );
-    assert_eq!(
-        metric(
-            &server,
-            "envelope_refused_calls_total{reason=\"message_read_timeout\"} "
+    const ENCRYPT: &str = "/envelope.v1.Envelope/Encrypt";
+    let cases: [(&str, &[&str]); 2] = [
+        ("/grpc.health.v1.Health/Check", &[ENCRYPT]),
+        (
+            ENCRYPT,
+            &[
+                "/grpc.health.v1.Health/Check",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            ],
         ),
-        1.0
-    );
-    assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
-    drop(body);
+    ];
+    for (round, (held_by, refused_calls)) in cases.into_iter().enumerate() {
+        let mut send = h2_connect(&server.addr).await;
+        send = send.ready().await.unwrap();
+        let (slow, mut body) = send
+            .send_request(grpc_request(&server.addr, held_by), false)
+            .unwrap();
+        body.send_data(prefix(1024), false).unwrap();
+        // Let the stalled call take the slot first (a loaded machine is slow to).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for path in refused_calls {
+            let started = Instant::now();
+            let status = if *path == ENCRYPT {
+                let refused = encrypt(&client, "", b"x", CTX).await.unwrap_err();
+                assert_eq!(
+                    refused.message(),
+                    "Too many active requests for the connection"
+                );
+                refused.code() as i32
+            } else {
+                let mut send = h2_connect(&server.addr).await.ready().await.unwrap();
+                let (resp, mut body) = send
+                    .send_request(grpc_request(&server.addr, path), false)
+                    .unwrap();
+                body.send_data(prefix(0), true).unwrap();
+                let status = grpc_status(resp.await.unwrap()).await;
+                status.and_then(|s| s.parse().ok()).unwrap_or(-1)
+            };
+            assert_eq!(
+                status,
+                tonic::Code::ResourceExhausted as i32,
+                "{path} while {held_by} held the slot"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the refusal of {path} waited"
+            );
+        }
+        // The slow call ends with its read timeout and gives its slot back.
+        let slow = tokio::time::timeout(Duration::from_secs(15), slow)
+            .await
+            .expect("the slow call was never ended")
+            .unwrap();
+        assert_eq!(
+            grpc_status(slow).await.as_deref(),
+            Some("4"),
+            "DEADLINE_EXCEEDED"
+        );
+        assert_eq!(
+            metric(
+                &server,
+                "envelope_refused_calls_total{reason=\"message_read_timeout\"} "
+            ),
+            (round + 1) as f64
+        );
+        assert!(encrypt(&client, "", b"x", CTX).await.is_ok());
+        drop(body);
+    }
 }
 
 /// Local mode refuses a data directory that group or others may read,

@@ -137,6 +137,14 @@ async fn a_bulk_rewrap_wraps_each_data_key_once() {
     };
     // One data key sealed all five, one wrap under the first version.
     assert_eq!(wraps(&server, &records[0].key_version), 1.0);
+    assert_eq!(
+        key_status(&server)
+            .await
+            .cache
+            .unwrap()
+            .active_data_key_records,
+        5
+    );
     let v2 = rotate(&server, "default").await.current_version;
     let before = wraps(&server, &v2);
     let out = c
@@ -177,4 +185,36 @@ async fn a_bulk_rewrap_wraps_each_data_key_once() {
     let info = key_status(&server).await;
     let v = info.versions.iter().find(|v| v.version == v2).unwrap();
     assert_eq!(v.data_key_wraps as f64, before + 1.0);
+}
+
+/// KeyStatus dates each version (API.md, `KeyInfo`): `created_at` is the
+/// time the store made it, in RFC 3339 UTC, and `age_seconds` is the time
+/// since then.
+#[tokio::test]
+async fn versions_carry_their_creation_time_and_age() {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let dir = tempfile::tempdir().unwrap();
+    // The store keeps whole seconds.
+    let started = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let first = key_status(&server).await.current_version;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = rotate(&server, "default").await.current_version;
+    let info = key_status(&server).await;
+    let now = OffsetDateTime::now_utc();
+    let created = |id: &str| {
+        let v = info.versions.iter().find(|v| v.version == id).unwrap();
+        assert!(v.created_at.ends_with('Z'), "{}", v.created_at);
+        let at = OffsetDateTime::parse(&v.created_at, &Rfc3339).unwrap();
+        assert!(started <= at && at <= now, "{started} {at} {now}");
+        let age = (now - at).whole_seconds();
+        assert!(
+            (age - 1..=age).contains(&i64::try_from(v.age_seconds).unwrap()),
+            "{} against {age}",
+            v.age_seconds
+        );
+        at
+    };
+    assert!(created(&first) < created(&second));
 }
