@@ -487,7 +487,7 @@ async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, config) = setup(dir.path());
     let config = format!(
-        "metrics_listen = \"127.0.0.1:0\"\n{config}[limits]\ntls_handshake_timeout_secs = 2\n"
+        "metrics_listen = \"127.0.0.1:0\"\nlog_level = \"info,envelope=debug\"\n{config}[limits]\ntls_handshake_timeout_secs = 2\n"
     );
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let mut roots = rustls::RootCertStore::empty();
@@ -577,6 +577,15 @@ async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
     let lines: Vec<&str> = audit.lines().filter(|l| l.starts_with('{')).collect();
     assert_eq!(lines.len(), 1, "{audit}");
     assert!(lines[0].contains("\"rpc\":\"Encrypt\""), "{audit}");
+    // Each is logged at debug, with the peer's address (SECURITY.md).
+    for (what, level) in [
+        ("no HTTP/2 preface in time after the TLS handshake", "DEBUG"),
+        ("TLS handshake timed out", "DEBUG"),
+        ("TLS handshake failed", "DEBUG"),
+    ] {
+        let line = server.log_lines(what, 1, Duration::from_secs(5)).await.remove(0);
+        assert!(line.contains(level) && line.contains("remote=127.0.0.1:"), "{line}");
+    }
 }
 
 #[test]
