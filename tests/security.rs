@@ -351,6 +351,15 @@ async fn policy_and_certificate_reload_without_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
+    // And an unreadable one: a directory in its place, which no user (root
+    // included, as tests may run) can read as a file.
+    std::fs::create_dir(dir.path().join("policy.toml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.logs().matches("new policy refused").count() < 3 {
+        assert!(Instant::now() < deadline, "unreadable policy not noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
 
     // A new server certificate (now for envelope.test only) is served to new
     // connections without a restart.
@@ -583,8 +592,14 @@ async fn a_tls_peer_without_a_preface_is_closed_after_the_handshake_timeout() {
         ("TLS handshake timed out", "DEBUG"),
         ("TLS handshake failed", "DEBUG"),
     ] {
-        let line = server.log_lines(what, 1, Duration::from_secs(5)).await.remove(0);
-        assert!(line.contains(level) && line.contains("remote=127.0.0.1:"), "{line}");
+        let line = server
+            .log_lines(what, 1, Duration::from_secs(5))
+            .await
+            .remove(0);
+        assert!(
+            line.contains(level) && line.contains("remote=127.0.0.1:"),
+            "{line}"
+        );
     }
 }
 
