@@ -337,28 +337,22 @@ async fn policy_and_certificate_reload_without_restart() {
         "[[allow]]\ncallers = \"not a list\"\n",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.logs().contains("new policy refused") {
-        assert!(Instant::now() < deadline, "malformed policy not noticed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .log_lines("new policy refused", 1, Duration::from_secs(15))
+        .await;
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
     // So is a deleted one.
     std::fs::remove_file(dir.path().join("policy.toml")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.logs().matches("new policy refused").count() < 2 {
-        assert!(Instant::now() < deadline, "deleted policy not noticed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .log_lines("new policy refused", 2, Duration::from_secs(15))
+        .await;
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
     // And an unreadable one: a directory in its place, which no user (root
     // included, as tests may run) can read as a file.
     std::fs::create_dir(dir.path().join("policy.toml")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.logs().matches("new policy refused").count() < 3 {
-        assert!(Instant::now() < deadline, "unreadable policy not noticed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .log_lines("new policy refused", 3, Duration::from_secs(15))
+        .await;
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
 
     // A new server certificate (now for envelope.test only) is served to new
