@@ -31,8 +31,9 @@ const PATIENT: Timeouts = Timeouts {
 
 /// A replica on `proxy` that has loaded only the first version, and a
 /// record sealed under a second version (by another replica, on moto
-/// directly) that the first replica can open only by fetching it.
-async fn setup(dir: &std::path::Path, drain_secs: u64) -> (Server, Proxy, bytes::Bytes) {
+/// directly) that the first replica can open only by fetching it; `tls`
+/// adds tables to the replica's configuration.
+async fn setup(dir: &std::path::Path, drain_secs: u64, tls: &str) -> (Server, Proxy, bytes::Bytes) {
     let key = kms_key().await;
     let secret = unique("envelope/drain");
     create_envelope_secret(&secret, &key, "default", &uuid()).await;
@@ -41,7 +42,7 @@ async fn setup(dir: &std::path::Path, drain_secs: u64) -> (Server, Proxy, bytes:
     let top = format!(
         "refresh_interval_secs = 3600\ndrain_timeout_secs = {drain_secs}\nmetrics_listen = \"127.0.0.1:0\"\n"
     );
-    let cfg = aws_config(&proxy.url(), &key, PATIENT, &top, &keys);
+    let cfg = aws_config(&proxy.url(), &key, PATIENT, &top, &format!("{keys}{tls}"));
     let replica = Server::start_with(&dir.join("a"), Some(&cfg), TEST_ENV);
     let v2 = uuid();
     moto()
@@ -64,12 +65,11 @@ async fn setup(dir: &std::path::Path, drain_secs: u64) -> (Server, Proxy, bytes:
 /// Starts the Decrypt and returns once the replica is fetching the version
 /// (the proxy has its GetSecretValue): the call is then in flight.
 async fn decrypt_in_flight(
-    replica: &Server,
+    client: envelope::pb::envelope_client::EnvelopeClient<tonic::transport::Channel>,
     proxy: &Proxy,
     record: bytes::Bytes,
     delay: Duration,
 ) -> tokio::task::JoinHandle<Result<envelope::pb::DecryptResponse, tonic::Status>> {
-    let client = replica.client().await;
     let before = proxy.count("secretsmanager.GetSecretValue");
     proxy.set_delay(delay);
     let call = tokio::spawn(async move { decrypt(&client, "", &record, CTX).await });
@@ -103,9 +103,15 @@ async fn health_answers(url: String) -> bool {
 #[tokio::test]
 async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut replica, proxy, record) = setup(dir.path(), 20).await;
+    let (mut replica, proxy, record) = setup(dir.path(), 20, "").await;
     assert!(health_answers(replica.url()).await);
-    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(4)).await;
+    let call = decrypt_in_flight(
+        replica.client().await,
+        &proxy,
+        record,
+        Duration::from_secs(4),
+    )
+    .await;
     replica.sigterm();
     // The call is still waiting on the slow API: the server must too.
     assert_eq!(
@@ -158,8 +164,14 @@ async fn past_the_drain_bound_it_exits_zero_and_says_so() {
 
 async fn past_the_drain_bound(bound: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut replica, proxy, record) = setup(dir.path(), bound).await;
-    let call = decrypt_in_flight(&replica, &proxy, record, Duration::from_secs(10)).await;
+    let (mut replica, proxy, record) = setup(dir.path(), bound, "").await;
+    let call = decrypt_in_flight(
+        replica.client().await,
+        &proxy,
+        record,
+        Duration::from_secs(10),
+    )
+    .await;
     replica.sigterm();
     // The call is held 10 s: the exit comes at the bound (with room for a
     // loaded machine), long before the call ends.
@@ -168,10 +180,13 @@ async fn past_the_drain_bound(bound: u64) {
         .expect("exits at the drain bound, before the call ends");
     assert_eq!(code, Some(0));
     let logs = replica.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("drain bound reached; exiting with requests still in flight"))
+        .unwrap_or_else(|| panic!("{logs}"));
     assert!(
-        logs.contains("drain bound reached; exiting with requests still in flight")
-            && logs.contains("in_flight=1"),
-        "{logs}"
+        line.contains(" WARN ") && line.contains("in_flight=1"),
+        "{line}"
     );
     // The cut call fails on the client; nothing was answered or audited.
     assert!(call.await.unwrap().is_err());
@@ -180,6 +195,81 @@ async fn past_the_drain_bound(bound: u64) {
         "{}",
         replica.stdout()
     );
+}
+
+/// OPERATIONS.md, "Shutdown and drain": the listening socket closes as the
+/// drain begins, so a new connection is refused at once; with `[tls]`, a
+/// connection accepted before it whose handshake ends during the drain is
+/// closed at once, not held until the exit. Meanwhile the call in flight
+/// on an older connection (held 8 s) is answered.
+#[tokio::test]
+async fn connections_made_during_the_drain_are_refused_or_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = common::pki::Ca::new("drain CA");
+    let cert = ca.server(&["localhost"]);
+    std::fs::write(dir.path().join("server.crt"), &cert.cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &cert.key).unwrap();
+    let tls = format!(
+        "[tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n",
+        d = dir.path().display()
+    );
+    let (mut replica, proxy, record) = setup(dir.path(), 20, &tls).await;
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", replica.addr))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = envelope::pb::envelope_client::EnvelopeClient::new(channel);
+    let call = decrypt_in_flight(client, &proxy, record, Duration::from_secs(8)).await;
+    // Accepted now; its handshake is left until the drain has begun (within
+    // the 5 s handshake timeout).
+    let early = tokio::net::TcpStream::connect(&replica.addr).await.unwrap();
+    replica.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(&replica.addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepting during the drain: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let roots = common::pki::roots(&ca.pem);
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut late = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, early))
+        .await
+        .expect("the handshake under way was left hanging")
+        .expect("the handshake under way completes");
+    tokio::io::AsyncWriteExt::write_all(&mut late, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .ok();
+    common::process::closed_unserved(
+        &mut late,
+        Duration::from_secs(10),
+        "a connection whose handshake ended in the drain",
+    )
+    .await;
+    // Closed at once, not held until the drain ends and the process exits.
+    assert!(!call.is_finished(), "closed only once the drain ended");
+    let answer = call.await.unwrap().unwrap();
+    assert_eq!(answer.plaintext.as_ref(), b"in flight at SIGTERM");
+    assert_eq!(replica.wait_exit(Duration::from_secs(30)), Some(Some(0)));
 }
 
 /// OPERATIONS.md: before serving starts, SIGTERM ends the process at once,

@@ -13,8 +13,7 @@ use common::pki::Ca;
 use rustls::NamedGroup;
 use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// The group a TLS 1.3 handshake with `addr` negotiates when the client
 /// offers `groups`, in that order of preference.
@@ -23,10 +22,7 @@ async fn negotiated(
     ca_pem: &str,
     groups: &[&'static dyn SupportedKxGroup],
 ) -> NamedGroup {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
+    let roots = common::pki::roots(ca_pem);
     let provider = CryptoProvider {
         kx_groups: groups.to_vec(),
         ..default_provider()

@@ -1,7 +1,7 @@
 //! The server's life cycle: [`run`] loads the keys, opens the security
 //! layer and the operator endpoints, serves Envelope, Admin, health and
 //! reflection on a listener, runs the background tasks (refresh,
-//! readiness, TLS and policy reload), and on shutdown stops accepting and
+//! readiness, TLS and policy reload), and on shutdown closes the listener and
 //! waits for the requests in flight, at most the drain bound.
 
 use std::future::Future;
@@ -177,6 +177,12 @@ async fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // The listener closes as the drain begins (see `listener::incoming`).
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<EnvelopeServer<EnvelopeService>>()
@@ -269,7 +275,7 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(envelope)
         .add_service(admin)
-        .serve_with_incoming_shutdown(listener::incoming(listener, tls, limits), shutdown)
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls, limits, stop), shutdown)
         .await;
     reloader.abort();
     refresher.abort();

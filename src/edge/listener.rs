@@ -2,7 +2,9 @@
 //! (`max_connections`; a connection over it is closed at once, never queued),
 //! TLS handshakes run a bounded number at a time with a timeout, every peer
 //! must then send the HTTP/2 preface within that timeout too, and each
-//! connection carries its [`PeerInfo`] into request extensions.
+//! connection carries its [`PeerInfo`] into request extensions. When the
+//! drain begins the listening socket is closed, so new connections are
+//! refused and clients go to another replica at once.
 
 use std::io;
 use std::pin::Pin;
@@ -138,18 +140,30 @@ async fn preface(tcp: &TcpStream) {
 /// Accepts connections on `listener`: TLS when `tls` is given, plaintext
 /// otherwise. Yields established connections; a connection over
 /// `max_connections` is closed at once, and failed handshakes are logged
-/// and dropped.
+/// and dropped. Once `stop` turns true the listener is closed, and a
+/// connection whose handshake ends later is closed rather than queued for a
+/// server that no longer takes any (it would be held until the exit).
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ReloadingConfig>>,
     limits: TransportLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let tx = Handover {
+        tx,
+        stop: stop.clone(),
+    };
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
-            let (tcp, remote) = match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -187,7 +201,7 @@ pub fn incoming(
                         info,
                         _slot: slot,
                     };
-                    let _ = tx.send(Ok(conn)).await;
+                    tx.send(conn).await;
                 });
                 continue;
             };
@@ -237,7 +251,7 @@ pub fn incoming(
                             info,
                             _slot: slot,
                         };
-                        let _ = tx.send(Ok(conn)).await;
+                        tx.send(conn).await;
                     }
                     Ok(Err(e)) => {
                         metrics::get().refused(crate::ops::metrics::Refusal::TlsHandshake);
@@ -252,4 +266,21 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The queue of established connections, closed to new ones once the drain
+/// has begun.
+#[derive(Clone)]
+struct Handover {
+    tx: tokio::sync::mpsc::Sender<Result<Conn, io::Error>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Handover {
+    /// Queues `conn` for the server, or drops (closes) it once stopping.
+    async fn send(&self, conn: Conn) {
+        if !*self.stop.borrow() {
+            let _ = self.tx.send(Ok(conn)).await;
+        }
+    }
 }

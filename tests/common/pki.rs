@@ -7,6 +7,16 @@ use rcgen::{
     SanType,
 };
 
+/// A root store holding the certificates in `ca_pem`.
+pub fn roots(ca_pem: &str) -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
 pub struct Ca {
     params: CertificateParams,
     key: KeyPair,

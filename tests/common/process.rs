@@ -194,3 +194,17 @@ pub fn output_within(
         stderr: err(until),
     }
 }
+
+/// Reads from `conn` until the server closes it, failing the test with
+/// `what` if it stays open past `limit` or sends anything.
+pub async fn closed_unserved<S: tokio::io::AsyncRead + Unpin>(
+    conn: &mut S,
+    limit: std::time::Duration,
+    what: &str,
+) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(conn, &mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: kept open past {limit:?}"));
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: served: {read:?}");
+}
