@@ -112,20 +112,29 @@ async fn a_client_sending_batch_messages_on_a_stream_still_works() {
 #[tokio::test]
 async fn a_refused_message_ends_the_stream_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), None);
-    let mut c = server.client().await;
-    let requests = vec![batch("", 0, 3), batch("nope", 3, 3), batch("", 6, 3)];
-    let mut responses = c
-        .encrypt_stream(tokio_stream::iter(
-            requests.into_iter().map(pb::EncryptStreamRequest::from),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = responses.message().await.unwrap().unwrap();
-    assert_eq!(first.results.len(), 3);
-    let end = responses.message().await.unwrap_err();
-    assert_eq!(end.code(), Code::NotFound);
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n[limits]\nmax_batch_items = 5\n"),
+    );
+    // An unknown key, then more than max_batch_items items.
+    for (refused, code) in [
+        (batch("nope", 3, 3), Code::NotFound),
+        (batch("", 3, 6), Code::InvalidArgument),
+    ] {
+        let mut c = server.client().await;
+        let requests = vec![batch("", 0, 3), refused, batch("", 6, 3)];
+        let mut responses = c
+            .encrypt_stream(tokio_stream::iter(
+                requests.into_iter().map(pb::EncryptStreamRequest::from),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = responses.message().await.unwrap().unwrap();
+        assert_eq!(first.results.len(), 3);
+        let end = responses.message().await.unwrap_err();
+        assert_eq!(end.code(), code, "{end:?}");
+    }
     // Every message is audited like a unary batch.
     let audit = server
         .audit_with(&["\"rpc\":\"EncryptStream\"", "\"items\":3"])
@@ -134,6 +143,19 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
         audit.contains("\"rpc\":\"EncryptStream\"") && audit.contains("\"items\":3"),
         "{audit}"
     );
+    // And metered like one (API.md, "Streams"): a count per message by
+    // code, its handler time, and its items unless refused as a whole.
+    let m = common::http_get(server.metrics.as_ref().unwrap(), "/metrics").1;
+    for series in [
+        "envelope_requests_total{rpc=\"EncryptStream\",key=\"default\",code=\"OK\"} 2\n",
+        "envelope_requests_total{rpc=\"EncryptStream\",key=\"unknown\",code=\"NOT_FOUND\"} 1\n",
+        "envelope_requests_total{rpc=\"EncryptStream\",key=\"default\",code=\"INVALID_ARGUMENT\"} 1\n",
+        "envelope_request_duration_seconds_count{rpc=\"EncryptStream\"} 4\n",
+        "envelope_batch_items_count 2\n",
+        "envelope_batch_items_sum 6.0\n",
+    ] {
+        assert!(m.contains(series), "{series} in {m}");
+    }
 }
 
 /// A stream held open: one message sent and answered, the sender kept.
