@@ -438,6 +438,26 @@ async fn writes_return_the_tokens_computeindex_gives() {
     let per_row = &col.index_tokens["tenant_email"].tokens;
     assert_eq!(per_row[0], scoped[0].tokens[0].token);
     assert_ne!(per_row[0], per_row[1]);
+    // In a column, a value with no token fails its item alone: no record,
+    // INVALID_ARGUMENT in `errors`, and the other value sealed.
+    let col = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: "pii".into(),
+            context: Default::default(),
+            plaintexts: vec![
+                Bytes::from_static(b"123.456.789-09"),
+                Bytes::from_static(b"no digits"),
+            ],
+            row_field: String::new(),
+            row_values: Vec::new(),
+            indexes: vec!["cpf".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(col.ciphertexts[1].is_empty() && !col.ciphertexts[0].is_empty(), "{col:?}");
+    assert_eq!(col.errors.len(), 1, "{col:?}");
+    assert_eq!(col.errors[&1].code, Code::InvalidArgument as i32, "{col:?}");
     // An unknown index fails the write before anything is sealed.
     let unknown = c
         .encrypt(pb::EncryptRequest {
