@@ -455,7 +455,10 @@ async fn writes_return_the_tokens_computeindex_gives() {
         .await
         .unwrap()
         .into_inner();
-    assert!(col.ciphertexts[1].is_empty() && !col.ciphertexts[0].is_empty(), "{col:?}");
+    assert!(
+        col.ciphertexts[1].is_empty() && !col.ciphertexts[0].is_empty(),
+        "{col:?}"
+    );
     assert_eq!(col.errors.len(), 1, "{col:?}");
     assert_eq!(col.errors[&1].code, Code::InvalidArgument as i32, "{col:?}");
     // An unknown index fails the write before anything is sealed.

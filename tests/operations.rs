@@ -73,6 +73,16 @@ async fn metrics_and_health_endpoints_follow_the_service() {
     let _ = c.decrypt(dec("", b"bad", &[])).await;
     let _ = c.encrypt(enc("nope", b"", &[])).await;
     let before = http_get(&m, "/metrics").1;
+    // Local mode's first start looks for each key's secret and finds none:
+    // a "not found" answer counts as an error call (OPERATIONS.md, `outcome`).
+    assert_eq!(
+        value(
+            &before,
+            "envelope_backend_calls_total{service=\"secretsmanager\",op=\"DescribeSecret\",outcome=\"error\"}"
+        ),
+        2.0,
+        "{before}"
+    );
     let rotated = rotate(&server, "").await;
     // KeyStatus: keys sorted by name, versions newest first (API.md).
     let status = server
