@@ -272,6 +272,54 @@ async fn the_cli_speaks_mtls() {
     );
 }
 
+/// CONFIG.md, client TLS flags: without `--server-name` the name verified
+/// is the host of `--addr`. The server's certificate names envelope.test
+/// and 127.0.0.1 only, so `127.0.0.1:PORT` passes, `localhost:PORT` fails
+/// (the same server), and `--server-name envelope.test` makes it pass.
+#[tokio::test]
+async fn the_cli_verifies_the_host_of_addr_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    pki.write("server", &pki.ca.server(&["envelope.test"]));
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    pki.write("billing", &pki.ca.client("billing-api", Some(BILLING)));
+    let d = dir.path().display().to_string();
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let encrypt_via = |addr: &str, name: Option<&str>| {
+        let (ca, cert, key) = (
+            format!("{d}/ca.pem"),
+            format!("{d}/billing.crt"),
+            format!("{d}/billing.key"),
+        );
+        let mut args = vec![
+            "encrypt",
+            "--addr",
+            addr,
+            "--ca",
+            &ca,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+            "--key",
+            "pii",
+        ];
+        if let Some(n) = name {
+            args.extend(["--server-name", n]);
+        }
+        run_stdin(&args, b"555-0100")
+    };
+    let (ok, _, err) = encrypt_via(&format!("127.0.0.1:{port}"), None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = encrypt_via(&format!("localhost:{port}"), None);
+    assert!(
+        !ok && err.contains("certificate not valid for name \"localhost\""),
+        "{err}"
+    );
+    let (ok, _, err) = encrypt_via(&format!("localhost:{port}"), Some("envelope.test"));
+    assert!(ok, "{err}");
+}
+
 #[tokio::test]
 async fn policy_and_certificate_reload_without_restart() {
     let dir = tempfile::tempdir().unwrap();
