@@ -225,3 +225,39 @@ async fn a_new_create_secret_takes_awspending_from_an_abandoned_one() {
     assert_eq!(stages(abandoned), [pin_label(abandoned)]);
     assert!(stages(next).contains(&AWSPENDING.to_owned()));
 }
+
+/// ROTATION.md's table, fifth row: rotating a secret under the wrong key
+/// name stops at testSecret, whose message names AWSCURRENT, the key name
+/// and the loader's own error.
+#[tokio::test]
+async fn a_secret_of_another_key_name_fails_the_probe_with_the_documented_text() {
+    let (_dir, store, kms) = with_first_version().await;
+    let current = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    }
+    .current()
+    .await
+    .unwrap()
+    .id;
+    let wrong = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "other",
+        secret_id: "k",
+    };
+    let token = "11111111-2222-4333-8444-555555555555";
+    wrong.step(Step::CreateSecret, token).await.unwrap();
+    let text = wrong
+        .step(Step::TestSecret, token)
+        .await
+        .unwrap_err()
+        .to_string();
+    let want = format!(
+        "testSecret failed for version {current} of secret k: AWSCURRENT does not load as key \"other\"; \
+         is that the right key name? ("
+    );
+    assert!(text.starts_with(&want) && text.ends_with(')'), "{text}");
+}
