@@ -306,3 +306,112 @@ async fn data_keys_round_trip_with_their_context() {
     let s = c.unwrap_data_key(unwrap(ct, CTX)).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
 }
+
+/// CLIENTS.md, "Idempotency": Decrypt, DecryptBatch, DecryptColumn,
+/// UnwrapDataKey, ComputeIndex and KeyStatus give the same answer each
+/// time, so a client may retry them freely (KeyStatus's ages aside, which
+/// count seconds).
+#[tokio::test]
+async fn safe_calls_give_the_same_answer_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[[keys]]\nname = \"default\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 64\n";
+    let server = Server::start(&dir.path().join("data"), Some(config));
+    let mut c = server.client().await;
+    let record = c
+        .encrypt(enc("", b"ana@example.com", CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let column = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: String::new(),
+            context: ctx(CTX),
+            plaintexts: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            row_field: "row".into(),
+            row_values: vec!["1".into(), "2".into()],
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let data_key = c
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key: String::new(),
+            context: ctx(CTX),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let decrypted = c.decrypt(dec("", &record, CTX)).await.unwrap().into_inner();
+        let batch = c
+            .decrypt_batch(pb::DecryptBatchRequest {
+                key: String::new(),
+                items: vec![
+                    pb::DecryptItem {
+                        ciphertext: record.clone(),
+                        context: ctx(CTX),
+                    };
+                    2
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let opened_column = c
+            .decrypt_column(pb::DecryptColumnRequest {
+                key: String::new(),
+                context: ctx(CTX),
+                ciphertexts: column.ciphertexts.clone(),
+                row_field: "row".into(),
+                row_values: vec!["1".into(), "2".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let unwrapped = c
+            .unwrap_data_key(pb::UnwrapDataKeyRequest {
+                key: String::new(),
+                wrapped_key: data_key.wrapped_key.clone(),
+                context: ctx(CTX),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let tokens = c
+            .compute_index(pb::ComputeIndexRequest {
+                key: String::new(),
+                index: "email".into(),
+                values: vec![Bytes::from_static(b"Ana@Example.com")],
+                context: Default::default(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        answers.push((decrypted, batch, opened_column, unwrapped, tokens));
+    }
+    assert_eq!(answers[0], answers[1]);
+    let (decrypted, _, opened_column, unwrapped, _) = &answers[0];
+    assert_eq!(decrypted.plaintext.as_ref(), b"ana@example.com");
+    assert_eq!(opened_column.plaintexts[1].as_ref(), b"b");
+    assert_eq!(unwrapped.plaintext_key, data_key.plaintext_key);
+    let status = || async {
+        let mut s = server
+            .admin()
+            .await
+            .key_status(pb::KeyStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        for k in &mut s.keys {
+            k.last_refresh_age_seconds = 0;
+            for v in &mut k.versions {
+                v.age_seconds = 0;
+            }
+        }
+        s
+    };
+    assert_eq!(status().await, status().await);
+}
