@@ -205,15 +205,7 @@ async fn past_the_drain_bound(bound: u64) {
 #[tokio::test]
 async fn connections_made_during_the_drain_are_refused_or_closed_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let ca = common::pki::Ca::new("drain CA");
-    let cert = ca.server(&["localhost"]);
-    std::fs::write(dir.path().join("server.crt"), &cert.cert).unwrap();
-    std::fs::write(dir.path().join("server.key"), &cert.key).unwrap();
-    let tls = format!(
-        "[tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n",
-        d = dir.path().display()
-    );
+    let (ca, tls) = common::pki::server_tls(dir.path());
     let (mut replica, proxy, record) = setup(dir.path(), 20, &tls).await;
     let channel = tonic::transport::Channel::from_shared(format!("https://{}", replica.addr))
         .unwrap()
@@ -245,12 +237,7 @@ async fn connections_made_during_the_drain_are_refused_or_closed_at_once() {
             }
         }
     }
-    let roots = common::pki::roots(&ca.pem);
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = common::pki::connector(&ca.pem);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut late = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, early))
         .await

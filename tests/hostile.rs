@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use calls::{Call, context_entry, run_call};
+use calls::{Call, context_entry, run_call, run_call_seen};
 use common::requests::{CTX, encrypt, rotate};
 use common::{Server, ctx};
 use envelope::pb;
@@ -427,13 +427,32 @@ async fn hostile_requests_get_their_documented_codes() {
     }
     let mut table = String::new();
     let mut wrong = Vec::new();
+    // The set-up calls' lines are written within 10 ms of their calls.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lines_before = audit_lines(&server.stdout());
+    let mut seen = 0;
     for (name, call, want) in &cases {
-        let got = run_call(&server, call).await;
+        let (got, has_id) = run_call_seen(&server, call).await;
         table.push_str(&format!("| {name} | {want:?} | {got:?} |\n"));
         if got != *want {
             wrong.push(format!("{name}: want {want:?}, got {got:?}"));
         }
+        // API.md, "Codes produced by tonic": those requests never reach the
+        // gate, so they have no x-request-id (and no audit line, below).
+        let by_tonic = matches!(got, Code::Internal | Code::Unimplemented | Code::OutOfRange);
+        if has_id == by_tonic {
+            wrong.push(format!("{name}: {got:?} with x-request-id: {has_id}"));
+        }
+        seen += usize::from(has_id);
     }
+    // One audit line for each call that had an x-request-id, and no more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while audit_lines(&server.stdout()) < lines_before + seen {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stdout());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(audit_lines(&server.stdout()), lines_before + seen);
     let hostile = cases
         .iter()
         .filter(|(_, _, want)| *want != Code::Ok)
@@ -475,4 +494,9 @@ async fn hostile_requests_get_their_documented_codes() {
         "retired version"
     );
     assert_eq!(run_call(&server, &dec(after_ct.clone())).await, Code::Ok);
+}
+
+/// The audit lines in the server's stdout.
+fn audit_lines(stdout: &str) -> usize {
+    stdout.lines().filter(|l| l.starts_with('{')).count()
 }

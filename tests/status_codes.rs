@@ -653,3 +653,49 @@ async fn concurrent_encrypts_on_a_cold_key_make_one_data_key() {
     let info = common::requests::key_status(&server).await;
     assert_eq!(info.cache.unwrap().data_keys_generated, 1);
 }
+
+/// API.md, "Message size limits": the largest EncryptBatch request
+/// (`max_request_bytes` in `max_batch_items` items) is answered, though its
+/// response is larger than any request may be (each record adds its
+/// overhead): responses have a limit of their own. A request over the
+/// limit is refused with OUT_OF_RANGE.
+#[tokio::test]
+async fn the_largest_batch_request_gets_its_response() {
+    use prost::Message;
+    const LIMIT: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some(&format!(
+            "[limits]\nmax_request_bytes = {LIMIT}\nmax_plaintext_bytes = 4096\nmax_batch_items = 256\n"
+        )),
+    );
+    let mut c = server.client().await;
+    let request = |size: usize| pb::EncryptBatchRequest {
+        key: String::new(),
+        items: (0..256)
+            .map(|_| pb::EncryptItem {
+                plaintext: Bytes::from(vec![b'x'; size]),
+                context: ctx(CTX),
+                indexes: Vec::new(),
+            })
+            .collect(),
+    };
+    let size = (1..LIMIT / 256)
+        .rev()
+        .find(|s| request(*s).encoded_len() <= LIMIT)
+        .unwrap();
+    let full = request(size);
+    assert!(full.encoded_len() > LIMIT - 512, "{}", full.encoded_len());
+    let answer = c.encrypt_batch(full).await.unwrap().into_inner();
+    assert!(answer.encoded_len() > LIMIT, "{}", answer.encoded_len());
+    assert!(
+        answer
+            .results
+            .iter()
+            .all(|r| matches!(r.result, Some(pb::encrypt_result::Result::Ciphertext(_)))),
+        "{answer:?}"
+    );
+    let (code, message) = outcome(c.encrypt_batch(request(size + 1)).await);
+    assert_eq!(code, Code::OutOfRange, "{message}");
+}

@@ -9,7 +9,6 @@ mod common;
 use std::sync::Arc;
 
 use common::Server;
-use common::pki::Ca;
 use rustls::NamedGroup;
 use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
@@ -48,16 +47,8 @@ async fn negotiated(
 #[tokio::test]
 async fn default_clients_get_the_post_quantum_hybrid() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let ca = Ca::new("Envelope test CA");
-    let server_cert = ca.server(&["localhost"]);
-    std::fs::write(d.join("server.crt"), &server_cert.cert).unwrap();
-    std::fs::write(d.join("server.key"), &server_cert.key).unwrap();
-    let config = format!(
-        "[tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n",
-        d = d.display()
-    );
-    let server = Server::start(&d.join("data"), Some(&config));
+    let (ca, config) = common::pki::server_tls(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
     let hybrid = kx_group::X25519MLKEM768;
     let x25519 = kx_group::X25519;
 

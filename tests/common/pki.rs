@@ -17,6 +17,32 @@ pub fn roots(ca_pem: &str) -> rustls::RootCertStore {
     roots
 }
 
+/// A CA, and a server certificate for localhost and 127.0.0.1 written to
+/// `dir` (`server.crt`, `server.key`), with the `[tls]` table that serves
+/// it: TLS with no client certificates.
+pub fn server_tls(dir: &std::path::Path) -> (Ca, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = Ca::new("Envelope test CA");
+    let cert = ca.server(&["localhost"]);
+    std::fs::write(dir.join("server.crt"), &cert.cert).unwrap();
+    std::fs::write(dir.join("server.key"), &cert.key).unwrap();
+    let table = format!(
+        "[tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n",
+        d = dir.display()
+    );
+    (ca, table)
+}
+
+/// A TLS client that trusts `ca_pem`, offers HTTP/2 and shows no
+/// certificate.
+pub fn connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots(ca_pem))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 pub struct Ca {
     params: CertificateParams,
     key: KeyPair,

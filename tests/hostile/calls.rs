@@ -46,7 +46,11 @@ impl Decoder for RawDec {
     }
 }
 
-async fn raw(server: &Server, path: &'static str, body: Bytes) -> Result<Bytes, tonic::Status> {
+async fn raw(
+    server: &Server,
+    path: &'static str,
+    body: Bytes,
+) -> Result<tonic::Response<Bytes>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
     grpc.ready().await.unwrap();
     grpc.unary(
@@ -55,7 +59,6 @@ async fn raw(server: &Server, path: &'static str, body: Bytes) -> Result<Bytes, 
         RawCodec,
     )
     .await
-    .map(|r| r.into_inner())
 }
 
 #[derive(Debug, PartialEq)]
@@ -87,11 +90,21 @@ pub enum Call {
     },
 }
 
-fn code_of<T>(r: Result<T, tonic::Status>) -> Code {
-    r.err().map_or(Code::Ok, |s| s.code())
+/// The call's code, and whether it carried an `x-request-id` (only calls
+/// that reached the gate do).
+fn code_of<T>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, bool) {
+    match r {
+        Ok(r) => (Code::Ok, r.metadata().contains_key("x-request-id")),
+        Err(s) => (s.code(), s.metadata().contains_key("x-request-id")),
+    }
 }
 
 pub async fn run_call(server: &Server, call: &Call) -> Code {
+    run_call_seen(server, call).await.0
+}
+
+/// As [`run_call`], and whether the answer carried an `x-request-id`.
+pub async fn run_call_seen(server: &Server, call: &Call) -> (Code, bool) {
     let mut c = server.client().await;
     match call {
         Call::Decrypt { key, ct, ctx } => code_of(
