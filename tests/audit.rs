@@ -317,7 +317,7 @@ async fn each_kind_of_call_writes_the_documented_line() {
         key: String::new(),
         index: long_index.clone(),
         values: vec![Bytes::from_static(b"v")],
-        context: BTreeMap::new().into_iter().collect(),
+        context: common::requests::ctx(&[("tenant", "acme")]),
     })
     .await
     .unwrap_err();
@@ -486,6 +486,12 @@ async fn each_kind_of_call_writes_the_documented_line() {
     );
     assert_eq!(field(4, "key_version"), v1.as_str());
     assert_eq!(field(5, "index"), format!("{}…", "i".repeat(64)).as_str());
+    // ComputeIndex lists its context's keys; refused, it names no version.
+    assert_eq!(field(5, "context_keys"), serde_json::json!(["tenant"]));
+    assert_eq!(
+        (field(5, "outcome"), field(5, "key_version")),
+        ("error".into(), "".into())
+    );
     for i in [6, 7] {
         assert_eq!(
             (field(i, "key"), field(i, "key_version")),
@@ -648,6 +654,12 @@ async fn calls_and_health_come_back_when_the_audit_log_is_writable_again() {
     server.wait_health(true).await;
     let (code, body) = common::http_get(server.metrics.as_deref().unwrap(), "/readyz");
     assert_eq!(code, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["checks"]["audit"]),
+        (&"ready".into(), &"ok".into()),
+        "{body}"
+    );
     server
         .log_lines(
             "the audit log is written again; ready",

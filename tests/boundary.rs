@@ -479,6 +479,7 @@ async fn an_unwritable_audit_log_refuses_calls_in_refuse_mode() {
             let (code, body) = http_get(server.metrics.as_deref().unwrap(), "/readyz");
             assert_eq!(code, 503, "{body}");
             let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(ready["status"], "not_ready", "{body}");
             assert_eq!(
                 ready["checks"]["audit"],
                 "failing: calls are refused until it can be written"

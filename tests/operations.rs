@@ -669,4 +669,8 @@ async fn a_version_the_store_lacks_counts_as_a_failed_backend_call() {
         "{refused:?}"
     );
     assert_eq!(errors() - before, 1.0);
+    // ... while /readyz says the store answered (OPERATIONS.md, `checks`).
+    let (_, body) = http_get(server.metrics.as_deref().unwrap(), "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["secret_store"], "ok", "{body}");
 }
