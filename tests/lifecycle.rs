@@ -32,6 +32,12 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
         .into_inner();
     assert_eq!(rotated.previous_version, before.key_version);
     assert_ne!(rotated.current_version, before.key_version);
+    // A fresh UUIDv4 version id (API.md, RotateMasterKey).
+    let id = uuid::Uuid::parse_str(&rotated.current_version).unwrap();
+    assert_eq!(
+        (id.get_version_num(), id.hyphenated().to_string()),
+        (4, rotated.current_version.clone())
+    );
 
     let after = encrypt(&c, "", "bob@example.com", CTX).await.unwrap();
     assert_eq!(

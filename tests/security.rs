@@ -96,6 +96,7 @@ async fn channel(
 async fn mtls_identities_meet_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, config) = setup(dir.path());
+    let config = format!("metrics_listen = \"127.0.0.1:0\"\n{config}");
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let billing = pki.ca.client("billing-api", Some(BILLING));
     let batch = pki.ca.client("batch-job", None);
@@ -142,12 +143,23 @@ async fn mtls_identities_meet_the_policy() {
         .await
         .unwrap();
     assert!(rewrap(&ch_batch, &ct).await.is_ok());
+    // No grant has `encrypt` for batch-job on any key: refused from the
+    // request headers, naming key "*" (SECURITY.md, "Policy"), and counted
+    // under key "*" (OPERATIONS.md, `key`).
+    let denied = encrypt(&ch_batch, "pii", "x", &[]).await.unwrap_err();
     assert_eq!(
-        encrypt(&ch_batch, "pii", "x", &[])
-            .await
-            .unwrap_err()
-            .code(),
-        Code::PermissionDenied
+        (denied.code(), denied.message()),
+        (
+            Code::PermissionDenied,
+            "caller \"batch-job\" may not encrypt with key \"*\""
+        )
+    );
+    let (_, metrics) = common::process::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics.contains(
+            "envelope_requests_total{rpc=\"Encrypt\",key=\"*\",code=\"PERMISSION_DENIED\"} 1\n"
+        ),
+        "{metrics}"
     );
     let ch_ops = channel(&server, &pki.ca.pem, Some(&ops), "localhost")
         .await
@@ -197,6 +209,18 @@ async fn mtls_identities_meet_the_policy() {
     assert!(lines.iter().any(|l| l["caller"] == BILLING
         && l["outcome"] == "denied"
         && l["code"] == "PERMISSION_DENIED"));
+    let header_refusal = lines
+        .iter()
+        .find(|l| l["caller"] == "batch-job" && l["rpc"] == "Encrypt")
+        .unwrap();
+    assert_eq!(
+        (&header_refusal["key"], &header_refusal["outcome"]),
+        (&"*".into(), &"denied".into())
+    );
+    assert!(
+        header_refusal.get("context_keys").is_none(),
+        "{header_refusal}"
+    );
     for l in &lines {
         for field in [
             "time",
@@ -398,10 +422,14 @@ async fn policy_and_certificate_reload_without_restart() {
     // And an unreadable one: a directory in its place, which no user (root
     // included, as tests may run) can read as a file.
     std::fs::create_dir(dir.path().join("policy.toml")).unwrap();
-    server
+    let refusals = server
         .log_lines("new policy refused", 3, Duration::from_secs(15))
         .await;
     assert!(encrypt(&ch, "default", "x", &[]).await.is_ok());
+    assert!(
+        refusals.iter().all(|l| l.contains(" ERROR ")),
+        "{refusals:?}"
+    );
 
     // A new server certificate (now for envelope.test only) is served to new
     // connections without a restart.
@@ -459,6 +487,11 @@ async fn policy_and_certificate_reload_without_restart() {
                 .is_err()
         );
     }
+    let refusals = server.log_lines(refused, 4, Duration::from_secs(1)).await;
+    assert!(
+        refusals.iter().all(|l| l.contains(" ERROR ")),
+        "{refusals:?}"
+    );
 }
 
 #[tokio::test]
