@@ -198,9 +198,14 @@ async fn a_compromised_version_is_refused_fleet_wide_and_migrated_away() {
         assert_eq!(encrypt_version(r).await.unwrap(), n, "replica {i}");
         let (code, message) = decrypt_code(r, &single_ct).await;
         assert_eq!(code, Code::FailedPrecondition, "replica {i}: {message}");
-        assert!(
-            message.contains("compromised") && message.contains(&v),
-            "{message}"
+        // ROTATION.md's table, word for word.
+        assert_eq!(
+            message,
+            format!(
+                "master-key version {v} of key \"pii\" is marked compromised: its records can be forged by \
+                 whoever holds it, so Decrypt refuses them; re-encrypt them (envelope migrate, or \
+                 ReencryptBatch) or, for a migration window, set allow_compromised_decrypts on the key"
+            )
         );
         let mut admin = r.admin().await;
         let status = admin.key_status(pb::KeyStatusRequest { key: "pii".into() });

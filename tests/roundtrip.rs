@@ -415,3 +415,80 @@ async fn safe_calls_give_the_same_answer_each_time() {
     };
     assert_eq!(status().await, status().await);
 }
+
+/// CLIENTS.md, "Idempotency": Encrypt and GenerateDataKey make something new
+/// each time; Rewrap and ReencryptBatch of a record under an older version
+/// answer a new record each time, and the old record still opens. (Rewrap of
+/// a record already under the current version answers it unchanged.)
+#[tokio::test]
+async fn repeated_writes_make_something_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let mut seal = async || {
+        c.encrypt(enc("", b"same", CTX))
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphertext
+    };
+    let old = seal().await;
+    assert_ne!(old, seal().await);
+    let mut c = server.client().await;
+    let key = || pb::GenerateDataKeyRequest {
+        key: String::new(),
+        context: ctx(CTX),
+    };
+    let k1 = c.generate_data_key(key()).await.unwrap().into_inner();
+    let k2 = c.generate_data_key(key()).await.unwrap().into_inner();
+    assert_ne!(
+        (k1.plaintext_key, k1.wrapped_key),
+        (k2.plaintext_key, k2.wrapped_key)
+    );
+    common::requests::rotate(&server, "").await;
+    let item = || pb::RewrapItem {
+        ciphertext: old.clone(),
+        context: ctx(CTX),
+        indexes: Vec::new(),
+    };
+    let rewrap = || pb::RewrapRequest {
+        key: String::new(),
+        ciphertext: old.clone(),
+        context: ctx(CTX),
+        indexes: Vec::new(),
+    };
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(c.rewrap(rewrap()).await.unwrap().into_inner().ciphertext);
+        let re = c
+            .reencrypt_batch(pb::ReencryptBatchRequest {
+                key: String::new(),
+                items: vec![item()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(pb::rewrap_result::Result::Ciphertext(ct)) = &re.results[0].result else {
+            panic!("{re:?}")
+        };
+        answers.push(ct.clone());
+    }
+    answers.push(old.clone());
+    for (i, a) in answers.iter().enumerate() {
+        assert!(!answers[i + 1..].contains(a), "answer {i} came twice");
+        let opened = c.decrypt(dec("", a, CTX)).await.unwrap().into_inner();
+        assert_eq!(opened.plaintext.as_ref(), b"same");
+    }
+    // Already current: answered unchanged.
+    let current = answers[0].clone();
+    let again = c
+        .rewrap(pb::RewrapRequest {
+            ciphertext: current.clone(),
+            ..rewrap()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    assert_eq!(again, current);
+}

@@ -255,6 +255,12 @@ mod tests {
             validate(&m, ContextLimits::default()),
             Err(ContextError::TooLarge { .. })
         ));
+        // At each limit, and an empty value: taken.
+        let mut at: BTreeMap<String, String> = (0..63)
+            .map(|i| (format!("k{i:02}"), String::new()))
+            .collect();
+        at.insert("z".into(), "v".repeat(8 * 1024 - 63 * 3 - 1));
+        assert!(validate(&at, ContextLimits::default()).is_ok());
     }
 
     #[test]
