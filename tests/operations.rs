@@ -340,6 +340,49 @@ async fn lock_memory_locks_touched_pages_or_fails_clearly() {
     }
 }
 
+/// SECURITY.md, "Memory locking": the refusal branch, whatever the machine
+/// allows. The server runs with RLIMIT_MEMLOCK at 0 and, as root, without
+/// CAP_IPC_LOCK in its bounding set (`setpriv`), so mlockall is refused and
+/// start-up stops with the documented message, before listening.
+#[test]
+fn a_refused_mlockall_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlock_memory = true\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--memlock=0:0");
+    if root {
+        cmd.args(["setpriv", "--bounding-set=-ipc_lock", "--"]);
+    }
+    cmd.args([common::BIN, "serve", "--config"]).arg(&config);
+    let out = common::process::output_within(&mut cmd, None, std::time::Duration::from_secs(30));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success() && stdout.is_empty(),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("lock_memory: mlockall refused (")
+            && stderr
+                .contains("); raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK, or turn lock_memory off"),
+        "{stderr}"
+    );
+}
+
 /// The tests' own process runner (tests/common/process.rs): a command past
 /// its limit fails the test with what it printed, and a command whose
 /// daemon keeps the pipe open after it exits does not hang the test.
