@@ -264,6 +264,20 @@ async fn sigterm_drains_and_exits_zero() {
 /// Whether this system lets a process lock all of its memory: it holds
 /// CAP_IPC_LOCK, or its RLIMIT_MEMLOCK is unlimited. (A server's address
 /// space is far above any finite limit met in practice.)
+/// A configuration file in `dir` asking for `lock_memory`.
+fn lock_memory_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlock_memory = true\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn may_lock_all() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let cap_eff = status
@@ -290,15 +304,7 @@ async fn lock_memory_locks_touched_pages_or_fails_clearly() {
     use std::io::BufRead;
     let expect_locked = may_lock_all();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlock_memory = true\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
+    let config = lock_memory_config(dir.path());
     let err = dir.path().join("err");
     let mut child = std::process::Command::new(common::BIN)
         .args(["serve", "--config"])
@@ -347,15 +353,7 @@ async fn lock_memory_locks_touched_pages_or_fails_clearly() {
 #[test]
 fn a_refused_mlockall_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlock_memory = true\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
+    let config = lock_memory_config(dir.path());
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
