@@ -215,6 +215,13 @@ async fn metrics_and_health_endpoints_follow_the_service() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
+    // SIGINT (Ctrl-C) is taken the same way (CONFIG.md, "Shutdown").
+    for signal in ["-TERM", "-INT"] {
+        drains_and_exits_zero(signal).await;
+    }
+}
+
+async fn drains_and_exits_zero(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let mut server = Server::start(&dir.path().join("data"), None);
@@ -237,7 +244,7 @@ async fn sigterm_drains_and_exits_zero() {
     }
     let stopping = std::time::Instant::now();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
+        .args([signal, &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -245,9 +252,13 @@ async fn sigterm_drains_and_exits_zero() {
         .wait_exit(std::time::Duration::from_secs(30))
         .expect("exited");
     let shutdown = stopping.elapsed();
-    eprintln!("start-up to listening {startup:?}; SIGTERM to exit {shutdown:?}");
+    eprintln!("start-up to listening {startup:?}; {signal} to exit {shutdown:?}");
     assert_eq!(code, Some(0));
-    assert!(server.logs().contains("stopped"));
+    assert!(
+        server.logs().contains("shutting down") && server.logs().contains("stopped"),
+        "{}",
+        server.logs()
+    );
     let audit = server.audit_with(&[]).await;
     let mut lines = audit.matches("\"rpc\":\"Encrypt\"").count();
     // The test's own reader copies the closed pipe to a file: let it finish.
@@ -261,9 +272,6 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(lines, 500, "every audit line is written before exit");
 }
 
-/// Whether this system lets a process lock all of its memory: it holds
-/// CAP_IPC_LOCK, or its RLIMIT_MEMLOCK is unlimited. (A server's address
-/// space is far above any finite limit met in practice.)
 /// A configuration file in `dir` asking for `lock_memory`.
 fn lock_memory_config(dir: &std::path::Path) -> std::path::PathBuf {
     let config = dir.join("c.toml");
@@ -278,6 +286,9 @@ fn lock_memory_config(dir: &std::path::Path) -> std::path::PathBuf {
     config
 }
 
+/// Whether this system lets a process lock all of its memory: it holds
+/// CAP_IPC_LOCK, or its RLIMIT_MEMLOCK is unlimited. (A server's address
+/// space is far above any finite limit met in practice.)
 fn may_lock_all() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let cap_eff = status
