@@ -77,6 +77,23 @@ async fn streams_answer_batches_in_order() {
         }
     }
     assert_eq!(i, 500);
+    // One audit line per message, with its items (API.md, "Streams").
+    let audit = server
+        .audit_with(&["\"rpc\":\"DecryptStream\"", "\"items\":250"])
+        .await;
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["rpc"] == "DecryptStream")
+        .collect();
+    assert_eq!(lines.len(), 2, "{audit}");
+    for l in &lines {
+        assert_eq!(
+            (&l["items"], &l["failed_items"]),
+            (&250.into(), &0.into()),
+            "{l}"
+        );
+    }
 }
 
 /// A client built from the API before the stream messages had names of
