@@ -244,6 +244,7 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     assert_eq!(code, 503, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["checks"]["keys"]["default"]["status"], "stale");
+    assert_eq!(ready["status"], "not_ready", "{body}");
     assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
     // The Admin service stays SERVING, so KeyStatus and RefreshKeys stay usable.
     let admin = health
@@ -303,6 +304,8 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     );
     assert_eq!(common::http_get(&metrics, "/readyz").0, 200);
     assert!(server.logs().contains("keys fresh again; ready"));
+    // Both data-plane names are SERVING again, "" included.
+    server.wait_health(true).await;
     round_trip(&server, "", "after the outage").await;
 }
 
