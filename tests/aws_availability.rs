@@ -356,6 +356,29 @@ async fn a_flood_of_bogus_versions_costs_one_call_per_version() {
         );
     }
     assert_eq!(proxy.count("secretsmanager.GetSecretValue") - before, calls);
+    // Fetches of different versions run one at a time per key name
+    // (FORMAT.md, ROTATION.md): with each store call held 300 ms, five
+    // concurrent Decrypts of five new versions have made one call 150 ms
+    // in, and all five in the end.
+    let before = proxy.count("secretsmanager.GetSecretValue");
+    proxy.set_delay(Duration::from_millis(300));
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let mut r = good.to_vec();
+        r[7..23].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let mut c = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            c.decrypt(dec("", &r, CTX)).await.unwrap_err().code()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let early = proxy.count("secretsmanager.GetSecretValue") - before;
+    assert!(early <= 1, "{early} fetches at once");
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Code::FailedPrecondition);
+    }
+    assert_eq!(proxy.count("secretsmanager.GetSecretValue") - before, 5);
+    proxy.set_delay(Duration::ZERO);
     let _ = sdk_config_for;
 }
 
