@@ -112,7 +112,20 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
         Duration::from_secs(4),
     )
     .await;
+    // An idle connection opened before the signal.
+    let mut idle = common::h2raw::connect(&replica.addr).await;
     replica.sigterm();
+    // It is told to go away (NO_ERROR) at once, while the call still runs.
+    let goaway = loop {
+        let f = common::h2raw::read_frame(&mut idle)
+            .await
+            .expect("closed without GOAWAY");
+        if f.kind == common::h2raw::GOAWAY {
+            break f;
+        }
+    };
+    assert_eq!(goaway.code(), 0, "GOAWAY NO_ERROR");
+    assert!(!call.is_finished(), "GOAWAY came only after the drain");
     // The call is still waiting on the slow API: the server must too.
     assert_eq!(
         replica.wait_exit(Duration::from_millis(500)),

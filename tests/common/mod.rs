@@ -17,6 +17,7 @@ use std::time::Duration;
 pub mod aws_config;
 pub mod cli;
 pub mod doctor;
+pub mod h2raw;
 pub mod moto;
 pub mod pki;
 pub mod postgres;
