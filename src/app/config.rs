@@ -164,6 +164,13 @@ pub fn valid_key_name(name: &str) -> bool {
 }
 
 impl Settings {
+    /// Whether the service is meant to be reached from the network: AWS
+    /// mode, or a `listen` address off loopback. Such a service has no
+    /// open default: without a policy every call is denied.
+    pub fn reachable_from_network(&self) -> bool {
+        self.mode == Mode::Aws || !self.listen.ip().is_loopback()
+    }
+
     /// Every secret the keys read: each key's, and its salt secret.
     pub fn secret_ids(&self) -> Vec<String> {
         self.keys

@@ -318,8 +318,7 @@ pub struct Security {
 
 /// Loads the TLS files and the policy and starts the audit writer.
 pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
-    if settings.tls.is_none() && (settings.mode == Mode::Aws || !settings.listen.ip().is_loopback())
-    {
+    if settings.tls.is_none() && settings.reachable_from_network() {
         tracing::error!(
             listen = %settings.listen,
             "INSECURE: serving plaintext gRPC (insecure_plaintext = true); keys and plaintexts cross the network unencrypted"
@@ -327,7 +326,7 @@ pub fn prepare_security(settings: &Settings) -> Result<Security, ServeError> {
     }
     // Open by default only for local mode on loopback: anything reachable
     // from the network needs a policy.
-    let default = if settings.mode == Mode::Aws || !settings.listen.ip().is_loopback() {
+    let default = if settings.reachable_from_network() {
         Default::Deny
     } else {
         Default::Allow

@@ -303,3 +303,23 @@ fn every_validation_rule_is_enforced() {
     let s = Settings::from_file(file, Overrides::default()).unwrap();
     assert!(s.transport.max_connection_age_grace.is_zero());
 }
+
+/// CONFIG.md, `policy_file`: without one, local mode on loopback allows
+/// every call, and AWS mode or a `listen` address off loopback denies them
+/// all (`prepare_security` and doctor's policy check both ask this).
+#[test]
+fn only_local_mode_on_loopback_is_open_without_a_policy() {
+    for (toml, reachable) in [
+        ("listen = \"127.0.0.1:1\"\n", false),
+        ("listen = \"[::1]:1\"\n", false),
+        ("listen = \"0.0.0.0:1\"\ninsecure_plaintext = true\n", true),
+        ("listen = \"10.1.2.3:1\"\ninsecure_plaintext = true\n", true),
+    ] {
+        let file: FileConfig = toml::from_str(toml).unwrap();
+        let s = Settings::from_file(file, Overrides::default()).unwrap();
+        assert_eq!(s.reachable_from_network(), reachable, "{toml}");
+    }
+    let mut s = Settings::load(None, Overrides::default()).unwrap();
+    s.mode = Mode::Aws;
+    assert!(s.reachable_from_network());
+}

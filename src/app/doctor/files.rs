@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Check;
-use crate::app::config::{Mode, POLICY_FORMAT, POLICY_PATH, Settings};
+use crate::app::config::{POLICY_FORMAT, POLICY_PATH, Settings};
 use crate::backends::store::StoreError;
 use crate::edge::authz::Policy;
 use crate::edge::tls::TlsSettings;
@@ -124,7 +124,7 @@ fn certificate(tls: &TlsSettings) -> Check {
 pub(super) fn policy(settings: &Settings) -> Check {
     const NAME: &str = "policy";
     let Some(path) = &settings.policy_file else {
-        let denies = settings.mode == Mode::Aws || !settings.listen.ip().is_loopback();
+        let denies = settings.reachable_from_network();
         return if denies {
             Check::fail(
                 NAME,
