@@ -91,6 +91,28 @@ async fn envelope_shape_init_serve_rotate_and_kms_context() {
     assert_eq!(doc["format"], "envelope.master-key.v1");
     let blob = B64.decode(doc["wrappedKey"].as_str().unwrap()).unwrap();
     let version = v.version_id().unwrap().to_owned();
+    // CONFIG.md, init-keys in AWS mode: a UUIDv4 version, staged AWSCURRENT
+    // and pinned; the secret made with no tags, no replication and
+    // Secrets Manager's own encryption key.
+    assert_eq!(
+        uuid::Uuid::parse_str(&version).unwrap().get_version_num(),
+        4
+    );
+    let described = sm
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap();
+    let mut stages = described.version_ids_to_stages().unwrap()[&version].clone();
+    stages.sort();
+    assert_eq!(
+        stages,
+        ["AWSCURRENT", format!("envelope-pin-{version}").as_str()]
+    );
+    assert!(described.tags().is_empty(), "{described:?}");
+    assert!(described.replication_status().is_empty(), "{described:?}");
+    assert!(described.kms_key_id().is_none(), "{described:?}");
     let kms = AwsKms::new(&moto().sdk_config(), key.clone());
     kms.decrypt(
         &blob,

@@ -440,3 +440,62 @@ async fn replica_region_serves_when_the_primary_fails_and_kms_key_by_alias() {
     );
     assert_eq!(proxy.count("secretsmanager.DescribeSecret"), 0);
 }
+
+/// OPERATIONS.md, "Every replica refreshes on its own": a refresh of an
+/// unchanged key costs one DescribeSecret; GetSecretValue and KMS Decrypt
+/// come only for a version not loaded yet, once each.
+#[tokio::test]
+async fn a_refresh_fetches_only_new_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/refresh-cost");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    let keys = secret_key("default", &secret);
+    let cfg = aws_config(
+        &proxy.url(),
+        &key,
+        FAIL_FAST,
+        "refresh_interval_secs = 1",
+        &keys,
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    let count = |t: &str| proxy.count(t);
+    let (describe, get, decrypt) = (
+        "secretsmanager.DescribeSecret",
+        "secretsmanager.GetSecretValue",
+        "TrentService.Decrypt",
+    );
+    let at_start = (count(describe), count(get), count(decrypt));
+    let refreshes = |n: u64, from: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(describe) < from + n {
+            assert!(Instant::now() < deadline, "fewer than {n} refreshes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    refreshes(3, at_start.0).await;
+    assert_eq!((count(get), count(decrypt)), (at_start.1, at_start.2));
+    // A new AWSCURRENT: fetched and decrypted once, then not again.
+    let v2 = uuid();
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&v2)
+        .secret_string(envelope_doc(&key, "default", &v2).await)
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while key_status(&server).await.current_version != v2 {
+        assert!(Instant::now() < deadline, "the new version never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refreshes(2, count(describe)).await;
+    assert_eq!(
+        (count(get) - at_start.1, count(decrypt) - at_start.2),
+        (1, 1)
+    );
+}

@@ -39,7 +39,8 @@ fn planted() -> String {
     .to_string()
 }
 
-/// A server on a fresh Envelope-shaped key "pii" in moto, with its parts.
+/// A server on a fresh Envelope-shaped key "pii" in moto, with its parts
+/// (`top`: more top-level settings).
 struct Served {
     dir: tempfile::TempDir,
     key: String,
@@ -49,7 +50,7 @@ struct Served {
     server: Server,
 }
 
-async fn served() -> Served {
+async fn served(top: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let key = kms_key().await;
     let secret = unique("envelope/pii");
@@ -59,7 +60,7 @@ async fn served() -> Served {
         &moto().url(),
         &key,
         FAIL_FAST,
-        "metrics_listen = \"127.0.0.1:0\"",
+        &format!("metrics_listen = \"127.0.0.1:0\"\n{top}"),
         &secret_key("pii", &secret),
     );
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
@@ -134,7 +135,7 @@ async fn a_planted_seed_shaped_version_is_never_used_to_encrypt() {
         v1,
         server,
         ..
-    } = served().await;
+    } = served("").await;
     let before = round_trip(&server, "pii", "123.456.789-09").await;
     assert_eq!(before.key_version, v1);
 
@@ -211,7 +212,7 @@ async fn a_document_wrapped_under_a_foreign_kms_key_is_refused() {
         v1,
         cfg,
         server,
-    } = served().await;
+    } = served("").await;
     let foreign = kms_key().await;
     assert_eq!(round_trip(&server, "pii", "x").await.key_version, v1);
     // The document binds its version id, so the id is chosen first.
@@ -239,4 +240,20 @@ async fn a_document_wrapped_under_a_foreign_kms_key_is_refused() {
     drop(server);
     let server = Server::start_with(&dir.path().join("d2"), Some(&allowed), TEST_ENV);
     assert_eq!(round_trip(&server, "pii", "z").await.key_version, planted);
+}
+
+/// AUDIT.md, "Key refresh lines": the background refresh writes the same
+/// line as RefreshKeys when it refuses a version; no call is made here.
+#[tokio::test]
+async fn the_background_refresh_audits_a_refused_version() {
+    let Served {
+        dir: _dir,
+        secret,
+        server,
+        ..
+    } = served("refresh_interval_secs = 1").await;
+    let version = plant(&secret, planted(), "AWSCURRENT").await;
+    let line = refusal_audited(&server, &version).await;
+    assert_eq!(line["outcome"], "refused", "{line}");
+    assert!(!server.stdout().contains("\"rpc\":\"RefreshKeys\""));
 }

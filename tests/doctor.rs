@@ -593,3 +593,37 @@ fn doctor_checks_local_mode_and_creates_nothing() {
     // config, tls (none: a warning), policy, audit, data directory.
     assert_eq!(checks.len(), 5, "{checks:?}");
 }
+
+/// OPERATIONS.md, doctor's `tls certificate`: a certificate with under 30
+/// days left is a warning that says how many, with its fix; 40 days is fine.
+#[test]
+fn a_certificate_near_its_end_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("doctor");
+    for (days, want) in [(10, "warn"), (40, "ok")] {
+        let cert = ca.server_for_days(days);
+        std::fs::write(d.join("s.crt"), &cert.cert).unwrap();
+        std::fs::write(d.join("s.key"), &cert.key).unwrap();
+        let cfg = format!(
+            "data_dir = \"{0}/data\"\n[tls]\ncert = \"{0}/s.crt\"\nkey = \"{0}/s.key\"\n",
+            d.display()
+        );
+        let (ok, checks, table) = doctor(d, &cfg);
+        assert!(ok, "{table}");
+        assert_eq!(outcome(&checks, "tls certificate"), want, "{table}");
+        let left = format!("{} days left", days - 1);
+        assert!(
+            field(&checks, "tls certificate", "detail").contains(&left)
+                || field(&checks, "tls certificate", "detail")
+                    .contains(&format!("{days} days left")),
+            "{table}"
+        );
+        if want == "warn" {
+            assert!(
+                fix_of(&checks, "tls certificate").starts_with("renew it soon"),
+                "{table}"
+            );
+        }
+    }
+}

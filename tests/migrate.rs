@@ -414,9 +414,17 @@ async fn a_failed_row_is_retried_not_skipped() {
     let db = pg.client().await;
     let mut good_50 = records[49].clone();
     *good_50.last_mut().unwrap() ^= 1;
-    let v2 = rotate(&server, "default").await.current_version;
+    let rotated = rotate(&server, "default").await;
+    let (v1, v2) = (rotated.previous_version, rotated.current_version);
     let out = migrate(&server, &pg, &["--batch", "10"]).output().unwrap();
     assert!(!out.status.success());
+    // The run went on past the failed row: every other row moved.
+    assert_eq!(
+        debt(&server, &pg),
+        HashMap::from([(v1, 1), (v2.clone(), 99)]),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let checkpoint: i64 = db
         .query_one("SELECT last_id FROM envelope_migrate_checkpoint", &[])
         .await

@@ -664,12 +664,26 @@ async fn a_direct_rotation_is_not_counted_by_the_server() {
         args.extend_from_slice(step);
         common::cli::run(&args, &[])
     };
-    let (ok, out, err) = rotate(&[]);
+    let (ok, _, err) = rotate(&[]);
     assert!(ok, "{err}");
     // A direct step that fails is not counted either.
     let token = uuid::Uuid::new_v4().to_string();
     let (ok, _, _) = rotate(&["--step", "setSecret", "--token", &token]);
     assert!(!ok, "setSecret of a token with no version must fail");
+    // Nor is one by `rotate --config`.
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("data_dir = {data:?}\n")).unwrap();
+    let (ok, out, err) = common::cli::run(
+        &[
+            "rotate",
+            "--config",
+            config.to_str().unwrap(),
+            "--key",
+            "default",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
     server
         .admin()
         .await
@@ -725,4 +739,31 @@ async fn a_version_the_store_lacks_counts_as_a_failed_backend_call() {
     let (_, body) = http_get(server.metrics.as_deref().unwrap(), "/readyz");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["checks"]["secret_store"], "ok", "{body}");
+}
+
+/// CONFIG.md, `log_format = "json"`: every stderr line is one JSON object
+/// with its level, target and message.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some("log_format = \"json\"\n"));
+    server
+        .client()
+        .await
+        .encrypt(enc("", b"x", &[]))
+        .await
+        .unwrap();
+    let logs = server.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["target"] == "envelope::app::startup"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("LOCAL MODE"))),
+        "{logs}"
+    );
 }

@@ -74,6 +74,19 @@ impl Ca {
         self.issue(p)
     }
 
+    /// A server certificate for localhost and 127.0.0.1, valid from now
+    /// for `days` days.
+    pub fn server_for_days(&self, days: i64) -> Issued {
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(days);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(p)
+    }
+
     /// A server certificate for 127.0.0.1 that expired in 2021.
     pub fn expired_server(&self) -> Issued {
         self.server_between(2020, 2021)

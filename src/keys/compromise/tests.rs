@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::super::*;
-use crate::backends::store::{AWSCURRENT, compromised_label};
+use crate::backends::store::{AWSCURRENT, AWSPENDING, compromised_label};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -125,6 +125,7 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
         let ctx = BTreeMap::new();
         let (ct, v) = key.encrypt(b"kept", &ctx).await.unwrap();
         let v = v.version.as_str().to_owned();
+        let (data_key, blob, _) = key.generate_data_key(&ctx).await.unwrap();
         key.rotate().await.unwrap();
         // Not current: marked without a rotation.
         let current = key.snapshot().current.version.as_str().to_owned();
@@ -141,12 +142,15 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
             is_compromised_refusal(&e, &v),
             "rewrap is refused even then: {e}"
         );
+        // UnwrapDataKey opens its blobs too (CONFIG.md, the window).
+        let unwrapped = window.unwrap_data_key(&blob, &ctx).await.unwrap();
+        assert_eq!(unwrapped.0.expose(), data_key.expose());
         let counts = window
             .version_use()
             .into_iter()
             .find(|u| u.version == v)
             .unwrap();
-        assert_eq!(counts.compromised, [1, 2, 0]);
+        assert_eq!(counts.compromised, [1, 3, 0]);
         // An unknown version cannot be marked.
         assert!(matches!(
             key.mark_compromised("no-such-version").await,
@@ -184,5 +188,32 @@ fn a_marked_pending_version_is_never_promoted() {
         }
         let current = store.get_stage("k", AWSCURRENT).await.unwrap().info.id;
         assert_ne!(current, token);
+    });
+}
+
+/// ROTATION.md, MarkCompromised step 2: marking a pending version takes
+/// AWSPENDING from it (and leaves AWSCURRENT where it was).
+#[test]
+fn marking_a_pending_version_takes_awspending_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let source = KeySource::open_local(dir.path(), "k").await.unwrap();
+        let (store, kms) = (source.store.clone(), source.kms.clone());
+        let key = NamedKey::load(source, Limits::default()).await.unwrap();
+        let rotator = crate::keys::rotation::Rotator {
+            store: store.as_ref(),
+            kms: kms.as_ref(),
+            key_name: "k",
+            secret_id: "k",
+        };
+        let before = store.get_stage("k", AWSCURRENT).await.unwrap().info.id;
+        let token = "0f8e2c7a-9d41-4b3e-a6f5-1c2d3e4f5a6b";
+        rotator.create_secret(token).await.unwrap();
+        assert_eq!(key.mark_compromised(token).await.unwrap(), before);
+        let infos = store.describe("k").await.unwrap();
+        let marked = infos.iter().find(|i| i.id == token).unwrap();
+        assert!(!marked.has(AWSPENDING), "{marked:?}");
+        assert!(marked.has(&compromised_label(token)), "{marked:?}");
+        assert!(infos.iter().all(|i| !i.has(AWSPENDING)), "{infos:?}");
     });
 }

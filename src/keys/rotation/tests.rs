@@ -261,3 +261,27 @@ async fn a_secret_of_another_key_name_fails_the_probe_with_the_documented_text()
     );
     assert!(text.starts_with(&want) && text.ends_with(')'), "{text}");
 }
+
+/// ROTATION.md, "The four steps": a token given by hand that cannot be a
+/// version id (FORMAT.md: printable ASCII, no spaces) fails testSecret, so
+/// it is never promoted.
+#[tokio::test]
+async fn a_token_that_cannot_be_a_version_id_fails_test_secret() {
+    let (_dir, store, kms) = with_first_version().await;
+    let r = Rotator {
+        store: &store,
+        kms: &kms,
+        key_name: "k",
+        secret_id: "k",
+    };
+    let current = r.current().await.unwrap().id;
+    let token = "has space";
+    r.step(Step::CreateSecret, token).await.unwrap();
+    let e = r.step(Step::TestSecret, token).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "secret k version has space: malformed master-key version id field"
+    );
+    assert!(r.step(Step::FinishSecret, token).await.is_err());
+    assert_eq!(r.current().await.unwrap().id, current);
+}
