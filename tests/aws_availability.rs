@@ -43,14 +43,8 @@ async fn stages_on_demand_fetch_and_refresh() {
     let sm = moto().secrets();
     let (v1, v2, v3) = (uuid(), uuid(), uuid());
     create_envelope_secret(&secret, &key, "default", &v1).await;
-    sm.put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&v2)
-        .secret_string(envelope_doc(&key, "default", &v2).await)
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .unwrap();
+    let doc = envelope_doc(&key, "default", &v2).await;
+    common::moto::put_version(&secret, &v2, doc, "AWSPENDING").await;
     let keys = secret_key("default", &secret);
     let cfg = aws_config(
         &moto().url(),
@@ -95,14 +89,8 @@ async fn stages_on_demand_fetch_and_refresh() {
     assert_eq!(round_trip(&server, "", "under v2").await.key_version, v2);
 
     // And the periodic refresh (1 s here) picks up the next one by itself.
-    sm.put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&v3)
-        .secret_string(envelope_doc(&key, "default", &v3).await)
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .unwrap();
+    let doc = envelope_doc(&key, "default", &v3).await;
+    common::moto::put_version(&secret, &v3, doc, "AWSPENDING").await;
     sm.update_secret_version_stage()
         .secret_id(&secret)
         .version_stage("AWSCURRENT")
@@ -452,13 +440,8 @@ async fn a_refresh_fetches_only_new_versions() {
     create_envelope_secret(&secret, &key, "default", &uuid()).await;
     let proxy = Proxy::start(moto().addr);
     let keys = secret_key("default", &secret);
-    let cfg = aws_config(
-        &proxy.url(),
-        &key,
-        FAIL_FAST,
-        "refresh_interval_secs = 1",
-        &keys,
-    );
+    let top = "refresh_interval_secs = 1";
+    let cfg = aws_config(&proxy.url(), &key, FAIL_FAST, top, &keys);
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
     let count = |t: &str| proxy.count(t);
     let (describe, get, decrypt) = (
@@ -478,16 +461,8 @@ async fn a_refresh_fetches_only_new_versions() {
     assert_eq!((count(get), count(decrypt)), (at_start.1, at_start.2));
     // A new AWSCURRENT: fetched and decrypted once, then not again.
     let v2 = uuid();
-    moto()
-        .secrets()
-        .put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&v2)
-        .secret_string(envelope_doc(&key, "default", &v2).await)
-        .version_stages("AWSCURRENT")
-        .send()
-        .await
-        .unwrap();
+    let doc = envelope_doc(&key, "default", &v2).await;
+    common::moto::put_version(&secret, &v2, doc, "AWSCURRENT").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while key_status(&server).await.current_version != v2 {
         assert!(Instant::now() < deadline, "the new version never loaded");

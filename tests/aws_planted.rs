@@ -83,16 +83,7 @@ async fn plant(secret: &str, value: String, stage: &str) -> String {
 
 /// [`plant`] under a chosen version id.
 async fn plant_as(secret: &str, version: &str, value: String, stage: &str) {
-    moto()
-        .secrets()
-        .put_secret_value()
-        .secret_id(secret)
-        .client_request_token(version)
-        .secret_string(value)
-        .version_stages(stage)
-        .send()
-        .await
-        .unwrap();
+    common::moto::put_version(secret, version, value, stage).await;
 }
 
 /// The `KeyRefresh` audit line that refused `version` of "pii".

@@ -45,16 +45,8 @@ async fn setup(dir: &std::path::Path, drain_secs: u64, tls: &str) -> (Server, Pr
     let cfg = aws_config(&proxy.url(), &key, PATIENT, &top, &format!("{keys}{tls}"));
     let replica = Server::start_with(&dir.join("a"), Some(&cfg), TEST_ENV);
     let v2 = uuid();
-    moto()
-        .secrets()
-        .put_secret_value()
-        .secret_id(&secret)
-        .client_request_token(&v2)
-        .secret_string(envelope_doc(&key, "default", &v2).await)
-        .version_stages("AWSCURRENT")
-        .send()
-        .await
-        .unwrap();
+    let doc = envelope_doc(&key, "default", &v2).await;
+    common::moto::put_version(&secret, &v2, doc, "AWSCURRENT").await;
     let direct = aws_config(&moto().url(), &key, PATIENT, "", &keys);
     let other = Server::start_with(&dir.join("b"), Some(&direct), TEST_ENV);
     let record = round_trip(&other, "", "in flight at SIGTERM").await;

@@ -236,6 +236,20 @@ pub async fn kms_key_on(sdk: &aws_config::SdkConfig) -> String {
         .to_owned()
 }
 
+/// Puts `value` as version `version` of `secret` on moto, with `stage`.
+pub async fn put_version(secret: &str, version: &str, value: String, stage: &str) {
+    moto()
+        .secrets()
+        .put_secret_value()
+        .secret_id(secret)
+        .client_request_token(version)
+        .secret_string(value)
+        .version_stages(stage)
+        .send()
+        .await
+        .unwrap();
+}
+
 /// `prefix` and a random suffix: a secret or alias name no other test uses.
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];

@@ -6,6 +6,16 @@ use crate::backends::store::AWSPREVIOUS;
 use crate::backends::store::local::LocalStore;
 
 /// A local store and root key whose secret "k" has its first version.
+/// The rotator of key "k" on secret "k".
+fn rotator<'a>(store: &'a LocalStore, kms: &'a LocalKms) -> Rotator<'a> {
+    Rotator {
+        store,
+        kms,
+        key_name: "k",
+        secret_id: "k",
+    }
+}
+
 async fn with_first_version() -> (tempfile::TempDir, LocalStore, LocalKms) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(&dir.path().join("s")).unwrap();
@@ -31,12 +41,7 @@ async fn four_steps_are_idempotent_and_move_the_stages() {
             .await
             .unwrap()
     );
-    let r = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    };
+    let r = rotator(&store, &kms);
     let first = r.current().await.unwrap().id;
     let token = "11111111-2222-4333-8444-555555555555";
     // Finishing before creating fails and leaves AWSCURRENT alone.
@@ -78,12 +83,7 @@ async fn four_steps_are_idempotent_and_move_the_stages() {
 #[tokio::test]
 async fn failed_test_step_leaves_current_unchanged() {
     let (_dir, store, kms) = with_first_version().await;
-    let r = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    };
+    let r = rotator(&store, &kms);
     let first = r.current().await.unwrap().id;
     // A pending version that is not a master-key document fails testSecret.
     store
@@ -136,12 +136,7 @@ async fn errors_say_what_the_table_says_and_a_split_finish_completes() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(&dir.path().join("s")).unwrap();
     let kms = LocalKms::open_or_create(&dir.path().join("root")).unwrap();
-    let r = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    };
+    let r = rotator(&store, &kms);
     let token = "11111111-2222-4333-8444-555555555555";
     let err = |e: RotationError| e.to_string();
     // A secret with a version but no AWSCURRENT.
@@ -210,12 +205,7 @@ async fn errors_say_what_the_table_says_and_a_split_finish_completes() {
 #[tokio::test]
 async fn a_new_create_secret_takes_awspending_from_an_abandoned_one() {
     let (_dir, store, kms) = with_first_version().await;
-    let r = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    };
+    let r = rotator(&store, &kms);
     let abandoned = "11111111-2222-4333-8444-555555555555";
     let next = "66666666-7777-4888-9999-aaaaaaaaaaaa";
     r.step(Step::CreateSecret, abandoned).await.unwrap();
@@ -232,16 +222,7 @@ async fn a_new_create_secret_takes_awspending_from_an_abandoned_one() {
 #[tokio::test]
 async fn a_secret_of_another_key_name_fails_the_probe_with_the_documented_text() {
     let (_dir, store, kms) = with_first_version().await;
-    let current = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    }
-    .current()
-    .await
-    .unwrap()
-    .id;
+    let current = rotator(&store, &kms).current().await.unwrap().id;
     let wrong = Rotator {
         store: &store,
         kms: &kms,
@@ -268,12 +249,7 @@ async fn a_secret_of_another_key_name_fails_the_probe_with_the_documented_text()
 #[tokio::test]
 async fn a_token_that_cannot_be_a_version_id_fails_test_secret() {
     let (_dir, store, kms) = with_first_version().await;
-    let r = Rotator {
-        store: &store,
-        kms: &kms,
-        key_name: "k",
-        secret_id: "k",
-    };
+    let r = rotator(&store, &kms);
     let current = r.current().await.unwrap().id;
     let token = "has space";
     r.step(Step::CreateSecret, token).await.unwrap();
