@@ -474,3 +474,25 @@ async fn a_refresh_fetches_only_new_versions() {
         (1, 1)
     );
 }
+
+/// CONFIG.md, `kms_endpoint_url`: KMS calls go there, Secrets Manager's to
+/// `endpoint_url` (here a proxy that counts them).
+#[tokio::test]
+async fn kms_endpoint_url_takes_the_kms_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/kms-endpoint");
+    create_envelope_secret(&secret, &key, "default", &uuid()).await;
+    let proxy = Proxy::start(moto().addr);
+    let keys = secret_key("default", &secret);
+    let cfg = aws_config(&proxy.url(), &key, FAIL_FAST, "", &keys).replace(
+        "[aws]\n",
+        &format!("[aws]\nkms_endpoint_url = \"{}\"\n", moto().url()),
+    );
+    let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    round_trip(&server, "", "x").await;
+    assert!(proxy.count("secretsmanager.DescribeSecret") > 0);
+    for op in ["TrentService.Decrypt", "TrentService.GenerateDataKey"] {
+        assert_eq!(proxy.count(op), 0, "{op} went to endpoint_url");
+    }
+}

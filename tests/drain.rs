@@ -308,6 +308,19 @@ async fn sigterm_during_start_up_ends_the_process_at_once() {
         assert!(Instant::now() < deadline, "no AWS call: {}", logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // CONFIG.md, "Start-up": the gRPC port is bound before the keys load,
+    // and a connection made now is not answered (no HTTP/2 SETTINGS) while
+    // they load.
+    let ports = common::process::listening_ports(child.id());
+    assert_eq!(ports.len(), 1, "{ports:?}: {}", logs());
+    let mut early = common::h2raw::connect_raw(&format!("127.0.0.1:{}", ports[0])).await;
+    let mut buf = [0u8; 9];
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read(&mut early, &mut buf),
+    )
+    .await;
+    assert!(answer.is_err(), "answered while starting: {answer:?}");
     let sent = Instant::now();
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

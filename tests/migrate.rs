@@ -375,6 +375,19 @@ async fn reencrypt_mode_gives_every_record_a_new_data_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The audit lines of each RPC, once the writer has written them (10 ms).
+    let items = |rpc: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let lines: Vec<serde_json::Value> = server
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["rpc"] == rpc)
+            .collect();
+        let items: u64 = lines.iter().map(|l| l["items"].as_u64().unwrap()).sum();
+        (lines.len(), items)
+    };
+    let rewraps = items("RewrapBatch");
     let out = migrate(&server, &pg, &["--reencrypt", "--batch", "100"])
         .output()
         .unwrap();
@@ -383,6 +396,10 @@ async fn reencrypt_mode_gives_every_record_a_new_data_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // API.md and ROTATION.md: --reencrypt uses ReencryptBatch and sends each
+    // record once, straight to it (no rewrap attempt first).
+    assert_eq!(items("ReencryptBatch"), (10, 1000));
+    assert_eq!(items("RewrapBatch"), rewraps);
     assert_eq!(debt(&server, &pg), HashMap::from([(v2, 1000)]));
     let rows = db
         .query("SELECT id, email FROM users ORDER BY id", &[])

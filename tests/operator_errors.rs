@@ -591,7 +591,8 @@ async fn rewrap_keeps_failed_records_and_says_which() {
     );
     let input = dir.path().join("in.b64");
     let output = dir.path().join("out.b64");
-    let text = format!("{good}\n\nnot base64!\n{other_context}\n");
+    // CONFIG.md, `--input`: whitespace around a record is trimmed.
+    let text = format!("  {good}\t\n\nnot base64!\n{other_context}\n");
     std::fs::write(&input, &text).unwrap();
     let args = |addr: &str| {
         vec![
@@ -621,7 +622,11 @@ async fn rewrap_keeps_failed_records_and_says_which() {
         err.contains("2 records could not be rewrapped (left unchanged in the output)"),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&output).unwrap(), text);
+    // The trimmed record is written back; failed lines are kept as they were.
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        format!("{good}\n\nnot base64!\n{other_context}\n")
+    );
     // Twelve failures: the first ten are reported, all are counted.
     std::fs::write(&input, format!("{other_context}\n").repeat(12)).unwrap();
     let (ok, out, err) = run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);

@@ -387,3 +387,51 @@ async fn a_stream_outlives_the_request_timeout() {
         .expect("an answer 3 s in");
     assert_eq!(last.results.len(), 1);
 }
+
+/// API.md, "Streams": a failing item is an item result, and the stream
+/// goes on to the next message.
+#[tokio::test]
+async fn a_failing_item_does_not_end_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let sealed = c
+        .encrypt(common::requests::enc("", b"kept", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let message = |ciphertext: bytes::Bytes| pb::DecryptStreamRequest {
+        key: String::new(),
+        items: vec![pb::DecryptItem {
+            ciphertext,
+            context: Default::default(),
+        }],
+    };
+    let requests = vec![
+        message(bytes::Bytes::from_static(b"not a record")),
+        message(sealed),
+    ];
+    let mut responses = c
+        .decrypt_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            &first.results[0].result,
+            Some(pb::decrypt_result::Result::Error(e)) if e.code == Code::InvalidArgument as i32
+        ),
+        "{first:?}"
+    );
+    let second = responses.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            &second.results[0].result,
+            Some(pb::decrypt_result::Result::Plaintext(p)) if p.as_ref() == b"kept"
+        ),
+        "{second:?}"
+    );
+    assert!(responses.message().await.unwrap().is_none());
+}

@@ -80,13 +80,20 @@ pub async fn read_frame(conn: &mut TcpStream) -> Option<Frame> {
     })
 }
 
-/// A connection past the preface, with both sides' SETTINGS acknowledged
-/// (the server enforces its stream limit only once the client has).
-pub async fn connect(addr: &str) -> TcpStream {
+/// A connection that has sent the preface and empty SETTINGS, and read
+/// nothing yet.
+pub async fn connect_raw(addr: &str) -> TcpStream {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     conn.write_all(&hello).await.unwrap();
+    conn
+}
+
+/// A connection past the preface, with both sides' SETTINGS acknowledged
+/// (the server enforces its stream limit only once the client has).
+pub async fn connect(addr: &str) -> TcpStream {
+    let mut conn = connect_raw(addr).await;
     let (mut theirs, mut ours) = (false, false);
     while !(theirs && ours) {
         let f = read_frame(&mut conn)

@@ -208,3 +208,36 @@ pub async fn closed_unserved<S: tokio::io::AsyncRead + Unpin>(
         .unwrap_or_else(|_| panic!("{what}: kept open past {limit:?}"));
     assert!(matches!(read, Ok(0) | Err(_)), "{what}: served: {read:?}");
 }
+
+/// The TCP ports process `pid` listens on, from /proc (for a server that
+/// has bound its port but not yet said so on stdout).
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 the inode.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().unwrap_or_default();
+                if let Ok(p) = u16::from_str_radix(port, 16) {
+                    ports.push(p);
+                }
+            }
+        }
+    }
+    ports
+}
