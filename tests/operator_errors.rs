@@ -236,6 +236,67 @@ async fn broken_aws_setups_fail_with_their_cause_and_fix() {
         &format!("{elsewhere} is in eu-west-1, but Envelope uses us-east-1"),
         "set aws.region = \"eu-west-1\"",
     );
+    // OPERATIONS.md's start-up rows for master keys KMS will not open.
+    // A seed shape, on a key that does not accept one.
+    let seed = unique("envelope/seed");
+    let seed_value = serde_json::json!({
+        "masterKey": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]),
+        "algorithm": "AES-256-GCM",
+        "keyDerivation": "PBKDF2",
+        "salt": "s",
+        "iterations": 100000,
+    })
+    .to_string();
+    sm.create_secret()
+        .name(&seed)
+        .secret_string(seed_value)
+        .send()
+        .await
+        .unwrap();
+    fails(
+        &["serve"],
+        &cfg(&url, &key, &seed),
+        TEST_ENV,
+        &format!("secret {seed} version "),
+        "set allow_unwrapped_master_keys on the key only if this seed-shaped secret is meant",
+    );
+    // A document made for another key name: KMS refuses its context.
+    let other_name = unique("envelope/other-name");
+    create_envelope_secret(&other_name, &key, "other", &uuid()).await;
+    fails(
+        &["serve"],
+        &cfg(&url, &key, &other_name),
+        TEST_ENV,
+        "KMS could not decrypt the key blob",
+        "check aws.kms_key_id and aws.allowed_kms_keys",
+    );
+    // A document wrapped by a KMS key that is not on the list.
+    let foreign = kms_key().await;
+    let foreign_doc = unique("envelope/foreign");
+    create_envelope_secret(&foreign_doc, &foreign, "pii", &uuid()).await;
+    fails(
+        &["serve"],
+        &cfg(&url, &key, &foreign_doc),
+        TEST_ENV,
+        "which is not in aws.allowed_kms_keys",
+        "add that KMS key to aws.allowed_kms_keys if it is yours",
+    );
+    // A listed key KMS cannot describe.
+    let listed = cfg(&url, &key, &foreign_doc).replacen(
+        "[aws]\n",
+        &format!(
+            "[aws]\nallowed_kms_keys = [\"{key}\", \"alias/{}\"]\n",
+            uuid()
+        ),
+        1,
+    );
+    fails(
+        &["serve"],
+        &listed,
+        TEST_ENV,
+        "aws.allowed_kms_keys: cannot describe KMS key alias/",
+        "allow kms:DescribeKey on every key of aws.allowed_kms_keys",
+    );
     // A disabled or deleted KMS key cannot be shown here: moto does not
     // enforce key states. src/backends/aws_sdk.rs classifies AWS's codes
     // for them, and src/app/report.rs gives their fix.
