@@ -433,6 +433,16 @@ fn broken_local_files_fail_with_their_cause_and_fix() {
         "tls.cert and tls.key",
     );
 
+    // A file that cannot be read (none at that path).
+    let missing = tls.replace(&cert.display().to_string(), "/nonexistent/cert.pem");
+    fails(
+        &["serve", "--data-dir", data],
+        &missing,
+        &[],
+        "TLS: cannot read /nonexistent/cert.pem",
+        "check the path and that the service's user can read it",
+    );
+
     // An expired certificate: every client would refuse it.
     let expired = ca.expired_server();
     std::fs::write(&cert, &expired.cert).unwrap();
