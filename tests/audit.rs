@@ -531,12 +531,21 @@ async fn each_kind_of_call_writes_the_documented_line() {
 #[tokio::test]
 async fn off_writes_nothing_and_a_reason_is_trimmed() {
     let dir = tempfile::tempdir().unwrap();
-    let off = Server::start(&dir.path().join("off"), Some("[audit]\noutput = \"off\"\n"));
+    let off = Server::start(
+        &dir.path().join("off"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n[audit]\noutput = \"off\"\n"),
+    );
     off.client()
         .await
         .encrypt(enc("", b"x", CTX))
         .await
         .unwrap();
+    // The call is still counted (OPERATIONS.md, `envelope_requests_total`).
+    let (_, metrics) = common::http_get(off.metrics.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("envelope_requests_total{rpc=\"Encrypt\",key=\"default\",code=\"OK\"} 1\n"),
+        "{metrics}"
+    );
     // Past the writer's 10 ms, had there been a line.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let lines: Vec<String> = off.stdout().lines().map(str::to_owned).collect();
