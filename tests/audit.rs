@@ -543,7 +543,8 @@ async fn off_writes_nothing_and_a_reason_is_trimmed() {
     // The call is still counted (OPERATIONS.md, `envelope_requests_total`).
     let (_, metrics) = common::http_get(off.metrics.as_deref().unwrap(), "/metrics");
     assert!(
-        metrics.contains("envelope_requests_total{rpc=\"Encrypt\",key=\"default\",code=\"OK\"} 1\n"),
+        metrics
+            .contains("envelope_requests_total{rpc=\"Encrypt\",key=\"default\",code=\"OK\"} 1\n"),
         "{metrics}"
     );
     // Past the writer's 10 ms, had there been a line.

@@ -767,3 +767,48 @@ async fn json_logs_are_one_object_per_line() {
         "{logs}"
     );
 }
+
+/// OPERATIONS.md, the decryption-cache counters: with room for one data
+/// key, opening records of two data keys in turn misses and evicts; the
+/// same record twice hits.
+#[tokio::test]
+async fn the_decryption_cache_counters_follow_its_hits_misses_and_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n[limits]\ndecrypt_cache_entries = 1\n"),
+    );
+    let mut c = server.client().await;
+    // Two records under two data keys (a rotation between them).
+    let a = c
+        .encrypt(enc("", b"a", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    rotate(&server, "").await;
+    let b = c
+        .encrypt(enc("", b"b", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let counters = || {
+        let (_, m) = http_get(server.metrics.as_deref().unwrap(), "/metrics");
+        ["hits", "misses", "evictions"].map(|n| {
+            value(
+                &m,
+                &format!("envelope_data_key_cache_{n}_total{{key=\"default\"}}"),
+            )
+        })
+    };
+    let before = counters();
+    for ct in [&a, &b, &a, &a] {
+        c.decrypt(dec("", ct, &[])).await.unwrap();
+    }
+    let after = counters();
+    let delta: Vec<f64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
+    // Sealing b left b's data key cached. a misses and evicts it, b misses
+    // and evicts a, a misses and evicts b, a hits.
+    assert_eq!(delta, [1.0, 3.0, 3.0], "before {before:?}, after {after:?}");
+}
