@@ -102,6 +102,29 @@ async fn reads_are_counted_per_version() {
     .await
     .unwrap();
     assert_eq!(opened(&server, &v2), 2.0);
+    // A column's records, one each.
+    let column = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: String::new(),
+            context: common::ctx(CTX),
+            plaintexts: vec![bytes::Bytes::from_static(b"c"); 3],
+            row_field: String::new(),
+            row_values: Vec::new(),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.decrypt_column(pb::DecryptColumnRequest {
+        key: String::new(),
+        context: common::ctx(CTX),
+        ciphertexts: column.ciphertexts,
+        row_field: String::new(),
+        row_values: Vec::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(opened(&server, &v2), 5.0);
     // KeyStatus says the same, with the last read's time.
     let info = key_status(&server).await;
     let old = info.versions.iter().find(|v| v.version == v1).unwrap();
