@@ -776,7 +776,7 @@ async fn mark_compromised_is_idempotent_and_refuses_what_it_cannot_mark() {
 #[tokio::test]
 async fn an_allowed_compromised_decrypt_is_flagged_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = "[[keys]]\nname = \"default\"\nallow_compromised_decrypts = true\n";
+    let cfg = "metrics_listen = \"127.0.0.1:0\"\n[[keys]]\nname = \"default\"\nallow_compromised_decrypts = true\n";
     let server = Server::start(&dir.path().join("data"), Some(cfg));
     let old = encrypt(&server, "", "old", CTX).await.unwrap();
     common::requests::rotate(&server, "").await;
@@ -809,5 +809,12 @@ async fn an_allowed_compromised_decrypt_is_flagged_and_reported() {
         .unwrap()
         .into_inner();
     assert!(status.keys[0].allow_compromised_decrypts);
+    // Counted as `decrypted` (OPERATIONS.md, `envelope_compromised_records_total`).
+    let (_, metrics) = common::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let series = format!(
+        "envelope_compromised_records_total{{key=\"default\",version=\"{}\",outcome=\"decrypted\"}} 1\n",
+        old.key_version
+    );
+    assert!(metrics.contains(&series), "{metrics}");
     assert_eq!(status.keys[0].compromised_versions, vec![old.key_version]);
 }
