@@ -699,3 +699,103 @@ async fn calls_and_health_come_back_when_the_audit_log_is_writable_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// AUDIT.md, `key_version` by RPC, the rows `each_kind_of_call_writes_the_documented_line`
+/// leaves out: EncryptBatch and RewrapBatch name the first item that
+/// succeeded (`""` if none did), DecryptColumn names none, MarkCompromised
+/// the version it marked.
+#[tokio::test]
+async fn key_version_follows_the_table_for_batches_columns_and_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut c = server.client().await;
+    let item = |indexes: Vec<String>| pb::EncryptItem {
+        plaintext: Bytes::from_static(b"x"),
+        context: Default::default(),
+        indexes,
+    };
+    // An unknown index fails its item alone.
+    let bad = || item(vec!["nope".into()]);
+    let batch = |items| pb::EncryptBatchRequest {
+        key: String::new(),
+        items,
+    };
+    let first = c
+        .encrypt_batch(batch(vec![bad(), item(Vec::new())]))
+        .await
+        .unwrap();
+    let v1 = first.into_inner().results[1].key_version.clone();
+    c.encrypt_batch(batch(vec![bad(), bad()])).await.unwrap();
+    let sealed = c
+        .encrypt(enc("", b"r", CTX))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let column = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: String::new(),
+            context: Default::default(),
+            plaintexts: vec![Bytes::from_static(b"c")],
+            row_field: String::new(),
+            row_values: Vec::new(),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.decrypt_column(pb::DecryptColumnRequest {
+        key: String::new(),
+        context: Default::default(),
+        ciphertexts: column.ciphertexts,
+        row_field: String::new(),
+        row_values: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let v2 = common::requests::rotate(&server, "").await.current_version;
+    c.rewrap_batch(pb::RewrapBatchRequest {
+        key: String::new(),
+        items: vec![pb::RewrapItem {
+            ciphertext: sealed,
+            context: common::ctx(CTX),
+            indexes: Vec::new(),
+        }],
+    })
+    .await
+    .unwrap();
+    server
+        .admin()
+        .await
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: String::new(),
+            version: v1.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    let audit = server.audit_with(&["\"rpc\":\"MarkCompromised\""]).await;
+    let versions: Vec<(String, String)> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["rpc"] != "Encrypt" && l["rpc"] != "RotateMasterKey")
+        .map(|l| {
+            (
+                l["rpc"].as_str().unwrap().to_owned(),
+                l["key_version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("EncryptBatch", v1.as_str()),
+        ("EncryptBatch", ""),
+        ("EncryptColumn", v1.as_str()),
+        ("DecryptColumn", ""),
+        ("RewrapBatch", v2.as_str()),
+        ("MarkCompromised", v1.as_str()),
+    ]
+    .iter()
+    .map(|(r, v)| (r.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(versions, want, "{audit}");
+}
