@@ -830,6 +830,32 @@ async fn an_anonymous_grant_admits_a_client_without_a_certificate() {
     assert!(encrypt(&ch, "pii", "x", &[]).await.is_ok());
 }
 
+/// SECURITY.md, "Client certificates": whether the handshake asks for a
+/// certificate is decided at start. An anonymous grant added by a reload
+/// is in force for the calls, but a client without a certificate is still
+/// refused at the handshake until a restart.
+#[tokio::test]
+async fn an_anonymous_grant_added_by_reload_needs_a_restart_to_admit_certificate_less_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{POLICY}\n[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\"]\n"),
+    )
+    .unwrap();
+    server
+        .log_lines("authorization policy reloaded", 1, Duration::from_secs(15))
+        .await;
+    let refused = match channel(&server, &pki.ca.pem, None, "localhost").await {
+        Err(_) => true,
+        Ok(ch) => encrypt(&ch, "default", "x", &[])
+            .await
+            .is_err_and(|s| !matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)),
+    };
+    assert!(refused, "a client without a certificate got through the handshake");
+}
+
 /// SECURITY.md, "Policy file": without `[tls]` the policy file is checked
 /// every 5 s, and a change applies to the next call without a restart.
 #[tokio::test]
