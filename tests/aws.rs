@@ -362,6 +362,33 @@ async fn seed_004_key_and_salt_secret_pair() {
         err.contains(&key_secret) && err.contains("salt_secret_id"),
         "{err}"
     );
+
+    // CONFIG.md: the salt secret is read once, at start-up, never at a
+    // refresh (here through a proxy that records each GetSecretValue).
+    let proxy = common::moto::Proxy::start(moto().addr);
+    let proxied = cfg.replace(&moto().url(), &proxy.url()).replacen(
+        "\n[aws]",
+        "\nrefresh_interval_secs = 1\n[aws]",
+        1,
+    );
+    assert_ne!(proxied, cfg);
+    let server = Server::start_with(&dir.path().join("d3"), Some(&proxied), TEST_ENV);
+    let salt_reads = || {
+        proxy
+            .bodies("secretsmanager.GetSecretValue")
+            .iter()
+            .filter(|b| b.contains(&salt_secret))
+            .count()
+    };
+    assert_eq!(salt_reads(), 1);
+    let describes = proxy.count("secretsmanager.DescribeSecret");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while proxy.count("secretsmanager.DescribeSecret") < describes + 3 {
+        assert!(std::time::Instant::now() < deadline, "no refreshes");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(salt_reads(), 1, "the salt secret was read again");
+    drop(server);
 }
 
 #[tokio::test]

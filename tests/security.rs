@@ -853,7 +853,10 @@ async fn an_anonymous_grant_added_by_reload_needs_a_restart_to_admit_certificate
             .await
             .is_err_and(|s| !matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)),
     };
-    assert!(refused, "a client without a certificate got through the handshake");
+    assert!(
+        refused,
+        "a client without a certificate got through the handshake"
+    );
 }
 
 /// SECURITY.md, "Policy file": without `[tls]` the policy file is checked
