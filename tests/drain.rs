@@ -278,7 +278,7 @@ async fn sigterm_during_start_up_ends_the_process_at_once() {
         &proxy.url(),
         &key,
         PATIENT,
-        "",
+        "metrics_listen = \"127.0.0.1:0\"",
         &secret_key("default", &secret),
     );
     let config = dir.path().join("envelope.toml");
@@ -310,7 +310,7 @@ async fn sigterm_during_start_up_ends_the_process_at_once() {
     }
     // CONFIG.md, "Start-up": the gRPC port is bound before the keys load,
     // and a connection made now is not answered (no HTTP/2 SETTINGS) while
-    // they load.
+    // they load; the metrics port (OPERATIONS.md) is not open yet at all.
     let ports = common::process::listening_ports(child.id());
     assert_eq!(ports.len(), 1, "{ports:?}: {}", logs());
     let mut early = common::h2raw::connect_raw(&format!("127.0.0.1:{}", ports[0])).await;
