@@ -340,6 +340,23 @@ async fn the_cli_verifies_the_host_of_addr_by_default() {
         !ok && err.contains("certificate not valid for name \"localhost\""),
         "{err}"
     );
+    // And says what to do (OPERATIONS.md, client errors).
+    assert!(
+        err.contains("fix: give --server-name with a name the server's certificate holds"),
+        "{err}"
+    );
+    // A --ca that did not sign the server's certificate.
+    let rogue = format!("{d}/rogue.pem");
+    std::fs::write(&rogue, &Ca::new("rogue").pem).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let (ok, _, err) = run_stdin(
+        &["encrypt", "--addr", &addr, "--ca", &rogue, "--key", "pii"],
+        b"x",
+    );
+    assert!(
+        !ok && err.contains("fix: give --ca the CA bundle that signed the server's certificate"),
+        "{err}"
+    );
     let (ok, _, err) = encrypt_via(&format!("localhost:{port}"), Some("envelope.test"));
     assert!(ok, "{err}");
 }

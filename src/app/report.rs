@@ -16,6 +16,7 @@ use crate::edge::tls::TlsError;
 use crate::keys::Error as KeyError;
 use crate::keys::master_key::MasterKeyError;
 use crate::keys::rotation::RotationError;
+use backends::{kms_fix, master_fix, store_fix};
 
 /// Where the first deployment's checks are explained.
 const FIRST_DEPLOYMENT: &str = "docs/OPERATIONS.md, \"First deployment\"";
@@ -226,6 +227,28 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
             _ => None,
         };
     }
+    // An io::Error's source skips its own inner error, so look inside it.
+    let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+        err.downcast_ref::<std::io::Error>()?
+            .get_ref()?
+            .downcast_ref::<rustls::Error>()
+    });
+    if let Some(e) = tls {
+        use rustls::CertificateError as C;
+        return match e {
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => Some(
+                "give --server-name with a name the server's certificate holds (without it, the \
+                 host of --addr is checked)"
+                    .into(),
+            ),
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+                Some("give --ca the CA bundle that signed the server's certificate".into())
+            }
+            _ => None,
+        };
+    }
     if err.downcast_ref::<tonic::transport::Error>().is_some() {
         return Some(
             "check that a server listens at --addr (`envelope serve` starts one), and give \
@@ -249,127 +272,6 @@ fn fix_one(err: &(dyn StdError + 'static)) -> Option<String> {
         };
     }
     None
-}
-
-fn master_fix(e: &MasterKeyError) -> Option<String> {
-    match e {
-        MasterKeyError::Malformed { reason, .. } => {
-            Some(if reason.contains("allow_unwrapped_master_keys") {
-                "set allow_unwrapped_master_keys on the key only if this seed-shaped secret is \
-                 meant; see docs/FORMAT.md"
-                    .into()
-            } else {
-                "write the secret in a shape Envelope reads (docs/FORMAT.md), or let \
-                 `envelope init-keys` create it"
-                    .into()
-            })
-        }
-        MasterKeyError::Kms { source, .. } => kms_fix(source),
-    }
-}
-
-fn store_fix(e: &StoreError) -> Option<String> {
-    Some(match e {
-        StoreError::Credentials { reason, .. } => credentials_fix(reason),
-        StoreError::AccessDenied { message, .. } if message.contains("KMS") => {
-            "Secrets Manager may not decrypt the secret with its encryption key for this role: \
-             allow kms:Decrypt on that key (the secret's KmsKeyId, not aws.kms_key_id) in the \
-             role's policy and the key's policy"
-                .into()
-        }
-        StoreError::AccessDenied { message, .. } => denial_fix(
-            message,
-            "secretsmanager:DescribeSecret and secretsmanager:GetSecretValue on the secret",
-            "the secret's resource policy",
-        ),
-        StoreError::SecretNotFound { .. } => {
-            "create the first version with `envelope init-keys --config FILE`, or correct the key's \
-             secret_id or aws.region (a secret name is looked up in that region)"
-                .into()
-        }
-        StoreError::ScheduledForDeletion { secret } => format!(
-            "restore it (`aws secretsmanager restore-secret --secret-id {secret}`) before its \
-             recovery window ends"
-        ),
-        StoreError::VersionNotFound { .. } => {
-            "the version was deleted or never existed; records naming it cannot be opened".into()
-        }
-        StoreError::Throttled { .. } => {
-            "retry later; fewer replicas or a longer refresh_interval_secs lower the request rate"
-                .into()
-        }
-        StoreError::Unavailable { .. } => {
-            "check aws.region and any endpoint_url, and that this host reaches the Secrets Manager \
-             endpoint (VPC endpoint, security group, egress rules)"
-                .into()
-        }
-        StoreError::Refused { reason, .. } if reason.starts_with("LimitExceeded") => {
-            "a Secrets Manager quota is reached (e.g. 20 staging labels on a secret): \
-             see the quota AWS's message names"
-                .into()
-        }
-        StoreError::Refused { .. } => {
-            "check the key's secret_id: a secret name or a full ARN, as `aws secretsmanager \
-             describe-secret --secret-id` accepts it"
-                .into()
-        }
-        StoreError::Malformed { .. } => {
-            "the secret's value is not a shape Envelope reads (docs/FORMAT.md); a seed-shaped \
-             secret needs allow_unwrapped_master_keys on its key"
-                .into()
-        }
-        StoreError::Conflict { .. } => return None,
-    })
-}
-
-fn kms_fix(e: &KmsError) -> Option<String> {
-    Some(match e {
-        KmsError::Credentials(reason) => credentials_fix(reason),
-        KmsError::AccessDenied(message) => denial_fix(
-            message,
-            "kms:Decrypt, kms:GenerateDataKey and kms:DescribeKey on the KMS key",
-            "the KMS key's key policy",
-        ),
-        KmsError::NotFound(_) => "correct aws.kms_key_id (a key id, ARN or alias) and aws.region: \
-                                  a KMS key lives in one region"
-            .into(),
-        KmsError::KeyUnusable(m) if m.contains("InvalidKeyUsage") => {
-            "aws.kms_key_id must be a symmetric encryption key (KeySpec SYMMETRIC_DEFAULT, \
-             KeyUsage ENCRYPT_DECRYPT), not an asymmetric or HMAC key"
-                .into()
-        }
-        KmsError::KeyUnusable(_) => "enable the key (`aws kms enable-key`) or cancel its deletion \
-             (`aws kms cancel-key-deletion`), or point aws.kms_key_id at a usable key"
-            .into(),
-        KmsError::DecryptFailed => {
-            "the secret was wrapped under another KMS key or encryption context: check \
-             aws.kms_key_id and aws.allowed_kms_keys"
-                .into()
-        }
-        KmsError::AllowedKey(_) => {
-            "allow kms:DescribeKey on every key of aws.allowed_kms_keys, and correct or remove the \
-             keys that do not exist"
-                .into()
-        }
-        KmsError::NotAllowed(_) => {
-            "add that KMS key to aws.allowed_kms_keys if it is yours; otherwise someone wrote \
-             the secret who should not have"
-                .into()
-        }
-        KmsError::Throttled(_) => {
-            "retry later; fewer replicas or a longer refresh_interval_secs lower the request rate, \
-             or ask AWS for a higher KMS request quota"
-                .into()
-        }
-        KmsError::Unavailable(_) => {
-            "check aws.region and any kms_endpoint_url, and that this host reaches the KMS endpoint"
-                .into()
-        }
-        KmsError::RootKey(_) => {
-            "local mode: check root.key in the data directory (32 bytes, mode 0600)".into()
-        }
-        KmsError::Crypto(_) => return None,
-    })
 }
 
 /// The fix for an access denial, from AWS's message, which says which
@@ -444,5 +346,6 @@ pub(crate) fn credentials_fix(reason: &str) -> String {
     }
 }
 
+mod backends;
 #[cfg(test)]
 mod tests;
