@@ -139,7 +139,7 @@ async fn each_missing_permission_fails_its_own_step_with_its_fix() {
         .collect();
     assert!(shown.len() <= 3, "{err}");
     assert!(
-        shown[0].contains("access denied") && shown[0].contains("kms:Decrypt"),
+        shown[0].contains("KMS access denied: KMS key ") && shown[0].contains("kms:Decrypt"),
         "{err}"
     );
     assert!(

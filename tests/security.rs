@@ -354,7 +354,9 @@ async fn the_cli_verifies_the_host_of_addr_by_default() {
         b"x",
     );
     assert!(
-        !ok && err.contains("fix: give --ca the CA bundle that signed the server's certificate"),
+        !ok && err.contains(&format!("error: cannot connect to https://{addr}"))
+            && err.contains("invalid peer certificate: UnknownIssuer")
+            && err.contains("fix: give --ca the CA bundle that signed the server's certificate"),
         "{err}"
     );
     let (ok, _, err) = encrypt_via(&format!("localhost:{port}"), Some("envelope.test"));
