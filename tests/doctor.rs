@@ -234,6 +234,16 @@ async fn doctor_passes_a_healthy_setup_and_marks_each_broken_check() {
     };
     let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
         (
+            "no policy_file in AWS mode",
+            config(d, &url, &s.kms, &s.secret, &s.tls)
+                .lines()
+                .filter(|l| !l.starts_with("policy_file"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            vec!["policy"],
+            "set policy_file to a policy that grants the callers",
+        ),
+        (
             "missing secret",
             config(d, &url, &s.kms, &unique("envelope/missing"), &s.tls),
             vec!["pii secret", "replica us-west-2"],
