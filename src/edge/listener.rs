@@ -21,8 +21,8 @@ use super::limits::TransportLimits;
 use super::tls::{PeerInfo, ReloadingConfig, identity_of};
 use crate::ops::metrics;
 
-/// Most TLS handshakes in flight at once; more connections wait in the
-/// listen backlog.
+/// Most TLS handshakes in flight at once; more connections wait, accepted
+/// and holding their connection slots, for one to end.
 const MAX_HANDSHAKES: usize = 256;
 
 /// A served connection: plaintext TCP or TLS over TCP, holding its slot.
@@ -205,13 +205,27 @@ pub fn incoming(
                 });
                 continue;
             };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             let timeout = limits.handshake_timeout;
+            // Taken here when free, so handshakes start in connection order.
+            let free = handshakes.clone().try_acquire_owned().ok();
+            let (handshakes, mut stop) = (handshakes.clone(), stop.clone());
             tokio::spawn(async move {
+                // Waiting for a handshake slot holds a connection slot, so
+                // the accept loop never blocks: max_connections and the
+                // drain still apply while every handshake slot is taken.
+                let permit = match free {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => return,
+                        p = handshakes.acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    },
+                };
                 let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
                 // The permit bounds handshakes (CPU), not waiting peers.
                 drop(permit);
