@@ -28,7 +28,9 @@ async fn streams_answer_batches_in_order() {
         .unwrap()
         .into_inner();
     let mut records = Vec::new();
+    let mut answers = Vec::new();
     while let Some(r) = responses.message().await.unwrap() {
+        answers.push(r.results.len());
         for res in r.results {
             match res.result {
                 Some(pb::encrypt_result::Result::Ciphertext(ct)) => records.push(ct),
@@ -37,6 +39,8 @@ async fn streams_answer_batches_in_order() {
         }
     }
     assert_eq!(records.len(), 500);
+    // One response per message (API.md, "Streams").
+    assert_eq!(answers, [100; 5]);
     // Back through DecryptStream in two messages; order is kept across messages.
     let items: Vec<pb::DecryptItem> = records
         .iter()
@@ -65,7 +69,9 @@ async fn streams_answer_batches_in_order() {
         .unwrap()
         .into_inner();
     let mut i = 0;
+    let mut answers = Vec::new();
     while let Some(r) = responses.message().await.unwrap() {
+        answers.push(r.results.len());
         for res in r.results {
             match res.result {
                 Some(pb::decrypt_result::Result::Plaintext(p)) => {
@@ -77,6 +83,7 @@ async fn streams_answer_batches_in_order() {
         }
     }
     assert_eq!(i, 500);
+    assert_eq!(answers, [250; 2]);
     // One audit line per message, with its items (API.md, "Streams"); the
     // second is written up to 10 ms after its answer.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

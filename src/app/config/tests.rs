@@ -117,9 +117,25 @@ fn the_documented_defaults() {
     );
     // Empty: only kms_key_id is allowed (`AwsKms::allowing`).
     assert!(a.allowed_kms_keys.is_empty() && a.replica_regions.is_empty());
+    // No region or endpoints of our own: the SDK's chain decides.
+    assert!(a.region.is_none() && a.endpoint_url.is_none());
+    assert!(a.secretsmanager_endpoint_url.is_none() && a.kms_endpoint_url.is_none());
     let tls = s.tls.unwrap();
     assert_eq!(tls.reload_interval, secs(10));
     assert!(!tls.allow_tls12 && tls.client_ca.is_none());
+    // A [[keys]] table's defaults: its secret is its name, nothing accepted
+    // or marked, no minimum; an index's scope is empty.
+    let file: FileConfig = toml::from_str(
+        "[[keys]]\nname = \"pii\"\n[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 64\n",
+    )
+    .unwrap();
+    let s = Settings::from_file(file, Overrides::default()).unwrap();
+    let k = &s.keys[0];
+    assert_eq!(k.secret_id(), "pii");
+    assert!(k.salt_secret_id.is_none() && k.min_decryption_version.is_none());
+    assert!(!k.allow_unwrapped_master_keys && !k.allow_compromised_decrypts);
+    assert!(k.unwrapped_versions.is_empty() && k.compromised_versions.is_empty());
+    assert!(k.indexes[0].scope.is_empty());
 }
 
 #[test]
