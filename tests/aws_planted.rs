@@ -247,4 +247,16 @@ async fn the_background_refresh_audits_a_refused_version() {
     let line = refusal_audited(&server, &version).await;
     assert_eq!(line["outcome"], "refused", "{line}");
     assert!(!server.stdout().contains("\"rpc\":\"RefreshKeys\""));
+    // Written at every refused refresh: the retry (1 s later) writes another.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while server
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("\"KeyRefresh\"") && l.contains(&version))
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stdout());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

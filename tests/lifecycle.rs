@@ -809,6 +809,10 @@ async fn an_allowed_compromised_decrypt_is_flagged_and_reported() {
         .unwrap()
         .into_inner();
     assert!(status.keys[0].allow_compromised_decrypts);
+    // KeyInfo.versions flags the marked version only (API.md).
+    for v in &status.keys[0].versions {
+        assert_eq!(v.compromised, v.version == old.key_version, "{v:?}");
+    }
     // Counted as `decrypted` (OPERATIONS.md, `envelope_compromised_records_total`).
     let (_, metrics) = common::http_get(server.metrics.as_deref().unwrap(), "/metrics");
     let series = format!(

@@ -699,3 +699,30 @@ async fn the_largest_batch_request_gets_its_response() {
     let (code, message) = outcome(c.encrypt_batch(request(size + 1)).await);
     assert_eq!(code, Code::OutOfRange, "{message}");
 }
+
+/// API.md's NOT_FOUND row: an empty key means `default` for
+/// RotateMasterKey and MarkCompromised, so on a server without a `default`
+/// key both are NOT_FOUND.
+#[tokio::test]
+async fn admin_calls_with_an_empty_key_mean_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some("[[keys]]\nname = \"pii\"\n"));
+    let mut admin = server.admin().await;
+    let (code, message) = outcome(
+        admin
+            .rotate_master_key(pb::RotateMasterKeyRequest { key: String::new() })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound, "{message}");
+    let (code, message) = outcome(
+        admin
+            .mark_compromised(pb::MarkCompromisedRequest {
+                key: String::new(),
+                version: uuid::Uuid::new_v4().to_string(),
+                reason: "test".into(),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound, "{message}");
+    assert!(message.contains("\"default\""), "{message}");
+}
