@@ -637,3 +637,33 @@ fn a_certificate_near_its_end_is_a_warning() {
         }
     }
 }
+
+/// OPERATIONS.md, doctor's `audit` check: a read-only audit file fails it,
+/// with its fix; a missing one in an existing directory passes.
+#[test]
+fn a_read_only_audit_file_fails_the_audit_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let audit = d.join("audit.jsonl");
+    let cfg = format!(
+        "data_dir = \"{0}/data\"\n[audit]\noutput = \"{1}\"\n",
+        d.display(),
+        audit.display()
+    );
+    let (ok, checks, table) = doctor(d, &cfg);
+    assert!(ok && outcome(&checks, "audit") == "ok", "{table}");
+    std::fs::write(&audit, "").unwrap();
+    std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let (ok, checks, table) = doctor(d, &cfg);
+    assert!(!ok, "{table}");
+    assert_eq!(failed(&checks), ["audit"], "{table}");
+    assert!(
+        field(&checks, "audit", "detail").ends_with("is read-only"),
+        "{table}"
+    );
+    assert!(
+        fix_of(&checks, "audit").starts_with("set [audit] output to a file"),
+        "{table}"
+    );
+}

@@ -726,3 +726,41 @@ async fn admin_calls_with_an_empty_key_mean_default() {
     assert_eq!(code, Code::NotFound, "{message}");
     assert!(message.contains("\"default\""), "{message}");
 }
+
+/// API.md, Encrypt step 1: the plaintext's size is checked before the
+/// context, so a call wrong in both is told about the plaintext.
+#[tokio::test]
+async fn the_plaintext_size_is_checked_before_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("[limits]\nmax_plaintext_bytes = 16\n"),
+    );
+    let mut c = server.client().await;
+    let empty_key = [("", "v")];
+    let (code, message) = outcome(c.encrypt(enc("", &[b'x'; 17][..], &empty_key)).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("plaintext"), "{message}");
+    let (_, message) = outcome(c.encrypt(enc("", &[b'x'; 16][..], &empty_key)).await);
+    assert!(
+        message.contains("empty"),
+        "the context's own refusal: {message}"
+    );
+}
+
+/// API.md, "Message size limits": health keeps tonic's 4 MiB decoding
+/// limit: a larger Check is OUT_OF_RANGE.
+#[tokio::test]
+async fn health_requests_over_4_mib_are_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    let check = |n: usize| tonic_health::pb::HealthCheckRequest {
+        service: "s".repeat(n),
+    };
+    let (code, message) = outcome(health.check(check((4 << 20) + 1)).await);
+    assert_eq!(code, Code::OutOfRange, "{message}");
+    let (code, message) = outcome(health.check(check(64)).await);
+    assert_eq!(code, Code::NotFound, "{message}");
+}

@@ -165,6 +165,24 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
         let end = responses.message().await.unwrap_err();
         assert_eq!(end.code(), code, "{end:?}");
     }
+    // A DecryptStream the same way: a message of 2, then one of 6.
+    let mut c = server.client().await;
+    let item = |ct: &[u8]| pb::DecryptItem {
+        ciphertext: bytes::Bytes::copy_from_slice(ct),
+        context: Default::default(),
+    };
+    let message = |n: usize| pb::DecryptStreamRequest {
+        key: String::new(),
+        items: (0..n).map(|_| item(b"not a record")).collect(),
+    };
+    let mut responses = c
+        .decrypt_stream(tokio_stream::iter(vec![message(2), message(6)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(responses.message().await.unwrap().unwrap().results.len(), 2);
+    let end = responses.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::InvalidArgument, "{end:?}");
     // Every message is audited like a unary batch.
     let audit = server
         .audit_with(&["\"rpc\":\"EncryptStream\"", "\"items\":3"])
@@ -181,8 +199,11 @@ async fn a_refused_message_ends_the_stream_with_its_status() {
         "envelope_requests_total{rpc=\"EncryptStream\",key=\"unknown\",code=\"NOT_FOUND\"} 1\n",
         "envelope_requests_total{rpc=\"EncryptStream\",key=\"default\",code=\"INVALID_ARGUMENT\"} 1\n",
         "envelope_request_duration_seconds_count{rpc=\"EncryptStream\"} 4\n",
-        "envelope_batch_items_count 2\n",
-        "envelope_batch_items_sum 6.0\n",
+        "envelope_requests_total{rpc=\"DecryptStream\",key=\"default\",code=\"OK\"} 1\n",
+        "envelope_requests_total{rpc=\"DecryptStream\",key=\"default\",code=\"INVALID_ARGUMENT\"} 1\n",
+        "envelope_request_duration_seconds_count{rpc=\"DecryptStream\"} 2\n",
+        "envelope_batch_items_count 3\n",
+        "envelope_batch_items_sum 8.0\n",
     ] {
         assert!(m.contains(series), "{series} in {m}");
     }
