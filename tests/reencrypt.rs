@@ -135,3 +135,83 @@ async fn records_are_sealed_again_under_a_new_data_key() {
         "{line}"
     );
 }
+
+/// CONFIG.md, `compromised_versions`: ReencryptColumn opens a column under
+/// a version marked compromised (DecryptColumn refuses it), seals every
+/// row again under the current version, and counts them `reencrypted`.
+#[tokio::test]
+async fn reencrypt_column_moves_a_column_off_a_compromised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+    );
+    let mut c = server.client().await;
+    let rows: Vec<String> = (1..=3).map(|i| i.to_string()).collect();
+    let sealed = c
+        .encrypt_column(pb::EncryptColumnRequest {
+            key: String::new(),
+            context: ctx(CTX),
+            plaintexts: (1..=3).map(|i| Bytes::from(format!("v{i}"))).collect(),
+            row_field: "row".into(),
+            row_values: rows.clone(),
+            indexes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let marked = sealed.key_version.clone();
+    let current = server
+        .admin()
+        .await
+        .mark_compromised(pb::MarkCompromisedRequest {
+            key: String::new(),
+            version: marked.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current_version;
+    assert_ne!(current, marked);
+    let column = |ciphertexts: Vec<Bytes>| pb::DecryptColumnRequest {
+        key: String::new(),
+        context: ctx(CTX),
+        ciphertexts,
+        row_field: "row".into(),
+        row_values: rows.clone(),
+    };
+    let refused = c
+        .decrypt_column(column(sealed.ciphertexts.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.errors.len(), 3, "{:?}", refused.errors);
+    let moved = c
+        .reencrypt_column(pb::ReencryptColumnRequest {
+            key: String::new(),
+            context: ctx(CTX),
+            ciphertexts: sealed.ciphertexts.clone(),
+            row_field: "row".into(),
+            row_values: rows.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(moved.errors.is_empty(), "{:?}", moved.errors);
+    assert_eq!(moved.key_version, current);
+    let opened = c
+        .decrypt_column(column(moved.ciphertexts))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        opened.plaintexts,
+        vec![Bytes::from("v1"), Bytes::from("v2"), Bytes::from("v3")]
+    );
+    let (_, metrics) = common::http_get(server.metrics.as_deref().unwrap(), "/metrics");
+    let series = format!(
+        "envelope_compromised_records_total{{key=\"default\",version=\"{marked}\",outcome=\"reencrypted\"}} 3\n"
+    );
+    assert!(metrics.contains(&series), "{metrics}");
+}
