@@ -13,6 +13,18 @@ use envelope::pb;
 use envelope::primitives::record::{Kind, parse};
 use tonic::Code;
 
+/// A column of "v1" to "v3" in rows `rows`, under CTX.
+fn three_rows(rows: &[String]) -> pb::EncryptColumnRequest {
+    pb::EncryptColumnRequest {
+        key: String::new(),
+        context: ctx(CTX),
+        plaintexts: (1..=3).map(|i| Bytes::from(format!("v{i}"))).collect(),
+        row_field: "row".into(),
+        row_values: rows.to_vec(),
+        indexes: Vec::new(),
+    }
+}
+
 /// A record's payload: nonce, ciphertext and tag, after the header.
 fn payload(record: &[u8]) -> Vec<u8> {
     record[parse(record, Kind::Record).unwrap().header_len..].to_vec()
@@ -77,14 +89,7 @@ async fn records_are_sealed_again_under_a_new_data_key() {
     // A column, each record bound to its row.
     let rows: Vec<String> = (1..=3).map(|i| i.to_string()).collect();
     let sealed = c
-        .encrypt_column(pb::EncryptColumnRequest {
-            key: String::new(),
-            context: ctx(CTX),
-            plaintexts: (1..=3).map(|i| Bytes::from(format!("v{i}"))).collect(),
-            row_field: "row".into(),
-            row_values: rows.clone(),
-            indexes: Vec::new(),
-        })
+        .encrypt_column(three_rows(&rows))
         .await
         .unwrap()
         .into_inner();
@@ -149,14 +154,7 @@ async fn reencrypt_column_moves_a_column_off_a_compromised_version() {
     let mut c = server.client().await;
     let rows: Vec<String> = (1..=3).map(|i| i.to_string()).collect();
     let sealed = c
-        .encrypt_column(pb::EncryptColumnRequest {
-            key: String::new(),
-            context: ctx(CTX),
-            plaintexts: (1..=3).map(|i| Bytes::from(format!("v{i}"))).collect(),
-            row_field: "row".into(),
-            row_values: rows.clone(),
-            indexes: Vec::new(),
-        })
+        .encrypt_column(three_rows(&rows))
         .await
         .unwrap()
         .into_inner();
