@@ -215,11 +215,17 @@ pub fn incoming(
                 // Waiting for a handshake slot holds a connection slot, so
                 // the accept loop never blocks: max_connections and the
                 // drain still apply while every handshake slot is taken.
+                // The wait has the handshake's own bound.
                 let permit = match free {
                     Some(p) => p,
                     None => tokio::select! {
                         biased;
                         _ = stop.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(timeout) => {
+                            metrics::get().refused(crate::ops::metrics::Refusal::TlsHandshakeTimeout);
+                            tracing::debug!(%remote, "no TLS handshake slot in time; connection closed");
+                            return;
+                        }
                         p = handshakes.acquire_owned() => match p {
                             Ok(p) => p,
                             Err(_) => return,
