@@ -1,11 +1,12 @@
 """What every Python caller of Envelope needs: a channel with mTLS, a gRPC
-service config (per-method deadlines, retries of UNAVAILABLE only,
-round-robin over the replicas), and the client-side data-key pattern for
+service config (retries of UNAVAILABLE only, round-robin over the
+replicas), a deadline on every call, and the client-side data-key pattern for
 large files. Stubs come from generate.py (./gen).
 
 docs/CLIENTS.md explains the choices.
 """
 
+import collections
 import json
 import os
 import struct
@@ -18,11 +19,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from envelope.v1 import envelope_pb2 as pb
 from envelope.v1 import envelope_pb2_grpc as rpc
 
-# Deadlines per method, and retries for UNAVAILABLE only: a replica that is
-# down or draining. INVALID_ARGUMENT (a tampered record, a wrong context),
-# PERMISSION_DENIED and FAILED_PRECONDITION are answers, not accidents, and
-# are never retried. Retrying an Encrypt that may have run is harmless: it
-# makes a second record that nobody stores.
+# Retries for UNAVAILABLE only: a replica that is down or draining.
+# INVALID_ARGUMENT (a tampered record, a wrong context), PERMISSION_DENIED and
+# FAILED_PRECONDITION are answers, not accidents, and are never retried.
+# Retrying an Encrypt that may have run is harmless: it makes a second record
+# that nobody stores.
 _RETRY = {
     "maxAttempts": 4,
     "initialBackoff": "0.05s",
@@ -30,34 +31,73 @@ _RETRY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+_ENVELOPE = "envelope.v1.Envelope"
+_BATCHES = ("EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn",
+            "RewrapBatch", "ReencryptBatch", "ReencryptColumn")
+_STREAMS = ("EncryptStream", "DecryptStream", "EncryptColumnStream", "DecryptColumnStream")
 SERVICE_CONFIG = {
     # Spread calls over every address the name resolves to (the pods of a
     # headless Kubernetes Service): gRPC otherwise keeps one connection.
     "loadBalancingConfig": [{"round_robin": {}}],
+    # No "timeout" here: grpcio (1.85.1 and earlier) starts a service
+    # config's timeout 1 to 2 s early (grpc/grpc#34547), so a 2 s timeout
+    # could end a call after 0.1 s. Deadlines are set per call, below.
     "methodConfig": [
-        {"name": [{"service": "envelope.v1.Envelope"}], "timeout": "2s", "retryPolicy": _RETRY},
-        {
-            "name": [
-                {"service": "envelope.v1.Envelope", "method": m}
-                for m in ("EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn",
-                          "RewrapBatch", "ReencryptBatch", "ReencryptColumn")
-            ],
-            "timeout": "30s",
-            "retryPolicy": _RETRY,
-        },
-        # Streams: a long deadline and no retry (a stream that broke
-        # midway is resent by the application, from its last answer).
-        {
-            "name": [
-                {"service": "envelope.v1.Envelope", "method": m}
-                for m in ("EncryptStream", "DecryptStream", "EncryptColumnStream",
-                          "DecryptColumnStream")
-            ],
-            "timeout": "3600s",
-        },
-        {"name": [{"service": "envelope.v1.Admin"}], "timeout": "60s"},
+        {"name": [{"service": _ENVELOPE}], "retryPolicy": _RETRY},
+        # Streams: no retry (a stream that broke midway is resent by the
+        # application, from its last answer).
+        {"name": [{"service": _ENVELOPE, "method": m} for m in _STREAMS]},
     ],
 }
+
+# Seconds from the start of a call to its deadline, by service and method
+# ("" for the service's other methods): a unary call, a batch or column,
+# a stream, an Admin call.
+DEADLINES = {
+    (_ENVELOPE, ""): 2.0,
+    **{(_ENVELOPE, m): 30.0 for m in _BATCHES},
+    **{(_ENVELOPE, m): 3600.0 for m in _STREAMS},
+    ("envelope.v1.Admin", ""): 60.0,
+}
+
+
+def deadline_for(method: str) -> Optional[float]:
+    """The timeout DEADLINES gives a full method name
+    ("/envelope.v1.Envelope/Encrypt"), or None (health, reflection)."""
+    service, _, name = method.lstrip("/").partition("/")
+    return DEADLINES.get((service, name), DEADLINES.get((service, "")))
+
+
+class _Call(collections.namedtuple("_Call", ("method", "timeout", "metadata", "credentials",
+                                               "wait_for_ready", "compression")),
+            grpc.ClientCallDetails):
+    pass
+
+
+class _Deadlines(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                 grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Gives each call its DEADLINES timeout unless the caller set one."""
+
+    @staticmethod
+    def _details(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        if d.timeout is not None:
+            return d
+        method = d.method.decode() if isinstance(d.method, bytes) else d.method
+        return _Call(d.method, deadline_for(method), d.metadata, d.credentials,
+                     getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
 
 # A headless Service's name, for example:
 KUBERNETES_TARGET = "dns:///envelope-headless.envelope.svc.cluster.local:50051"
@@ -77,7 +117,8 @@ def connect(
     the certificate's SPIFFE URI (or CN) is the identity the server's policy
     grants. `authority` names the service in each call's :authority header:
     needed for a target that lists addresses ("ipv4:a:1,b:2"), whose default
-    authority (the list, commas and all) the server refuses as malformed."""
+    authority (the list, commas and all) the server refuses as malformed.
+    Each call gets its DEADLINES timeout unless it passes `timeout=`."""
     options = [
         ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
         ("grpc.enable_retries", 1),
@@ -87,11 +128,14 @@ def connect(
     if authority:
         options.append(("grpc.default_authority", authority))
     if ca is None:
-        return grpc.insecure_channel(target, options=options)
-    if server_name:
-        options.append(("grpc.ssl_target_name_override", server_name))
-    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    return grpc.secure_channel(target, creds, options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                             certificate_chain=cert)
+        channel = grpc.secure_channel(target, creds, options=options)
+    return grpc.intercept_channel(channel, _Deadlines())
 
 
 def envelope_stub(channel: grpc.Channel) -> rpc.EnvelopeStub:

@@ -68,32 +68,98 @@ def test_a_tampered_record_is_not_retried(server):
 
 def test_the_service_config_is_what_clients_md_says():
     """docs/CLIENTS.md, "Deadlines" and "Retries": 2 s for unary calls, 30 s for
-    batches and columns, an hour for streams, 60 s for Admin; UNAVAILABLE alone
-    retried, 4 attempts, 50 ms doubling to 1 s; round robin over the addresses."""
-    from envelope_client import SERVICE_CONFIG
+    batches and columns, an hour for streams, 60 s for Admin, set per call (no
+    timeout in the service config: grpcio starts those early); UNAVAILABLE
+    alone retried, 4 attempts, 50 ms doubling to 1 s, streams and Admin never;
+    round robin over the addresses."""
+    from envelope_client import SERVICE_CONFIG, deadline_for
     assert SERVICE_CONFIG["loadBalancingConfig"] == [{"round_robin": {}}]
-    timeouts, retries = {}, {}
+    retries = {}
     for mc in SERVICE_CONFIG["methodConfig"]:
+        assert "timeout" not in mc, mc
         for name in mc["name"]:
-            key = (name["service"], name.get("method", ""))
-            timeouts[key] = mc["timeout"]
-            retries[key] = mc.get("retryPolicy")
-    env = "envelope.v1.Envelope"
-    assert timeouts[(env, "")] == "2s"
+            retries[(name["service"], name.get("method", ""))] = mc.get("retryPolicy")
+    env = "/envelope.v1.Envelope/"
+    for m in ("Encrypt", "Decrypt", "Rewrap", "GenerateDataKey", "UnwrapDataKey", "ComputeIndex"):
+        assert deadline_for(env + m) == 2.0, m
     for m in ("EncryptBatch", "DecryptBatch", "EncryptColumn", "DecryptColumn", "RewrapBatch",
               "ReencryptBatch", "ReencryptColumn"):
-        assert timeouts[(env, m)] == "30s", m
+        assert deadline_for(env + m) == 30.0, m
     for m in ("EncryptStream", "DecryptStream", "EncryptColumnStream", "DecryptColumnStream"):
-        assert timeouts[(env, m)] == "3600s" and retries[(env, m)] is None, m
-    assert timeouts[("envelope.v1.Admin", "")] == "60s"
-    assert retries[("envelope.v1.Admin", "")] is None
-    assert retries[(env, "")] == retries[(env, "EncryptBatch")] == {
+        assert deadline_for(env + m) == 3600.0, m
+        assert retries[("envelope.v1.Envelope", m)] is None, m
+    assert deadline_for("/envelope.v1.Admin/RotateMasterKey") == 60.0
+    assert deadline_for("/grpc.health.v1.Health/Check") is None
+    assert ("envelope.v1.Admin", "") not in retries
+    assert retries[("envelope.v1.Envelope", "")] == {
         "maxAttempts": 4,
         "initialBackoff": "0.05s",
         "maxBackoff": "1s",
         "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
+
+
+def test_a_unary_call_gets_its_whole_2s_deadline(server):
+    """The server is stopped (SIGSTOP): the call waits its deadline, all of
+    it, then ends DEADLINE_EXCEEDED. (With the timeout in the service config,
+    grpcio ended it 1 to 2 s early.)"""
+    import signal
+    import time
+    stub = envelope_stub(connect(server.addr))
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Encrypt(pb.EncryptRequest(plaintext=b"x"))
+        waited = time.monotonic() - start
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 1.95 <= waited < 30, waited
+    # A timeout the caller gives wins.
+    stub.Encrypt(pb.EncryptRequest(plaintext=b"x"), timeout=20)
+
+
+def test_unavailable_is_retried_four_times(tmp_path):
+    """An audit log that cannot be written, with on_failure = "refuse": every
+    Envelope call is UNAVAILABLE. The client makes 4 attempts (counted by the
+    server's metrics), then gives up with UNAVAILABLE."""
+    import time
+    import urllib.request
+    config = ('metrics_listen = "127.0.0.1:0"\n[audit]\noutput = "/dev/full"\n'
+              'on_failure = "refuse"\n' + INDEX)
+    s = Server(tmp_path, config=config)
+    try:
+        metrics = next(l.removeprefix("metrics on ").strip()
+                       for l in s.out.read_text().splitlines() if l.startswith("metrics on "))
+
+        def unavailable() -> int:
+            body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10).read().decode()
+            return sum(int(float(l.rsplit(" ", 1)[1])) for l in body.splitlines()
+                       if l.startswith("envelope_requests_total{") and 'rpc="Encrypt"' in l
+                       and 'code="UNAVAILABLE"' in l)
+
+        stub = envelope_stub(connect(s.addr))
+        # The first call's line cannot be written: from then on, calls are refused.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stub.Encrypt(pb.EncryptRequest(plaintext=b"x"), timeout=5)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                break
+            assert time.monotonic() < deadline, "calls went on with an unwritable audit log"
+            time.sleep(0.05)
+        for _ in range(3):
+            before = unavailable()
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Encrypt(pb.EncryptRequest(plaintext=b"x"))
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "audit log cannot be written" in e.value.details()
+            assert unavailable() - before == 4
+    finally:
+        s.stop()
 
 
 def free_port() -> int:

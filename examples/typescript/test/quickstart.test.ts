@@ -104,6 +104,55 @@ test("a tampered record is answered once, not retried", async () => {
   }
 });
 
+test("a unary call gets its whole 2 s deadline", async () => {
+  // The server is stopped (SIGSTOP): the call waits its deadline, all of it.
+  const s = await Server.start();
+  const client = connect(s.addr);
+  try {
+    s.signal("SIGSTOP");
+    const start = performance.now();
+    await assert.rejects(call(client, client.encrypt, pb.EncryptRequest.fromPartial({ plaintext: Buffer.from("x") })),
+      (e: grpc.ServiceError) => e.code === grpc.status.DEADLINE_EXCEEDED);
+    const waited = (performance.now() - start) / 1000;
+    assert.ok(waited >= 1.95 && waited < 30, `${waited}`);
+  } finally {
+    s.signal("SIGCONT");
+    client.close();
+    s.stop();
+  }
+});
+
+test("UNAVAILABLE is retried four times", async () => {
+  // An audit log that cannot be written, with on_failure = "refuse": every
+  // Envelope call is UNAVAILABLE; the server's metrics count the attempts.
+  const s = await Server.start('metrics_listen = "127.0.0.1:0"\n[audit]\noutput = "/dev/full"\n' +
+    'on_failure = "refuse"\n' + INDEX);
+  const client = connect(s.addr);
+  const unavailable = async () => (await (await fetch(`http://${s.metrics}/metrics`)).text()).split("\n")
+    .filter((l) => l.startsWith("envelope_requests_total{") && l.includes('rpc="Encrypt"') &&
+      l.includes('code="UNAVAILABLE"'))
+    .reduce((n, l) => n + Number(l.split(" ").pop()), 0);
+  const encrypt = () => call(client, client.encrypt, pb.EncryptRequest.fromPartial({ plaintext: Buffer.from("x") }));
+  try {
+    // The first call's line cannot be written: from then on, calls are refused.
+    for (let i = 0; ; i++) {
+      assert.ok(i < 400, "calls went on with an unwritable audit log");
+      const refused = await encrypt().then(() => false, () => true);
+      if (refused) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (let i = 0; i < 3; i++) {
+      const before = await unavailable();
+      await assert.rejects(encrypt(), (e: grpc.ServiceError) =>
+        e.code === grpc.status.UNAVAILABLE && e.details.includes("audit log cannot be written"));
+      assert.equal((await unavailable()) - before, 4);
+    }
+  } finally {
+    client.close();
+    s.stop();
+  }
+});
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const srv = net.createServer().listen(0, "127.0.0.1", () => {

@@ -10,6 +10,8 @@ export const INDEX = '[[keys]]\nname = "default"\n[[keys.indexes]]\nname = "emai
 
 export class Server {
   addr = "";
+  /** Where /metrics is served, when the config has `metrics_listen`. */
+  metrics = "";
   private proc?: ChildProcess;
   private out: string;
 
@@ -32,6 +34,7 @@ export class Server {
       const m = /^listening on (\S+)$/m.exec(fs.readFileSync(s.out, "utf8"));
       if (m) {
         s.addr = m[1];
+        s.metrics = /^metrics on (\S+)$/m.exec(fs.readFileSync(s.out, "utf8"))?.[1] ?? "";
         return s;
       }
       if (s.proc.exitCode !== null) break;
@@ -47,6 +50,11 @@ export class Server {
     return fs.readFileSync(this.out, "utf8").split("\n")
       .filter((l) => l.startsWith("{") && l.includes(`"rpc":"${rpc}"`))
       .map((l) => JSON.parse(l));
+  }
+
+  /** Sends `signal` to the server (SIGSTOP, SIGCONT). */
+  signal(signal: NodeJS.Signals): void {
+    this.proc?.kill(signal);
   }
 
   stop(): void {
