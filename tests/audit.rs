@@ -702,8 +702,8 @@ async fn calls_and_health_come_back_when_the_audit_log_is_writable_again() {
 
 /// AUDIT.md, `key_version` by RPC, the rows `each_kind_of_call_writes_the_documented_line`
 /// leaves out: EncryptBatch and RewrapBatch name the first item that
-/// succeeded (`""` if none did), DecryptColumn names none, MarkCompromised
-/// the version it marked.
+/// succeeded (`""` if none did), DecryptColumn names none, the column
+/// streams as their unary calls, MarkCompromised the version it marked.
 #[tokio::test]
 async fn key_version_follows_the_table_for_batches_columns_and_marks() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,27 +732,48 @@ async fn key_version_follows_the_table_for_batches_columns_and_marks() {
         .unwrap()
         .into_inner()
         .ciphertext;
-    let column = c
-        .encrypt_column(pb::EncryptColumnRequest {
-            key: String::new(),
-            context: Default::default(),
-            plaintexts: vec![Bytes::from_static(b"c")],
-            row_field: String::new(),
-            row_values: Vec::new(),
-            indexes: Vec::new(),
-        })
+    let sealing = |value: &'static [u8]| pb::EncryptColumnRequest {
+        key: String::new(),
+        context: Default::default(),
+        plaintexts: vec![Bytes::from_static(value)],
+        row_field: String::new(),
+        row_values: Vec::new(),
+        indexes: Vec::new(),
+    };
+    let opening = |ciphertexts| pb::DecryptColumnRequest {
+        key: String::new(),
+        context: Default::default(),
+        ciphertexts,
+        row_field: String::new(),
+        row_values: Vec::new(),
+    };
+    let column = c.encrypt_column(sealing(b"c")).await.unwrap().into_inner();
+    c.decrypt_column(opening(column.ciphertexts)).await.unwrap();
+    // The column streams: one line per message, as their unary calls.
+    let mut sealed_stream = c
+        .encrypt_column_stream(tokio_stream::iter(vec![pb::EncryptColumnStreamRequest {
+            column: Some(sealing(b"s")),
+        }]))
         .await
         .unwrap()
         .into_inner();
-    c.decrypt_column(pb::DecryptColumnRequest {
-        key: String::new(),
-        context: Default::default(),
-        ciphertexts: column.ciphertexts,
-        row_field: String::new(),
-        row_values: Vec::new(),
-    })
-    .await
-    .unwrap();
+    let streamed = sealed_stream
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .column
+        .unwrap();
+    assert!(sealed_stream.message().await.unwrap().is_none());
+    let mut opened = c
+        .decrypt_column_stream(tokio_stream::iter(vec![pb::DecryptColumnStreamRequest {
+            column: Some(opening(streamed.ciphertexts)),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    opened.message().await.unwrap().unwrap();
+    assert!(opened.message().await.unwrap().is_none());
     let v2 = common::requests::rotate(&server, "").await.current_version;
     c.rewrap_batch(pb::RewrapBatchRequest {
         key: String::new(),
@@ -791,6 +812,8 @@ async fn key_version_follows_the_table_for_batches_columns_and_marks() {
         ("EncryptBatch", ""),
         ("EncryptColumn", v1.as_str()),
         ("DecryptColumn", ""),
+        ("EncryptColumnStream", v1.as_str()),
+        ("DecryptColumnStream", ""),
         ("RewrapBatch", v2.as_str()),
         ("MarkCompromised", v1.as_str()),
     ]

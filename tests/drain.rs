@@ -375,3 +375,73 @@ async fn an_idle_stream_does_not_hold_the_drain() {
     assert_eq!(code, Some(0));
     drop(tx);
 }
+
+/// OPERATIONS.md, "Shutdown and drain": health calls are not waited for. A
+/// gRPC health Watch never ends by itself; open at SIGTERM, it does not hold
+/// the drain (20 s here) open, and the process exits within the flush grace.
+#[tokio::test]
+async fn a_health_watch_does_not_hold_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), Some("drain_timeout_secs = 20\n"));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, 1, "SERVING");
+    server.sigterm();
+    let code = server
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("a health Watch held the drain: {}", server.logs()));
+    assert_eq!(code, Some(0));
+    assert!(
+        !server.logs().contains("drain bound reached"),
+        "{}",
+        server.logs()
+    );
+}
+
+/// OPERATIONS.md, "Shutdown and drain": a plaintext connection accepted
+/// before the drain whose preface arrives during it is closed at once, while
+/// the call in flight on an older connection (held 8 s) is still running.
+#[tokio::test]
+async fn a_plaintext_preface_sent_in_the_drain_is_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut replica, proxy, record) = setup(dir.path(), 20, "").await;
+    let call = decrypt_in_flight(
+        replica.client().await,
+        &proxy,
+        record,
+        Duration::from_secs(8),
+    )
+    .await;
+    let mut early = tokio::net::TcpStream::connect(&replica.addr).await.unwrap();
+    // Time for the accept loop to take it off the backlog (a connection
+    // left there is reset with the listener, which proves nothing here).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.sigterm();
+    // The drain has begun once the listener refuses.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(&replica.addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting during the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut early, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .ok();
+    common::process::closed_unserved(
+        &mut early,
+        Duration::from_secs(10),
+        "a connection whose preface came in the drain",
+    )
+    .await;
+    assert!(!call.is_finished(), "closed only once the drain ended");
+    let answer = call.await.unwrap().unwrap();
+    assert_eq!(answer.plaintext.as_ref(), b"in flight at SIGTERM");
+    assert_eq!(replica.wait_exit(Duration::from_secs(30)), Some(Some(0)));
+}

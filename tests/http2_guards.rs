@@ -89,3 +89,31 @@ async fn streams_reset_before_they_are_taken_are_bounded() {
         }
     }
 }
+
+/// AUDIT.md, "Correlating with `x-request-id`", and BENCHMARKS.md: the id
+/// is sent as a never-indexed HPACK literal (it is marked sensitive, and a
+/// value used once would only push reusable entries out of the tables), in
+/// the response headers on success and in the trailers-only answer on
+/// error. No other field of the answer is sent so.
+#[tokio::test]
+async fn x_request_id_is_a_never_indexed_literal_in_headers_or_trailers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    // Success: headers (the id), data, trailers (no id).
+    let ok = unary_header_blocks(&server.addr, &[]).await;
+    assert_eq!(ok.len(), 2, "headers and trailers");
+    let (headers, trailers) = (&ok[0], &ok[1]);
+    assert!(!headers.1 && trailers.1);
+    assert_eq!(
+        never_indexed(&headers.0).1,
+        1,
+        "{:?}",
+        never_indexed(&headers.0)
+    );
+    assert_eq!(never_indexed(&trailers.0).1, 0);
+    // An unknown key (field 1, "nope"): one trailers-only answer, with the id.
+    let refused = unary_header_blocks(&server.addr, b"\x0a\x04nope").await;
+    assert_eq!(refused.len(), 1, "a trailers-only answer");
+    assert!(refused[0].1);
+    assert_eq!(never_indexed(&refused[0].0).1, 1);
+}

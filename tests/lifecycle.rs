@@ -594,6 +594,88 @@ async fn a_failing_refresh_backs_off_doubling_up_to_the_interval() {
     assert_eq!(opened.plaintext, "still serving".as_bytes());
 }
 
+/// FORMAT.md, "KEK": derived once per version, at load, never per request.
+/// Every derivation logs `master-key version loaded`. 200 calls and three
+/// refreshes add none; a rotation's TestSecret and FinishSecret steps each
+/// derive the current and the pending version to check them, then the
+/// keyring loads the new version once; 40 more calls and a refresh add none.
+#[tokio::test]
+async fn each_version_is_derived_once_not_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let c = server.client().await;
+    let loaded = |version: &str| {
+        server
+            .logs()
+            .lines()
+            .filter(|l| l.contains("master-key version loaded") && l.contains(version))
+            .count()
+    };
+    let first = encrypt(&c, "", "x", CTX).await.unwrap().key_version;
+    let mut admin = server.admin().await;
+    for i in 0..100 {
+        let sealed = encrypt(&c, "", &format!("value {i}"), CTX).await.unwrap();
+        decrypt(&c, "", &sealed.ciphertext, CTX).await.unwrap();
+        if i % 40 == 0 {
+            admin
+                .refresh_keys(pb::RefreshKeysRequest::default())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(loaded(&first), 1, "{}", server.logs());
+    let second = common::requests::rotate(&server, "").await.current_version;
+    let rotated = (loaded(&first), loaded(&second));
+    assert_eq!(rotated, (3, 3), "{}", server.logs());
+    for _ in 0..20 {
+        let sealed = encrypt(&c, "", "y", CTX).await.unwrap();
+        assert_eq!(sealed.key_version, second);
+        decrypt(&c, "", &sealed.ciphertext, CTX).await.unwrap();
+    }
+    admin
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded(&first), loaded(&second)),
+        rotated,
+        "{}",
+        server.logs()
+    );
+}
+
+/// ROTATION.md, "Restart to apply": `min_decryption_version` is read at
+/// start. A refresh (RefreshKeys) does not re-read the configuration, so a
+/// minimum written after start retires nothing until the restart, which
+/// then applies the same file.
+#[tokio::test]
+async fn a_refresh_does_not_re_read_the_minimum_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = "[[keys]]\nname = \"default\"\n";
+    let server = Server::start(&data, Some(plain));
+    let c = server.client().await;
+    let old = encrypt(&c, "", "old", CTX).await.unwrap();
+    let current = common::requests::rotate(&server, "").await.current_version;
+    let pinned = format!("{plain}min_decryption_version = \"{current}\"\n");
+    std::fs::write(data.with_extension("toml"), &pinned).unwrap();
+    server
+        .admin()
+        .await
+        .refresh_keys(pb::RefreshKeysRequest::default())
+        .await
+        .unwrap();
+    let opened = decrypt(&c, "", &old.ciphertext, CTX).await.unwrap();
+    assert_eq!(opened.plaintext.as_ref(), b"old");
+    drop(server);
+    // The same file, read at start, retires the old version.
+    let server = Server::start(&data, Some(&pinned));
+    let refused = decrypt(&server.client().await, "", &old.ciphertext, CTX)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+}
+
 /// ROTATION.md, "Retirement": with `min_decryption_version` set, Decrypt,
 /// DecryptBatch items, Rewrap, RewrapBatch items and UnwrapDataKey refuse
 /// what an older version wrote, with the documented message; Encrypt and

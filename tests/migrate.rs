@@ -453,12 +453,26 @@ async fn a_failed_row_is_retried_not_skipped() {
         .await
         .unwrap();
     let out = migrate(&server, &pg, &["--batch", "10"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert_eq!(debt(&server, &pg), HashMap::from([(v2, 100)]));
+    // ROTATION.md, "Progress": off a terminal, a line after the first batch
+    // (rows 50 to 59), on stderr, then the summary.
+    let first = stderr
+        .lines()
+        .find(|l| l.starts_with("users: up to id = "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        first.starts_with("users: up to id = 59, 1 rewrapped so far (") && first.ends_with("/s)"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "scanned 51, rewrapped 1, already current 50, changed meanwhile 0, failed 0 in "
+        ),
+        "{stdout}"
+    );
 }
 
 /// Database errors reach the operator with their cause and a fix

@@ -822,6 +822,15 @@ async fn an_open_connection_keeps_what_it_was_accepted_with() {
     );
 }
 
+/// Writes POLICY with an anonymous grant of encrypt on "default".
+fn grant_anonymous(dir: &Path) {
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("{POLICY}\n[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\"]\n"),
+    )
+    .unwrap();
+}
+
 /// SECURITY.md, "Client certificates": with an `anonymous` grant, a client
 /// without a certificate may connect over TLS; its calls carry no identity,
 /// so only the anonymous grant applies.
@@ -829,11 +838,7 @@ async fn an_open_connection_keeps_what_it_was_accepted_with() {
 async fn an_anonymous_grant_admits_a_client_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, config) = setup(dir.path());
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!("{POLICY}\n[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\"]\n"),
-    )
-    .unwrap();
+    grant_anonymous(dir.path());
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let anonymous = channel(&server, &pki.ca.pem, None, "localhost")
         .await
@@ -858,11 +863,7 @@ async fn an_anonymous_grant_added_by_reload_needs_a_restart_to_admit_certificate
     let dir = tempfile::tempdir().unwrap();
     let (pki, config) = setup(dir.path());
     let server = Server::start(&dir.path().join("data"), Some(&config));
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!("{POLICY}\n[[allow]]\nanonymous = true\nkeys = [\"default\"]\noperations = [\"encrypt\"]\n"),
-    )
-    .unwrap();
+    grant_anonymous(dir.path());
     server
         .log_lines("authorization policy reloaded", 1, Duration::from_secs(15))
         .await;
@@ -876,6 +877,32 @@ async fn an_anonymous_grant_added_by_reload_needs_a_restart_to_admit_certificate
         refused,
         "a client without a certificate got through the handshake"
     );
+}
+
+/// SECURITY.md, "Client certificates": removing the anonymous grant by a
+/// reload does not change the handshake until a restart: a client without a
+/// certificate still connects, and its calls are refused UNAUTHENTICATED.
+#[tokio::test]
+async fn an_anonymous_grant_removed_by_reload_leaves_the_handshake_open_and_refuses_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, config) = setup(dir.path());
+    grant_anonymous(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let before = channel(&server, &pki.ca.pem, None, "localhost")
+        .await
+        .unwrap();
+    assert!(encrypt(&before, "default", "x", &[]).await.is_ok());
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    server
+        .log_lines("authorization policy reloaded", 1, Duration::from_secs(15))
+        .await;
+    let after = channel(&server, &pki.ca.pem, None, "localhost")
+        .await
+        .expect("a client without a certificate still completes the handshake");
+    let refused = encrypt(&after, "default", "x", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let refused = encrypt(&before, "default", "x", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
 
 /// SECURITY.md, "Policy file": without `[tls]` the policy file is checked

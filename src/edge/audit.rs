@@ -111,6 +111,8 @@ struct Queue {
 
 #[derive(Debug)]
 struct Shared {
+    /// [`FLUSH_EVERY`], or another period in tests.
+    flush_every: Duration,
     queue: Mutex<Queue>,
     /// Wakes the writer.
     wake: Condvar,
@@ -187,7 +189,17 @@ impl AuditLog {
 
     /// Starts the writer thread for any sink.
     fn with_sink(sink: Box<dyn Write + Send>, on_failure: OnFailure) -> std::io::Result<Self> {
+        Self::gathering(sink, on_failure, FLUSH_EVERY)
+    }
+
+    /// As [`Self::with_sink`], gathering lines for `flush_every`.
+    fn gathering(
+        sink: Box<dyn Write + Send>,
+        on_failure: OnFailure,
+        flush_every: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
+            flush_every,
             failing: std::sync::atomic::AtomicBool::new(false),
             on_failure,
             queue: Mutex::new(Queue::default()),
@@ -345,10 +357,9 @@ fn write_loop(shared: &Shared, mut sink: Box<dyn Write + Send>) {
                 };
             }
             if !q.closed && q.buf.len() < HIGH_WATER {
-                q = match shared
-                    .wake
-                    .wait_timeout_while(q, FLUSH_EVERY, |q| !q.closed && q.buf.len() < HIGH_WATER)
-                {
+                q = match shared.wake.wait_timeout_while(q, shared.flush_every, |q| {
+                    !q.closed && q.buf.len() < HIGH_WATER
+                }) {
                     Ok((q, _)) => q,
                     Err(_) => return,
                 };

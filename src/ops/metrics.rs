@@ -366,3 +366,6 @@ pub async fn timed_with<T, E>(
     );
     r
 }
+
+#[cfg(test)]
+mod tests;

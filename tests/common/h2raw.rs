@@ -122,3 +122,97 @@ pub async fn until_goaway(conn: &mut TcpStream) -> (Vec<u32>, Option<u32>) {
     }
     (resets, None)
 }
+
+pub const DATA: u8 = 0x0;
+pub const END_STREAM: u8 = 0x1;
+
+/// Reads an HPACK integer with an `n`-bit prefix at `at` (RFC 7541, 5.1).
+fn hpack_int(block: &[u8], at: &mut usize, n: u32) -> usize {
+    let mask = (1usize << n) - 1;
+    let mut v = usize::from(block[*at]) & mask;
+    *at += 1;
+    if v == mask {
+        let mut shift = 0;
+        loop {
+            let b = block[*at];
+            *at += 1;
+            v += usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    v
+}
+
+/// Skips an HPACK string literal (plain or Huffman: its length is plain).
+fn hpack_skip_string(block: &[u8], at: &mut usize) {
+    let len = hpack_int(block, at, 7);
+    *at += len;
+}
+
+/// Walks an HPACK header block without decoding its strings: the number
+/// of fields, and of those sent as never-indexed literals (RFC 7541,
+/// 6.2.3) with a name of their own (not a table entry).
+pub fn never_indexed(block: &[u8]) -> (usize, usize) {
+    let (mut fields, mut never) = (0, 0);
+    let mut at = 0;
+    while at < block.len() {
+        let b = block[at];
+        if b & 0x80 != 0 {
+            hpack_int(block, &mut at, 7);
+        } else if b & 0xc0 == 0x40 {
+            if hpack_int(block, &mut at, 6) == 0 {
+                hpack_skip_string(block, &mut at);
+            }
+            hpack_skip_string(block, &mut at);
+        } else if b & 0xe0 == 0x20 {
+            hpack_int(block, &mut at, 5);
+            continue;
+        } else {
+            let is_never = b & 0x10 != 0;
+            let named = hpack_int(block, &mut at, 4) == 0;
+            if named {
+                hpack_skip_string(block, &mut at);
+            }
+            hpack_skip_string(block, &mut at);
+            if is_never && named {
+                never += 1;
+            }
+        }
+        fields += 1;
+    }
+    (fields, never)
+}
+
+/// Sends one unary Encrypt whose message is `message` on stream 1 of a new
+/// connection, and returns the header blocks the server answers with, each
+/// with whether it ended the stream.
+pub async fn unary_header_blocks(addr: &str, message: &[u8]) -> Vec<(Vec<u8>, bool)> {
+    let mut conn = connect(addr).await;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(message);
+    let mut out = encrypt_headers(1);
+    out.extend(frame(DATA, END_STREAM, 1, &body));
+    conn.write_all(&out).await.unwrap();
+    let mut blocks = Vec::new();
+    loop {
+        let f = read_frame(&mut conn)
+            .await
+            .expect("closed before the answer");
+        if f.stream != 1 {
+            continue;
+        }
+        assert_eq!(f.flags & 0x28, 0, "no padding or priority expected");
+        let ended = f.flags & END_STREAM != 0;
+        if f.kind == HEADERS {
+            assert_ne!(f.flags & END_HEADERS, 0, "a CONTINUATION is not expected");
+            blocks.push((f.payload, ended));
+        }
+        if ended || f.kind == RST_STREAM {
+            return blocks;
+        }
+    }
+}

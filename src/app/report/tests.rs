@@ -186,3 +186,44 @@ fn the_first_line_carries_the_cause_once() {
     let text = render(&err, false);
     assert_eq!(text.matches("envelope/pii").count(), 1, "{text}");
 }
+
+/// OPERATIONS.md, "Start-up errors": the two store states moto cannot be
+/// put in (a secret with no AWSCURRENT version, a listed version gone),
+/// as `serve` prints them.
+#[test]
+fn no_current_version_and_a_vanished_version_have_their_lines_and_fixes() {
+    let err = anyhow::Error::new(ServeError::Key {
+        key: "pii".into(),
+        source: KeyError::NoCurrent("pii".into()),
+    });
+    let text = render(&err, false);
+    assert!(
+        text.starts_with(
+            "error: cannot load key \"pii\": key \"pii\" has no AWSCURRENT master-key version\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nfix: create the key's first version with `envelope init-keys --config FILE`, or stage an existing version AWSCURRENT"),
+        "{text}"
+    );
+    let gone = StoreError::VersionNotFound {
+        secret: "envelope/pii".into(),
+        version: "v9".into(),
+    };
+    let err = anyhow::Error::new(ServeError::Key {
+        key: "pii".into(),
+        source: KeyError::Store(gone),
+    });
+    let text = render(&err, false);
+    assert!(
+        text.contains("version v9 of secret envelope/pii not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\nfix: the version was deleted or never existed; records naming it cannot be opened"
+        ),
+        "{text}"
+    );
+}

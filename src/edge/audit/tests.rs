@@ -289,3 +289,85 @@ fn a_full_queue_holds_8_mib_and_drops_only_refusals() {
         .collect();
     assert_eq!(ids, queued);
 }
+
+/// When each write came, and how many bytes it carried.
+struct Timed(Arc<Mutex<Vec<(std::time::Instant, usize)>>>);
+
+impl Write for Timed {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((std::time::Instant::now(), b.len()));
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits up to 10 s for `n` writes.
+fn wait_writes(writes: &Mutex<Vec<(std::time::Instant, usize)>>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while writes.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "no write");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// AUDIT.md, "Back-pressure": the writer takes the block 10 ms after its
+/// first line arrived, not at once, and writes the lines that came
+/// meanwhile with it, in one write.
+#[test]
+fn lines_gather_for_10_ms_and_go_in_one_write() {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let log = AuditLog::with_sink(Box::new(Timed(writes.clone())), OnFailure::Refuse).unwrap();
+    let first = std::time::Instant::now();
+    assert!(log.try_record(&event("a")));
+    assert!(log.try_record(&event("b")));
+    wait_writes(&writes, 1);
+    let (at, bytes) = writes.lock().unwrap()[0];
+    assert!(
+        at.duration_since(first) >= Duration::from_millis(9),
+        "written after {:?}",
+        at.duration_since(first)
+    );
+    let mut one = Vec::new();
+    serde_json::to_writer(&mut one, &event("a")).unwrap();
+    assert_eq!(bytes, 2 * (one.len() + 1), "both lines in one write");
+}
+
+/// AUDIT.md, "Back-pressure": past 1 MiB the block is written at once. With
+/// a gathering period of a minute, a line alone stays queued; lines past
+/// 1 MiB are written, as one block, long before the minute.
+#[test]
+fn past_1_mib_the_block_is_written_at_once() {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let log = AuditLog::gathering(
+        Box::new(Timed(writes.clone())),
+        OnFailure::Refuse,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(log.try_record(&event("alone")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        writes.lock().unwrap().is_empty(),
+        "written before the period"
+    );
+    let keys: Vec<String> = (0..64).map(|i| format!("{i:0>64}")).collect();
+    let mut queued = 0;
+    while queued < HIGH_WATER {
+        let line = Event {
+            context_keys: keys.iter().map(String::as_str).collect(),
+            ..event("big")
+        };
+        assert!(log.try_record(&line));
+        let mut one = Vec::new();
+        serde_json::to_writer(&mut one, &line).unwrap();
+        queued += one.len() + 1;
+    }
+    wait_writes(&writes, 1);
+    let bytes = writes.lock().unwrap()[0].1;
+    assert!(bytes >= HIGH_WATER, "{bytes}");
+}

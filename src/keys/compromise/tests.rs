@@ -126,6 +126,14 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
         let (ct, v) = key.encrypt(b"kept", &ctx).await.unwrap();
         let v = v.version.as_str().to_owned();
         let (data_key, blob, _) = key.generate_data_key(&ctx).await.unwrap();
+        let no_rows = crate::keys::column::Rows {
+            field: "",
+            values: &[],
+        };
+        let column = key.encrypt_column(&ctx, no_rows, &[b"col"]).await.unwrap();
+        let cell = column
+            .records
+            .slice(column.results[0].as_ref().unwrap().clone());
         key.rotate().await.unwrap();
         // Not current: marked without a rotation.
         let current = key.snapshot().current.version.as_str().to_owned();
@@ -137,6 +145,20 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
         assert_eq!(window.decrypt(&ct, &ctx).await.unwrap().0, b"kept");
         let opened = window.decrypt_many(&[(&ct, &ctx)], |(c, x)| (c, x)).await;
         assert_eq!(opened.compromised, 1);
+        // DecryptColumn too.
+        let opened = window
+            .decrypt_column(&ctx, no_rows, std::slice::from_ref(&cell))
+            .await
+            .unwrap();
+        assert_eq!(opened.compromised, 1);
+        let range = opened.results[0].as_ref().unwrap().0.clone();
+        assert_eq!(&opened.plaintexts[range], b"col");
+        // Outside the window, the column's record is refused like any other.
+        let refused = key
+            .decrypt_column(&ctx, no_rows, std::slice::from_ref(&cell))
+            .await
+            .unwrap();
+        assert!(matches!(&refused.results[0], Err(e) if is_compromised_refusal(e, &v)));
         let e = window.rewrap(&ct, &ctx).await.unwrap_err();
         assert!(
             is_compromised_refusal(&e, &v),
@@ -150,7 +172,7 @@ fn a_migration_window_allows_decrypts_and_counts_them() {
             .into_iter()
             .find(|u| u.version == v)
             .unwrap();
-        assert_eq!(counts.compromised, [1, 3, 0]);
+        assert_eq!(counts.compromised, [1, 4, 0]);
         // An unknown version cannot be marked.
         assert!(matches!(
             key.mark_compromised("no-such-version").await,

@@ -63,3 +63,28 @@ fn secret_ids_are_plain_file_names() {
         assert!(!valid_secret_id(bad), "{bad}");
     }
 }
+
+/// FORMAT.md, "Local mode's files": a secret is written through a temporary
+/// file renamed into place, so a reader sees the old file or the new one,
+/// never a torn one. A hard link to the old file keeps the old content (a
+/// write in place would change it), and no temporary file is left.
+#[tokio::test]
+async fn a_secret_is_replaced_by_a_rename_not_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let s = LocalStore::open(&secrets).unwrap();
+    s.put("k", "v1", "one", &[]).await.unwrap();
+    let file = secrets.join("k.json");
+    let before = std::fs::read(&file).unwrap();
+    let link = dir.path().join("old.json");
+    std::fs::hard_link(&file, &link).unwrap();
+    s.put("k", "v2", "two", &[]).await.unwrap();
+    assert_eq!(std::fs::read(&link).unwrap(), before, "written in place");
+    assert_ne!(std::fs::read(&file).unwrap(), before);
+    let mut names: Vec<String> = std::fs::read_dir(&secrets)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".lock", "k.json"]);
+}
