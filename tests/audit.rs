@@ -822,3 +822,33 @@ async fn key_version_follows_the_table_for_batches_columns_and_marks() {
     .collect();
     assert_eq!(versions, want, "{audit}");
 }
+
+/// ARCHITECTURE.md, "A call's path", and AUDIT.md, "Back-pressure": lines
+/// are handed to one writer thread, `envelope-audit`, whatever the load.
+#[tokio::test]
+async fn one_writer_thread_writes_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let client = server.client().await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for j in 0..50 {
+                    common::requests::encrypt(&client, "", format!("{i}-{j}"), CTX)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    let writers = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "envelope-audit")
+        .count();
+    assert_eq!(writers, 1);
+}

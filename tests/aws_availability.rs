@@ -233,6 +233,8 @@ async fn outage_keeps_serving_flips_readiness_after_the_bound_and_recovers() {
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["checks"]["keys"]["default"]["status"], "stale");
     assert_eq!(ready["status"], "not_ready", "{body}");
+    // The last store call (a refresh) failed: OPERATIONS.md, `checks`.
+    assert_eq!(ready["checks"]["secret_store"], "failing", "{body}");
     assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
     // The Admin service stays SERVING, so KeyStatus and RefreshKeys stay usable.
     let admin = health

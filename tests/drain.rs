@@ -97,6 +97,10 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut replica, proxy, record) = setup(dir.path(), 20, "").await;
     assert!(health_answers(replica.url()).await);
+    // A data key made now, so the Encrypt below needs no (delayed) KMS call.
+    common::requests::encrypt(&replica.client().await, "", "warm", CTX)
+        .await
+        .unwrap();
     let call = decrypt_in_flight(
         replica.client().await,
         &proxy,
@@ -104,6 +108,15 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
         Duration::from_secs(4),
     )
     .await;
+    // A call made after it, answered before it: audit lines are queued in
+    // order of completion (AUDIT.md, "Back-pressure").
+    let quick = replica
+        .client()
+        .await
+        .encrypt(common::requests::enc("", "quick", CTX))
+        .await
+        .unwrap();
+    let quick_id = common::requests::request_id(quick.metadata());
     // An idle connection opened before the signal.
     let mut idle = common::h2raw::connect(&replica.addr).await;
     replica.sigterm();
@@ -157,6 +170,18 @@ async fn sigterm_waits_for_the_call_in_flight_then_exits_zero() {
         1,
         "the drained call's audit line: {audit}"
     );
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let at = |pick: &dyn Fn(&serde_json::Value) -> bool| lines.iter().position(pick).unwrap();
+    let quick_at = at(&|l| l["request_id"] == quick_id.as_str());
+    let held_at = at(&|l| l["rpc"] == "Decrypt");
+    assert!(quick_at < held_at, "{audit}");
+    // AUDIT.md, `latency_us`: from the handler's start to the end of the
+    // call, so it covers the 4 s the store was held.
+    let latency = lines[held_at]["latency_us"].as_u64().unwrap();
+    assert!(latency >= 4_000_000, "{latency}");
 }
 
 #[tokio::test]
@@ -376,11 +401,13 @@ async fn an_idle_stream_does_not_hold_the_drain() {
     drop(tx);
 }
 
-/// OPERATIONS.md, "Shutdown and drain": health calls are not waited for. A
-/// gRPC health Watch never ends by itself; open at SIGTERM, it does not hold
-/// the drain (20 s here) open, and the process exits within the flush grace.
+/// OPERATIONS.md, "Shutdown and drain": health and reflection calls are
+/// not waited for. A gRPC health Watch never ends by itself, nor does a
+/// reflection stream whose client sends no more; open at SIGTERM, they do
+/// not hold the drain (20 s here) open, and the process exits within the
+/// flush grace.
 #[tokio::test]
-async fn a_health_watch_does_not_hold_the_drain() {
+async fn a_health_watch_and_a_reflection_stream_do_not_hold_the_drain() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("data"), Some("drain_timeout_secs = 20\n"));
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
@@ -391,16 +418,34 @@ async fn a_health_watch_does_not_hold_the_drain() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, 1, "SERVING");
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let (ask, asked) = tokio::sync::mpsc::channel(1);
+    ask.send(ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    })
+    .await
+    .unwrap();
+    let mut reflection = ServerReflectionClient::new(server.channel().await)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(asked))
+        .await
+        .unwrap()
+        .into_inner();
+    reflection.message().await.unwrap().unwrap();
     server.sigterm();
     let code = server
         .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("a health Watch held the drain: {}", server.logs()));
+        .unwrap_or_else(|| panic!("a stream held the drain: {}", server.logs()));
     assert_eq!(code, Some(0));
     assert!(
         !server.logs().contains("drain bound reached"),
         "{}",
         server.logs()
     );
+    drop(ask);
 }
 
 /// OPERATIONS.md, "Shutdown and drain": a plaintext connection accepted

@@ -117,3 +117,25 @@ async fn x_request_id_is_a_never_indexed_literal_in_headers_or_trailers() {
     assert!(refused[0].1);
     assert_eq!(never_indexed(&refused[0].0).1, 1);
 }
+
+/// CONFIG.md, `max_connections`: a connection may hold up to hyper's 1 MiB
+/// connection window of unread data. Soon after the handshake the server
+/// opens the connection window from HTTP/2's 65,535 bytes to exactly 1 MiB,
+/// in one WINDOW_UPDATE.
+#[tokio::test]
+async fn the_connection_window_is_1_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let mut conn = connect_raw(&server.addr).await;
+    let increment = loop {
+        let f = read_frame(&mut conn).await.expect("closed");
+        match f.kind {
+            SETTINGS if f.flags & ACK == 0 => {
+                conn.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+            }
+            WINDOW_UPDATE if f.stream == 0 => break f.code() & 0x7fff_ffff,
+            _ => {}
+        }
+    };
+    assert_eq!(65_535 + u64::from(increment), 1 << 20);
+}

@@ -231,3 +231,15 @@ def test_the_file_format_matches_the_shared_vector():
     back = io.BytesIO()
     read_chunks(key, prefix, v["context"], io.BytesIO(bytes.fromhex(v["sealed"])), back)
     assert back.getvalue().hex() == v["plaintext"]
+
+
+def test_an_address_list_needs_an_authority(server):
+    """docs/CLIENTS.md, "Load balancing": a target that lists addresses has
+    the list as its default authority, which the server's HTTP/2 layer
+    refuses as malformed (a stream reset: INTERNAL); with an authority the
+    same target is served."""
+    target = f"ipv4:{server.addr},{server.addr}"
+    with pytest.raises(grpc.RpcError) as e:
+        envelope_stub(connect(target)).Encrypt(pb.EncryptRequest(plaintext=b"x"))
+    assert e.value.code() == grpc.StatusCode.INTERNAL, e.value
+    envelope_stub(connect(target, authority="envelope")).Encrypt(pb.EncryptRequest(plaintext=b"x"))
