@@ -217,7 +217,7 @@ fn no_current_version_and_a_vanished_version_have_their_lines_and_fixes() {
     });
     let text = render(&err, false);
     assert!(
-        text.contains("version v9 of secret envelope/pii not found"),
+        text.contains("secret store: version v9 of secret envelope/pii not found"),
         "{text}"
     );
     assert!(

@@ -317,3 +317,21 @@ impl SecretStore for AwsStore {
             .map_err(|e| store_error(secret_id, None, classify(&e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ROTATION.md, "Quota", and OPERATIONS.md, "Start-up errors": a full
+    /// label quota as the operator reads it (`classify` joins the code and
+    /// AWS's message so).
+    #[test]
+    fn a_quota_refusal_names_the_secret_and_the_code() {
+        let full = "LimitExceededException: You have exceeded the number of staging labels";
+        let e = store_error("envelope/pii", None, Failure::Invalid(full.into()));
+        assert_eq!(
+            e.to_string(),
+            format!("Secrets Manager refused the request for secret envelope/pii: {full}")
+        );
+    }
+}

@@ -100,6 +100,22 @@ fn a_compromised_version_is_only_reencrypted_and_never_sealed_under() {
         assert!(is_compromised_refusal(&e, &v), "{e}");
         let e = restarted.generate_data_key(&ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
+        // A column, whose batch is pinned to one version: every row refused.
+        let rows = crate::keys::column::Rows {
+            field: "",
+            values: &[],
+        };
+        let column = restarted
+            .encrypt_column(&ctx, rows, &[b"a", b"b"])
+            .await
+            .unwrap();
+        assert!(column.version.is_none() && column.records.is_empty());
+        for r in &column.results {
+            assert!(
+                matches!(r, Err(e) if is_compromised_refusal(e, &v)),
+                "{r:?}"
+            );
+        }
         // Nor is a good record moved onto it, by rewrap or re-encryption.
         let e = restarted.rewrap(&new_ct, &ctx).await.unwrap_err();
         assert!(is_compromised_refusal(&e, &v), "{e}");
