@@ -616,3 +616,43 @@ async fn init_keys_leaves_existing_secrets_alone_and_stops_at_the_first_failure(
         .await;
     assert!(c.is_err(), "a key after the failure was created");
 }
+
+/// CONFIG.md, `init-keys` in AWS mode, the call order: DescribeSecret, KMS
+/// GenerateDataKey, DescribeSecret again (no version took AWSCURRENT
+/// meanwhile), PutSecretValue; the secret does not exist, so CreateSecret
+/// makes it with the version, then UpdateSecretVersionStage adds the pin
+/// label.
+#[tokio::test]
+async fn init_keys_creates_the_secret_then_pins_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kms_key().await;
+    let secret = unique("envelope/order");
+    let proxy = common::moto::Proxy::start(moto().addr);
+    let cfg = aws_config(
+        &proxy.url(),
+        &key,
+        FAIL_FAST,
+        "",
+        &secret_key("pii", &secret),
+    );
+    let path = dir.path().join("aws.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let (ok, out, err) = run(&["init-keys", "--config", path.to_str().unwrap()], TEST_ENV);
+    assert!(ok && out.trim() == "pii: created", "{out} {err}");
+    let calls: Vec<String> = proxy
+        .targets()
+        .into_iter()
+        .filter(|t| t.starts_with("secretsmanager.") || t == "TrentService.GenerateDataKey")
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "secretsmanager.DescribeSecret",
+            "TrentService.GenerateDataKey",
+            "secretsmanager.DescribeSecret",
+            "secretsmanager.PutSecretValue",
+            "secretsmanager.CreateSecret",
+            "secretsmanager.UpdateSecretVersionStage",
+        ]
+    );
+}

@@ -386,6 +386,12 @@ impl Proxy {
         *self.faults.region_down.lock().unwrap() = region.map(str::to_owned);
     }
 
+    /// Every forwarded request's target, in order.
+    pub fn targets(&self) -> Vec<String> {
+        let bodies = self.faults.bodies.lock().unwrap();
+        bodies.iter().map(|(t, _)| t.clone()).collect()
+    }
+
     /// The bodies of the requests forwarded for `target` (such as
     /// `TrentService.GenerateDataKey`), in order.
     pub fn bodies(&self, target: &str) -> Vec<String> {
