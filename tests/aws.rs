@@ -238,7 +238,19 @@ async fn seed_001_master_key_document() {
     };
     let cfg = accepting("allow_unwrapped_master_keys = true");
     let server = Server::start_with(&dir.path().join("d"), Some(&cfg), TEST_ENV);
+    // OPERATIONS.md, `/readyz` `checks.kms`: a seed-shaped key loads with
+    // no KMS call, so KMS has had none until the first Encrypt makes a data key.
+    let kms_check = || {
+        let body = common::http_get(server.metrics.as_deref().unwrap(), "/readyz").1;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            ready["checks"]["secret_store"].clone(),
+            ready["checks"]["kms"].clone(),
+        )
+    };
+    assert_eq!(kms_check(), ("ok".into(), "no calls yet".into()));
     let e = round_trip(&server, "", "alice@example.com").await;
+    assert_eq!(kms_check(), ("ok".into(), "ok".into()));
     // CONFIG.md: the key's acceptance is warned at start and exported.
     assert!(
         server.logs().lines().any(|l| l.contains(" WARN ")
