@@ -84,13 +84,14 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
     assert_eq!(key.pinned_versions.len(), 2);
 
     // Rewrap moves the old record forward, leaves its payload alone, and it still decrypts.
+    let rewrap = |ciphertext: bytes::Bytes| pb::RewrapRequest {
+        indexes: Vec::new(),
+        key: String::new(),
+        ciphertext,
+        context: ctx(CTX),
+    };
     let rw = c
-        .rewrap(pb::RewrapRequest {
-            indexes: Vec::new(),
-            key: String::new(),
-            ciphertext: before.ciphertext.clone(),
-            context: ctx(CTX),
-        })
+        .rewrap(rewrap(before.ciphertext.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -102,6 +103,15 @@ async fn rotation_restart_and_rewrap_lose_nothing() {
         "payload bytes unchanged"
     );
     assert_ne!(rw.ciphertext[..83], before.ciphertext[..83]);
+    // API.md, Rewrap step 5: a fresh random wrap nonce each time, so the
+    // same record rewrapped again gets another header.
+    let again = c
+        .rewrap(rewrap(before.ciphertext.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.ciphertext[83..], rw.ciphertext[83..]);
+    assert_ne!(again.ciphertext[..83], rw.ciphertext[..83]);
     let d = decrypt(&c, "", &rw.ciphertext, CTX).await.unwrap();
     assert_eq!(d.plaintext.as_ref(), b"alice@example.com");
     assert_eq!(d.key_version, rotated.current_version);

@@ -65,6 +65,7 @@ fn key_code(e: &Error) -> Code {
             RotationError::NoCurrent(_)
             | RotationError::NoSuchToken { .. }
             | RotationError::NotPending { .. }
+            | RotationError::Marked { .. }
             | RotationError::TestFailed { .. } => Code::FailedPrecondition,
             RotationError::Store(_) | RotationError::Kms(_) | RotationError::MasterKey(_) => {
                 Code::Unavailable
@@ -121,7 +122,8 @@ fn key_message(e: &Error) -> String {
             RotationError::UnknownStep(_)
             | RotationError::NoCurrent(_)
             | RotationError::NoSuchToken { .. }
-            | RotationError::NotPending { .. },
+            | RotationError::NotPending { .. }
+            | RotationError::Marked { .. },
         ) => e.to_string(),
         // The reason can quote a master-key error (an ARN, a file path):
         // the caller gets the secret and version, the log the reason.
@@ -364,6 +366,17 @@ mod tests {
                 .into(),
                 Code::FailedPrecondition,
                 fixed("rotation: version t of secret s is not AWSPENDING"),
+            ),
+            (
+                Error::Rotation(RotationError::Marked {
+                    secret: "s".into(),
+                    token: "t".into(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                fixed(
+                    "rotation: version t of secret s is marked compromised; no rotation step tests or promotes it",
+                ),
             ),
             (
                 Error::Rotation(RotationError::TestFailed {

@@ -66,6 +66,16 @@ pub enum RotationError {
         /// The rotation token.
         token: String,
     },
+    /// The token's version is marked compromised: no step uses it.
+    #[error(
+        "version {token} of secret {secret} is marked compromised; no rotation step tests or promotes it"
+    )]
+    Marked {
+        /// Secret id.
+        secret: String,
+        /// The rotation token.
+        token: String,
+    },
     /// The pending version failed its probe.
     #[error("testSecret failed for version {token} of secret {secret}: {reason}")]
     TestFailed {
@@ -182,10 +192,9 @@ impl Rotator<'_> {
         // A version marked compromised is never tested good nor promoted.
         let label = crate::backends::store::compromised_label(token);
         if versions.iter().any(|v| v.has(&label)) {
-            return Err(RotationError::TestFailed {
+            return Err(RotationError::Marked {
                 secret: self.secret_id.to_owned(),
                 token: token.to_owned(),
-                reason: "the version is marked compromised".into(),
             });
         }
         let v = versions

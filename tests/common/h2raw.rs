@@ -155,7 +155,7 @@ fn hpack_skip_string(block: &[u8], at: &mut usize) {
 
 /// Walks an HPACK header block without decoding its strings: the number
 /// of fields, and of those sent as never-indexed literals (RFC 7541,
-/// 6.2.3) with a name of their own (not a table entry).
+/// 6.2.3), whether their name is a literal or a table entry.
 pub fn never_indexed(block: &[u8]) -> (usize, usize) {
     let (mut fields, mut never) = (0, 0);
     let mut at = 0;
@@ -178,7 +178,7 @@ pub fn never_indexed(block: &[u8]) -> (usize, usize) {
                 hpack_skip_string(block, &mut at);
             }
             hpack_skip_string(block, &mut at);
-            if is_never && named {
+            if is_never {
                 never += 1;
             }
         }

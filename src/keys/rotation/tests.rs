@@ -108,8 +108,8 @@ async fn failed_test_step_leaves_current_unchanged() {
             .is_err()
     );
     assert_eq!(r.current().await.unwrap().id, first);
-    // A good version marked compromised fails the probe, with the table's
-    // message, and finishSecret does not promote it either.
+    // A good version marked compromised is refused by every step after
+    // createSecret, with the table's message: never tested, never promoted.
     let token = "22222222-3333-4444-8555-666666666666";
     r.step(Step::CreateSecret, token).await.unwrap();
     let label = crate::backends::store::compromised_label(token);
@@ -117,11 +117,11 @@ async fn failed_test_step_leaves_current_unchanged() {
         .update_stage("k", &label, Some(token), None)
         .await
         .unwrap();
-    for step in [Step::TestSecret, Step::FinishSecret] {
+    for step in [Step::SetSecret, Step::TestSecret, Step::FinishSecret] {
         assert_eq!(
             r.step(step, token).await.unwrap_err().to_string(),
             format!(
-                "testSecret failed for version {token} of secret k: the version is marked compromised"
+                "version {token} of secret k is marked compromised; no rotation step tests or promotes it"
             )
         );
     }
