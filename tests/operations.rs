@@ -495,10 +495,22 @@ async fn metrics_have_the_documented_shape() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        Some("metrics_listen = \"127.0.0.1:0\"\n"),
+        Some(concat!(
+            "metrics_listen = \"127.0.0.1:0\"\n[[keys]]\nname = \"default\"\n",
+            "[[keys.indexes]]\nname = \"email\"\nnormalize = \"email\"\nbits = 32\n"
+        )),
     );
     let m = server.metrics.clone().unwrap();
     let mut c = server.client().await;
+    // ComputeIndex counts its values as a batch's items (OPERATIONS.md).
+    c.compute_index(envelope::pb::ComputeIndexRequest {
+        key: String::new(),
+        index: "email".into(),
+        values: vec![bytes::Bytes::from_static(b"a@example.com"); 5],
+        context: Default::default(),
+    })
+    .await
+    .unwrap();
     let sealed = c
         .encrypt_batch(common::requests::batch("", 0, 3))
         .await
@@ -582,8 +594,13 @@ async fn metrics_have_the_documented_shape() {
     assert_eq!(items.len(), powers.len() + 1, "{items:?}");
     assert_eq!(
         value(metrics, "envelope_batch_items_count"),
-        2.0,
-        "EncryptBatch and DecryptBatch"
+        3.0,
+        "ComputeIndex, EncryptBatch and DecryptBatch"
+    );
+    assert_eq!(
+        value(metrics, "envelope_batch_items_sum"),
+        10.0,
+        "5 + 3 + 2"
     );
     assert_eq!(
         value(
