@@ -636,6 +636,56 @@ async fn connections_end_at_their_maximum_age() {
     );
 }
 
+/// CONFIG.md, `max_connection_age_secs` and `max_connection_age_grace_secs`,
+/// on the wire: at the age the server sends GOAWAY (NO_ERROR); a connection
+/// still open at the end of the grace (here a stream waits for its body,
+/// which the 10 s message read timeout would otherwise end) is closed then.
+#[tokio::test]
+async fn a_connection_gets_goaway_at_its_age_and_is_closed_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let aged = Server::start(
+        &dir.path().join("aged"),
+        Some("[limits]\nmax_connection_age_secs = 1\nmax_connection_age_grace_secs = 2\n"),
+    );
+    let mut raw = common::h2raw::connect(&aged.addr).await;
+    let start = Instant::now();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &common::h2raw::encrypt_headers(1))
+        .await
+        .unwrap();
+    let (resets, goaway) = common::h2raw::until_goaway(&mut raw).await;
+    let at = start.elapsed();
+    assert_eq!(
+        goaway,
+        Some(0),
+        "GOAWAY NO_ERROR at the age ({resets:?}): {}",
+        aged.logs()
+    );
+    assert!(
+        at >= Duration::from_millis(900),
+        "GOAWAY before the age: {at:?}"
+    );
+    // The client answers the server's PING (the round trip h2 waits for
+    // before its final GOAWAY) and keeps its stream open.
+    while let Some(f) = common::h2raw::read_frame(&mut raw).await {
+        if f.kind == common::h2raw::PING && f.flags & common::h2raw::ACK == 0 {
+            let pong = common::h2raw::frame(common::h2raw::PING, common::h2raw::ACK, 0, &f.payload);
+            tokio::io::AsyncWriteExt::write_all(&mut raw, &pong)
+                .await
+                .unwrap();
+        }
+    }
+    let closed = start.elapsed();
+    assert!(
+        closed >= Duration::from_millis(2900),
+        "closed before the grace ended: {closed:?}: {}",
+        aged.logs()
+    );
+    assert!(
+        closed < Duration::from_secs(9),
+        "the grace did not bound the connection: {closed:?}"
+    );
+}
+
 /// CONFIG.md, `max_header_list_bytes`: a request whose header list is over
 /// the limit (16 KiB by default) is refused before any handler runs; one
 /// under it is served.

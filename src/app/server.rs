@@ -261,8 +261,9 @@ async fn serve(
         .http2_max_header_list_size(limits.max_header_list_bytes)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // GOAWAY at the age; the grace is enforced by the listener's
+        // connections (`Conn`), since tonic's would skip the GOAWAY.
         .max_connection_age(limits.max_connection_age)
-        .max_connection_age_grace(limits.max_connection_age_grace)
         .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_resets))
         .layer(BudgetLayer(budget))

@@ -6,6 +6,7 @@
 //! drain begins the listening socket is closed, so new connections are
 //! refused and clients go to another replica at once.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ const MAX_HANDSHAKES: usize = 256;
 /// A served connection: plaintext TCP or TLS over TCP, holding its slot.
 pub struct Conn {
     io: Io,
+    /// When the connection is closed whatever it is doing: its maximum age
+    /// (when tonic sends GOAWAY) plus the grace. tonic's own
+    /// `max_connection_age_grace` replaces the GOAWAY with a bare close at
+    /// the end of the grace (tonic 0.14), so the grace is kept here.
+    ends: Pin<Box<tokio::time::Sleep>>,
     /// The HTTP/2 preface read from a TLS peer before the connection was
     /// handed over, given back to the first reads.
     head: Head,
@@ -62,6 +68,12 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.ends.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection's maximum age and grace have passed",
+            )));
+        }
         let head = &mut this.head;
         if let Some(rest) = head.buf.get(head.pos..head.len)
             && !rest.is_empty()
@@ -157,6 +169,7 @@ pub fn incoming(
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let lifetime = limits.max_connection_age + limits.max_connection_age_grace;
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -196,6 +209,7 @@ pub fn incoming(
                         remote: Some(remote),
                     };
                     let conn = Conn {
+                        ends: Box::pin(tokio::time::sleep(lifetime)),
                         io: Io::Plain(tcp),
                         head: Head::default(),
                         info,
@@ -266,6 +280,7 @@ pub fn incoming(
                             remote: Some(remote),
                         };
                         let conn = Conn {
+                            ends: Box::pin(tokio::time::sleep(lifetime)),
                             io: Io::Tls(Box::new(stream)),
                             head,
                             info,
