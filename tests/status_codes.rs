@@ -470,6 +470,12 @@ async fn rotate_master_key_errs_when_only_its_refresh_fails() {
     assert_eq!(after.rotation_failures, 0);
     assert!(after.refresh_failures >= 1);
     assert_eq!((rotations("ok"), rotations("failed")), (1, 0));
+    // OPERATIONS.md, `/readyz` `checks.kms`: the last KMS call failed.
+    let kms_check = || {
+        let body = common::http_get(server.metrics.as_ref().unwrap(), "/readyz").1;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["checks"]["kms"].clone()
+    };
+    assert_eq!(kms_check(), "failing");
 
     proxy.fail_after(None);
     admin
@@ -477,6 +483,7 @@ async fn rotate_master_key_errs_when_only_its_refresh_fails() {
         .await
         .unwrap();
     assert_eq!(status().await.current_version, rotated);
+    assert_eq!(kms_check(), "ok");
 
     // A step failing (createSecret cannot write AWSPENDING) is counted.
     proxy.fail_after(Some(("secretsmanager.PutSecretValue", 0)));
