@@ -804,3 +804,28 @@ async fn kms_alone_unreachable_says_so() {
         "check aws.region",
     );
 }
+
+/// README, "The CLI client": `rotate` and `compromise` require `--key`, so
+/// neither acts on `default` by accident; the client commands' `--addr`
+/// defaults to 127.0.0.1:50051 (the README's CLI block relies on it:
+/// `tests/readme.rs`).
+#[test]
+fn rotate_and_compromise_require_a_key_and_addr_has_its_default() {
+    for args in [
+        &["rotate"][..],
+        &["compromise", "--version", "v", "--reason", "r"][..],
+    ] {
+        let (ok, _, err) = common::cli::run(args, &[]);
+        assert!(
+            !ok && err.contains("--key <KEY>") && err.contains("required"),
+            "{args:?}: {err}"
+        );
+    }
+    for command in ["status", "encrypt", "rotate", "compromise"] {
+        let (ok, out, err) = common::cli::run(&[command, "--help"], &[]);
+        assert!(
+            ok && out.contains("[default: 127.0.0.1:50051]"),
+            "{command}: {out}{err}"
+        );
+    }
+}

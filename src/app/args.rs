@@ -83,7 +83,6 @@ pub enum Command {
     /// the secret store (no server needed); otherwise it asks the server at --addr.
     Rotate {
         /// The server (when no --config is given).
-        /// The server.
         #[command(flatten)]
         target: super::cli::Target,
         /// Key name.
