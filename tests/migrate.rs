@@ -564,3 +564,115 @@ async fn current_rows_are_skipped_without_a_call() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(calls(), before + 1, "{}", server.stdout());
 }
+
+/// A server that forwards RewrapBatch to a real one and drops the last
+/// answer: what a broken or hostile server might send. Every other call
+/// is refused.
+struct ShortReplies(pb::envelope_client::EnvelopeClient<tonic::transport::Channel>);
+
+type Refused<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Methods refused with UNIMPLEMENTED, in the shape `async_trait` gives the
+/// trait's methods (it does not see methods a macro writes).
+macro_rules! refused {
+    ($($call:ident($req:ty) -> $resp:ty;)*) => {$(
+        fn $call<'life0, 'async_trait>(
+            &'life0 self,
+            _: tonic::Request<$req>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<tonic::Response<$resp>, tonic::Status>>
+                    + Send
+                    + 'async_trait,
+            >,
+        >
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Err(tonic::Status::unimplemented("not served here")) })
+        }
+    )*};
+}
+
+#[tonic::async_trait]
+impl pb::envelope_server::Envelope for ShortReplies {
+    type EncryptStreamStream = Refused<pb::EncryptStreamResponse>;
+    type DecryptStreamStream = Refused<pb::DecryptStreamResponse>;
+    type EncryptColumnStreamStream = Refused<pb::EncryptColumnStreamResponse>;
+    type DecryptColumnStreamStream = Refused<pb::DecryptColumnStreamResponse>;
+
+    async fn rewrap_batch(
+        &self,
+        req: tonic::Request<pb::RewrapBatchRequest>,
+    ) -> Result<tonic::Response<pb::RewrapBatchResponse>, tonic::Status> {
+        let mut answer = self.0.clone().rewrap_batch(req.into_inner()).await?;
+        answer.get_mut().results.pop();
+        Ok(answer)
+    }
+
+    refused! {
+        encrypt(pb::EncryptRequest) -> pb::EncryptResponse;
+        decrypt(pb::DecryptRequest) -> pb::DecryptResponse;
+        encrypt_batch(pb::EncryptBatchRequest) -> pb::EncryptBatchResponse;
+        decrypt_batch(pb::DecryptBatchRequest) -> pb::DecryptBatchResponse;
+        encrypt_stream(tonic::Streaming<pb::EncryptStreamRequest>) -> Self::EncryptStreamStream;
+        decrypt_stream(tonic::Streaming<pb::DecryptStreamRequest>) -> Self::DecryptStreamStream;
+        encrypt_column(pb::EncryptColumnRequest) -> pb::EncryptColumnResponse;
+        decrypt_column(pb::DecryptColumnRequest) -> pb::DecryptColumnResponse;
+        encrypt_column_stream(tonic::Streaming<pb::EncryptColumnStreamRequest>) -> Self::EncryptColumnStreamStream;
+        decrypt_column_stream(tonic::Streaming<pb::DecryptColumnStreamRequest>) -> Self::DecryptColumnStreamStream;
+        compute_index(pb::ComputeIndexRequest) -> pb::ComputeIndexResponse;
+        rewrap(pb::RewrapRequest) -> pb::RewrapResponse;
+        reencrypt_batch(pb::ReencryptBatchRequest) -> pb::ReencryptBatchResponse;
+        reencrypt_column(pb::ReencryptColumnRequest) -> pb::ReencryptColumnResponse;
+        generate_data_key(pb::GenerateDataKeyRequest) -> pb::GenerateDataKeyResponse;
+        unwrap_data_key(pb::UnwrapDataKeyRequest) -> pb::UnwrapDataKeyResponse;
+    }
+}
+
+/// ROTATION.md, "Failures": a reply that does not answer every record
+/// stops the run before the batch is written; nothing is written, and no
+/// checkpoint is kept past it.
+#[tokio::test]
+async fn a_reply_short_of_a_record_stops_the_run_before_writing() {
+    let (pg, _dir, server, records) = small_table(20, |_| {}).await;
+    rotate(&server, "default").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let short = ShortReplies(server.client().await);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::envelope_server::EnvelopeServer::new(short))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = common::cli::migrate_users(&addr, &pg.url);
+        cmd.args(["--row-field", "id", "--batch", "10"]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the server answered 9 results for 10 records; nothing of this batch was written"
+        ),
+        "{stderr}"
+    );
+    let db = pg.client().await;
+    let rows = db
+        .query("SELECT email FROM users ORDER BY id", &[])
+        .await
+        .unwrap();
+    let now: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(now, records, "a row was written");
+    let kept = db
+        .query("SELECT last_id FROM envelope_migrate_checkpoint", &[])
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0);
+    assert_eq!(kept, 0, "a checkpoint past the unwritten batch");
+}
